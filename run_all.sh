@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# LAIONet companion: bootstrap the environment, then run the numbered notebooks headless.
+#
+#   ./run_all.sh                          every notebook of the demo profile (the default)
+#   ./run_all.sh --profile tiny           another profile (profiles/<name>.yaml or a path)
+#   ./run_all.sh --only 01,02             a subset of the notebooks, in order
+#   ./run_all.sh -p threshold 0.80        override a parameter (repeatable)
+#   ./run_all.sh sweep 02 threshold 0.70 0.75 0.82
+#                                         one notebook, one parameter, several values
+#   ./run_all.sh test [pytest args]       run the test suite
+#   ./run_all.sh env                      only create / check the environment
+#
+# Environment selection, first match wins:
+#   1. $LAIONET_PYTHON (an interpreter that already has everything);
+#   2. the active virtualenv / conda env when it already satisfies requirements.lock;
+#   3. the venv at ${LAIONET_VENV:-.venv}, created and filled from requirements.lock if needed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+LOCK="$ROOT/requirements.lock"
+VENV="${LAIONET_VENV:-$ROOT/.venv}"
+
+# Offline by default: nothing is fetched from model hubs unless the user asks for it.
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
+export NO_ALBUMENTATIONS_UPDATE=1
+export WANDB_MODE="${WANDB_MODE:-disabled}"
+export MPLBACKEND=Agg
+export PYTHONUNBUFFERED=1
+export LAIONET_ROOT="$ROOT"
+
+lock_hash() {
+    sha256sum <"$LOCK" | cut -c1-16
+}
+
+env_ok() {  # $1 = python; succeeds when it can import everything pinned
+    "$1" - <<'PY' >/dev/null 2>&1
+import importlib, sys
+for m in ("torch", "torchvision", "timm", "open_clip", "sentence_transformers", "papermill",
+          "jupytext", "nltk", "pandas", "pyarrow", "seaborn", "img2dataset", "pytest", "yaml"):
+    importlib.import_module(m)
+PY
+}
+
+ensure_editable() {  # make `import laionet` resolve to this checkout
+    local py="$1" where
+    where="$("$py" -c 'import laionet, os; print(os.path.realpath(os.path.dirname(laionet.__file__)))' 2>/dev/null || true)"
+    if [ "$where" != "$(realpath "$ROOT/lib/laionet")" ]; then
+        echo "[run_all] installing the laionet package from $ROOT (editable)"
+        "$py" -m pip install --quiet --no-deps --no-build-isolation -e "$ROOT"
+    fi
+}
+
+create_venv() {
+    local base
+    base="$(command -v python3.11 || command -v python3)"
+    echo "[run_all] creating the environment in $VENV (python: $base); this takes a few minutes once"
+    rm -rf "$VENV"
+    "$base" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
+    # requirements.lock pins every package (torch 2.14.1 + torchvision 0.29.1, a working CPU pair).
+    "$VENV/bin/python" -m pip install --quiet -r "$LOCK"
+    # The stamp is written last: an interrupted install is redone on the next run.
+    lock_hash >"$VENV/.laionet-lock-hash"
+}
+
+ensure_wordnet() {
+    # WordNet 3.0 (Debian's wordnet-base) backs the "unique in WordNet" lemma rule and
+    # synset lists beyond ImageNet-1k. Installed when missing, if we may (root + apt-get);
+    # LAIONET_NO_APT=1 skips this. Without it those features explain how to get it.
+    [ -f /usr/share/wordnet/data.noun ] && return 0
+    [ -n "${LAIONET_WORDNET:-}" ] && return 0
+    [ "${LAIONET_NO_APT:-0}" = 1 ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[run_all] installing Debian's wordnet-base (WordNet 3.0 data files)"
+        (apt-get install -y -qq wordnet-base >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wordnet-base >/dev/null 2>&1; }) \
+            || echo "[run_all] could not install wordnet-base; WordNet-based features will be skipped"
+    fi
+}
+
+pick_python() {
+    ensure_wordnet
+    if [ -n "${LAIONET_PYTHON:-}" ]; then
+        PY="$LAIONET_PYTHON"
+    elif [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && [ "$(command -v python || true)" != "$VENV/bin/python" ] \
+            && env_ok "$(command -v python)"; then
+        PY="$(command -v python)"
+        echo "[run_all] using the active environment: $PY"
+    else
+        if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.laionet-lock-hash" 2>/dev/null)" != "$(lock_hash)" ] \
+                || ! env_ok "$VENV/bin/python"; then
+            create_venv
+        fi
+        PY="$VENV/bin/python"
+    fi
+    ensure_editable "$PY"
+}
+
+cmd="${1:-run}"
+case "$cmd" in
+    test)
+        shift
+        pick_python
+        exec "$PY" -m pytest "$@"
+        ;;
+    env)
+        pick_python
+        echo "[run_all] environment ready: $PY"
+        ;;
+    sweep)
+        shift
+        pick_python
+        exec "$PY" -m laionet.runner sweep "$@"
+        ;;
+    -h|--help|help)
+        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        ;;
+    *)
+        [ "$cmd" = "run" ] && [ $# -gt 0 ] && shift
+        pick_python
+        exec "$PY" -m laionet.runner run "$@"
+        ;;
+esac
