@@ -97,19 +97,23 @@ def export_html(ipynb: Path) -> Path | None:
 
 
 def failed_cell(ipynb: Path) -> str:
-    """Describe the first cell with an error output in an executed notebook."""
+    """Describe the first cell with an error output in an executed notebook.
+
+    Cells are numbered as in the source notebook (code cells only, papermill's injected
+    parameters cell not counted), so the number points at the .py file's cell.
+    """
     import nbformat
 
     nb = nbformat.read(ipynb, as_version=4)
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    code_cells = [c for c in nb.cells if c.cell_type == "code"
+                  and "injected-parameters" not in c.metadata.get("tags", [])]
     for i, cell in enumerate(code_cells, start=1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                first = cell.source.strip().splitlines()[:1]
-                return (f"code cell {i} (execution count {cell.get('execution_count')}), "
-                        f"starting {first[0]!r}: {out.get('ename')}: {out.get('evalue')}"
-                        if first else f"code cell {i}: {out.get('ename')}: {out.get('evalue')}")
-    return "no cell recorded an error (the kernel may have died)"
+                first = (cell.source.strip().splitlines() or [""])[0]
+                return (f"code cell {i} (starting {first!r}): "
+                        f"{out.get('ename')}: {out.get('evalue')}")
+    return "no cell recorded an error (the kernel may have died: out of memory?)"
 
 
 def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | None = None,

@@ -1,0 +1,132 @@
+"""The headless runner: profiles, parameter injection, failures, sweeps (real papermill kernels)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from laionet import runner
+
+NOTEBOOK_OK = '''\
+# %% [markdown]
+# A toy stage.
+
+# %% tags=["parameters"]
+profile: str = "demo"  # profile name
+out_dir: str = ""  # run folder override
+figures_dir: str = ""  # figure folder override
+threshold: float = 0.5  # a threshold
+label: str = "x"  # a label
+
+# %%
+from laionet.paths import stage_paths
+from laionet.io import write_json
+paths = stage_paths("01_toy", profile, out_dir, figures_dir)
+write_json({"threshold": threshold, "label": label, "profile": profile}, paths.out / "result.json")
+'''
+
+NOTEBOOK_FAIL = '''\
+# %% tags=["parameters"]
+profile: str = "demo"  # profile name
+
+# %%
+x = 1
+
+# %%
+raise ValueError("boom in the second cell")
+'''
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='toy'\n")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "notebooks" / "01_toy.py").write_text(NOTEBOOK_OK)
+    (tmp_path / "notebooks" / "02_fail.py").write_text(NOTEBOOK_FAIL)
+    (tmp_path / "profiles" / "toy.yaml").write_text(textwrap.dedent("""\
+        name: toy
+        notebooks: [01_toy]
+        parameters: {threshold: 0.25, unrelated: 3}
+        notebook_parameters: {01_toy: {label: from-profile}}
+        """))
+    monkeypatch.setenv("LAIONET_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_profile_and_override_reach_the_notebook(project):
+    rc = runner.main(["run", "--profile", "toy", "-p", "label", "from-cli"])
+    assert rc == 0
+    out = project / "runs" / "toy" / "01_toy"
+    result = json.loads((out / "result.json").read_text())
+    assert result == {"threshold": 0.25, "label": "from-cli", "profile": "toy"}
+    assert (out / "01_toy.ipynb").is_file() and (out / "01_toy.html").is_file()
+    timings = json.loads((project / "runs" / "toy" / "run_all_timings.json").read_text())
+    assert set(timings["timings_s"]) == {"01_toy"}
+
+
+def test_unknown_parameter_is_refused(project):
+    with pytest.raises(SystemExit, match="unknown parameter"):
+        runner.execute(project / "notebooks" / "01_toy.py", "toy", {"no_such": 1})
+
+
+def test_failure_names_the_cell_and_the_executed_notebook(project, capsys):
+    rc = runner.main(["run", "--profile", "toy", "--only", "02"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "02_fail failed" in err
+    assert "code cell 3" in err and "ValueError" in err and "boom in the second cell" in err
+    assert str(project / "runs" / "toy" / "02_fail" / "02_fail.ipynb") in err
+
+
+def test_sweep_writes_one_folder_per_value(project):
+    rc = runner.main(["sweep", "01", "threshold", "0.7", "0.9", "--profile", "toy"])
+    assert rc == 0
+    base = project / "runs" / "toy" / "sweeps" / "01_toy" / "threshold"
+    for v in ("0.7", "0.9"):
+        assert json.loads((base / f"threshold={v}" / "result.json").read_text())["threshold"] == float(v)
+    index = json.loads((base / "sweep.json").read_text())
+    assert [r["value"] for r in index["runs"]] == [0.7, 0.9]
+
+
+def test_parse_value_is_yaml():
+    assert runner.parse_value("0.82") == 0.82
+    assert runner.parse_value("true") is True
+    assert runner.parse_value("[a, b]") == ["a", "b"]
+    assert runner.parse_value("runs/x/*.parquet") == "runs/x/*.parquet"
+
+
+def test_run_all_sh_help_runs_without_an_environment():
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", str(root / "run_all.sh"), "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "./run_all.sh test" in out and "sweep" in out
+
+
+def test_every_notebook_declares_typed_documented_parameters():
+    root = Path(__file__).resolve().parents[1]
+    import jupytext
+
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb = jupytext.read(path)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+        lines = [ln for ln in tagged[0].source.splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+        assert lines, f"{path.name}: empty parameters cell"
+        for ln in lines:
+            if ln.startswith((" ", "\t")):
+                continue  # continuation of a multi-line value
+            assert ":" in ln.split("=")[0], f"{path.name}: parameter without a type: {ln!r}"
+            assert "#" in ln, f"{path.name}: parameter without a comment: {ln!r}"
+        for p in ("profile", "out_dir", "figures_dir"):
+            assert any(ln.startswith(p + ":") for ln in lines), f"{path.name}: missing {p}"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
