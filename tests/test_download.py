@@ -1,0 +1,204 @@
+"""Stage 03: img2dataset downloads from a loopback host, failures counted, resume, read back.
+
+The tests start their own tiny HTTP server over a tmp folder of images they write (RGB, L, P,
+RGBA, CMYK, corrupt bytes), plus URLs that 404 and a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import socket
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from laionet import download as dl
+
+N_PER_MODE = 3          # RGB, L, P, RGBA, CMYK images, 3 each
+N_404 = 3
+N_CORRUPT = 2
+N_UNREACHABLE = 2
+SHARD = 5               # small shards so the set spans several
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output readable
+        pass
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """Serve a folder of test images on 127.0.0.1; yields (base_url, root)."""
+    root = tmp_path_factory.mktemp("http")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_images(root) -> pd.DataFrame:
+    """Images of every mode + broken cases; returns the expected outcome per key."""
+    rng = np.random.default_rng(0)
+    rows = []
+    key = 0
+    for mode, ext in [("RGB", "jpg"), ("L", "png"), ("P", "png"), ("RGBA", "png"),
+                      ("CMYK", "jpg")]:
+        for _ in range(N_PER_MODE):
+            arr = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+            im = Image.fromarray(arr, "RGB")
+            im = im.convert(mode) if mode != "P" else im.quantize(16)
+            name = f"img{key}.{ext}"
+            im.save(root / name)
+            rows.append((key, f"/{name}", "success", mode))
+            key += 1
+    for _ in range(N_404):
+        rows.append((key, f"/missing{key}.jpg", "failed_to_download", "404"))
+        key += 1
+    for _ in range(N_CORRUPT):
+        (root / f"bad{key}.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 3)
+        rows.append((key, f"/bad{key}.jpg", "failed_to_resize", "corrupt"))
+        key += 1
+    return pd.DataFrame(rows, columns=["key", "path", "expect", "case"])
+
+
+@pytest.fixture(scope="module")
+def world(host):
+    base, root = host
+    exp = _write_images(root)
+    port = _closed_port()
+    table = pd.DataFrame({
+        # keys in the authors' global layout: part * 1e8 + row
+        "key": (3 * 100_000_000 + exp["key"]).astype("int64"),
+        "wnid": [f"n{i % 3:08d}" for i in range(len(exp))],
+        "URL": ["http://laion-demo.invalid" + p for p in exp["path"]],
+    })
+    unreachable = pd.DataFrame({"key": 3 * 100_000_000 + 1000 + np.arange(N_UNREACHABLE),
+                                "wnid": "n00000009",
+                                "URL": [f"http://127.0.0.1:{port}/x{i}.jpg"
+                                        for i in range(N_UNREACHABLE)]})
+    table = pd.concat([table, unreachable], ignore_index=True)
+    # shuffle: the wrapper must sort by key itself
+    table = table.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    rewrite = lambda u: u.replace("http://laion-demo.invalid", base)  # noqa: E731
+    return table, rewrite, exp
+
+
+def _download(table, out, rewrite, **kw):
+    return dl.download_laionet(table, out, url_rewrite=rewrite, image_size=32,
+                               processes_count=1, thread_count=8, retries=0, timeout=3,
+                               number_sample_per_shard=SHARD, **kw)
+
+
+@pytest.fixture(scope="module")
+def downloaded(world, tmp_path_factory):
+    table, rewrite, exp = world
+    out = tmp_path_factory.mktemp("dl")
+    man = _download(table, out, rewrite)
+    return out, man
+
+
+def test_manifest_counts_every_outcome(world, downloaded):
+    table, _, exp = world
+    out, man = downloaded
+    assert len(man) == len(table) and man["key"].is_unique
+    assert list(man.columns) == dl.MANIFEST_COLUMNS
+    on_disk = pd.read_parquet(out / dl.MANIFEST)
+    assert len(on_disk) == len(man)
+    counts = man["status"].value_counts().to_dict()
+    assert counts.get("success") == 5 * N_PER_MODE
+    assert counts.get("failed_to_download") == N_404 + N_UNREACHABLE
+    assert counts.get("failed_to_resize") == N_CORRUPT
+    kinds = man["error_kind"].value_counts().to_dict()
+    assert kinds.get("http_404") == N_404
+    assert kinds.get("connection_refused") == N_UNREACHABLE
+    assert kinds.get("corrupt_image") == N_CORRUPT
+    ok = man[man["status"] == "success"]
+    assert ok["sha256"].str.fullmatch(r"[0-9a-f]{64}").all() and (ok["size"] > 0).all()
+    assert man.loc[man["status"] != "success", "sha256"].isna().all()
+    # wnids travel with the row key
+    assert man.set_index("key")["wnid"].equals(table.set_index("key")["wnid"].loc[man["key"]])
+
+
+def test_sha256_is_of_the_served_bytes(world, downloaded, host):
+    import hashlib
+    _, root = host
+    _, man = downloaded
+    row = man[man["status"] == "success"].iloc[0]
+    idx = int(row["key"]) - 3 * 100_000_000
+    served = next(root.glob(f"img{idx}.*")).read_bytes()
+    assert row["sha256"] == hashlib.sha256(served).hexdigest()
+
+
+def test_non_rgb_images_are_converted_and_kept(world, downloaded):
+    _, _, exp = world
+    out, man = downloaded
+    got = {k: (w, im) for k, w, im in dl.iter_downloaded(out)}
+    ok_keys = set(man.loc[man["status"] == "success", "key"])
+    assert set(got) == ok_keys
+    for case in ("L", "P", "RGBA", "CMYK"):
+        keys = 3 * 100_000_000 + exp.loc[exp["case"] == case, "key"]
+        assert set(keys) <= ok_keys, f"{case} images must be kept"
+        for k in keys:
+            im = got[int(k)][1]
+            assert im.mode == "RGB"
+            # smaller side resized to image_size=32 keeping the 40x56 ratio
+            assert min(im.size) == 32 and max(im.size) in (44, 45)
+            assert np.asarray(im).std() > 10  # real content, not a blank conversion
+
+
+def test_resume_redoes_only_unfinished_shards(world, tmp_path):
+    table, rewrite, _ = world
+    out = tmp_path / "dl"
+    _download(table, out, rewrite)
+    shards = dl.finished_shards(out / dl.SHARDS)
+    assert len(shards) >= 4
+    # simulate a run killed while writing the second shard: no stats file, a truncated tar
+    victim = shards[1]
+    (out / dl.SHARDS / f"{victim}_stats.json").unlink()
+    tar = out / dl.SHARDS / f"{victim}.tar"
+    tar.write_bytes(tar.read_bytes()[:100])
+    before = {s: os.stat(out / dl.SHARDS / f"{s}.tar").st_mtime_ns for s in shards if s != victim}
+    partial = dl.build_manifest(out / dl.SHARDS, dl.prepare_input(table, rewrite))
+    assert (partial["status"] == dl.NOT_ATTEMPTED).sum() == SHARD
+    man = _download(table, out, rewrite)
+    after = {s: os.stat(out / dl.SHARDS / f"{s}.tar").st_mtime_ns for s in before}
+    assert after == before, "finished shards must not be redone"
+    assert victim in dl.finished_shards(out / dl.SHARDS)
+    assert (man["status"] == dl.NOT_ATTEMPTED).sum() == 0
+    assert (man["status"] == "success").sum() == 5 * N_PER_MODE
+
+
+def test_resume_refuses_a_different_input(world, downloaded):
+    table, rewrite, _ = world
+    out, _ = downloaded
+    with pytest.raises(RuntimeError, match="different input"):
+        _download(table.iloc[:-1], out, rewrite)
+
+
+def test_bad_input_names_the_problem():
+    with pytest.raises(ValueError, match="URL"):
+        dl.prepare_input(pd.DataFrame({"key": [1], "wnid": ["n1"]}))
+    with pytest.raises(ValueError, match="duplicate row keys"):
+        dl.prepare_input(pd.DataFrame({"key": [1, 1], "wnid": ["a", "a"], "URL": ["u", "v"]}))
+
+
+def test_error_kind_classification():
+    msgs = pd.Series(["HTTP Error 404: Not Found", "HTTP Error 503: x",
+                      "<urlopen error [Errno 111] Connection refused>", "timed out",
+                      "Image decoding error", None, "something odd"])
+    assert dl.error_kind(msgs).tolist() == ["http_404", "http_503", "connection_refused",
+                                            "timeout", "corrupt_image", pd.NA, "other"]
