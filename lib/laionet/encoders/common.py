@@ -1,0 +1,104 @@
+"""Small helpers shared by the text and image encoders: devices, precision, normalisation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+#: What the authors feed the encoder for a null caption (paper_spec A5).
+NULL_TEXT = "None"
+
+_PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned as is."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_precision(precision: str, device: str) -> str:
+    """Validate ``precision``: half precision is a GPU speed-up only (autocast on CUDA)."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {sorted(_PRECISIONS)}")
+    if precision != "fp32" and not str(device).startswith("cuda"):
+        raise ValueError(f"precision={precision!r} needs a CUDA device (got device={device!r}); "
+                         "use precision='fp32' on CPU")
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: str) -> Iterator[None]:
+    """torch.autocast for fp16/bf16 on CUDA; a no-op for fp32."""
+    import torch
+
+    dtype = _PRECISIONS[precision]
+    if dtype is None:
+        yield
+        return
+    with torch.autocast("cuda", dtype=getattr(torch, dtype)):
+        yield
+
+
+def clean_texts(texts: Sequence[str | None]) -> list[str]:
+    """Captions as the encoder sees them: null -> ``"None"`` (paper_spec A5), others unchanged."""
+    if hasattr(texts, "to_pylist"):  # pyarrow Array / ChunkedArray
+        texts = texts.to_pylist()
+    return [NULL_TEXT if t is None else t for t in texts]
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32 (sklearn.preprocessing.normalize semantics)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+def cosine_rowwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of row i of ``a`` with row i of ``b`` (e.g. a caption vs its synset text).
+
+    Both sides are L2-normalised first, as the authors did, so cached float16 embeddings work too.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"cosine_rowwise: expected two [n, d] arrays of the same shape, "
+                         f"got {a.shape} and {b.shape}")
+    return np.einsum("ij,ij->i", l2_normalize(a), l2_normalize(b))
+
+
+def parse_spec(spec: str, kinds: Sequence[str], example: str) -> tuple[str, str]:
+    """Split ``kind:rest`` and check the kind; ``rest`` may itself hold ':' (paths)."""
+    kind, _, rest = spec.partition(":")
+    if kind not in kinds:
+        raise ValueError(f"encoder spec {spec!r}: unknown kind {kind!r}; expected one of "
+                         f"{list(kinds)} (e.g. {example!r})")
+    return kind, rest
+
+
+def split_arch(spec: str, rest: str, what: str) -> tuple[str, str]:
+    """``<arch>:<weights>`` -> (arch, weights), with an error showing the expected form."""
+    arch, sep, weights = rest.partition(":")
+    if not arch or not sep or not weights:
+        raise ValueError(f"encoder spec {spec!r}: expected '{what}'")
+    return arch, weights
+
+
+_GENERIC_STEMS = {"model", "pytorch_model", "open_clip_pytorch_model", "open_clip_model",
+                  "checkpoint", "weights"}
+
+
+def weights_id(path: str) -> str:
+    """A short id of a weights file for cache names: its stem, or its folder's name when the
+    stem is generic (HF snapshots are all called model.safetensors)."""
+    p = os.path.abspath(os.path.expanduser(path))
+    stem = os.path.basename(p).split(".")[0]
+    if stem in _GENERIC_STEMS:
+        stem = f"{os.path.basename(os.path.dirname(p))}-{stem}"
+    return stem
