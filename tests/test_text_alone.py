@@ -1,0 +1,86 @@
+"""§4.3 false-class proportion on hand-built similarities: ties, denominator, excluded, paper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from laionet import text_alone as ta
+
+# 4 captions x 5 classes
+SIM = np.array([
+    [0.9, 0.1, 0.2, 0.3, 0.95],   # own 0: one class (4) above
+    [0.5, 0.5, 0.6, 0.4, 0.1],    # own 1: a tie (class 0) does not count; class 2 above
+    [0.2, 0.3, 0.1, 0.4, 0.5],    # own 2: every other class above
+    [0.7, 0.7, 0.7, 0.7, 0.7],    # own unknown (-1)
+])
+TRUE = np.array([0, 1, 2, -1])
+
+
+def test_fixed_denominator_and_ties():
+    r = ta.false_class_proportion(SIM, TRUE)
+    assert r["n_more_similar"].tolist()[:3] == [1, 1, 4]
+    assert r["n_compared"].tolist()[:3] == [4, 4, 4]          # other classes only
+    np.testing.assert_allclose(r["p"][:3], [0.25, 0.25, 1.0])
+    assert np.isnan(r["p"][3]) and np.isnan(r["own_similarity"][3])
+    np.testing.assert_allclose(r["own_similarity"][:3], [0.9, 0.5, 0.1], rtol=1e-6)
+    rep = ta.report(r)
+    assert rep == {"n_captions": 4, "n_with_p": 3, "n_excluded_or_unknown_class": 1,
+                   "denominators": [4]}
+
+
+def test_excluded_classes():
+    excluded = np.array([False, False, False, False, True])   # class 4 left out of the set
+    r = ta.false_class_proportion(SIM, TRUE, excluded=excluded)
+    # caption 0: class 4 no longer counts; 3 other classes compared
+    assert r["n_more_similar"].tolist()[:3] == [0, 1, 3]
+    np.testing.assert_allclose(r["p"][:3], [0.0, 1 / 3, 1.0])
+    # a caption whose own class is excluded gets NaN, not 0
+    r2 = ta.false_class_proportion(SIM[:1], np.array([4]), excluded=excluded)
+    assert np.isnan(r2["p"][0])
+
+
+def test_paper_mode():
+    excluded = np.array([False, False, False, False, True])
+    r = ta.false_class_proportion(SIM, TRUE, excluded=excluded, paper=True)
+    # denominator = every class of the set (4), the true class included; unknown -> p = 0
+    assert r["n_compared"].tolist() == [4, 4, 4, 4]
+    np.testing.assert_allclose(r["p"], [0.0, 0.25, 0.75, 0.0])
+
+
+def test_blocks_equal_one_matrix():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(53, 8)).astype(np.float32)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    c = rng.normal(size=(6, 8)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    true = rng.integers(-1, 6, size=53)
+    whole = ta.false_class_proportion(t @ c.T, true)
+    blocked = ta.false_class_proportion_from_embeddings(t, c, true, block_size=7)
+    np.testing.assert_allclose(whole["p"], blocked["p"], rtol=1e-6)
+    # brute force over captions
+    for i in range(53):
+        if true[i] < 0:
+            continue
+        s = c @ t[i]
+        want = sum(s[j] > s[true[i]] for j in range(6) if j != true[i]) / 5
+        assert blocked["p"][i] == pytest.approx(want)
+    with pytest.raises(ValueError, match="same text encoder"):
+        list(ta.class_similarity_blocks(t, c[:, :4]))
+
+
+def test_out_of_range_true_index():
+    with pytest.raises(ValueError, match="out of range"):
+        ta.false_class_proportion(SIM, np.array([0, 1, 5, 0]))
+
+
+def test_cdf_and_binned():
+    p = np.array([0.0, 0.0, 0.1, 0.5, np.nan])
+    np.testing.assert_allclose(ta.cdf(p, [0.0, 0.05, 0.1, 1.0]), [0.5, 0.5, 0.75, 1.0])
+    s = np.array([0.1, 0.15, 0.6, 0.9, 0.5])
+    b = ta.binned_proportion(s, p, bins=np.array([0.0, 0.5, 1.0]))
+    assert b["n"].tolist() == [2, 2]          # the NaN p is left out
+    np.testing.assert_allclose(b["mean_p"], [0.0, 0.3])
+    np.testing.assert_allclose(b["half_width"], [0.0, 1.96 * np.sqrt(0.3 * 0.7 / 2)])
+    b2 = ta.binned_proportion(s[:4], p[:4], bins=4)
+    assert b2["n"].sum() == 4
