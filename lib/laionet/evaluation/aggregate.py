@@ -1,0 +1,145 @@
+"""The paper's accuracy aggregations (spec A12), on the long per-image results table.
+
+Input: a results table with one row per (image, model): ``dataset, model, wnid`` (true class),
+``correct1``, ``correct5`` (bool, null = image not evaluated). Everything is a pandas groupby;
+nothing loops over classes or images in Python.
+
+Definitions (exact, as in the authors' ``utils/calc_utils.py``):
+- recall_y = #True / n_y over the rows of class y with a non-null value; classes with n_y = 0
+  are skipped;
+- se_y = (Wilson 95 % CI upper - lower) / 2 / 1.96;
+- equally weighted accuracy = mean_y recall_y, SE = sqrt(sum se_y^2) / #classes;
+- LAION-weighted accuracy = sum w_y recall_y / sum w_y over the classes with a recall, where
+  w_y is the LAIONet class frequency; SE = sqrt(sum (w_y se_y)^2) / sum w_y.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.proportion import proportion_confint
+
+KS = (1, 5)
+
+
+def wilson_se(n_correct, n, alpha: float = 0.05) -> np.ndarray:
+    """Per-class standard error: half the Wilson interval width divided by 1.96 (A12)."""
+    lo, hi = proportion_confint(np.asarray(n_correct), np.asarray(n), alpha=alpha, method="wilson")
+    return (np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float)) / 2 / 1.96
+
+
+def _check_columns(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"{what}: missing column(s) {missing}; it has {list(df.columns)}. "
+                       "Expected the long results table of laionet.evaluation (one row per image "
+                       "and model).")
+
+
+def per_class_recall(results: pd.DataFrame, k: int = 1,
+                     keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """Recall@k per (dataset, model, class) over the rows with a non-null ``correct<k>``.
+
+    ``keys`` restricts the classes (the paper's ImageNet "projection" onto the LAIONet keys).
+    Returns columns dataset, model, wnid, n, n_correct, recall, se; classes with no evaluated
+    row do not appear.
+    """
+    col = f"correct{k}"
+    _check_columns(results, ("dataset", "model", "wnid", col), "per_class_recall")
+    df = results[["dataset", "model", "wnid", col]]
+    if keys is not None:
+        df = df[df["wnid"].isin(pd.Index(list(keys)))]
+    df = df[df[col].notna()]
+    hit = df[col].astype(bool).astype(np.int64)
+    g = hit.groupby([df["dataset"], df["model"], df["wnid"]], sort=True, observed=True)
+    out = pd.DataFrame({"n": g.size(), "n_correct": g.sum()}).reset_index()
+    out["recall"] = out["n_correct"] / out["n"]
+    out["se"] = wilson_se(out["n_correct"].to_numpy(), out["n"].to_numpy())
+    out.insert(3, "k", k)
+    return out
+
+
+def equally_weighted(recalls: pd.DataFrame) -> pd.DataFrame:
+    """Mean per-class recall per (dataset, model, k), with SE sqrt(sum se^2) / #classes."""
+    g = recalls.assign(se2=recalls["se"] ** 2).groupby(["dataset", "model", "k"], sort=True)
+    out = g.agg(accuracy=("recall", "mean"), se2=("se2", "sum"), n_classes=("wnid", "size"))
+    out["se"] = np.sqrt(out.pop("se2")) / out["n_classes"]
+    return out.reset_index().assign(weighting="equal")
+
+
+def laion_weighted(recalls: pd.DataFrame, class_freq: Mapping[str, float] | pd.Series) -> pd.DataFrame:
+    """Recall weighted by LAIONet class frequency, renormalised over the classes present.
+
+    Classes absent from ``class_freq`` get weight 0 (as in the paper). A (dataset, model) whose
+    classes all have weight 0 gets NaN.
+    """
+    w = pd.Series(class_freq, dtype=float)
+    df = recalls.assign(w=recalls["wnid"].map(w).fillna(0.0).to_numpy())
+    df = df.assign(wr=df["w"] * df["recall"], wse2=(df["w"] * df["se"]) ** 2)
+    g = df.groupby(["dataset", "model", "k"], sort=True)
+    out = g.agg(wsum=("w", "sum"), wr=("wr", "sum"), wse2=("wse2", "sum"),
+                n_classes=("w", lambda s: int((s > 0).sum())))
+    wsum = out["wsum"].where(out["wsum"] > 0)
+    out["accuracy"] = out["wr"] / wsum
+    out["se"] = np.sqrt(out["wse2"]) / wsum
+    return out[["accuracy", "se", "n_classes"]].reset_index().assign(weighting="laion")
+
+
+def class_frequency(wnids: pd.Series | Iterable[str]) -> pd.Series:
+    """Relative frequency of each class in LAIONet (count / total), sorted descending."""
+    counts = pd.Series(list(wnids) if not isinstance(wnids, pd.Series) else wnids).value_counts()
+    return (counts / counts.sum()).rename("relative_frequency").rename_axis("wnid")
+
+
+def accuracy_table(results: pd.DataFrame, class_freq: Mapping[str, float] | pd.Series | None = None,
+                   projections: Mapping[str, Iterable[str]] | None = None,
+                   intersection: bool = False, ks: Iterable[int] = KS) -> pd.DataFrame:
+    """Accuracies of every (dataset, model, k, weighting) as in the paper's plots.
+
+    ``projections`` maps a dataset name to the class keys its rows are restricted to (paper:
+    ImageNet is projected onto the LAIONet keys). With ``intersection=True`` (a fix of spec E.6,
+    not the paper's default) every dataset of a model is restricted to the classes that have
+    evaluated rows in all datasets of that model. Columns: dataset, model, k, weighting,
+    accuracy, se, n_classes.
+    """
+    recalls = per_class_recalls(results, projections=projections, intersection=intersection, ks=ks)
+    parts = [equally_weighted(recalls)]
+    if class_freq is not None:
+        parts.append(laion_weighted(recalls, class_freq))
+    cols = ["dataset", "model", "k", "weighting", "accuracy", "se", "n_classes"]
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+def per_class_recalls(results: pd.DataFrame, projections: Mapping[str, Iterable[str]] | None = None,
+                      intersection: bool = False, ks: Iterable[int] = KS) -> pd.DataFrame:
+    """per_class_recall for every k, with each dataset's projection, optionally intersected."""
+    frames = []
+    for dataset, rows in results.groupby("dataset", sort=True):
+        keys = (projections or {}).get(dataset)
+        frames += [per_class_recall(rows, k, keys=keys) for k in ks]
+    recalls = pd.concat(frames, ignore_index=True)
+    if intersection:
+        recalls = intersect_classes(recalls)
+    return recalls
+
+
+def intersect_classes(recalls: pd.DataFrame) -> pd.DataFrame:
+    """Keep, per (model, k), the classes with a recall in every dataset of that model."""
+    n_ds = recalls.groupby(["model", "k"])["dataset"].transform("nunique")
+    n_have = recalls.groupby(["model", "k", "wnid"])["dataset"].transform("nunique")
+    return recalls[n_have == n_ds].reset_index(drop=True)
+
+
+def drops_table(acc: pd.DataFrame, high: str = "ImageNet", low: str = "LAIONet") -> pd.DataFrame:
+    """Per model and k: accuracy on both datasets and the drop ``high - low`` (per weighting)."""
+    wide = acc.pivot_table(index=["model", "k", "weighting"], columns="dataset",
+                           values=["accuracy", "se", "n_classes"], aggfunc="first")
+    wide.columns = [f"{v}_{d}" for v, d in wide.columns]
+    wide = wide.reset_index()
+    if f"accuracy_{high}" in wide and f"accuracy_{low}" in wide:
+        wide["drop"] = wide[f"accuracy_{high}"] - wide[f"accuracy_{low}"]
+        # Independent samples: the SE of a difference adds in quadrature.
+        wide["drop_se"] = np.hypot(wide[f"se_{high}"], wide[f"se_{low}"])
+    return wide

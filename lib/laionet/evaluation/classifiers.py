@@ -1,0 +1,175 @@
+"""Classifier specs and loading through timm, from a checkpoint file or (on request) a hub tag.
+
+A spec list is given to notebook 04 as one string:
+- ``demo:<dir>``: the demo world's classifiers, ``<dir>/<arch>.pth`` + ``<arch>.wnids.txt``
+  (+ optional ``<arch>.json`` with ``name``/``group``);
+- ``paper``: the paper's 29 models (lib/laionet/data/paper_models.csv) from their timm hub tags
+  (needs network or a filled HF cache: offline runs fail with a clear message);
+- a ``.csv`` / ``.yaml`` file with one classifier per row / item: name, arch, checkpoint,
+  pretrained_tag, output_wnids (a label space name or a wnid file), group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from .labels import LABEL_SPACES, infer_label_space, label_space_wnids, read_wnid_file
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """One image classifier: a timm architecture plus where its weights and labels come from.
+
+    ``checkpoint``: a local weights file (loaded through timm's pretrained_cfg_overlay path);
+    ``pretrained_tag``: a timm hub tag (``in1k``, ``fb_in22k_ft_in1k`` ...), used only when
+    ``checkpoint`` is empty; ``output_wnids``: the wnid of every output in order (empty: the
+    ImageNet label space timm infers from the output count).
+    """
+
+    name: str
+    arch: str
+    checkpoint: str | None = None
+    pretrained_tag: str | None = None
+    output_wnids: tuple[str, ...] = field(default=(), repr=False)
+    group: str = ""
+
+    def __post_init__(self):
+        if not self.checkpoint and not self.pretrained_tag:
+            raise ValueError(f"classifier {self.name!r}: give a checkpoint file or a "
+                             "pretrained_tag (weights are never random here)")
+        object.__setattr__(self, "output_wnids", tuple(self.output_wnids))
+
+
+def load_classifier(spec: Classifier, device: str = "cpu") -> tuple[Any, dict]:
+    """(model in eval mode, timm data config) for ``spec``; the model's outputs are then mapped
+    through ``classifier_wnids(spec, model)``."""
+    import timm
+    from timm.data import resolve_data_config
+
+    kwargs: dict[str, Any] = {}
+    if spec.output_wnids:
+        kwargs["num_classes"] = len(spec.output_wnids)
+    if spec.checkpoint:
+        ckpt = Path(spec.checkpoint)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"classifier {spec.name!r}: checkpoint {ckpt} not found")
+        model = timm.create_model(spec.arch, pretrained=True,
+                                  pretrained_cfg_overlay=dict(file=str(ckpt)), **kwargs)
+    else:
+        name = f"{spec.arch}.{spec.pretrained_tag}"
+        try:
+            model = timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as exc:  # hub errors come in many types; all need the same advice
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            raise RuntimeError(
+                f"classifier {spec.name!r}: could not load timm weights {name!r}"
+                + (" (HF_HUB_OFFLINE=1 and they are not in the local HF cache)" if offline else "")
+                + f": {exc}. Fix: download them once with network (HF_HUB_OFFLINE=0), or give a "
+                "checkpoint file in the classifier list.") from exc
+    model.eval().to(device)
+    return model, resolve_data_config({}, model=model)
+
+
+def classifier_wnids(spec: Classifier, num_outputs: int) -> list[str]:
+    """The wnid of each output: the spec's list, else the label space of the output count."""
+    wnids = list(spec.output_wnids) or label_space_wnids(infer_label_space(num_outputs))
+    if len(wnids) != num_outputs:
+        raise ValueError(f"classifier {spec.name!r}: {len(wnids)} output wnids for a model "
+                         f"with {num_outputs} outputs")
+    return wnids
+
+
+def _wnids_from(value: Any, base: Path) -> tuple[str, ...]:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if value in LABEL_SPACES:
+        return tuple(label_space_wnids(value))
+    path = Path(value) if Path(value).is_absolute() else base / value
+    return tuple(read_wnid_file(path))
+
+
+def _none_if_empty(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else v
+
+
+def specs_from_records(records: list[dict], base: Path, where: str) -> list[Classifier]:
+    out = []
+    for i, rec in enumerate(records):
+        missing = [c for c in ("name", "arch") if not rec.get(c)]
+        if missing:
+            raise ValueError(f"{where}: entry {i} lacks {missing} (columns: name, arch, "
+                             "checkpoint, pretrained_tag, output_wnids, group)")
+        ckpt = _none_if_empty(rec.get("checkpoint"))
+        if ckpt and not Path(ckpt).is_absolute():
+            ckpt = str(base / ckpt)
+        out.append(Classifier(name=str(rec["name"]), arch=str(rec["arch"]), checkpoint=ckpt,
+                              pretrained_tag=_none_if_empty(rec.get("pretrained_tag")),
+                              output_wnids=_wnids_from(rec.get("output_wnids"), base),
+                              group=str(_none_if_empty(rec.get("group")) or "")))
+    return out
+
+
+def demo_classifiers(directory: str | os.PathLike) -> list[Classifier]:
+    """The demo world's classifiers: every ``<arch>.pth`` with its ``<arch>.wnids.txt``."""
+    d = Path(directory)
+    ckpts = sorted(d.glob("*.pth"))
+    if not ckpts:
+        raise FileNotFoundError(f"no <arch>.pth classifiers in {d}: run notebook 00 (demo world)"
+                                " first, or point `classifiers` at another list")
+    out = []
+    for ckpt in ckpts:
+        arch = ckpt.stem
+        meta_path = ckpt.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        out.append(Classifier(name=str(meta.get("name", arch)), arch=str(meta.get("arch", arch)),
+                              checkpoint=str(ckpt), group=str(meta.get("group", "demo")),
+                              output_wnids=tuple(read_wnid_file(d / f"{arch}.wnids.txt"))))
+    return out
+
+
+def paper_models() -> pd.DataFrame:
+    """The paper's 29 classifiers + CLIP: paper name, group, HF id, timm name, label space."""
+    with resources.files("laionet").joinpath("data", "paper_models.csv").open() as fh:
+        return pd.read_csv(fh, comment="#", keep_default_na=False)
+
+
+def paper_classifiers(only_exact: bool = False) -> list[Classifier]:
+    """The paper's supervised models as hub-tag specs (CLIP is a zero-shot encoder, not here)."""
+    df = paper_models()
+    df = df[(df["group"] != "clip") & (df["timm_name"] != "")]
+    if only_exact:
+        df = df[df["timm_match"] == "exact"]
+    return [Classifier(name=r.paper_name, arch=r.timm_name.split(".")[0],
+                       pretrained_tag=r.timm_name.split(".", 1)[1], group=r.group)
+            for r in df.itertuples()]
+
+
+def read_classifier_specs(spec: str) -> list[Classifier]:
+    """Parse notebook 04's ``classifiers`` parameter (see the module docstring)."""
+    spec = spec.strip()
+    if spec.startswith("demo:"):
+        return demo_classifiers(spec[len("demo:"):])
+    if spec == "paper":
+        return paper_classifiers()
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier list {spec!r}: not 'demo:<dir>', 'paper' or an "
+                                "existing .csv/.yaml file")
+    if path.suffix == ".csv":
+        records = pd.read_csv(path, keep_default_na=False).to_dict("records")
+    elif path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(path.read_text()) or []
+        records = data.get("classifiers", []) if isinstance(data, dict) else data
+    else:
+        raise ValueError(f"{path}: classifier lists are .csv or .yaml files")
+    return specs_from_records(records, path.parent, str(path))
