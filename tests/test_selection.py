@@ -1,0 +1,252 @@
+"""Stage 02: candidates from stage-01 tables, similarity through the cache, selection rules.
+
+Selection rules run on hand-built tables; the MiniLM test embeds a few real web captions from
+../shared/reference/img2dataset (skipped with a reason when the reference data is absent).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laionet import selection as sel
+
+S = sel.KEY_STRIDE
+LION = "n02129165"
+COUGAR = "n02125311"
+GUITAR = "n02676566"
+TEXTS = {  # WordNet 3.0 glosses as in the authors' name_def strings
+    LION: "lion which is large gregarious predatory feline of Africa and India having a tawny "
+          "coat with a shaggy mane in the male",
+    COUGAR: "cougar which is large American feline resembling a lion",
+    GUITAR: "acoustic guitar which is sound is not amplified by electrical means",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# hand-built stage 01 outputs and LAION parts
+
+
+def _write_world(tmp_path):
+    """Two LAION parts and stage-01 rows/matches over them; returns (matches_dir, parts glob)."""
+    laion = tmp_path / "laion"
+    laion.mkdir()
+    for p, n in [(0, 6), (7, 4)]:
+        pq.write_table(pa.table({
+            "SAMPLE_ID": np.arange(n, dtype=np.float64),
+            "URL": [f"http://x/{p}/{r}.jpg" for r in range(n)],
+            "TEXT": [f"caption {p}-{r}" if r != 2 else None for r in range(n)],
+            "HEIGHT": np.full(n, 64), "WIDTH": np.full(n, 48 + p),
+            "LICENSE": ["?"] * n,
+            "NSFW": ["UNLIKELY", "UNSURE", None, "NSFW", "UNLIKELY", "UNLIKELY"][:n],
+            "similarity": np.linspace(0.2, 0.4, n)}),
+            laion / f"part-{p:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet")
+    # (part, row, [(lemma, wnid), ...]) in match order
+    matched = [(0, 1, [("puma", COUGAR), ("cougar", COUGAR)]),
+               (0, 2, [("lion", LION)]),
+               (0, 4, [("lion", LION), ("mountain lion", COUGAR)]),   # multi-label: dropped
+               (7, 0, [("acoustic guitar", GUITAR)]),
+               (7, 3, [("painter", COUGAR)])]
+    m01 = tmp_path / "01"
+    for sub in ("rows", "matches"):
+        (m01 / sub).mkdir(parents=True)
+    for p in (0, 7):
+        mine = [m for m in matched if m[0] == p]
+        pq.write_table(pa.table({
+            "part": pa.array([p] * len(mine), pa.int32()),
+            "row": pa.array([r for _, r, _ in mine], pa.int64()),
+            "key": pa.array([p * S + r for _, r, _ in mine], pa.int64()),
+            "wnids": [sorted({w for _, w in lw}) for _, _, lw in mine],
+            "n_classes": pa.array([len({w for _, w in lw}) for _, _, lw in mine], pa.int16()),
+            "multi_label": [len({w for _, w in lw}) > 1 for _, _, lw in mine]}),
+            m01 / "rows" / f"part-{p:05d}.parquet")
+        flat = [(p, r, lem, w) for _, r, lw in mine for lem, w in lw]
+        pq.write_table(pa.table({
+            "part": pa.array([f[0] for f in flat], pa.int32()),
+            "row": pa.array([f[1] for f in flat], pa.int64()),
+            "key": pa.array([f[0] * S + f[1] for f in flat], pa.int64()),
+            "lemma": [f[2] for f in flat], "wnid": [f[3] for f in flat]}),
+            m01 / "matches" / f"part-{p:05d}.parquet")
+    return m01, str(laion / "part-*.parquet")
+
+
+def test_candidates_drop_multi_label_and_join_by_part_row(tmp_path):
+    m01, parts = _write_world(tmp_path)
+    cand, counts = sel.load_candidates(m01, parts)
+    assert counts == {"n_matched_rows": 5, "n_single_label": 4, "n_multi_label_dropped": 1}
+    assert cand["key"].tolist() == [1, 2, 7 * S, 7 * S + 3]
+    assert cand["wnid"].tolist() == [COUGAR, LION, GUITAR, COUGAR]
+    assert [list(x) for x in cand["lemmas"]] == [["puma", "cougar"], ["lion"],
+                                                 ["acoustic guitar"], ["painter"]]
+    # columns come from the right (part, row): URL encodes both, TEXT null kept as null
+    assert cand["URL"].tolist() == ["http://x/0/1.jpg", "http://x/0/2.jpg", "http://x/7/0.jpg",
+                                    "http://x/7/3.jpg"]
+    assert cand["TEXT"].isna().tolist() == [False, True, False, False]
+    assert cand["NSFW"].tolist() == ["UNSURE", None, "UNLIKELY", "NSFW"]
+    assert cand["WIDTH"].tolist() == [48, 48, 55, 55]
+
+
+def test_candidates_errors_name_the_problem(tmp_path):
+    m01, parts = _write_world(tmp_path)
+    only0 = parts.replace("part-*", "part-00000*")
+    with pytest.raises(FileNotFoundError, match="part 7"):
+        sel.load_candidates(m01, only0)
+    t = pa.table({"part": pa.array([0], pa.int32()), "row": pa.array([99], pa.int64()),
+                  "key": pa.array([99], pa.int64())})
+    with pytest.raises(IndexError, match="row 99"):
+        sel.join_laion_columns(t, sel.part_files(parts))
+    with pytest.raises(FileNotFoundError, match="run stage 01"):
+        sel.load_candidates(tmp_path / "nowhere", parts)
+
+
+# --------------------------------------------------------------------------------------------
+# selection rules
+
+
+def _table(**cols):
+    n = len(next(iter(cols.values())))
+    base = {"key": np.arange(n, dtype=np.int64), "wnid": ["n1"] * n, "NSFW": ["UNLIKELY"] * n,
+            "similarity": np.full(n, 0.9)}
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+def test_nsfw_rule_is_exactly_unlikely():
+    df = _table(NSFW=["UNLIKELY", "UNSURE", "NSFW", None, "unlikely", " UNLIKELY", np.nan])
+    assert sel.select_laionet(df, 0.5)["key"].tolist() == [0]
+    assert sel.select_laionet(df, 0.5, nsfw_rule="unlikely_or_unsure")["key"].tolist() == [0, 1]
+    assert len(sel.select_laionet(df, 0.5, nsfw_rule="ignore")) == len(df)
+    with pytest.raises(ValueError, match="nsfw_rule"):
+        sel.select_laionet(df, 0.5, nsfw_rule="strict")
+
+
+def test_threshold_is_strict_and_nan_fails():
+    t = 0.82
+    df = _table(similarity=[t, np.nextafter(t, 1), np.nextafter(t, 0), np.nan, 1.0])
+    assert sel.select_laionet(df, t)["key"].tolist() == [1, 4]
+    assert sel.select_laionet(df, t, op=">=")["key"].tolist() == [0, 1, 4]
+
+
+def test_multi_label_rows_never_selected():
+    df = _table(wnid=["n1", None, "n2"], n_classes=[1, 2, 2], similarity=[0.9, 0.99, 0.99])
+    assert sel.select_laionet(df, 0.5)["key"].tolist() == [0]
+
+
+def test_skim_top_k_ties_by_key_and_small_classes():
+    df = _table(key=[50, 10, 30, 20, 40, 60, 70],
+                wnid=["a", "a", "a", "a", "a", "b", "c"],
+                similarity=[0.9, 0.7, 0.9, 0.9, 0.5, 0.6, np.nan])
+    top = sel.skim_top_k(df, k=3)
+    assert top[top.wnid == "a"]["key"].tolist() == [20, 30, 50]   # three tied at 0.9: by key
+    assert top[top.wnid == "b"]["key"].tolist() == [60]           # fewer than k: all kept
+    assert "c" not in set(top["wnid"])                            # NaN never ranks
+    # same answer whatever the input order
+    shuffled = sel.skim_top_k(df.sample(frac=1, random_state=3), k=3)
+    pd.testing.assert_frame_equal(top, shuffled)
+    assert sel.skim_top_k(df, k=3, min_similarity=0.6)["key"].tolist() == [20, 30, 50]
+    flagged = df.assign(wnid_is_in_recognized_text=[True, False, None, False, False, False, False])
+    assert sel.skim_top_k(flagged, k=2)[lambda d: d.wnid == "a"]["key"].tolist() == [20, 10]
+
+
+def test_threshold_curves_match_select_laionet():
+    rng = np.random.default_rng(0)
+    n = 2000
+    df = _table(wnid=rng.choice([f"n{i}" for i in range(40)], n),
+                NSFW=rng.choice(["UNLIKELY", "UNSURE", None], n, p=[0.8, 0.1, 0.1]),
+                similarity=np.round(rng.uniform(0.3, 1.0, n), 2))  # rounding: many exact ties
+    df.loc[::17, "similarity"] = np.nan
+    ts = np.round(np.linspace(0.3, 1.0, 36), 2)
+    for op in (">", ">="):
+        curves = sel.threshold_curves(df, ts, op=op)
+        brute = [(len(s := sel.select_laionet(df, t, op=op)), s["wnid"].nunique()) for t in ts]
+        assert curves[["n_rows", "n_classes"]].to_numpy().tolist() == [list(b) for b in brute]
+
+
+def test_lemma_similarities_count_each_matched_lemma():
+    df = pd.DataFrame({"key": [1, 2, 3], "wnid": [COUGAR, COUGAR, LION],
+                       "lemmas": [["puma", "cougar"], ["painter"], ["lion"]],
+                       "similarity": [0.9, 0.2, 0.8]})
+    long, counts = sel.lemma_similarities(df, COUGAR, ["cougar", "puma", "mountain lion",
+                                                       "painter"])
+    assert sorted(long["lemma"]) == ["cougar", "painter", "puma"]
+    assert counts.to_dict() == {"cougar": 1, "puma": 1, "mountain lion": 0, "painter": 1}
+
+
+def test_class_frequency_and_summarize_sweep(tmp_path):
+    freq = sel.class_frequency(_table(wnid=["a", "b", "a", "a"]))
+    assert freq["wnid"].tolist() == ["a", "b"] and freq["rel_freq"].tolist() == [0.75, 0.25]
+    runs = []
+    for t, n in [(0.7, 100), (0.5, 300)]:
+        out = tmp_path / f"threshold={t}"
+        out.mkdir()
+        (out / "summary.json").write_text(json.dumps(
+            {"threshold": t, "n_laionet": n, "n_classes_laionet": 3, "n_classes_matched": 4}))
+        runs.append({"value": t, "out_dir": str(out), "figures_dir": str(out)})
+    (tmp_path / "sweep.json").write_text(json.dumps({"param": "threshold", "runs": runs}))
+    table = sel.summarize_sweep(tmp_path / "sweep.json")
+    assert table["threshold"].tolist() == [0.5, 0.7] and table["n_laionet"].tolist() == [300, 100]
+    sel.plot_sweep(table)
+    runs.append({"value": 0.9, "out_dir": str(tmp_path / "missing")})
+    (tmp_path / "sweep.json").write_text(json.dumps({"param": "threshold", "runs": runs}))
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        sel.summarize_sweep(tmp_path / "sweep.json")
+
+
+# --------------------------------------------------------------------------------------------
+# similarity through the cache
+
+
+class _CountingEncoder:
+    """Wraps an encoder and counts the texts it embeds."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.dim, self.n_embedded = inner, inner.name, inner.dim, 0
+
+    def embed_texts(self, texts, batch_size=64, progress=False):
+        self.n_embedded += len(texts)
+        return self.inner.embed_texts(texts, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("laionet.encoders.text", reason="laionet.encoders not available")
+    from laionet.encoders.text import load_text_encoder
+    try:
+        return load_text_encoder("minilm", device="cpu")
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"MiniLM weights not available: {e}")
+
+
+def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
+    from laionet.encoders.cache import EmbeddingCache
+
+    caps = pd.read_parquet(reference("img2dataset", "test_10000.parquet"), columns=["TEXT"])
+    pick = {LION: "roaring lion", GUITAR: "Epiphone guitar", COUGAR: "Renaissance lion head"}
+    rows = []
+    for i, (wnid, needle) in enumerate(pick.items()):
+        hit = caps["TEXT"][caps["TEXT"].str.contains(needle, regex=False, na=False)]
+        assert len(hit), f"reference caption containing {needle!r} not found"
+        rows.append({"key": i, "wnid": wnid, "TEXT": hit.iloc[0]})
+    cand = pd.DataFrame(rows)
+    texts = pd.Series(TEXTS)
+    enc = _CountingEncoder(minilm)
+    cache = EmbeddingCache(tmp_path / "cache", enc.name)
+    out = sel.add_similarity(cand, texts, enc, cache)
+    first = enc.n_embedded
+    # each similarity is the cosine of the two texts' embeddings (float16 cache: ~1e-3)
+    cap = minilm.embed_texts(cand["TEXT"].tolist())
+    cls = minilm.embed_texts(texts.loc[cand["wnid"]].tolist())
+    np.testing.assert_allclose(out["similarity"], (cap * cls).sum(1), atol=2e-3)
+    # on topic: a lion sketch is closer to "lion" than a guitar ad is to "lion"
+    swapped = sel.add_similarity(cand.assign(wnid=LION), texts, enc, cache)
+    assert swapped["similarity"][0] > swapped["similarity"][1] + 0.2
+    assert out["similarity"][1] > swapped["similarity"][1] + 0.2  # guitar text fits guitar
+    # the second call embedded only the 3 class texts, never the captions again
+    assert enc.n_embedded == first + len(texts)
+    with pytest.raises(KeyError, match="no synset text"):
+        sel.add_similarity(cand.assign(wnid="n99999999"), texts, enc, cache)
