@@ -1,0 +1,469 @@
+"""Build (or reuse) the demo world on disk: layout, orchestration, cache.
+
+    paths = build_world("runs/demo/00_demo_world/world", size="demo", seed=0)
+
+The world is built into a temporary sibling folder and renamed into place when complete, so a
+crash never leaves a half-world behind. ``world.json`` holds a fingerprint of the generator
+and its parameters: a rerun with the same size and seed returns at once; models missing from a
+cached world (``train_models=False`` before) are trained into it without regenerating data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from laionet.classes import class_table
+from laionet.io import read_json, write_json, write_text
+from laionet.stage import Timings, fingerprint
+
+from . import captions, formats, sampling, v2
+from .classes import world_classes
+
+GENERATOR_VERSION = 1
+STREAMS = ("world", "laion", "laion_pixels", "laion_files", "imagenet", "imagenet_pixels",
+           "imagenetv2", "imagenetv2_pixels", "models")
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How big a world is (``SIZES``) and how long its models train."""
+
+    n_laion: int
+    n_parts: int
+    n_train: int               # ImageNet-mini train images per class
+    n_val: int                 # ImageNet-mini val images per class
+    n_v2: int                  # ImageNetV2-mini images per class and version
+    v2_pool: int               # ImageNetV2 candidates per class (each gets 10 votes)
+    tower_epochs: int
+    classifier_epochs: int
+    n_votes: int = 10
+
+
+SIZES = {
+    "demo": WorldSize(n_laion=24_000, n_parts=4, n_train=60, n_val=20, n_v2=10, v2_pool=80,
+                      tower_epochs=6, classifier_epochs=8),
+    "tiny": WorldSize(n_laion=1_500, n_parts=2, n_train=20, n_val=10, n_v2=5, v2_pool=40,
+                      tower_epochs=2, classifier_epochs=2),
+}
+
+# LAION-mini's file faults (shares of rows) and metadata mix
+FILE_FAULTS = {"missing": 0.015, "truncated": 0.005, "garbage": 0.005, "L": 0.01, "P": 0.005,
+               "RGBA": 0.005, "CMYK": 0.005}
+NSFW_MIX = {"UNLIKELY": 0.93, "UNSURE": 0.045, "NSFW": 0.015, None: 0.01}
+LICENSES = {"?": 0.97, "https://creativecommons.org/licenses/by/4.0/": 0.02,
+            "https://creativecommons.org/licenses/by-nc-sa/4.0/": 0.01}
+TEXT_NULL_SHARE = 0.005
+VAL_GREY_SHARE = 0.02   # real ImageNet val has grey-scale / CMYK files the paper skips
+
+
+@dataclass(frozen=True)
+class WorldPaths:
+    """Where everything of a built world lives (other stages read these)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    world_json = property(lambda self: self.root / "world.json")
+    classes_txt = property(lambda self: self.root / "classes.txt")
+    laion = property(lambda self: self.root / "laion")
+    http = property(lambda self: self.root / "http")
+    imagenet = property(lambda self: self.root / "imagenet")
+    imagenet_train = property(lambda self: self.root / "imagenet" / "train")
+    imagenet_val = property(lambda self: self.root / "imagenet" / "val")
+    devkit = property(lambda self: self.root / "imagenet" / "devkit")
+    imagenetv2 = property(lambda self: self.root / "imagenetv2")
+    class_info = property(lambda self: self.root / "imagenetv2" / "class_info.json")
+    selection_frequencies = property(
+        lambda self: self.root / "imagenetv2" / "selection_frequencies.parquet")
+    imagenet_captions = property(
+        lambda self: self.root / "imagenet_captions" / "imagenet_captions.json")
+    truth = property(lambda self: self.root / "truth")
+    models = property(lambda self: self.root / "models")
+
+    def laion_parts(self) -> list[Path]:
+        return sorted(self.laion.glob("part-*.parquet"))
+
+    def imagenetv2_version(self, version: str) -> Path:
+        return self.imagenetv2 / f"imagenetv2-{version}-format-val"
+
+    def truth_table(self, name: str) -> pd.DataFrame:
+        """A hidden ground-truth table: classes, laion, imagenet, imagenet_candidates, imagenetv2."""
+        return pd.read_parquet(self.truth / f"{name}.parquet")
+
+    def info(self) -> dict:
+        return read_json(self.world_json)
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAMS.index(stream)])
+
+
+def _choice(mapping: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+    keys = np.array(list(mapping), dtype=object)
+    p = np.array(list(mapping.values()), dtype=np.float64)
+    return keys[rng.choice(len(keys), n, p=p / p.sum())]
+
+
+# --------------------------------------------------------------------------------------------
+# LAION-mini
+# --------------------------------------------------------------------------------------------
+
+def _laion_similarity(samples: pd.DataFrame, parts: pd.DataFrame,
+                      rng: np.random.Generator) -> np.ndarray:
+    """A CLIP-like caption-image score, from what the simulation knows agrees:
+    0.30 + 0.12 * (0.55 [caption names the pictured class] + 0.15 [colour word right]
+    + 0.30 * typicality [a class image]) + 0.02 |noise|. LAION-400M kept pairs >= 0.3."""
+    shows = samples["label"].to_numpy() >= 0
+    names = (samples["mention"].to_numpy() == samples["label"].to_numpy()) & shows
+    agree = (0.55 * names + 0.15 * parts["colour_ok"].to_numpy()
+             + 0.30 * samples["typicality"].to_numpy() * shows)
+    return 0.30 + 0.12 * agree + 0.02 * np.abs(rng.standard_normal(len(samples)))
+
+
+def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldPaths,
+                 timings: Timings) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = _rng(seed, "laion")
+    n = cfg.n_laion
+    with timings("laion_sample"):
+        s = sampling.draw(world, n, rng)
+        parts = captions.compose(world, s, rng)
+    with timings("laion_render"):
+        pixels = sampling.render(world, s, _rng(seed, "laion_pixels"))
+    part = (np.arange(n) * cfg.n_parts // n).astype(np.int32)
+    row = (np.arange(n) - np.searchsorted(part, part)).astype(np.int64)
+    frng = _rng(seed, "laion_files")
+    status = _choice({"ok": 1 - sum(FILE_FAULTS.values()), **FILE_FAULTS}, n, frng)
+    ext = np.where(np.isin(status, ("P", "RGBA")), ".png", ".jpg")
+    rel = (pd.Series(part).map("img/{:05d}/".format) + pd.Series(row).map("{:08d}".format)
+           + ext).to_numpy()
+    text = parts["text"].to_numpy(dtype=object).copy()
+    text[frng.random(n) < TEXT_NULL_SHARE] = None
+    meta = pd.DataFrame({
+        # SAMPLE_IDs: unique, increasing, float64 as in the released parts
+        "SAMPLE_ID": (np.cumsum(frng.integers(1, 2000, n)) + 1_000_000_000).astype(np.float64),
+        "URL": formats.DEMO_URL_PREFIX + rel, "TEXT": text,
+        "HEIGHT": np.full(n, pixels.shape[1], np.int64), "WIDTH": np.full(n, pixels.shape[2], np.int64),
+        "LICENSE": _choice(LICENSES, n, frng), "NSFW": _choice(NSFW_MIX, n, frng),
+        "similarity": _laion_similarity(s, parts, frng),
+    })
+    with timings("laion_write"):
+        for p in range(cfg.n_parts):
+            formats.write_laion_part(meta[part == p], paths.laion, p)
+        _write_laion_files(pixels, status, rel, paths.http, frng)
+    truth = pd.concat([pd.DataFrame({"part": part, "row": row,
+                                     "key": part.astype(np.int64) * 100_000_000 + row,
+                                     "path": "http/" + rel, "file_status": status}),
+                       s, parts.drop(columns=["text"]),
+                       meta[["TEXT", "NSFW", "similarity"]]], axis=1)
+    return truth, pixels
+
+
+def _write_laion_files(pixels: np.ndarray, status: np.ndarray, rel: np.ndarray, http: Path,
+                       rng: np.random.Generator) -> None:
+    """One file per row, except "missing" (a real 404); faults as their status says."""
+    garbage_seed = int(rng.integers(0, 2 ** 31))
+    for i in range(len(rel)):  # one encode per image: PIL has no batch JPEG encoder
+        st = status[i]
+        if st == "missing":
+            continue
+        if st == "garbage":
+            data = np.random.default_rng([garbage_seed, i]).bytes(700)
+        elif st in ("P", "RGBA"):
+            data = formats.encode_image(pixels[i], st, "PNG")
+        else:
+            data = formats.encode_image(pixels[i], "RGB" if st in ("ok", "truncated") else st)
+            if st == "truncated":
+                data = data[: len(data) // 2]
+        formats.write_bytes(http / rel[i], data)
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNet-mini (text-found candidates, image-based acceptance)
+# --------------------------------------------------------------------------------------------
+
+def _search_and_annotate(world, need: int, rng, *, max_rounds: int = 100) -> pd.DataFrame:
+    """Search by text until each class has ``need`` accepted candidates; one annotator decision
+    per candidate. Returns every candidate (accepted or not) in search order."""
+    got = np.zeros(world.n_classes, dtype=int)
+    batches = []
+    for _ in range(max_rounds):
+        short = np.flatnonzero(got < need)
+        if not len(short):
+            break
+        query = np.repeat(short, np.ceil((need - got[short]) / 0.3).astype(int) + 4)
+        cand = sampling.draw(world, len(query), rng, query=query)
+        cand["query"] = query.astype(np.int16)
+        cand["accepted"] = rng.random(len(cand)) < sampling.accept_probability(cand, query)
+        parts = captions.compose(world, cand, rng).rename(columns={"text": "caption"})
+        batches.append(pd.concat([cand, parts], axis=1))
+        got += np.bincount(query[cand["accepted"].to_numpy()], minlength=world.n_classes)
+    else:
+        raise RuntimeError(f"ImageNet-mini: classes {np.flatnonzero(got < need).tolist()} got too "
+                           f"few accepted candidates after {max_rounds} search rounds")
+    return pd.concat(batches, ignore_index=True)
+
+
+def _build_imagenet(world, cfg: WorldSize, seed: int, paths: WorldPaths, timings: Timings):
+    rng = _rng(seed, "imagenet")
+    with timings("imagenet_sample"):
+        cand = _search_and_annotate(world, cfg.n_train + cfg.n_val, rng)
+        acc = cand[cand["accepted"]].copy()
+        acc["rank"] = acc.groupby("query").cumcount()
+        acc = acc[acc["rank"] < cfg.n_train + cfg.n_val].sort_values(["query", "rank"])
+        acc["split"] = np.where(acc["rank"] < cfg.n_train, "train", "val")
+        acc = acc.reset_index(drop=True)
+    with timings("imagenet_render"):
+        pixels = sampling.render(world, acc, _rng(seed, "imagenet_pixels"))
+    wnid = world.classes["wnid"].to_numpy()[acc["query"].to_numpy()]
+    train = acc["split"].to_numpy() == "train"
+    val_pos = np.flatnonzero(~train)[rng.permutation(int((~train).sum()))]  # val files shuffled
+    filename = np.empty(len(acc), dtype=object)
+    filename[train] = [f"{w}_{r}.JPEG" for w, r in zip(wnid[train], acc["rank"].to_numpy()[train])]
+    filename[val_pos] = [formats.VAL_NAME.format(i + 1) for i in range(len(val_pos))]
+    path = np.where(train, "imagenet/train/" + wnid + "/" + filename, "imagenet/val/" + filename)
+    mode = np.where(~train & (rng.random(len(acc)) < VAL_GREY_SHARE), "L", "RGB")
+    # val images get 10 fresh votes too: ImageNetV2's matched-frequency needs their histogram
+    p = sampling.accept_probability(acc, acc["query"].to_numpy())
+    votes = np.where(train, -1, rng.binomial(cfg.n_votes, p))
+    with timings("imagenet_write"):
+        formats.save_images(pixels, [paths.root / q for q in path], mode)
+        formats.write_imagenet_devkit(world.classes, acc["query"].to_numpy()[val_pos], paths.devkit)
+    truth = pd.concat([pd.DataFrame({"dataset": "imagenet_" + acc["split"], "path": path,
+                                     "filename": filename, "wnid": wnid, "mode": mode,
+                                     "n_votes_yes": votes.astype(np.int16)}),
+                       acc.drop(columns=["split", "accepted"])], axis=1)
+    return truth, cand, pixels[train], acc["query"].to_numpy()[train]
+
+
+def _write_imagenet_captions(imagenet: pd.DataFrame, paths: WorldPaths) -> None:
+    """The captions the train images were found by, in ImageNet-Captions' JSON form."""
+    train = imagenet[imagenet["dataset"] == "imagenet_train"].reset_index(drop=True)
+    fields = captions.imagenet_captions_fields(train)
+    fields["filename"] = train["filename"]
+    fields["wnid"] = train["wnid"]
+    formats.write_imagenet_captions(fields, paths.imagenet_captions)
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNetV2-mini
+# --------------------------------------------------------------------------------------------
+
+def _build_imagenetv2(world, cfg: WorldSize, seed: int, paths: WorldPaths, val_freq: np.ndarray,
+                      timings: Timings) -> tuple[pd.DataFrame, dict]:
+    rng = _rng(seed, "imagenetv2")
+    with timings("imagenetv2_sample"):
+        query = np.repeat(np.arange(world.n_classes), cfg.v2_pool)
+        pool = sampling.draw(world, len(query), rng, query=query)
+        pool["query"] = query.astype(np.int16)
+        pool["n_votes_yes"] = rng.binomial(cfg.n_votes, sampling.accept_probability(pool, query))
+        pool["selection_frequency"] = pool["n_votes_yes"] / cfg.n_votes
+        chosen, short = v2.sample_versions(pool.assign(label=pool["query"]), val_freq, cfg.n_v2, rng)
+        used = np.unique(np.concatenate(list(chosen.values())))
+    with timings("imagenetv2_render"):
+        pixels = sampling.render(world, pool.iloc[used].reset_index(drop=True),
+                                 _rng(seed, "imagenetv2_pixels"))
+    cid = world.classes["cid"].to_numpy()[pool["query"].to_numpy()]
+    rows = []
+    with timings("imagenetv2_write"):
+        data = {int(i): formats.encode_image(pixels[j]) for j, i in enumerate(used)}
+        for version, idx in chosen.items():
+            for i in idx:
+                name = f"{cid[i]}/{hashlib.sha1(data[int(i)]).hexdigest()}.jpeg"
+                formats.write_bytes(paths.imagenetv2_version(version) / name, data[int(i)])
+                rows.append((version, int(i), f"imagenetv2-{version}-format-val/{name}"))
+        formats.write_class_info(class_table("imagenet1k", head_source="timm"), paths.class_info)
+    sel = pd.DataFrame(rows, columns=["version", "pool_row", "path"])
+    wn = world.classes["wnid"].to_numpy()
+    public = pd.DataFrame({
+        "version": sel["version"], "path": sel["path"],
+        "wnid": wn[pool["query"].to_numpy()[sel["pool_row"]]],
+        "n_votes_yes": pool["n_votes_yes"].to_numpy()[sel["pool_row"]].astype(np.int64),
+        "n_votes": np.int64(cfg.n_votes),
+        "selection_frequency": pool["selection_frequency"].to_numpy()[sel["pool_row"]],
+        "typicality": pool["typicality"].to_numpy()[sel["pool_row"]].astype(np.float64),
+    })
+    formats.write_parquet_deterministic(pa.Table.from_pandas(public, preserve_index=False),
+                                        paths.selection_frequencies)
+    for version, idx in chosen.items():
+        pool[f"in_{version}"] = np.isin(np.arange(len(pool)), idx)
+    pool["wnid"] = wn[pool["query"].to_numpy()]
+    return pool, short
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration and cache
+# --------------------------------------------------------------------------------------------
+
+def _write_truth(name: str, df: pd.DataFrame, paths: WorldPaths) -> None:
+    formats.write_parquet_deterministic(pa.Table.from_pandas(df, preserve_index=False),
+                                        paths.truth / f"{name}.parquet")
+
+
+def _generate(paths: WorldPaths, size: str, seed: int, timings: Timings) -> dict:
+    """Write every data file of the world into ``paths.root``; return the counts."""
+    cfg = SIZES[size]
+    with timings("classes"):
+        classes = world_classes(size)
+    world = sampling.make_world(classes, _rng(seed, "world"))
+    write_text("".join(w + "\n" for w in classes["wnid"]), paths.classes_txt)
+    laion, _ = _build_laion(world, cfg, seed, paths, timings)
+    imagenet, cand, _, _ = _build_imagenet(world, cfg, seed, paths, timings)
+    _write_imagenet_captions(imagenet, paths)
+    val_freq = imagenet.loc[imagenet["dataset"] == "imagenet_val", "n_votes_yes"] / cfg.n_votes
+    pool, short = _build_imagenetv2(world, cfg, seed, paths, val_freq.to_numpy(), timings)
+    cls = pd.concat([classes.drop(columns=["lemmas"]).assign(lemmas=classes["lemmas"]),
+                     world.prototypes, pd.DataFrame({"class_freq": world.class_freq})], axis=1)
+    for name, df in (("classes", cls), ("laion", laion), ("imagenet", imagenet),
+                     ("imagenet_candidates", cand), ("imagenetv2", pool)):
+        _write_truth(name, df, paths)
+    return {
+        "classes": len(classes), "laion_rows": len(laion),
+        "laion_file_status": _counts(laion["file_status"]),
+        "laion_kinds": _counts(laion["kind"]),
+        "imagenet_train": int((imagenet["dataset"] == "imagenet_train").sum()),
+        "imagenet_val": int((imagenet["dataset"] == "imagenet_val").sum()),
+        "imagenet_candidates": len(cand),
+        "imagenetv2_pool": len(pool),
+        "imagenetv2_shortfall": short,
+    }
+
+
+def _counts(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
+
+
+def _models_module():
+    try:
+        from . import models
+    except ImportError as exc:
+        raise ImportError(
+            "laionet.demo.models (the demo's image tower and classifiers) is not available: "
+            f"{exc}. Build the data only with build_world(..., train_models=False).") from exc
+    return models
+
+
+def _read_rgb(paths: list[Path]) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def _models_fingerprint(data_fp: str, size: str) -> str:
+    models = _models_module()
+    cfg = SIZES[size]
+    return fingerprint({"data": data_fp, "archs": list(models.DEMO_CLASSIFIER_ARCHS),
+                        "tower_epochs": cfg.tower_epochs, "classifier_epochs": cfg.classifier_epochs})
+
+
+def _train_models(paths: WorldPaths, out: Path, size: str, seed: int, timings: Timings) -> dict:
+    """Train the image tower on LAION-mini pairs and the classifiers on ImageNet-mini train,
+    reading the images back from the world's files (what every later stage sees)."""
+    models = _models_module()
+    cfg = SIZES[size]
+    laion = paths.truth_table("laion")
+    ok = laion[(laion["file_status"] == "ok") & laion["TEXT"].notna()]
+    train = paths.truth_table("imagenet")
+    train = train[train["dataset"] == "imagenet_train"]
+    wnids = paths.classes_txt.read_text().split()
+    with timings("models_read_images"):
+        laion_px = _read_rgb([paths.root / p for p in ok["path"]])
+        train_px = _read_rgb([paths.root / p for p in train["path"]])
+    labels = train["wnid"].map({w: i for i, w in enumerate(wnids)}).to_numpy(np.int64)
+    out.mkdir(parents=True, exist_ok=True)
+    with timings("models_image_tower"):
+        tower = models.train_image_tower(laion_px, ok["TEXT"].tolist(), out / "image_tower.pt",
+                                         seed=seed, epochs=cfg.tower_epochs)
+    done = {"image_tower": Path(tower).name, "classifiers": {}}
+    for arch in models.DEMO_CLASSIFIER_ARCHS:
+        with timings(f"models_classifier_{arch}"):
+            path = models.train_classifier(arch, train_px, labels, wnids, out, seed=seed,
+                                           epochs=cfg.classifier_epochs)
+        done["classifiers"][arch] = str(Path(path).relative_to(out))
+    return done
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Replace ``dest`` with the complete folder ``tmp`` (old one moved aside, then removed)."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_world(world_dir: str | os.PathLike, size: str = "demo", seed: int = 0,
+                train_models: bool = True, force: bool = False) -> WorldPaths:
+    """Generate the demo world into ``world_dir`` (or reuse it) and return its ``WorldPaths``.
+
+    Deterministic: the same size and seed give byte-identical data files. ``world.json``
+    records the seed, size, parameters, fingerprint, counts and timings (seconds).
+    """
+    if size not in SIZES:
+        raise ValueError(f"world size {size!r}: expected one of {sorted(SIZES)}")
+    dest = Path(world_dir).resolve()
+    data_fp = fingerprint({"generator": GENERATOR_VERSION, "size": size, "seed": int(seed),
+                           "params": asdict(SIZES[size])})
+    info = _cached_info(dest, data_fp) if not force else None
+    if info is None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        try:
+            paths = WorldPaths(tmp)
+            timings = Timings()
+            t0 = time.perf_counter()
+            counts = _generate(paths, size, int(seed), timings)
+            timings["generate_total"] = round(time.perf_counter() - t0, 3)
+            info = {"seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION,
+                    "fingerprint": data_fp, "params": asdict(SIZES[size]), "counts": counts,
+                    "timings_s": dict(timings), "models": None}
+            write_json(info, paths.world_json)
+            _swap_in(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    paths = WorldPaths(dest)
+    if train_models:
+        _ensure_models(paths, info, size, int(seed))
+    return paths
+
+
+def _cached_info(dest: Path, data_fp: str) -> dict | None:
+    try:
+        info = read_json(dest / "world.json")
+    except (OSError, ValueError):
+        return None
+    return info if info.get("fingerprint") == data_fp else None
+
+
+def _ensure_models(paths: WorldPaths, info: dict, size: str, seed: int) -> None:
+    """Train the models into the world unless world.json says these exact ones are there."""
+    models_fp = _models_fingerprint(info["fingerprint"], size)
+    have = info.get("models") or {}
+    if have.get("fingerprint") == models_fp and (paths.models / have["image_tower"]).is_file():
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=".models.", suffix=".tmp", dir=paths.root))
+    try:
+        timings = Timings()
+        done = _train_models(paths, tmp, size, seed, timings)
+        _swap_in(tmp, paths.models)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    info = {**info, "models": {"fingerprint": models_fp, **done},
+            "timings_s": {**info.get("timings_s", {}), **timings,
+                          "models_total": round(sum(timings.values()), 3)}}
+    write_json(info, paths.world_json)
