@@ -107,13 +107,16 @@ def test_label_dedupe_threshold_and_sweep():
     assert ds.loc[0, "n_queries"] == 2 and ds.loc[0, "similarity"] == pytest.approx(0.9)
     assert len(rt.retrieved_dataset(lab, 0.7, inclusive=True)) == 3
 
-    def compare(kept):  # pretend class a is lower, b higher
-        return pd.DataFrame({"wnid": sorted(kept["wnid"].unique())}).assign(
-            lower=lambda d: d["wnid"] == "a", higher=lambda d: d["wnid"] == "b")
+    def compare(kept):  # pretend class a is lower, b higher; a class "x" is never tested
+        w = pd.Series(sorted(kept["wnid"].unique()) + ["x"], dtype=object)
+        return pd.DataFrame({"wnid": w, "tested": w != "x", "significantly_lower": w == "a",
+                             "significantly_higher": w == "b"})
 
     sw = rt.threshold_sweep(lab, [0.5, 0.8, 0.95], compare)
     assert sw["n_classes"].tolist() == [2, 1, 0]
+    assert sw["n_tested"].tolist() == [2, 1, 0]
     assert sw["share_lower"].tolist()[:2] == [0.5, 1.0] and np.isnan(sw["share_lower"][2])
+    assert sw["share_higher"].tolist()[:2] == [0.5, 0.0]
 
 
 def test_suggest_factory():

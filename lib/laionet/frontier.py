@@ -58,7 +58,8 @@ def image_to_synset_similarity(image_emb: np.ndarray, class_text_emb: np.ndarray
     return out
 
 
-def _keep(values: np.ndarray, threshold: float, inclusive: bool) -> np.ndarray:
+def passes(values: np.ndarray, threshold: float, inclusive: bool = False) -> np.ndarray:
+    """values > threshold (``inclusive``: >=); NaN always fails."""
     return values >= threshold if inclusive else values > threshold
 
 
@@ -73,8 +74,8 @@ def select(df: pd.DataFrame, t: float, i: float, inclusive: bool = False,
            text_col: str = TEXT_COL, image_col: str = IMAGE_COL) -> pd.DataFrame:
     """Rows with text similarity (>|>=) t and image similarity (>|>=) i. NaN always fails."""
     _columns(df, text_col, image_col)
-    mask = (_keep(df[text_col].to_numpy(), t, inclusive)
-            & _keep(df[image_col].to_numpy(), i, inclusive))
+    mask = (passes(df[text_col].to_numpy(), t, inclusive)
+            & passes(df[image_col].to_numpy(), i, inclusive))
     return df[mask]
 
 
@@ -156,13 +157,13 @@ def _frontier(df: pd.DataFrame, text_thresholds: Sequence[float], target: int, u
     text_s, image_s, codes_s = text[valid][order], image[valid][order], codes[valid][order]
     rows = []
     for t in text_thresholds:
-        mask = _keep(text_s, t, inclusive)
+        mask = passes(text_s, t, inclusive)
         if unit == "rows":
             thr, _ = threshold_for_count(image_s[mask], target, inclusive, assume_sorted=True)
         else:
             stat = np.sort(_class_order_statistic(codes_s[mask], image_s[mask], min_rows_per_class))
             thr, _ = threshold_for_count(stat, target, inclusive, assume_sorted=True)
-        kept = mask & _keep(image_s, thr, inclusive)
+        kept = mask & passes(image_s, thr, inclusive)
         n_cls = np.bincount(codes_s[kept], minlength=codes.max() + 1 if len(codes) else 0)
         rows.append({"text_threshold": float(t), "image_threshold": thr,
                      "n_rows": int(kept.sum()),

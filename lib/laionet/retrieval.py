@@ -200,17 +200,20 @@ def threshold_sweep(labelled: pd.DataFrame, thresholds: Sequence[float],
     """B18 sweep: for each caption-to-caption threshold, the classes kept and the per-class
     comparison with ImageNet.
 
-    ``compare(kept)`` gets ``retrieved_dataset(labelled, t)`` and returns one row per tested
-    class with boolean columns ``lower`` and ``higher`` (significantly below / above ImageNet).
+    ``compare(kept)`` gets ``retrieved_dataset(labelled, t)`` and returns one row per class in
+    the shape of ``laionet.similarity.compare_classes``: boolean columns ``tested``,
+    ``significantly_lower`` and ``significantly_higher`` (vs ImageNet).
     Columns: threshold, n_rows, n_classes, n_tested, share_lower, share_higher.
     """
     rows = []
     for t in thresholds:
         kept = retrieved_dataset(labelled, t, inclusive)
         res = compare(kept)
-        n_tested = int(len(res))
+        tested = res[res["tested"].astype(bool)]
+        n_tested = int(len(tested))
+        share = (lambda c: float(tested[c].mean())) if n_tested else (lambda c: float("nan"))
         rows.append({"threshold": float(t), "n_rows": int(kept["key"].nunique()),
                      "n_classes": int(kept["wnid"].nunique()), "n_tested": n_tested,
-                     "share_lower": float(res["lower"].mean()) if n_tested else float("nan"),
-                     "share_higher": float(res["higher"].mean()) if n_tested else float("nan")})
+                     "share_lower": share("significantly_lower"),
+                     "share_higher": share("significantly_higher")})
     return pd.DataFrame(rows)
