@@ -70,11 +70,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def image_cache_root(profile: str, dataset: str) -> Path:
-    """runs/<profile>/cache/image_embeddings/<dataset> (the cache shared by stages 05-09)."""
+def image_cache_dir(profile: str) -> Path:
+    """runs/<profile>/cache/image_embeddings (shared by stages 05-09; one folder per dataset)."""
     from .paths import stage_output
 
-    return stage_output("cache", profile) / "image_embeddings" / dataset
+    return stage_output("cache", profile) / "image_embeddings"
 
 
 class ImageEmbeddingCache:
@@ -553,3 +553,13 @@ def scatter_figure(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: 
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n})")
     return fig if fig is not None else ax.figure
+
+
+def encoder_label(spec: str) -> str:
+    """A short display name of an image-encoder spec: 'open_clip ViT-B-32', 'timm convnext_base',
+    'demo tower' (checkpoint paths left out)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "demo-tower":
+        return "demo tower"
+    arch = rest.split(":", 1)[0]
+    return f"{kind} {arch}" if arch else kind
