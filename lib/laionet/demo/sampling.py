@@ -170,8 +170,8 @@ def render(world: World, samples: pd.DataFrame, rng: np.random.Generator) -> np.
     return images.render(prototypes_of(world, samples), nuisance(samples), rng)
 
 
-def accept_probability(samples: pd.DataFrame, target: np.ndarray, *, slope: float = 12.0,
-                       midpoint: float = 0.5, p_wrong: float = 0.03) -> np.ndarray:
+def accept_probability(samples: pd.DataFrame, target: np.ndarray, *, slope: float = 8.0,
+                       midpoint: float = 0.62, p_wrong: float = 0.03) -> np.ndarray:
     """A simulated annotator's chance to say "this image shows ``target``".
 
     Rises with typicality (a logistic curve) when the image shows the target class; ``p_wrong``

@@ -1,0 +1,206 @@
+"""The demo world: real formats, byte determinism, the loopback host, the causal structure.
+
+One tiny world (no models) is built per session; a second build checks byte identity.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from laionet.demo import ImageHost, build_world
+from laionet.demo import formats, v2
+from laionet.demo.classes import TINY_WNIDS
+
+REAL_PART = re.compile(r"^part-(\d{5})-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000\.snappy\.parquet$")
+LAION_COLUMNS = ["SAMPLE_ID", "URL", "TEXT", "HEIGHT", "WIDTH", "LICENSE", "NSFW", "similarity"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("demo") / "world", size="tiny", seed=0,
+                       train_models=False)
+
+
+# ---- formats: readers written for the real files read the demo files unchanged ----------------
+
+def test_laion_parts_have_the_real_schema_and_names(world):
+    parts = world.laion_parts()
+    assert [REAL_PART.match(p.name).group(1) for p in parts] == ["00000", "00001"]
+    n = 0
+    for p in parts:
+        schema = pq.read_schema(p)
+        assert schema.names == LAION_COLUMNS
+        assert schema.field("SAMPLE_ID").type == pa.float64()
+        assert schema.field("similarity").type == pa.float64()
+        assert pa.types.is_integer(schema.field("HEIGHT").type)
+        assert all(pa.types.is_string(schema.field(c).type)
+                   for c in ("URL", "TEXT", "LICENSE", "NSFW"))
+        df = pq.read_table(p).to_pandas()
+        n += len(df)
+        assert set(df["NSFW"].dropna()) <= {"UNLIKELY", "UNSURE", "NSFW"}
+        assert df["URL"].str.startswith(formats.DEMO_URL_PREFIX).all()
+        assert df["SAMPLE_ID"].is_unique and (df["similarity"] >= 0.3).all()
+    truth = world.truth_table("laion")
+    assert n == len(truth) == world.info()["counts"]["laion_rows"]
+    assert truth["key"].is_unique
+
+
+def test_imagenet_val_and_devkit_read_like_the_real_ones(world):
+    from scipy.io import loadmat
+
+    synsets = loadmat(str(world.devkit / "data" / "meta.mat"), squeeze_me=True)["synsets"]
+    id2wnid = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"])}
+    assert sorted(id2wnid.values()) == sorted(TINY_WNIDS) and sorted(id2wnid) == [1, 2, 3, 4, 5, 6]
+    assert {"words", "gloss", "num_children"} <= set(synsets.dtype.names)
+    gt = np.loadtxt(world.devkit / "data" / "ILSVRC2012_validation_ground_truth.txt", dtype=int)
+    files = sorted(world.imagenet_val.iterdir())
+    assert [f.name for f in files] == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(gt) + 1)]
+    truth = world.truth_table("imagenet").set_index("filename")
+    assert [id2wnid[i] for i in gt] == truth.loc[[f.name for f in files], "wnid"].tolist()
+    train = sorted(world.imagenet_train.glob("n*/n*_*.JPEG"))
+    assert len(train) == 6 * 20 and all(f.name.startswith(f.parent.name + "_") for f in train)
+
+
+def test_imagenetv2_folders_are_class_indices(world):
+    info = json.loads(world.class_info.read_text())
+    assert len(info) == 1000 and [r["cid"] for r in info] == list(range(1000))
+    assert {"cid", "wnid", "synset", "gloss"} <= set(info[0])
+    cid2wnid = {r["cid"]: r["wnid"] for r in info}
+    assert cid2wnid[286] == "n02125311" and "painter" in info[286]["synset"]
+    for version in formats.V2_VERSIONS:
+        folder = world.imagenetv2_version(version)
+        classes = sorted(int(d.name) for d in folder.iterdir())   # int() fails on a non-index
+        assert sorted(cid2wnid[c] for c in classes) == sorted(TINY_WNIDS)
+        counts = [len(list((folder / str(c)).glob("*.jpeg"))) for c in classes]
+        assert counts == [5] * 6
+    sf = pd.read_parquet(world.selection_frequencies)
+    assert list(sf.columns) == ["version", "path", "wnid", "n_votes_yes", "n_votes",
+                                "selection_frequency", "typicality"]
+    assert all((world.imagenetv2 / p).is_file() for p in sf["path"])
+
+
+def test_imagenet_captions_json_fields_and_caption_join(world):
+    records = json.loads(world.imagenet_captions.read_text())
+    assert len(records) == 6 * 20
+    assert all(set(r) == {"filename", "title", "tags", "description", "wnid"} for r in records)
+    assert all(isinstance(r["tags"], list) for r in records)
+    train_names = {p.name for p in world.imagenet_train.glob("*/*.JPEG")}
+    assert {r["filename"] for r in records} == train_names
+    truth = world.truth_table("imagenet").set_index("filename")
+    # the joined caption (A18) is the caption the image was found by, words intact
+    for r in records[:20]:
+        joined = " ".join([r["title"]] + r["tags"] + [r["description"]])
+        assert joined.split() == truth.loc[r["filename"], "caption"].split()
+
+
+def test_laion_files_fault_kinds_are_what_truth_says(world):
+    truth = world.truth_table("laion")
+    for status, grp in truth.groupby("file_status"):
+        path = world.root / grp["path"].iloc[0]
+        if status == "missing":
+            assert not path.exists()
+            continue
+        data = path.read_bytes()
+        if status == "garbage":
+            with pytest.raises(Exception):
+                Image.open(io.BytesIO(data)).load()
+        elif status == "truncated":
+            with pytest.raises(OSError):
+                Image.open(io.BytesIO(data)).load()
+        else:
+            assert Image.open(io.BytesIO(data)).mode == ("RGB" if status == "ok" else status)
+
+
+# ---- determinism and cache --------------------------------------------------------------------
+
+def test_same_seed_gives_byte_identical_files(world, tmp_path):
+    again = build_world(tmp_path / "again", size="tiny", seed=0, train_models=False)
+    a, b = formats.tree_digest(world.root), formats.tree_digest(again.root)
+    a.pop("world.json"), b.pop("world.json")      # holds timings
+    assert a.keys() == b.keys() and a == b
+    other = build_world(tmp_path / "other", size="tiny", seed=1, train_models=False)
+    c = formats.tree_digest(other.root)
+    assert c[LAION_PART] != a[LAION_PART]
+
+
+LAION_PART = "laion/part-00000-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
+
+
+def test_rebuild_reuses_the_cache(world):
+    before = world.world_json.stat().st_mtime_ns
+    part = world.laion_parts()[0].stat().st_mtime_ns
+    again = build_world(world.root, size="tiny", seed=0, train_models=False)
+    assert again.root == world.root
+    assert world.world_json.stat().st_mtime_ns == before
+    assert world.laion_parts()[0].stat().st_mtime_ns == part
+
+
+# ---- loopback host ----------------------------------------------------------------------------
+
+def test_host_serves_404s_and_stops_cleanly(world):
+    truth = world.truth_table("laion")
+    ok = truth[truth["file_status"] == "ok"].iloc[0]
+    missing = truth[truth["file_status"] == "missing"].iloc[0]
+    threads_before = set(threading.enumerate())
+    with ImageHost(world.http) as host:
+        url = host.rewrite_url(formats.DEMO_URL_PREFIX + ok["path"].removeprefix("http/"))
+        assert url.startswith("http://127.0.0.1:")
+        port = int(url.split(":")[2].split("/")[0])
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200
+            assert r.read() == (world.root / ok["path"]).read_bytes()
+        head = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as r:
+            assert r.status == 200
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(host.rewrite_url(formats.DEMO_URL_PREFIX
+                                                    + missing["path"].removeprefix("http/")),
+                                   timeout=5)
+        assert err.value.code == 404
+        assert host.rewrite_url("https://example.org/x.jpg") == "https://example.org/x.jpg"
+    assert set(threading.enumerate()) <= threads_before       # the server thread is gone
+    with pytest.raises(ConnectionRefusedError):               # nobody listens any more
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    with socket.socket() as s:        # and the port can be bound again (TIME_WAIT allowed)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+    with pytest.raises(RuntimeError):
+        host.base_url
+
+
+# ---- the causal structure --------------------------------------------------------------------
+
+def test_image_based_selection_raises_typicality(world):
+    laion = world.truth_table("laion")
+    imagenet = world.truth_table("imagenet")
+    text_selected = laion[laion["kind"].isin(["unique", "nested"])]
+    assert imagenet["typicality"].mean() > text_selected["typicality"].mean() + 0.05
+    # annotators accept mostly class images; a few wrong ones slip through (label noise)
+    assert 0.9 < (imagenet["label"] == imagenet["query"]).mean() <= 1.0
+
+
+def test_imagenetv2_versions_follow_their_rules(world):
+    sf = pd.read_parquet(world.selection_frequencies)
+    mean = sf.groupby("version")["selection_frequency"].mean()
+    assert sf.loc[sf["version"] == "threshold0.7", "selection_frequency"].min() >= 0.7
+    assert mean["matched-frequency"] < mean["threshold0.7"] <= mean["top-images"]
+
+
+def test_bin_quota_matches_histogram_and_sums():
+    ref = np.array([0.1] * 10 + [0.5] * 30 + [0.9] * 60)
+    assert v2.bin_quota(ref, 10).tolist() == [1, 0, 3, 0, 6]
+    assert v2.bin_quota(np.array([0.95, 0.35, 0.55]), 7).sum() == 7
