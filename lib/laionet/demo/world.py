@@ -106,6 +106,17 @@ class WorldPaths:
         return read_json(self.world_json)
 
 
+GENERATOR_MODULES = ("classes", "images", "sampling", "captions", "v2", "formats", "world")
+
+
+def generator_digest() -> str:
+    """sha256 of the generator's source files: any code change invalidates cached worlds."""
+    h = hashlib.sha256()
+    for mod in GENERATOR_MODULES:
+        h.update((Path(__file__).parent / f"{mod}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng([seed, STREAMS.index(stream)])
 
@@ -383,7 +394,7 @@ def _train_models(paths: WorldPaths, out: Path, size: str, seed: int, timings: T
     labels = train["wnid"].map({w: i for i, w in enumerate(wnids)}).to_numpy(np.int64)
     out.mkdir(parents=True, exist_ok=True)
     with timings("models_image_tower"):
-        tower = models.train_image_tower(laion_px, ok["TEXT"].tolist(), out / "image_tower.pt",
+        tower = models.train_image_tower(laion_px, ok["TEXT"].tolist(), out / "image_tower.safetensors",
                                          seed=seed, epochs=cfg.tower_epochs)
     done = {"image_tower": Path(tower).name, "classifiers": {}}
     for arch in models.DEMO_CLASSIFIER_ARCHS:
@@ -415,8 +426,8 @@ def build_world(world_dir: str | os.PathLike, size: str = "demo", seed: int = 0,
     if size not in SIZES:
         raise ValueError(f"world size {size!r}: expected one of {sorted(SIZES)}")
     dest = Path(world_dir).resolve()
-    data_fp = fingerprint({"generator": GENERATOR_VERSION, "size": size, "seed": int(seed),
-                           "params": asdict(SIZES[size])})
+    data_fp = fingerprint({"generator": GENERATOR_VERSION, "code": generator_digest(),
+                           "size": size, "seed": int(seed), "params": asdict(SIZES[size])})
     info = _cached_info(dest, data_fp) if not force else None
     if info is None:
         dest.parent.mkdir(parents=True, exist_ok=True)
