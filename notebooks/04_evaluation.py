@@ -29,18 +29,18 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"  # profile name (or YAML path); figures carry it in their titles
-out_dir: str = ""  # where results go; empty = runs/<profile>/04_evaluation
-figures_dir: str = ""  # where figures and tables go; empty = figures/<profile>
+out_dir: str = ""  # where results go; empty means runs/<profile>/04_evaluation
+figures_dir: str = ""  # where figures and tables go; empty means figures/<profile>
 world_dir: str = ""  # demo world folder; fills the defaults of the paths below when they are empty
-classes: str = ""  # class list (wnid file or 'imagenet1k'); empty = <world_dir>/classes.txt or imagenet1k
-download_dir: str = ""  # stage 03 folder (shards + manifest.parquet); empty = runs/<profile>/03_download
-laionet_path: str = ""  # stage 02 laionet.parquet (class frequencies); empty = runs/<profile>/02_caption_filtering/laionet.parquet
-class_counts_path: str = ""  # stage 01 class_counts.parquet (LAIONet keys for the projection); empty = stage 01 default
-imagenet_val_dir: str = ""  # ImageNet val images; empty = <world_dir>/imagenet/val
-imagenet_devkit_dir: str = ""  # ILSVRC2012 devkit (ground truth + meta.mat); empty = <world_dir>/imagenet/devkit
-classifiers: str = ""  # 'demo:<dir>', 'paper' (hub tags) or a .csv/.yaml list; empty = demo:<world_dir>/models/classifiers
-universe: str = ""  # label universe outputs are restricted to (paper: the ImageNet class list); empty = the class list
-zero_shot_encoder: str = ""  # image encoder spec (open_clip:..., demo-tower:<ckpt>); empty = no zero-shot model
+classes: str = ""  # class list (wnid file or 'imagenet1k'); empty means <world_dir>/classes.txt or imagenet1k
+download_dir: str = ""  # stage 03 folder (shards + manifest.parquet); empty means runs/<profile>/03_download
+laionet_path: str = ""  # stage 02 laionet.parquet (class frequencies); empty means runs/<profile>/02_caption_filtering/laionet.parquet
+class_counts_path: str = ""  # stage 01 class_counts.parquet (LAIONet keys for the projection); empty means stage 01 default
+imagenet_val_dir: str = ""  # ImageNet val images; empty means <world_dir>/imagenet/val
+imagenet_devkit_dir: str = ""  # ILSVRC2012 devkit (ground truth + meta.mat); empty means <world_dir>/imagenet/devkit
+classifiers: str = ""  # 'demo:<dir>', 'paper' (hub tags) or a .csv/.yaml list; empty means demo:<world_dir>/models/classifiers
+universe: str = ""  # label universe outputs are restricted to (paper: the ImageNet class list); empty means the class list
+zero_shot_encoder: str = ""  # image encoder spec (open_clip:..., demo-tower:<ckpt>); empty means no zero-shot model
 zero_shot_text_encoder: str = "minilm"  # text encoder of the zero-shot synset texts (name_def)
 zero_shot_name: str = "zero-shot"  # the zero-shot model's name in tables
 paper_nan_as_wrong: bool = False  # True: reproduce the authors' bug counting missing images as wrong (E.5)
@@ -51,8 +51,8 @@ released_val_parquet: str = ""  # authors' ILSVRC2012_val.parquet: when set, the
 released_imagename2wnid: str = ""  # authors' val_imagename2wnid.json (labels of the released val table)
 released_lemma_map: str = ""  # authors' lemma2wnid json: derives their 978 LAIONet keys
 released_laionet_parquet: str = ""  # authors' LAIONet parquet with top_k_is_correct_* columns (optional)
-recall_models: str = ""  # comma-separated models for the recall-vs-frequency panels; empty = first 4
-gap_model: str = ""  # model of the gap histogram and gallery; empty = first classifier
+recall_models: str = ""  # comma-separated models for the recall-vs-frequency panels; empty means first 4
+gap_model: str = ""  # model of the gap histogram and gallery; empty means first classifier
 min_images: int = 10  # classes with fewer evaluated images are left out of B7 and B9
 top_classes: int = 500  # classes shown in the relative-frequency bar chart (B3)
 gallery_size: int = 10  # images in the gap gallery
