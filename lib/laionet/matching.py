@@ -119,14 +119,18 @@ def _prepare(arr: pa.Array, mode: str) -> tuple[np.ndarray, np.ndarray]:
     paper: ASCII punctuation -> space; normalized: see the module docstring.
     """
     if mode == "paper":
-        padded = pc.binary_join_element_wise(arr, " ", "")  # every caption + one space
-        offsets, data = _offsets_and_data(padded)
+        offsets, data = _offsets_and_data(_pad(arr))
         # one byte per ASCII char, so offsets are unchanged; UTF-8 continuation bytes are >= 0x80
         translated = np.frombuffer(data.tobytes().translate(_PUNCT_TO_SPACE), dtype=np.uint8)
         return offsets - offsets[0], translated
     if mode == "normalized":
-        return _offsets_and_data(pc.binary_join_element_wise(_normalize_array(arr), " ", ""))
+        return _offsets_and_data(_pad(_normalize_array(arr)))
     raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+
+
+def _pad(arr: pa.Array) -> pa.Array:
+    """Every caption followed by one space (nulls stay null)."""
+    return pc.binary_join_element_wise(arr, pa.scalar(" ", arr.type), pa.scalar("", arr.type))
 
 
 def _prepare_lemma(lemma: str, mode: str) -> str:

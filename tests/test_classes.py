@@ -1,0 +1,138 @@
+"""Class table and lemma rules against the authors' released files (paper_spec A1, A2, D1, D2, D4)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from laionet import classes as lc
+
+needs_wordnet = pytest.mark.skipif(not lc.wordnet_available(), reason=lc.WORDNET_HELP)
+
+
+def _authors_texts(reference) -> pd.Series:
+    """wnid -> the authors' exact synset text, from ILSVRC2012_val.parquet + the val labels."""
+    val = pd.read_parquet(reference("eval-on-laion", "ILSVRC2012_val.parquet"),
+                          columns=["name_def_wnid"])
+    wnid_of = json.loads(reference("eval-on-laion", "val_imagename2wnid.json").read_text())
+    val["wnid"] = val.index.map(wnid_of)
+    per_wnid = val.groupby("wnid")["name_def_wnid"].unique()
+    assert per_wnid.map(len).eq(1).all(), "one text per wnid in the authors' file"
+    return per_wnid.map(lambda v: v[0])
+
+
+def _authors_pairs(reference) -> list[tuple[str, str]]:
+    data = json.loads(reference("eval-on-laion", "lemma2wnid_unique_in_ilsvrc.json").read_text())
+    return [tuple(p) for p in data]
+
+
+@needs_wordnet
+def test_synset_texts_equal_the_authors_for_every_wnid(reference):
+    table = lc.class_table()
+    authors = _authors_texts(reference)
+    assert len(table) == 1000 and table["wnid"].is_unique
+    assert list(table["wnid"]) == sorted(table["wnid"])  # timm's class-index order
+    ours = table.set_index("wnid")["name_def"]
+    diff = [(w, ours[w], authors[w]) for w in authors.index if ours[w] != authors[w]]
+    assert not diff, diff[:5]
+    assert len(authors) == 1000
+    # the head is WordNet's synset name, not the first ImageNet lemma ("teddy", not "teddy bear")
+    teddy = table.set_index("wnid").loc["n04399382"]
+    assert teddy["head"] == "teddy" and teddy["lemmas"][0] == "teddy"
+    assert (table["head"] != table["lemmas"].str[0]).sum() > 100
+
+
+@needs_wordnet
+def test_query_forms():
+    row = lc.class_table(["n02119789"]).iloc[0]
+    assert row["name_def"] == ("kit fox which is small grey fox of southwestern United States; "
+                               "may be a subspecies of Vulpes velox")
+    assert row["lemmas"] == ["kit fox", "Vulpes macrotis"]
+    assert row["lemmas_or"] == "kit fox or Vulpes macrotis"
+    assert row["a_photo_of_name"] == "a photo of kit fox"
+    assert row["a_clear_photo_of_name_def"] == "a clear photo of " + row["name_def"]
+    assert row["a_photo_of_lemmas"] == "a photo of kit fox or Vulpes macrotis"
+    assert list(lc.class_table(["n02119789"]).columns) == list(lc.TABLE_COLUMNS)
+
+
+@needs_wordnet
+def test_authors_class_list_deviations(reference):
+    default = lc.class_table()
+    authors = lc.class_table(authors_class_list=True)
+    assert len(authors) == 999
+    assert lc.CRANE_MACHINE in set(default["wnid"]) and lc.CRANE_MACHINE not in set(authors["wnid"])
+    assert lc.HUSKY_TRUE in set(default["wnid"]) and lc.HUSKY_AUTHORS in set(authors["wnid"])
+    husky = authors.set_index("wnid").loc[lc.HUSKY_AUTHORS]
+    assert husky["name_def"] == _authors_texts(reference)[lc.HUSKY_TRUE]
+    assert husky["lemmas"] == ["Siberian husky"]
+
+
+def test_lemma_map_from_the_authors_class_file_equals_their_json(reference):
+    rows = lc.parse_class_file(reference("eval-on-laion", "ILSVRC2012_synsets.txt"))
+    assert len(rows) == 999
+    assert lc.unique_lemma_pairs(rows) == _authors_pairs(reference)  # order included
+
+
+def test_lemma_map_of_the_authors_class_list(reference):
+    expected = _authors_pairs(reference)
+    # same classes in the authors' file order: identical, order included
+    ordered = lc.class_table(reference("eval-on-laion", "ILSVRC2012_synsets.txt"),
+                             authors_class_list=True, head_source="timm")
+    assert lc.lemma_map(ordered) == expected
+    # timm's (sorted) class order: the same pairs, in that order
+    pairs = lc.lemma_map(lc.class_table(authors_class_list=True, head_source="timm"))
+    assert sorted(pairs) == sorted(expected) and pairs != expected
+    assert len(pairs) == 1825 and len({w for _, w in pairs}) == 995
+
+
+def test_unique_in_imagenet_is_decided_over_the_full_list():
+    true_list = lc.class_table(head_source="timm")
+    pairs = dict((lem, w) for lem, w in lc.lemma_map(true_list))
+    assert "crane" not in pairs  # bird and machine share it in the true 1000-class list
+    assert len(pairs) == 1824 and len(set(pairs.values())) == 994
+    authors = lc.lemma_map(lc.class_table(authors_class_list=True, head_source="timm"))
+    assert ("crane", "n02012849") in authors  # unique once the machine is gone
+    # a subset keeps the full-list decision: "tiger" stays unique, "harp" stays dropped
+    sub = lc.class_table(["n02129604", "n03495258"], head_source="timm")
+    assert lc.lemma_map(sub) == [("tiger", "n02129604"), ("Panthera tigris", "n02129604")]
+
+
+def test_class_file_formats(tmp_path):
+    f = tmp_path / "classes.txt"
+    f.write_text("# demo classes\nn02129165\n\nn02119789\n")
+    assert list(lc.class_table(f, head_source="timm")["wnid"]) == ["n02129165", "n02119789"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("n02129165\nlion\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: 'lion' is not a wnid"):
+        lc.class_table(bad)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        lc.class_table(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="authors_class_list=True"):
+        lc.class_table([lc.HUSKY_AUTHORS])
+    with pytest.raises(ValueError, match="duplicated"):
+        lc.class_table(["n02129165", "n02129165"])
+
+
+@needs_wordnet
+def test_unique_in_wordnet_rule():
+    pairs = lc.lemma_map(lc.class_table(authors_class_list=True), "unique_in_wordnet")
+    # paper_spec A1: 1,573 lemmas -> 999 wnids, 258 of them hypernym-extended
+    assert len(pairs) == 1573 and len({w for _, w in pairs}) == 999
+    keys = {lem for lem, _ in pairs}
+    assert {"boxer dog", "ox cattle"} <= keys
+    assert "boxer" not in keys
+
+
+def test_missing_wordnet_gives_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAIONET_WORDNET", str(tmp_path / "nowhere"))
+    lc.wordnet.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="apt-get install wordnet-base"):
+            lc.lemma_map(lc.class_table(["n02119789"], head_source="timm"), "unique_in_wordnet")
+        with pytest.warns(UserWarning, match="LAIONET_WORDNET"):
+            t = lc.class_table([lc.HUSKY_TRUE])  # auto: falls back to timm's first lemma
+        assert t["head"].iloc[0] == "Siberian husky"  # WordNet's name is "siberian husky"
+    finally:
+        lc.wordnet.cache_clear()
