@@ -12,7 +12,6 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from laionet.demo import ImageHost, build_world
-from laionet.demo import formats, v2
+from laionet.demo import ImageHost, build_world, formats, v2
 from laionet.demo.classes import TINY_WNIDS
 
 REAL_PART = re.compile(r"^part-(\d{5})-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000\.snappy\.parquet$")
@@ -116,7 +114,7 @@ def test_laion_files_fault_kinds_are_what_truth_says(world):
             continue
         data = path.read_bytes()
         if status == "garbage":
-            with pytest.raises(Exception):
+            with pytest.raises(OSError):      # PIL.UnidentifiedImageError
                 Image.open(io.BytesIO(data)).load()
         elif status == "truncated":
             with pytest.raises(OSError):
@@ -179,7 +177,7 @@ def test_host_serves_404s_and_stops_cleanly(world):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
     with pytest.raises(RuntimeError):
-        host.base_url
+        _ = host.base_url
 
 
 # ---- the causal structure --------------------------------------------------------------------

@@ -15,4 +15,4 @@ demo's image tower and classifiers; another module's job).
 from .host import ImageHost
 from .world import SIZES, WorldPaths, build_world
 
-__all__ = ["ImageHost", "SIZES", "WorldPaths", "build_world"]
+__all__ = ["SIZES", "ImageHost", "WorldPaths", "build_world"]

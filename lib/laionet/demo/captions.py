@@ -38,8 +38,9 @@ GENERIC = ("summer holiday beach house", "wedding dress with lace", "vintage pos
 NOISE = ("buy now", "free shipping", "HD wallpaper", "| Stock Photo", "#photography #nature",
          "best price online", "1024x768", "800 x 600 px", "click to enlarge", "IMG_{n}",
          "Download free", "(c) {n} all rights reserved", "sku {n}", "pinterest", "jpg")
-STOPWORDS = frozenset("a an the of or and in on to by for with from that which used having "
-                      "any its their has have being into is are as at most".split())
+STOPWORDS = frozenset(["a", "an", "the", "of", "or", "and", "in", "on", "to", "by", "for", "with",
+                       "from", "that", "which", "used", "having", "any", "its", "their", "has",
+                       "have", "being", "into", "is", "are", "as", "at", "most"])
 
 
 def _context_words(world: World) -> list[np.ndarray]:

@@ -51,7 +51,7 @@ def load_images(world: WorldPaths, paths: pd.Series) -> np.ndarray:
 
 def pixel_embeddings(images: np.ndarray, size: int = 16) -> np.ndarray:
     """Down-sampled, per-image centred, L2-normalised pixel vectors (a model-free embedding)."""
-    n, h, w, c = images.shape
+    n, h, _, c = images.shape
     f = h // size
     x = images.reshape(n, size, f, size, f, c).mean((2, 4)).reshape(n, -1).astype(np.float32)
     x -= x.mean(1, keepdims=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from laionet.io import write_parquet, write_text
@@ -89,7 +88,6 @@ def write_imagenet_devkit(classes: pd.DataFrame, val_labels: np.ndarray, devkit_
     savemat(buf, {"synsets": synsets}, format="5", oned_as="column")
     raw = bytearray(buf.getvalue())
     raw[:116] = _MAT_HEADER.ljust(116, b" ")  # the 116-byte text header carries a timestamp
-    (data / "meta.mat").parent.mkdir(parents=True, exist_ok=True)
     write_bytes(data / "meta.mat", bytes(raw))
 
 

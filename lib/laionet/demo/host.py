@@ -23,12 +23,11 @@ from .formats import DEMO_URL_PREFIX
 class _QuietHandler(SimpleHTTPRequestHandler):
     """Static files from one folder; no directory listings, no log lines on stderr."""
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+    def log_message(self, format, *args):
         pass
 
     def list_directory(self, path):
         self.send_error(404, "Not Found")
-        return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -56,7 +55,7 @@ class ImageHost:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def start(self) -> "ImageHost":
+    def start(self) -> ImageHost:
         if self._server is not None:
             return self
         handler = functools.partial(_QuietHandler, directory=str(self.root))
@@ -81,7 +80,7 @@ class ImageHost:
         """Map the world's ``http://laion-demo.invalid/...`` URLs onto this host; others unchanged."""
         return self.base_url + url[len(self.prefix):] if url.startswith(self.prefix) else url
 
-    def __enter__(self) -> "ImageHost":
+    def __enter__(self) -> ImageHost:
         return self.start()
 
     def __exit__(self, *exc) -> None:

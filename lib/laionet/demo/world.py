@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +144,8 @@ def _laion_similarity(samples: pd.DataFrame, parts: pd.DataFrame,
 
 
 def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldPaths,
-                 timings: Timings) -> tuple[pd.DataFrame, np.ndarray]:
+                 timings: Timings) -> pd.DataFrame:
+    """LAION-mini: parts, served files; returns the truth table (one row per LAION row)."""
     rng = _rng(seed, "laion")
     n = cfg.n_laion
     with timings("laion_sample"):
@@ -178,7 +179,7 @@ def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldP
                                      "path": "http/" + rel, "file_status": status}),
                        s, parts.drop(columns=["text"]),
                        meta[["TEXT", "NSFW", "similarity"]]], axis=1)
-    return truth, pixels
+    return truth
 
 
 def _write_laion_files(pixels: np.ndarray, status: np.ndarray, rel: np.ndarray, http: Path,
@@ -226,7 +227,9 @@ def _search_and_annotate(world, need: int, rng, *, max_rounds: int = 100) -> pd.
     return pd.concat(batches, ignore_index=True)
 
 
-def _build_imagenet(world, cfg: WorldSize, seed: int, paths: WorldPaths, timings: Timings):
+def _build_imagenet(world, cfg: WorldSize, seed: int, paths: WorldPaths,
+                    timings: Timings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ImageNet-mini train/val + devkit; returns (truth of kept images, all candidates)."""
     rng = _rng(seed, "imagenet")
     with timings("imagenet_sample"):
         cand = _search_and_annotate(world, cfg.n_train + cfg.n_val, rng)
@@ -255,7 +258,7 @@ def _build_imagenet(world, cfg: WorldSize, seed: int, paths: WorldPaths, timings
                                      "filename": filename, "wnid": wnid, "mode": mode,
                                      "n_votes_yes": votes.astype(np.int16)}),
                        acc.drop(columns=["split", "accepted"])], axis=1)
-    return truth, cand, pixels[train], acc["query"].to_numpy()[train]
+    return truth, cand
 
 
 def _write_imagenet_captions(imagenet: pd.DataFrame, paths: WorldPaths) -> None:
@@ -273,6 +276,7 @@ def _write_imagenet_captions(imagenet: pd.DataFrame, paths: WorldPaths) -> None:
 
 def _build_imagenetv2(world, cfg: WorldSize, seed: int, paths: WorldPaths, val_freq: np.ndarray,
                       timings: Timings) -> tuple[pd.DataFrame, dict]:
+    """ImageNetV2-mini: a voted pool per class, three versions; returns (pool truth, shortfalls)."""
     rng = _rng(seed, "imagenetv2")
     with timings("imagenetv2_sample"):
         query = np.repeat(np.arange(world.n_classes), cfg.v2_pool)
@@ -329,8 +333,8 @@ def _generate(paths: WorldPaths, size: str, seed: int, timings: Timings) -> dict
         classes = world_classes(size)
     world = sampling.make_world(classes, _rng(seed, "world"))
     write_text("".join(w + "\n" for w in classes["wnid"]), paths.classes_txt)
-    laion, _ = _build_laion(world, cfg, seed, paths, timings)
-    imagenet, cand, _, _ = _build_imagenet(world, cfg, seed, paths, timings)
+    laion = _build_laion(world, cfg, seed, paths, timings)
+    imagenet, cand = _build_imagenet(world, cfg, seed, paths, timings)
     _write_imagenet_captions(imagenet, paths)
     val_freq = imagenet.loc[imagenet["dataset"] == "imagenet_val", "n_votes_yes"] / cfg.n_votes
     pool, short = _build_imagenetv2(world, cfg, seed, paths, val_freq.to_numpy(), timings)
