@@ -1,0 +1,158 @@
+"""Per-part processing: outputs, resume, atomicity, bad input, and a Dask executor."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laionet import shards
+from laionet.matching import LemmaIndex, match_naive
+
+PAIRS = [("lion", "n02129165"), ("sea lion", "n02077923"), ("pizza", "n07873807"),
+         ("pizza pie", "n07873807"), ("tiger", "n02129604"), ("tiger cat", "n02123159")]
+TABLE_WNIDS = ["n02129165", "n02077923", "n07873807", "n02129604", "n02123159", "n03126707"]
+CAPTIONS = ["a lion", "a sea lion", None, "pizza pie", "tiger cat and tiger", "nothing", "",
+            "Lion", "lion, pizza"]
+
+
+def _write_part(folder, number, texts, **extra):
+    n = len(texts)
+    cols = {"SAMPLE_ID": pa.array(np.arange(n, dtype=np.float64)), "URL": pa.array(["u"] * n),
+            "TEXT": pa.array(texts, pa.string()), "NSFW": pa.array(["UNLIKELY"] * n), **extra}
+    path = folder / f"part-{number:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
+    pq.write_table(pa.table(cols), path, row_group_size=4)
+    return path
+
+
+def _task(out):
+    return functools.partial(shards.match_part, lemma_pairs=PAIRS, mode="paper", out_dir=str(out),
+                             batch_size=3)
+
+
+@pytest.fixture
+def parts(tmp_path):
+    src = tmp_path / "laion"
+    src.mkdir()
+    return [_write_part(src, 0, CAPTIONS), _write_part(src, 7, CAPTIONS[::-1]),
+            _write_part(src, 3, [])]
+
+
+def test_match_part_outputs_equal_the_naive_loop(parts, tmp_path):
+    out = tmp_path / "out"
+    stats = shards.match_part(parts[1], PAIRS, "paper", out, batch_size=2)
+    m = pq.read_table(shards.part_file(out, "matches", 7))
+    assert m.schema == shards.MATCHES_SCHEMA
+    rows, lids = match_naive(CAPTIONS[::-1], [lem for lem, _ in PAIRS])
+    assert m["row"].to_pylist() == rows.tolist()
+    assert m["lemma"].to_pylist() == [PAIRS[j][0] for j in lids]
+    assert m["wnid"].to_pylist() == [PAIRS[j][1] for j in lids]
+    assert m["key"].to_pylist() == [7 * 100_000_000 + r for r in rows]
+    r = pq.read_table(shards.part_file(out, "rows", 7)).to_pylist()
+    by_row = {x["row"]: x for x in r}
+    tiger_row = CAPTIONS[::-1].index("tiger cat and tiger")
+    assert by_row[tiger_row]["wnids"] == ["n02123159", "n02129604"]  # sorted unique
+    assert by_row[tiger_row]["n_classes"] == 2 and by_row[tiger_row]["multi_label"]
+    assert stats == {**stats, "n_rows": 9, "n_null": 1, "n_matched_rows": len(r),
+                     "n_matches": len(rows), "n_multi_label": sum(x["multi_label"] for x in r)}
+
+
+def test_empty_part_gives_empty_tables(parts, tmp_path):
+    stats = shards.match_part(parts[2], PAIRS, "paper", tmp_path / "o")
+    assert stats["n_rows"] == 0
+    for kind, schema in (("matches", shards.MATCHES_SCHEMA), ("rows", shards.ROWS_SCHEMA)):
+        t = pq.read_table(shards.part_file(tmp_path / "o", kind, 3))
+        assert t.num_rows == 0 and t.schema == schema
+
+
+def test_map_parts_resume_and_summary(parts, tmp_path):
+    out = tmp_path / "out"
+    first = shards.map_parts(_task(out), parts, out, n_workers=1, fingerprint="a")
+    assert sorted(first.done) == [0, 3, 7] and not first.skipped
+    again = shards.map_parts(_task(out), parts, out, n_workers=1, fingerprint="a")
+    assert sorted(again.skipped) == [0, 3, 7] and not again.done
+    changed = shards.map_parts(_task(out), parts, out, n_workers=1, fingerprint="b")
+    assert sorted(changed.done) == [0, 3, 7]  # other parameters: redone, not reused
+    os.utime(parts[0], ns=(1, 1))  # a touched input part is redone
+    assert sorted(shards.map_parts(_task(out), parts, out, n_workers=1,
+                                   fingerprint="b").done) == [0]
+
+    import pandas as pd
+    table = pd.DataFrame({"wnid": TABLE_WNIDS, "head": TABLE_WNIDS})
+    cc, lemmas, summary = shards.summarize_matches(out, table, PAIRS)
+    counts = cc.set_index("wnid")
+    # "a lion", "a sea lion" (nested), "lion, pizza" in each of two parts
+    assert counts.loc["n02129165", "n_rows"] == 6
+    assert counts.loc["n02129165", "n_single_label"] == 2  # only "a lion" is single-label
+    assert counts.loc["n03126707", "status"] == "no unique lemma"
+    assert summary["n_rows"] == 18 and summary["n_null_captions"] == 2
+    assert summary["unreachable"] == {"no unique lemma": ["n03126707"]}
+    assert (out / "summary.json").is_file() and (out / "class_counts.parquet").is_file()
+    assert lemmas.set_index("lemma").loc["sea lion", "n_rows"] == 2
+
+
+def test_bad_parts_are_reported_with_their_path(parts, tmp_path):
+    src = parts[0].parent
+    broken = src / "part-00011-broken.parquet"
+    broken.write_bytes(b"not parquet")
+    no_text = src / "part-00012-x.parquet"
+    pq.write_table(pa.table({"CAPTION": ["lion"]}), no_text)
+    ints = src / "part-00013-x.parquet"
+    pq.write_table(pa.table({"TEXT": [1, 2]}), ints)
+    out = tmp_path / "out"
+    res = shards.map_parts(_task(out), [*parts, broken, no_text, ints], out, n_workers=1,
+                           on_error="skip")
+    assert sorted(res.done) == [0, 3, 7]  # good parts are kept
+    assert "not a readable parquet" in res.failed[str(broken)]
+    assert "no TEXT column (columns: ['CAPTION'])" in res.failed[str(no_text)]
+    assert "column TEXT has type int64" in res.failed[str(ints)]
+    assert not shards.part_file(out, "done", 11, "json").exists()
+    with pytest.raises(shards.PartError, match="part-00011-broken.parquet"):
+        shards.map_parts(_task(out), [*parts, broken], out, n_workers=1)
+
+
+def test_writes_are_atomic(parts, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shards.match_part(parts[0], PAIRS, "paper", out)
+    before = shards.part_file(out, "rows", 0).read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    res = shards.map_parts(_task(out), [parts[0]], out, n_workers=1, on_error="skip")
+    assert "disk full" in res.failed[str(parts[0])]
+    assert shards.part_file(out, "rows", 0).read_bytes() == before  # old output untouched
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
+    assert not shards.part_file(out, "done", 0, "json").exists()
+
+
+def test_part_numbers():
+    assert shards.part_numbers(["b/x.parquet", "a/part-00004-q.parquet", "c/y.parquet"]) == {
+        shards.Path("a/part-00004-q.parquet"): 4, shards.Path("b/x.parquet"): 1,
+        shards.Path("c/y.parquet"): 2}
+    with pytest.raises(ValueError, match="both have part number 1"):
+        shards.part_numbers(["part-00001-a.parquet", "part-00001-b.parquet"])
+
+
+def test_any_executor_process_pool_and_dask(parts, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    out_pool, out_dask = tmp_path / "pool", tmp_path / "dask"
+    with cf.ThreadPoolExecutor(2) as ex:
+        shards.map_parts(_task(tmp_path / "threads"), parts, tmp_path / "threads", executor=ex)
+    shards.map_parts(_task(out_pool), parts, out_pool, n_workers=2)  # own process pool
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        res = shards.map_parts(_task(out_dask), parts, out_dask, executor=client.get_executor())
+    assert sorted(res.done) == [0, 3, 7]
+    for kind in ("matches", "rows"):
+        for part in (0, 3, 7):
+            tables = [pq.read_table(shards.part_file(o, kind, part))
+                      for o in (out_pool, out_dask, tmp_path / "threads")]
+            assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
