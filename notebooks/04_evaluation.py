@@ -38,9 +38,9 @@ laionet_path: str = ""  # stage 02 laionet.parquet (class frequencies); empty me
 class_counts_path: str = ""  # stage 01 class_counts.parquet (LAIONet keys for the projection); empty means stage 01 default
 imagenet_val_dir: str = ""  # ImageNet val images; empty means <world_dir>/imagenet/val
 imagenet_devkit_dir: str = ""  # ILSVRC2012 devkit (ground truth + meta.mat); empty means <world_dir>/imagenet/devkit
-classifiers: str = ""  # 'demo:<dir>', 'paper' (hub tags) or a .csv/.yaml list; empty means demo:<world_dir>/models/classifiers
+classifiers: str = ""  # 'demo:<dir>', 'paper' (hub tags) or a .csv/.yaml list; empty means demo:<world_dir>/models
 universe: str = ""  # label universe outputs are restricted to (paper: the ImageNet class list); empty means the class list
-zero_shot_encoder: str = ""  # image encoder spec (open_clip:..., demo-tower:<ckpt>); empty means no zero-shot model
+zero_shot_encoder: str = ""  # image encoder spec (open_clip:..., demo-tower:<ckpt>); empty means the demo tower of world_dir if any, else none
 zero_shot_text_encoder: str = "minilm"  # text encoder of the zero-shot synset texts (name_def)
 zero_shot_name: str = "zero-shot"  # the zero-shot model's name in tables
 paper_nan_as_wrong: bool = False  # True: reproduce the authors' bug counting missing images as wrong (E.5)
@@ -89,7 +89,9 @@ class_counts_path = default(class_counts_path,
                             paths.stage_output("01_synset_matching", profile) / "class_counts.parquet")
 imagenet_val_dir = default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
 imagenet_devkit_dir = default(imagenet_devkit_dir, world / "imagenet" / "devkit" if world else None)
-classifiers = default(classifiers, f"demo:{world / 'models' / 'classifiers'}" if world else None)
+classifiers = default(classifiers, f"demo:{world / 'models'}" if world else None)
+if not zero_shot_encoder and world and (world / "models" / "image_tower.safetensors").is_file():
+    zero_shot_encoder = f"demo-tower:{world / 'models' / 'image_tower.safetensors'}"
 released = bool(released_val_parquet)
 print(f"route: {'released tables' if released else 'inference'}; outputs in {P.out}")
 

@@ -244,3 +244,30 @@ def test_real_pretrained_classifier_on_real_photos(tmp_path):
     cats = {"n02123045", "n02123159", "n02124075"}  # tabby, tiger cat, Egyptian cat
     assert t.loc["chelsea", "top5"][0] in cats
     assert t.loc["chelsea", "correct5"] == True  # noqa: E712  (tabby is in its top 5)
+
+
+def test_demo_classifier_dir_keeps_its_preprocessing(tmp_path):
+    """<arch>.pth + .wnids.txt + .json (pretrained_cfg-like): loaded through timm's file path
+    with the input size and normalisation it was trained with, outputs mapped by wnid."""
+    import json
+
+    import timm
+
+    from laionet.evaluation import demo_classifiers
+
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    model = timm.create_model("resnet10t", num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "resnet10t.pth")
+    (tmp_path / "resnet10t.wnids.txt").write_text("\n".join(wnids) + "\n")
+    (tmp_path / "resnet10t.json").write_text(json.dumps(
+        {"architecture": "resnet10t", "input_size": [3, 48, 48], "mean": [0.1, 0.2, 0.3],
+         "std": [0.5, 0.5, 0.5], "interpolation": "bilinear", "crop_pct": 1.0,
+         "crop_mode": "center", "num_classes": 3}))
+    (spec,) = demo_classifiers(tmp_path)
+    pred = classifier_predictor(spec, universe=wnids)
+    cfg = pred.info["data_config"]
+    assert tuple(cfg["input_size"]) == (3, 48, 48) and tuple(cfg["mean"]) == (0.1, 0.2, 0.3)
+    assert pred.transform(Image.new("RGB", (100, 80))).shape == (3, 48, 48)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.inference_mode():  # the checkpoint's weights, not a fresh init
+        assert torch.allclose(pred.score(x), model.eval()(x), atol=1e-5)

@@ -31,7 +31,8 @@ class Classifier:
     ``checkpoint``: a local weights file (loaded through timm's pretrained_cfg_overlay path);
     ``pretrained_tag``: a timm hub tag (``in1k``, ``fb_in22k_ft_in1k`` ...), used only when
     ``checkpoint`` is empty; ``output_wnids``: the wnid of every output in order (empty: the
-    ImageNet label space timm infers from the output count).
+    ImageNet label space timm infers from the output count); ``pretrained_cfg``: preprocessing
+    overrides given to timm with the checkpoint.
     """
 
     name: str
@@ -40,6 +41,9 @@ class Classifier:
     pretrained_tag: str | None = None
     output_wnids: tuple[str, ...] = field(default=(), repr=False)
     group: str = ""
+    # pretrained_cfg fields (input_size, mean, std, crop_pct, ...) for a checkpoint trained
+    # with its own preprocessing, e.g. the demo classifiers' <arch>.json
+    pretrained_cfg: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if not self.checkpoint and not self.pretrained_tag:
@@ -61,8 +65,13 @@ def load_classifier(spec: Classifier, device: str = "cpu") -> tuple[Any, dict]:
         ckpt = Path(spec.checkpoint)
         if not ckpt.is_file():
             raise FileNotFoundError(f"classifier {spec.name!r}: checkpoint {ckpt} not found")
+        overlay = {k: v for k, v in (spec.pretrained_cfg or {}).items() if k != "architecture"}
+        if "num_classes" in kwargs:
+            # timm silently re-initialises the head when num_classes differs from the
+            # pretrained_cfg's (1000 by default): the overlay must carry it too
+            overlay["num_classes"] = kwargs["num_classes"]
         model = timm.create_model(spec.arch, pretrained=True,
-                                  pretrained_cfg_overlay=dict(file=str(ckpt)), **kwargs)
+                                  pretrained_cfg_overlay=dict(overlay, file=str(ckpt)), **kwargs)
     else:
         name = f"{spec.arch}.{spec.pretrained_tag}"
         try:
@@ -120,7 +129,8 @@ def specs_from_records(records: list[dict], base: Path, where: str) -> list[Clas
 
 
 def demo_classifiers(directory: str | os.PathLike) -> list[Classifier]:
-    """The demo world's classifiers: every ``<arch>.pth`` with its ``<arch>.wnids.txt``."""
+    """The demo world's classifiers: every ``<arch>.pth`` with its ``<arch>.wnids.txt`` and the
+    preprocessing it was trained with (``<arch>.json``: input_size, mean, std, crop)."""
     d = Path(directory)
     ckpts = sorted(d.glob("*.pth"))
     if not ckpts:
@@ -131,9 +141,12 @@ def demo_classifiers(directory: str | os.PathLike) -> list[Classifier]:
         arch = ckpt.stem
         meta_path = ckpt.with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        out.append(Classifier(name=str(meta.get("name", arch)), arch=str(meta.get("arch", arch)),
-                              checkpoint=str(ckpt), group=str(meta.get("group", "demo")),
-                              output_wnids=tuple(read_wnid_file(d / f"{arch}.wnids.txt"))))
+        wnids = tuple(read_wnid_file(d / f"{arch}.wnids.txt"))
+        cfg = {k: meta[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct",
+                                    "crop_mode") if k in meta}
+        out.append(Classifier(name=str(meta.get("name", arch)), arch=arch, checkpoint=str(ckpt),
+                              group=str(meta.get("group", "demo")), output_wnids=wnids,
+                              pretrained_cfg=cfg))
     return out
 
 
