@@ -51,13 +51,13 @@ def _is_separator(ch: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _separator_regex() -> str:
-    """An RE2 class of every P*/S*/Z*/Cc code point, built from Python's unicodedata.
+    """An RE2 class of every non-ASCII P*/S*/Z*/Cc code point, from Python's unicodedata.
 
     Building it from the same table as the naive reference keeps both sides identical, whatever
-    Unicode version RE2 was compiled with.
+    Unicode version RE2 was compiled with. (ASCII separators are translated byte-wise.)
     """
     ranges, start, prev = [], None, None
-    for cp in range(sys.maxunicode + 1):
+    for cp in range(128, sys.maxunicode + 1):
         if 0xD800 <= cp <= 0xDFFF:
             continue
         if _is_separator(chr(cp)):
@@ -96,7 +96,8 @@ def normalize_text(text: str) -> str:
 
 
 def _normalize_array(arr: pa.Array) -> pa.Array:
-    """``normalize_text`` over an Arrow string array, vectorized.
+    """``normalize_text`` over an Arrow string array, vectorized, up to the ASCII separators
+    (translated to spaces and collapsed byte-wise by ``_prepare``).
 
     Arrow lowercases by simple per-code-point mapping; the rare rows holding a character whose
     full case folding differs (ß -> ss, final sigma, ...) are folded with Python's ``casefold``.
@@ -110,7 +111,12 @@ def _normalize_array(arr: pa.Array) -> pa.Array:
         folded = pa.array([s.casefold() for s in nfkc.take(pa.array(idx)).to_pylist()],
                           type=lowered.type)
         lowered = pc.replace_with_mask(lowered, special, folded)
-    return pc.replace_substring_regex(lowered, _separator_regex(), " ")
+    # non-ASCII separators (RE2, slow) only in the rows that have non-ASCII characters
+    wide = pc.invert(pc.fill_null(pc.string_is_ascii(lowered), True))
+    if pc.any(wide).as_py():
+        replaced = pc.replace_substring_regex(lowered.filter(wide), _separator_regex(), " ")
+        lowered = pc.replace_with_mask(lowered, wide, replaced)
+    return lowered
 
 
 def _prepare(arr: pa.Array, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +130,18 @@ def _prepare(arr: pa.Array, mode: str) -> tuple[np.ndarray, np.ndarray]:
         translated = np.frombuffer(data.tobytes().translate(_PUNCT_TO_SPACE), dtype=np.uint8)
         return offsets - offsets[0], translated
     if mode == "normalized":
-        return _offsets_and_data(_pad(_normalize_array(arr)))
+        offsets, data = _offsets_and_data(_pad(_normalize_array(arr)))
+        return _collapse_spaces(offsets - offsets[0],
+                                np.frombuffer(data.tobytes().translate(_ASCII_SEP_TO_SPACE), np.uint8))
     raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+
+
+def _collapse_spaces(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop every space that follows a space (runs -> one space); offsets follow the bytes."""
+    keep = np.ones(len(data), dtype=bool)
+    keep[1:] = ~((data[1:] == _SPACE) & (data[:-1] == _SPACE))
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    return kept_before[offsets], data[keep]
 
 
 def _pad(arr: pa.Array) -> pa.Array:
@@ -166,6 +182,8 @@ def match_naive(texts: Sequence[str | None], lemmas: "Sequence[str] | LemmaIndex
 
 
 _PUNCT_TABLE_STR = str.maketrans({c: " " for c in string.punctuation})
+_ASCII_SEP_TO_SPACE = bytes(_SPACE if _is_separator(chr(i)) else i for i in range(128)) + \
+    bytes(range(128, 256))
 
 
 # ---------------------------------------------------------------------------------------------
