@@ -59,10 +59,11 @@ def main() -> None:
     for mode in ("paper", "normalized"):
         idx.patterns(mode)  # compile outside the timing (done once per process)
         batches = [texts.slice(i, args.batch_size) for i in range(0, len(texts), args.batch_size)]
-        fast, res = cpu_rate(lambda: [match_batch(b, idx, mode) for b in batches], len(texts))
+        fast, res = cpu_rate(lambda m=mode, bs=batches: [match_batch(b, idx, m) for b in bs],
+                             len(texts))
         n_pairs = sum(len(r[0]) for r in res)
         sub = texts.slice(0, args.naive_n)
-        slow, naive = cpu_rate(lambda: match_naive(sub.to_pylist(), idx, mode), len(sub))
+        slow, naive = cpu_rate(lambda m=mode, t=sub: match_naive(t.to_pylist(), idx, m), len(sub))
         check = match_batch(sub, idx, mode)
         assert np.array_equal(check[0], naive[0]) and np.array_equal(check[1], naive[1]), mode
         print(f"[{mode}] matcher: {fast:,.0f} captions/s per core ({n_pairs:,} matches); "

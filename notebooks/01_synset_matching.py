@@ -38,9 +38,8 @@ n_workers: int = 2                # processes matching parts in parallel (1: in 
 batch_size: int = 65536           # captions read and matched at a time (bounds memory per worker)
 
 # %%
-import glob
 import functools
-import time
+import glob
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,8 +56,8 @@ parts = sorted(glob.glob(str(paths.resolve(laion_parts))))
 if not parts:
     raise FileNotFoundError(f"laion_parts={laion_parts!r} matches no file (resolved against "
                             f"{paths.project_root()}); point it at LAION parquet parts")
-params = dict(laion_parts=laion_parts, classes=classes, lemma_rule=lemma_rule, mode=mode,
-              authors_class_list=authors_class_list)
+params = {"laion_parts": laion_parts, "classes": classes, "lemma_rule": lemma_rule, "mode": mode,
+          "authors_class_list": authors_class_list}
 print(f"stage 01 -> {P.out}\n{len(parts)} part(s), e.g. {parts[0]}\nparameters: {params}")
 
 # %% [markdown]

@@ -89,7 +89,7 @@ def test_lemma_map_of_the_authors_class_list(reference):
 
 def test_unique_in_imagenet_is_decided_over_the_full_list():
     true_list = lc.class_table(head_source="timm")
-    pairs = dict((lem, w) for lem, w in lc.lemma_map(true_list))
+    pairs = dict(lc.lemma_map(true_list))
     assert "crane" not in pairs  # bird and machine share it in the true 1000-class list
     assert len(pairs) == 1824 and len(set(pairs.values())) == 994
     authors = lc.lemma_map(lc.class_table(authors_class_list=True, head_source="timm"))

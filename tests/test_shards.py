@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from laionet import shards
-from laionet.matching import LemmaIndex, match_naive
+from laionet.matching import match_naive
 
 PAIRS = [("lion", "n02129165"), ("sea lion", "n02077923"), ("pizza", "n07873807"),
          ("pizza pie", "n07873807"), ("tiger", "n02129604"), ("tiger cat", "n02123159")]

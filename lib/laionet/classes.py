@@ -22,9 +22,9 @@ import re
 import shutil
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -43,14 +43,16 @@ _WNID = re.compile(r"^n\d{8}$")
 # The 45 lexicographer files of WordNet 3.0 (lexnames(5WN)). nltk's reader needs a ``lexnames``
 # file that Debian's wordnet-base does not ship; its content is fixed by the WordNet 3.0 format.
 _LEXNAMES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
-    "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
-    "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant "
-    "noun.possession noun.process noun.quantity noun.relation noun.shape noun.state "
-    "noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
-    "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
-    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
-).split()
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
+    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
+    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
+    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
+    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather",
+    "adj.ppl",
+)
 _WORDNET_FILES = ("data.noun", "index.noun", "data.verb", "index.verb", "data.adj", "index.adj",
                   "data.adv", "index.adv")
 WORDNET_HELP = (
@@ -72,7 +74,7 @@ def _timm_info(name: str) -> str:
                            "(see requirements.lock)") from exc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet1k_wnids() -> tuple[str, ...]:
     """The 1,000 ILSVRC-2012 wnids in timm's (sorted, class-index) order."""
     return tuple(_timm_info("imagenet_synsets.txt").split())
@@ -82,12 +84,12 @@ def _tab_map(name: str) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in _timm_info(name).splitlines() if "\t" in line)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _timm_lemmas() -> dict[str, str]:
     return _tab_map("imagenet_synset_to_lemma.txt")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _timm_definitions() -> dict[str, str]:
     return _tab_map("imagenet_synset_to_definition.txt")
 
@@ -132,7 +134,7 @@ def _lex_pos(name: str) -> int:
     return {"noun": 1, "verb": 2, "adj": 3, "adv": 4}[name.split(".")[0]]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def wordnet(required: bool = True):
     """nltk's WordNet 3.0 reader over a local corpus (never ``nltk.download``).
 

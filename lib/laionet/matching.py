@@ -27,8 +27,8 @@ import functools
 import string
 import sys
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +49,7 @@ def _is_separator(ch: str) -> bool:
     return cat[0] in "PSZ" or cat == "Cc"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _separator_regex() -> str:
     """An RE2 class of every non-ASCII P*/S*/Z*/Cc code point, from Python's unicodedata.
 
@@ -72,7 +72,7 @@ def _separator_regex() -> str:
     return f"[{body}]+"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _casefold_exceptions() -> str:
     """Characters whose Python ``casefold`` differs from Arrow's ``utf8_lower`` (373: ß, ς, ...)."""
     chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
@@ -155,7 +155,7 @@ def _prepare_lemma(lemma: str, mode: str) -> str:
     return normalize_text(lemma).strip(" ")
 
 
-def match_naive(texts: Sequence[str | None], lemmas: "Sequence[str] | LemmaIndex",
+def match_naive(texts: Sequence[str | None], lemmas: Sequence[str] | LemmaIndex,
                 mode: str = "paper") -> tuple[np.ndarray, np.ndarray]:
     """The authors' loop (every caption x every lemma, Python ``in``): the reference for tests.
 
@@ -260,7 +260,7 @@ class LemmaIndex:
         self._compiled = {}
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[tuple[str, str]]) -> "LemmaIndex":
+    def from_pairs(cls, pairs: Sequence[tuple[str, str]]) -> LemmaIndex:
         """From ordered (lemma, wnid) pairs (``laionet.classes.lemma_map``)."""
         return cls([lem for lem, _ in pairs])
 

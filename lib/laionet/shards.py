@@ -23,9 +23,10 @@ import os
 import re
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .io import read_json, write_json, write_parquet
-from .stage import file_fingerprint, fingerprint as params_fingerprint
+from .stage import file_fingerprint
+from .stage import fingerprint as params_fingerprint
 
 KEY_STRIDE = 100_000_000  # the authors' global index: part * 100_000_000 + row
 TEXT = "TEXT"
@@ -189,7 +191,7 @@ def done_stats(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def _open_text_column(path: Path) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise PartError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); "
                         "re-copy or remove the part") from exc
     schema = pf.schema_arrow
