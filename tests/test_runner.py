@@ -108,8 +108,15 @@ def test_run_all_sh_help_runs_without_an_environment():
     assert "./run_all.sh test" in out and "sweep" in out
 
 
-def test_every_notebook_declares_typed_documented_parameters():
+def test_cli_override_nobody_declares_is_an_error(project):
+    with pytest.raises(SystemExit, match="no selected notebook declares"):
+        runner.main(["run", "--profile", "toy", "-p", "treshold", "0.1"])
+
+
+def test_every_notebook_declares_typed_documented_parameters(tmp_path):
     root = Path(__file__).resolve().parents[1]
+    import re
+
     import jupytext
 
     for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
@@ -126,6 +133,11 @@ def test_every_notebook_declares_typed_documented_parameters():
             assert "#" in ln, f"{path.name}: parameter without a comment: {ln!r}"
         for p in ("profile", "out_dir", "figures_dir"):
             assert any(ln.startswith(p + ":") for ln in lines), f"{path.name}: missing {p}"
+        # papermill must see every parameter (it ignores lines it cannot parse, which would
+        # silently drop a profile value or a -p override)
+        names = {m.group(1) for ln in lines if (m := re.match(r"(\w+)\s*:", ln))}
+        seen = set(runner.declared_parameters(runner.to_ipynb(path, tmp_path / f"{path.stem}.ipynb")))
+        assert names == seen, f"{path.name}: papermill cannot parse {sorted(names - seen)}"
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success rename it onto ``dest``.
 
     On an exception the temporary file is removed and ``dest`` is left untouched.
+    The temporary name ends with ``suffix`` (e.g. ".npy"), so writers that append their own
+    extension when it is missing (``numpy.save``) write to exactly this path.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -165,12 +165,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         wanted = [k.strip() for k in args.only.split(",") if k.strip()]
         order = [find_notebook(k).stem for k in wanted]
     overrides = {k: parse_value(v) for k, v in args.param}
+    paths = [find_notebook(key) for key in order]
+    if overrides:  # an override nobody declares is a typo, not something to drop silently
+        declared = set().union(*(_declared(p, args.profile) for p in paths))
+        unknown = sorted(set(overrides) - declared)
+        if unknown:
+            raise SystemExit(f"unknown parameter(s) {unknown}: no selected notebook declares them "
+                             f"(see `python -m laionet.runner list`)")
     timings: dict[str, float] = {}
-    for key in order:
-        path = find_notebook(key)
+    for path in paths:
         t0 = time.perf_counter()
         try:
-            execute(path, args.profile, _declared_only(path, overrides, args.profile),
+            execute(path, args.profile,
+                    {k: v for k, v in overrides.items() if k in _declared(path, args.profile)},
                     log_output=args.verbose)
         except RunFailed as exc:
             print(f"[run_all] FAILED: {exc}", file=sys.stderr)
@@ -184,14 +191,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _declared_only(path: Path, overrides: dict, profile_key: str) -> dict:
-    """With several notebooks, a -p override goes to those notebooks that declare it."""
-    if not overrides:
-        return {}
+def _declared(path: Path, profile_key: str) -> set[str]:
+    """Names of the parameters a notebook's ``parameters`` cell declares."""
     name = profile_name(profile_key)
     src = to_ipynb(path, project_root() / "runs" / name / path.stem / "_source" / f"{path.stem}.ipynb")
-    declared = declared_parameters(src)
-    return {k: v for k, v in overrides.items() if k in declared}
+    return set(declared_parameters(src))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

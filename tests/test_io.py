@@ -1,0 +1,32 @@
+"""Atomic writes leave either the old file or the complete new one, never a partial file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from laionet.io import atomic_path, read_json, write_json, write_parquet
+
+
+def test_numpy_save_through_atomic_path_lands_in_place(tmp_path):
+    dest = tmp_path / "emb.npy"
+    with atomic_path(dest, suffix=".npy") as tmp:
+        np.save(tmp, np.arange(5))
+    assert np.array_equal(np.load(dest), np.arange(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy"]
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
+    dest = write_json({"v": 1}, tmp_path / "m.json")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert read_json(dest) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_write_parquet_accepts_pandas(tmp_path):
+    dest = write_parquet(pd.DataFrame({"a": [1, 2]}), tmp_path / "t.parquet")
+    assert pd.read_parquet(dest)["a"].tolist() == [1, 2]
