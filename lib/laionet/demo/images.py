@@ -152,9 +152,8 @@ def render(proto: pd.DataFrame, z: np.ndarray, rng: np.random.Generator,
         ph = 2 * np.pi * w[:, :, 2, None, None]
         pat = np.sin(freq * (xx[None, None] * np.cos(ang) + yy[None, None] * np.sin(ang)) + ph)
         amp = (0.08 + 0.35 * np.abs(zz[:, 7]))[:, None, None, None]
-        mix = (w[:, :, 3, None] - 0.5)[:, :, :, None, None] * np.ones((1, 1, 3, 1, 1), np.float32)
-        mix[:, :, 1] *= -1
-        clutter = (pat[:, :, None] * mix).sum(1)                             # [b, 3, H, W]
+        mix = (w[:, :, 3] - 0.5)[:, :, None] * np.array([1, -1, 1], np.float32)  # [b, 4, 3]
+        clutter = np.einsum("bkhw,bkc->bchw", pat, mix, optimize=True)       # [b, 3, H, W]
         bg = HABITAT_RGB[cols["habitat"][s]][:, :, None, None] + amp * clutter
         img = bg * (1 - mask[:, None]) + fg * mask[:, None]
         # occlusion: an opaque box whose half-size grows with |z_8| beyond 0.5
@@ -163,7 +162,7 @@ def render(proto: pd.DataFrame, z: np.ndarray, rng: np.random.Generator,
         box = (np.abs(xx[None] - o[:, 0, None, None]) < half) & \
               (np.abs(yy[None] - o[:, 1, None, None]) < half)
         img = np.where(box[:, None], occ_col[s][:, :, None, None], img)
-        img = img + np.random.default_rng([noise_seed, lo]).normal(0, 0.02, img.shape)
+        img += 0.02 * np.random.default_rng([noise_seed, lo]).standard_normal(img.shape, np.float32)
         out[s] = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
     return out
 
