@@ -95,7 +95,10 @@ def load_tower(path: str | os.PathLike, device: str = "cpu") -> tuple[DemoTower,
                                 "first (laionet.demo) or point the spec at its models/ folder")
     config = read_json(cfg_file)
     model = build_tower(config)
-    result = model.load_state_dict(load_file(str(path)), strict=False)
+    try:
+        result = model.load_state_dict(load_file(str(path)), strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{path}: weights do not fit {cfg_file}: {e}") from e
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: weights do not fit {cfg_file}: missing {result.missing_keys}, "
                          f"unexpected {result.unexpected_keys}")
