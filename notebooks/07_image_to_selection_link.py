@@ -61,6 +61,8 @@ import pandas as pd
 from laionet import frontier as fr
 from laionet import similarity as sim
 from laionet.classes import class_table
+from laionet.demo.checks import model_paths  # the demo world's checkpoints
+from laionet.demo.world import WorldPaths
 from laionet.datasets import iter_images, read_imagenet_val
 from laionet.download import download_laionet, iter_downloaded
 from laionet.encoders.image import load_image_encoder
@@ -71,6 +73,7 @@ from laionet.paths import resolve, stage_output, stage_paths
 from laionet.selection import nsfw_mask, synset_texts
 from laionet.stage import Timings, write_manifest
 
+
 STAGE = "07_image_to_selection_link"
 paths = stage_paths(STAGE, profile, out_dir, figures_dir)
 style()
@@ -79,7 +82,7 @@ cand_dir = resolve(candidates_dir) if candidates_dir else stage_output("02_capti
 world = resolve(world_dir) if world_dir else None
 val_dir = resolve(imagenet_val_dir) if imagenet_val_dir else world / "imagenet" / "val"
 devkit_dir = resolve(imagenet_devkit_dir) if imagenet_devkit_dir else world / "imagenet" / "devkit"
-clip_spec = image_encoder or f"demo-tower:{world / 'models' / 'image_tower.pt'}"
+clip_spec = image_encoder or f"demo-tower:{model_paths(WorldPaths(world))['image_tower']}"
 encoder_specs = list(intra_encoders) or [clip_spec]
 image_cache = stage_output("cache", profile) / "image_embeddings"
 print("candidates:", cand_dir, "| out:", paths.out, "| figures:", paths.figures)
@@ -161,7 +164,7 @@ front_cls = fr.frontier_fixed_classes(rows, grid, n_cls_ref, inclusive)
 print(f"reference (t={t_ref_v:.4f}, i={i_ref_v:.4f}, {'>=' if inclusive else '>'}): "
       f"{n_ref:,} rows, {n_cls_ref} classes")
 write_parquet(pd.concat([front, front_cls]), paths.out / "frontier.parquet")
-save_table(pd.concat([front, front_cls]), "B14_frontier", paths.figures)
+save_table(pd.concat([front, front_cls]), "07_B14_frontier", paths.figures)
 
 fig, ax = plt.subplots(figsize=(3.4, 2.5))
 ax.plot(front["text_threshold"], front["image_threshold"], "o-", ms=3, label="fixed #samples")
@@ -169,7 +172,7 @@ ax.plot(front_cls["text_threshold"], front_cls["image_threshold"], "s--", ms=3,
         label="fixed #classes")
 ax.set(xlabel="text-to-synset similarity threshold", ylabel="image-to-synset threshold")
 ax.legend()
-save_figure(fig, "B14_frontier_fixed_n_sample", paths.figures, profile,
+save_figure(fig, "07_B14_frontier_fixed_n_sample", paths.figures, profile,
             title="Multimodal threshold frontier")
 front.round(4)
 
@@ -217,8 +220,8 @@ for spec in encoder_specs:
 shares = pd.concat(shares, ignore_index=True)
 avg = pd.DataFrame([{k: v for k, v in p.items() if k != "values"} for p in pooled])
 write_parquet(pd.concat(per_class, ignore_index=True), paths.out / "intra_class_stats.parquet")
-save_table(shares, "B15_share_at_or_below_imagenet", paths.figures)
-save_table(avg, "B15_avg_intra_class_similarity", paths.figures)
+save_table(shares, "07_B15_share_at_or_below_imagenet", paths.figures)
+save_table(avg, "07_B15_avg_intra_class_similarity", paths.figures)
 print(shares.to_string(index=False))
 print(avg.to_string(index=False))
 
@@ -227,7 +230,7 @@ enc0 = pooled[0]["encoder"]
 vals0 = {p["dataset"]: p["values"] for p in pooled if p["encoder"] == enc0}
 show = {k: vals0[k] for k in ("A", "B", "D") if k in vals0}
 fig = sim.histogram_figure(show, colors={"A": "tab:blue", "B": "tab:green", "D": "tab:red"})
-save_figure(fig, "B15a_datasets_intra_class_histograms", paths.figures, profile,
+save_figure(fig, "07_B15a_datasets_intra_class_histograms", paths.figures, profile,
             title=f"Intra-class similarity of A, B, D ({enc0})")
 
 a0 = avg[avg["encoder"] == enc0]
@@ -238,7 +241,7 @@ ax.axhline(float(a0.loc[a0["dataset"] == "ImageNet", "avg_similarity"].iloc[0]),
            ls="--", label="ImageNet avg. sim.")
 ax.set(xlabel="dataset (stronger image link to the left)", ylabel="avg. intra-class similarity")
 ax.legend()
-save_figure(fig, "B15b_datasets_avg_similarity", paths.figures, profile,
+save_figure(fig, "07_B15b_datasets_avg_similarity", paths.figures, profile,
             title=f"Average intra-class similarity ({enc0})")
 
 fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.5), sharey=True)
@@ -252,7 +255,7 @@ for ax in axes:
 axes[0].set(ylabel="share of classes at or below ImageNet", title=enc0)
 axes[1].set(title="all encoders")
 axes[1].legend(fontsize=6)
-save_figure(fig, "B15cd_datasets_share_lower", paths.figures, profile,
+save_figure(fig, "07_B15cd_datasets_share_lower", paths.figures, profile,
             title="Classes with intra-class similarity at or below ImageNet")
 
 # %% [markdown]
@@ -295,7 +298,7 @@ hi = max(laionet_rows["image_similarity"].max(), val_in["image_similarity"].max(
 fig = sim.histogram_figure({"LAIONet": laionet_rows["image_similarity"].to_numpy(),
                             "ImageNet": val_in["image_similarity"].to_numpy()}, bins=60,
                            xlim=(float(lo), float(hi)), xlabel="image-to-synset-text similarity")
-save_figure(fig, "B19_image_to_synset_similarity", paths.figures, profile,
+save_figure(fig, "07_B19_image_to_synset_similarity", paths.figures, profile,
             title="Image-to-synset similarity")
 
 # %% [markdown]
@@ -323,7 +326,7 @@ for t in cov_grid:
                      "avg_similarity": float(sim.pooled_resample(by, 100, seed)["similarity"].mean()),
                      "share_at_or_below": float(sh["share_at_or_below"].iloc[0]) if len(sh) else np.nan})
 coverage = pd.DataFrame(cov_rows)
-save_table(coverage, "EXT_laionet_thresholds_coverage_vs_similarity", paths.figures)
+save_table(coverage, "07_EXT_laionet_thresholds_coverage_vs_similarity", paths.figures)
 fig, ax = plt.subplots(figsize=(3.6, 2.6))
 ax.plot(coverage["n_classes"], coverage["avg_similarity"], "o-", color="tab:blue")
 for r in coverage.itertuples():
@@ -333,7 +336,7 @@ ax.axhline(float(sim.pooled_resample(ref_cov, 100, seed)["similarity"].mean()), 
            ls="--", label="ImageNet")
 ax.set(xlabel="classes covered", ylabel="avg. intra-class similarity")
 ax.legend()
-save_figure(fig, "EXT_laionet_thresholds_coverage_vs_similarity", paths.figures, profile,
+save_figure(fig, "07_EXT_laionet_thresholds_coverage_vs_similarity", paths.figures, profile,
             title="LAIONet text threshold: coverage vs homogeneity")
 coverage
 
@@ -353,12 +356,12 @@ if zero_shot_model and all(f.is_file() for f in res_files):
               "zero_shot_model here to one of its models")
     else:
         rec = per_class_recall(res, 1).pivot(index="wnid", columns="dataset", values="recall").dropna()
-        save_table(rec.reset_index(), "EXT_zero_shot_per_class_recall", paths.figures)
+        save_table(rec.reset_index(), "07_EXT_zero_shot_per_class_recall", paths.figures)
         fig, ax = plt.subplots(figsize=(3.2, 3.0))
         ax.scatter(rec["ImageNet"], rec["LAIONet"], s=8, alpha=0.6)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(xlabel="ImageNet recall@1", ylabel="LAIONet recall@1", xlim=(0, 1.02), ylim=(0, 1.02))
-        save_figure(fig, "EXT_zero_shot_per_class_recall", paths.figures, profile,
+        save_figure(fig, "07_EXT_zero_shot_per_class_recall", paths.figures, profile,
                     title=f"Per-class zero-shot recall ({zero_shot_model})")
         print(f"{len(rec)} classes; LAIONet recall lower in {(rec['LAIONet'] < rec['ImageNet']).mean():.1%}")
 else:

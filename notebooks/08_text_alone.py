@@ -129,7 +129,7 @@ ax.hist(res["own_similarity"].dropna(), bins=50, density=True, alpha=0.4,
 ax.set(xlim=(min(0, float(res["own_similarity"].min())), 1),
        xlabel="text-to-synset similarity", ylabel="pdf")
 ax.legend()
-save_figure(fig, "B16_text_to_synset_similarity", paths.figures, profile,
+save_figure(fig, "08_B16_text_to_synset_similarity", paths.figures, profile,
             title="Caption-to-synset similarity")
 
 # %% [markdown]
@@ -139,7 +139,7 @@ save_figure(fig, "B16_text_to_synset_similarity", paths.figures, profile,
 grid = np.linspace(0, 1, 1001)
 cdf = ta.cdf(res["p"].to_numpy(), grid)
 binned = ta.binned_proportion(res["own_similarity"].to_numpy(), res["p"].to_numpy(), bins=bins)
-save_table(binned, "B17_false_class_proportion_binned", paths.figures)
+save_table(binned, "08_B17_false_class_proportion_binned", paths.figures)
 fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
 axes[0].step(grid, cdf, where="post", color="black")
 axes[0].axvline(p_at, color="gray", ls="--")
@@ -156,7 +156,7 @@ ax2 = axes[1].twinx()
 ax2.plot(b["center"], b["n"] / b["n"].sum(), color="tab:red", lw=0.8)
 ax2.set(ylabel="share of captions", yticks=[])
 axes[1].set(xlabel="caption-to-own-synset similarity", ylabel="mean proportion +- 95% CI")
-save_figure(fig, "B17_false_class_proportion", paths.figures, profile,
+save_figure(fig, "08_B17_false_class_proportion", paths.figures, profile,
             title="Text alone does not single out the class")
 
 # %%

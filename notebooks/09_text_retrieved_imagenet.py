@@ -54,6 +54,8 @@ import pyarrow.parquet as pq
 
 from laionet import retrieval as rt
 from laionet import similarity as sim
+from laionet.demo.checks import model_paths  # the demo world's checkpoints
+from laionet.demo.world import WorldPaths
 from laionet.datasets import iter_images, read_imagenet_captions, read_imagenet_train
 from laionet.download import download_laionet, iter_downloaded
 from laionet.encoders import EmbeddingCache
@@ -66,6 +68,7 @@ from laionet.paths import resolve, stage_output, stage_paths
 from laionet.selection import KEY_STRIDE, part_files
 from laionet.stage import Timings, write_manifest
 
+
 STAGE = "09_text_retrieved_imagenet"
 paths = stage_paths(STAGE, profile, out_dir, figures_dir)
 style()
@@ -75,7 +78,7 @@ parts = part_files(laion_parts)
 cap_path = (resolve(captions_json) if captions_json
             else world / "imagenet_captions" / "imagenet_captions.json")
 train_dir = resolve(imagenet_train_dir) if imagenet_train_dir else world / "imagenet" / "train"
-image_spec = image_encoder or f"demo-tower:{world / 'models' / 'image_tower.pt'}"
+image_spec = image_encoder or f"demo-tower:{model_paths(WorldPaths(world))['image_tower']}"
 image_cache = stage_output("cache", profile) / "image_embeddings"
 grid = list(sweep_thresholds) or list(np.round(np.linspace(0.5, 0.75, 20), 4))
 print(f"{len(parts)} LAION parts; captions {cap_path}; out {paths.out}")
@@ -206,10 +209,10 @@ sizes = sim.common_resample_sizes(by, ic_by_class)
 fig = sim.histogram_figure({"LAION | ImageNet texts": sim.pooled_resample(by, sizes, seed)["similarity"],
                             "ImageNet": sim.pooled_resample(ic_by_class, sizes, seed)["similarity"]},
                            colors={"LAION | ImageNet texts": "tab:blue"})
-save_figure(fig, "B18a_text_retrieved_histogram", paths.figures, profile,
+save_figure(fig, "09_B18a_text_retrieved_histogram", paths.figures, profile,
             title=f"LAION retrieved by ImageNet captions (sim > {threshold})")
 fig = sim.delta_figure(cmp, "LAION | ImageNet texts", "ImageNet")
-save_figure(fig, "B18b_text_retrieved_delta", paths.figures, profile,
+save_figure(fig, "09_B18b_text_retrieved_delta", paths.figures, profile,
             title="Per-class intra-class similarity difference")
 
 # %% [markdown]
@@ -218,7 +221,7 @@ save_figure(fig, "B18b_text_retrieved_delta", paths.figures, profile,
 # %%
 with timings("sweep"):
     sweep = rt.threshold_sweep(sampled_labelled, grid, compare)
-save_table(sweep, "B18_threshold_sweep", paths.figures)
+save_table(sweep, "09_B18_threshold_sweep", paths.figures)
 fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.5))
 axes[0].plot(sweep["threshold"], sweep["n_classes"], "o-", ms=3, color="black")
 axes[0].set(xlabel="caption-to-caption similarity threshold", ylabel="classes included")
@@ -231,7 +234,7 @@ for ax in axes:
 axes[1].set(xlabel="caption-to-caption similarity threshold", ylabel="share of classes",
             ylim=(0, 1))
 axes[1].legend()
-save_figure(fig, "B18cd_text_retrieved_sweep", paths.figures, profile,
+save_figure(fig, "09_B18cd_text_retrieved_sweep", paths.figures, profile,
             title="Threshold sweep of the text-retrieved dataset")
 sweep
 
@@ -256,10 +259,10 @@ print(summary20)
 s20 = sim.common_resample_sizes(lnet_by, ic_by_class)
 fig = sim.histogram_figure({"LAIONet": sim.pooled_resample(lnet_by, s20, seed)["similarity"],
                             "ImageNet": sim.pooled_resample(ic_by_class, s20, seed)["similarity"]})
-save_figure(fig, "B20a_laionet_vs_imagenet_captions_histogram", paths.figures, profile,
+save_figure(fig, "09_B20a_laionet_vs_imagenet_captions_histogram", paths.figures, profile,
             title="LAIONet vs ImageNet-Captions images")
 fig = sim.delta_figure(cmp20, "LAIONet", "ImageNet-Captions")
-save_figure(fig, "B20b_laionet_vs_imagenet_captions_delta", paths.figures, profile,
+save_figure(fig, "09_B20b_laionet_vs_imagenet_captions_delta", paths.figures, profile,
             title="Per-class difference, LAIONet - ImageNet-Captions")
 
 # %%
