@@ -50,6 +50,8 @@ zero_shot_model: str = "zero-shot"  # extension: per-class zero-shot recall from
 evaluation_dir: str = ""         # stage 04 output ("" -> runs/<profile>/04_evaluation)
 seed: int = 0                    # sampling and resampling seed
 download_processes: int = 2      # img2dataset processes
+image_size: int = 256            # downloaded images: smaller side (as stage 03, so the shared
+resize_only_if_bigger: bool = True  # embedding cache sees the same pixels for a row key)
 
 # %%
 import time
@@ -123,7 +125,8 @@ download_dir = paths.out / "download"
 with timings("download"), url_rewriter() as host:
     manifest = download_laionet(large[["key", "wnid", "URL"]], download_dir,
                                 url_rewrite=host.rewrite_url if host else None,
-                                processes_count=download_processes)
+                                processes_count=download_processes, image_size=image_size,
+                                resize_only_if_bigger=resize_only_if_bigger)
 ok_keys = manifest.loc[manifest["status"].eq("success"), "key"].to_numpy(np.int64)
 print(f"downloaded {len(ok_keys):,} of {len(manifest):,} images; failures by kind:")
 print(manifest.loc[~manifest["status"].eq("success"), "error_kind"].value_counts().to_string())

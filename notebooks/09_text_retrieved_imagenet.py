@@ -43,6 +43,8 @@ min_pairs: int = 7               # classes need >= min_pairs pairs in both datas
 seed: int = 0                    # sampling and resampling seed
 batch_size: int = 64             # text-embedding batch size
 download_processes: int = 2      # img2dataset processes
+image_size: int = 256            # downloaded images: smaller side (as stage 03, so the shared
+resize_only_if_bigger: bool = True  # embedding cache sees the same pixels for a row key)
 
 # %%
 import contextlib
@@ -157,7 +159,8 @@ download_dir = paths.out / "download"
 with timings("download"), host_ctx as host:
     manifest = download_laionet(to_get[["key", "wnid", "URL"]], download_dir,
                                 url_rewrite=host.rewrite_url if host else None,
-                                processes_count=download_processes)
+                                processes_count=download_processes, image_size=image_size,
+                                resize_only_if_bigger=resize_only_if_bigger)
 ok = set(manifest.loc[manifest["status"].eq("success"), "key"].tolist())
 print(f"downloaded {len(ok):,} of {len(manifest):,}; failures:",
       manifest.loc[~manifest["status"].eq("success"), "error_kind"].value_counts().to_dict())

@@ -266,7 +266,7 @@ def share_at_or_below(class_means: pd.DataFrame, reference_means: pd.Series,
     if classes is not None:
         m = m[m["wnid"].isin(set(classes))]
     m = m.assign(at_or_below=m["mean"] <= m["reference_mean"])
-    out = m.groupby("dataset", observed=True).agg(n_classes=("wnid", "size"),
+    out = m.groupby("dataset", observed=True, sort=False).agg(n_classes=("wnid", "size"),
                                                   n_at_or_below=("at_or_below", "sum"))
     out["share_at_or_below"] = out["n_at_or_below"] / out["n_classes"]
     return out.reset_index()
