@@ -44,6 +44,7 @@ class WorldSize:
     n_val: int                 # ImageNet-mini val images per class
     n_v2: int                  # ImageNetV2-mini images per class and version
     v2_pool: int               # ImageNetV2 candidates per class (each gets 10 votes)
+    tower_pairs: int           # LAION pairs the tower trains on (CPU time ~ pairs x epochs)
     tower_epochs: int
     classifier_epochs: int
     n_votes: int = 10
@@ -51,9 +52,9 @@ class WorldSize:
 
 SIZES = {
     "demo": WorldSize(n_laion=24_000, n_parts=4, n_train=60, n_val=20, n_v2=10, v2_pool=80,
-                      tower_epochs=6, classifier_epochs=8),
+                      tower_pairs=4000, tower_epochs=3, classifier_epochs=8),
     "tiny": WorldSize(n_laion=1_500, n_parts=2, n_train=20, n_val=10, n_v2=5, v2_pool=40,
-                      tower_epochs=2, classifier_epochs=2),
+                      tower_pairs=1000, tower_epochs=1, classifier_epochs=2),
 }
 
 # LAION-mini's file faults (shares of rows) and metadata mix
@@ -379,7 +380,8 @@ def _models_fingerprint(data_fp: str, size: str) -> str:
     models = _models_module()
     cfg = SIZES[size]
     return fingerprint({"data": data_fp, "archs": list(models.DEMO_CLASSIFIER_ARCHS),
-                        "tower_epochs": cfg.tower_epochs, "classifier_epochs": cfg.classifier_epochs})
+                        "tower_pairs": cfg.tower_pairs, "tower_epochs": cfg.tower_epochs,
+                        "classifier_epochs": cfg.classifier_epochs})
 
 
 def _train_models(paths: WorldPaths, out: Path, size: str, seed: int, timings: Timings) -> dict:
@@ -399,7 +401,8 @@ def _train_models(paths: WorldPaths, out: Path, size: str, seed: int, timings: T
     out.mkdir(parents=True, exist_ok=True)
     with timings("models_image_tower"):
         tower = models.train_image_tower(laion_px, ok["TEXT"].tolist(), out / "image_tower.safetensors",
-                                         seed=seed, epochs=cfg.tower_epochs)
+                                         seed=seed, epochs=cfg.tower_epochs,
+                                         max_pairs=cfg.tower_pairs)
     done = {"image_tower": Path(tower).name, "classifiers": {}}
     for arch in models.DEMO_CLASSIFIER_ARCHS:
         with timings(f"models_classifier_{arch}"):
