@@ -182,7 +182,13 @@ if checks.model_paths(world):
     table["drop"] = table["ImageNet-mini val"] - table["LAION natural"]
     figures.save_table(table.reset_index(), "00_demo_classifier_accuracy", paths.figures)
     print(table)
-    assert (table["drop"] > 0).mean() >= 0.5, "most classifiers should lose accuracy on LAION"
+    # a classifier near chance on its own val set (tiny world, few epochs) tests nothing
+    trained = table[table["ImageNet-mini val"] > 2 / len(wnids)]
+    if trained.empty:
+        print(f"no classifier beats 2x chance ({2 / len(wnids):.2f}) on ImageNet-mini val: "
+              "too little training for this check (use the demo size)")
+    else:
+        assert (trained["drop"] > 0).mean() >= 0.5, "most classifiers should lose accuracy on LAION"
 else:
     print("no models trained (train_models=False): classifier check skipped")
 acc
