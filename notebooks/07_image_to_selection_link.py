@@ -24,30 +24,30 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"            # profile name or YAML path (folders and figure titles)
-out_dir: str = ""                # "" -> runs/<profile>/07_image_to_selection_link/
-figures_dir: str = ""            # "" -> figures/<profile>/
-candidates_dir: str = ""         # stage 02 output ("" -> runs/<profile>/02_caption_filtering)
-world_dir: str = ""              # demo world: its http/ is served on 127.0.0.1; "" = real URLs
-imagenet_val_dir: str = ""       # ImageNet val images ("" -> <world_dir>/imagenet/val)
-imagenet_devkit_dir: str = ""    # ILSVRC2012 devkit ("" -> <world_dir>/imagenet/devkit)
+out_dir: str = ""                # empty -> runs/<profile>/07_image_to_selection_link/
+figures_dir: str = ""            # empty -> figures/<profile>/
+candidates_dir: str = ""         # stage 02 output (empty -> runs/<profile>/02_caption_filtering)
+world_dir: str = ""              # demo world: its http/ is served on 127.0.0.1, empty: real URLs
+imagenet_val_dir: str = ""       # ImageNet val images (empty -> <world_dir>/imagenet/val)
+imagenet_devkit_dir: str = ""    # ILSVRC2012 devkit (empty -> <world_dir>/imagenet/devkit)
 text_encoder: str = "open_clip:ViT-B-32:openai"   # synset-text tower (the paper: CLIP ViT-B/32)
-image_encoder: str = "open_clip:ViT-B-32:openai"  # image tower in the same space ("" -> demo tower)
-intra_encoders: list = []        # encoders for intra-class similarity; [] -> [image_encoder]
-threshold_mode: str = "absolute" # "absolute": t_ref/i_ref/t_min are similarities; "quantile":
-                                 # quantiles of the SFW candidates' text (t) / image (i) similarity
-t_ref: float = 0.82              # reference text threshold (LAIONet's)
+image_encoder: str = "open_clip:ViT-B-32:openai"  # image tower in the same space (empty -> demo tower)
+intra_encoders: list = []        # encoders for intra-class similarity, [] -> [image_encoder]
+threshold_mode: str = "absolute" # absolute: t_ref/i_ref/t_min are similarities, quantile:
+                                 # quantiles of the SFW candidates text (t) / image (i) similarity
+t_ref: float = 0.82              # reference text threshold (LAIONets)
 i_ref: float = 0.20              # reference image threshold
 t_min: float = 0.72              # lowest text threshold of the frontier (also the download floor)
 n_grid: int = 11                 # text thresholds: linspace(t_min, t_ref, n_grid)
 picks: list = [0, 4, 7, 9]       # frontier positions of D, C, B, A (paper: 0.72/0.76/0.79/0.81)
-inclusive: bool = False          # False: '>' as the datasets were built; True: the notebook's '>='
-nsfw_rule: str = "paper"         # NSFW rule of stage 02 ("paper": only UNLIKELY)
+inclusive: bool = False          # False: strict >, as the datasets were built. True: the notebook rule
+nsfw_rule: str = "paper"         # NSFW rule of stage 02 (paper: only UNLIKELY)
 n_per_class: int = 100           # images per class for intra-class similarity (A14)
 coverage_thresholds: list = []   # extension: LAIONet at these text thresholds (no image bar),
-                                 # class coverage vs intra-class similarity; [] -> the frontier grid
+                                 # class coverage vs intra-class similarity, [] -> the frontier grid
 zero_shot_model: str = "zero-shot"  # extension: per-class zero-shot recall from stage 04 (its
-                                 # model name there); "" -> skip
-evaluation_dir: str = ""         # stage 04 output ("" -> runs/<profile>/04_evaluation)
+                                 # model name there), empty -> skip
+evaluation_dir: str = ""         # stage 04 output (empty -> runs/<profile>/04_evaluation)
 seed: int = 0                    # sampling and resampling seed
 download_processes: int = 2      # img2dataset processes
 image_size: int = 256            # downloaded images: smaller side (as stage 03, so the shared
@@ -86,7 +86,7 @@ val_dir = resolve(imagenet_val_dir) if imagenet_val_dir else world / "imagenet" 
 devkit_dir = resolve(imagenet_devkit_dir) if imagenet_devkit_dir else world / "imagenet" / "devkit"
 clip_spec = image_encoder or f"demo-tower:{model_paths(WorldPaths(world))['image_tower']}"
 encoder_specs = list(intra_encoders) or [clip_spec]
-image_cache = stage_output("cache", profile) / "image_embeddings"
+image_cache = sim.image_cache_dir(profile)
 print("candidates:", cand_dir, "| out:", paths.out, "| figures:", paths.figures)
 
 # %% [markdown]

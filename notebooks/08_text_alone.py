@@ -23,19 +23,19 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"            # profile name or YAML path (folders and figure titles)
-out_dir: str = ""                # "" -> runs/<profile>/08_text_alone/
-figures_dir: str = ""            # "" -> figures/<profile>/
+out_dir: str = ""                # empty -> runs/<profile>/08_text_alone/
+figures_dir: str = ""            # empty -> figures/<profile>/
 world_dir: str = ""              # demo world folder (fills the captions default)
-captions_json: str = ""          # imagenet_captions.json ("" -> <world_dir>/imagenet_captions/...)
-laionet_path: str = ""           # stage 02 laionet.parquet ("" -> runs/<profile>/02_caption_filtering/)
+captions_json: str = ""          # imagenet_captions.json (empty -> <world_dir>/imagenet_captions/...)
+laionet_path: str = ""           # stage 02 laionet.parquet (empty -> runs/<profile>/02_caption_filtering/)
 classes: str = "imagenet1k"      # the comparison set of classes: imagenet1k or a file of wnids
-exclude_wnids: list = []         # classes left out of the comparison set (paper: ["n03126707"])
-paper_denominator: bool = False  # True: the authors' denominator (all classes incl. the true one)
-                                 # and p = 0 for captions of excluded classes (E.17)
-text_encoder: str = "open_clip:ViT-B-32:openai"  # the paper's CLIP ViT-B/32 text tower
+exclude_wnids: list = []         # classes left out of the comparison set (paper: [n03126707])
+paper_denominator: bool = False  # True: the authors denominator (all classes incl. the true one)
+                                 # and p: 0 for captions of excluded classes (E.17)
+text_encoder: str = "open_clip:ViT-B-32:openai"  # the papers CLIP ViT-B/32 text tower
 query: str = "name_def"          # synset text form
-bins: int = 50                   # own-similarity bins of B17 (c) (the authors' 50)
-p_at: float = 0.05               # the CDF guide line: share of captions with p <= p_at
+bins: int = 50                   # own-similarity bins of B17 (c) (the authors 50)
+p_at: float = 0.05               # the CDF guide line: share of captions with p <  p_at
 block_size: int = 8192           # captions per similarity block
 batch_size: int = 64             # text-embedding batch size
 
@@ -54,7 +54,6 @@ from laionet.figures import DATASET_COLORS, save_figure, save_table, style
 from laionet.io import write_json, write_parquet
 from laionet.paths import resolve, stage_output, stage_paths
 from laionet.selection import synset_texts
-from laionet.similarity import key_ids
 from laionet.stage import Timings, write_manifest
 
 STAGE = "08_text_alone"
@@ -92,8 +91,8 @@ with timings("embed"):
     class_emb = enc.embed_texts(texts.tolist(), batch_size=batch_size)
     cache = EmbeddingCache(stage_output("cache", profile) / "text_embeddings_imagenet_captions",
                            enc.name)
-    cap_emb = embed_with_cache(enc, key_ids(caps["image_key"]), caps["text"].to_numpy(object),
-                               cache, batch_size=batch_size)
+    cap_emb = embed_with_cache(enc, ta.caption_ids(caps["image_key"]),
+                               caps["text"].to_numpy(object), cache, batch_size=batch_size)
 with timings("false_class_proportion"):
     res = ta.false_class_proportion_from_embeddings(cap_emb, class_emb, true_index, excluded,
                                                     paper=paper_denominator, block_size=block_size)

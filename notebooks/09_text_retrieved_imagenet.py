@@ -22,24 +22,24 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"            # profile name or YAML path (folders and figure titles)
-out_dir: str = ""                # "" -> runs/<profile>/09_text_retrieved_imagenet/
-figures_dir: str = ""            # "" -> figures/<profile>/
+out_dir: str = ""                # empty -> runs/<profile>/09_text_retrieved_imagenet/
+figures_dir: str = ""            # empty -> figures/<profile>/
 world_dir: str = ""              # demo world: serves http/ on 127.0.0.1, fills path defaults
 laion_parts: str = ""            # glob of LAION parquet parts (same as stage 01)
-captions_json: str = ""          # imagenet_captions.json ("" -> <world_dir>/imagenet_captions/...)
-imagenet_train_dir: str = ""     # ImageNet train images ("" -> <world_dir>/imagenet/train)
-laionet_path: str = ""           # stage 02 laionet.parquet (B20; "" -> stage 02 default)
-laionet_download_dir: str = ""   # stage 03 folder of LAIONet images (B20; "" -> stage 03 default)
+captions_json: str = ""          # imagenet_captions.json (empty -> <world_dir>/imagenet_captions/...)
+imagenet_train_dir: str = ""     # ImageNet train images (empty -> <world_dir>/imagenet/train)
+laionet_path: str = ""           # stage 02 laionet.parquet (B20, empty -> stage 02 default)
+laionet_download_dir: str = ""   # stage 03 folder of LAIONet images (B20, empty -> stage 03 default)
 text_encoder: str = "open_clip:ViT-B-32:openai"   # caption encoder of the index and the queries
-image_encoder: str = "open_clip:ViT-B-32:openai"  # intra-class encoder ("" -> the demo tower)
-index_factory: str = ""          # faiss factory ("" -> Flat up to 200k captions, else IVF-PQ)
+image_encoder: str = "open_clip:ViT-B-32:openai"  # intra-class encoder (empty -> the demo tower)
+index_factory: str = ""          # faiss factory (empty -> Flat up to 200k captions, else IVF-PQ)
 nprobe: int = 32                 # IVF lists visited per query
 k: int = 1                       # neighbours per caption (the paper: 1)
 threshold: float = 0.7           # keep retrieved rows with caption-to-caption similarity > this
-sweep_thresholds: list = []      # B18 sweep; [] -> linspace(0.5, 0.75, 20) as in the paper
+sweep_thresholds: list = []      # B18 sweep, [] -> linspace(0.5, 0.75, 20) as in the paper
 n_per_class: int = 100           # LAION images per class for intra-class similarity (A14)
-ci_method: str = "bootstrap"     # per-class interval: "bootstrap" (E.10 fix) or "paper"
-min_pairs: int = 7               # classes need >= min_pairs pairs in both datasets to be tested
+ci_method: str = "bootstrap"     # per-class interval: bootstrap (E.10 fix) or paper
+min_pairs: int = 7               # classes need greater-or-equal min_pairs pairs in both datasets to be tested
 seed: int = 0                    # sampling and resampling seed
 batch_size: int = 64             # text-embedding batch size
 download_processes: int = 2      # img2dataset processes
@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 
 from laionet import retrieval as rt
 from laionet import similarity as sim
+from laionet import text_alone as ta
 from laionet.demo.checks import model_paths  # the demo world's checkpoints
 from laionet.demo.world import WorldPaths
 from laionet.datasets import iter_images, read_imagenet_captions, read_imagenet_train
@@ -81,7 +82,7 @@ cap_path = (resolve(captions_json) if captions_json
             else world / "imagenet_captions" / "imagenet_captions.json")
 train_dir = resolve(imagenet_train_dir) if imagenet_train_dir else world / "imagenet" / "train"
 image_spec = image_encoder or f"demo-tower:{model_paths(WorldPaths(world))['image_tower']}"
-image_cache = stage_output("cache", profile) / "image_embeddings"
+image_cache = sim.image_cache_dir(profile)
 grid = list(sweep_thresholds) or list(np.round(np.linspace(0.5, 0.75, 20), 4))
 print(f"{len(parts)} LAION parts; captions {cap_path}; out {paths.out}")
 
@@ -124,8 +125,8 @@ caps = read_imagenet_captions(cap_path)
 with timings("query"):
     qcache = EmbeddingCache(stage_output("cache", profile) / "text_embeddings_imagenet_captions",
                             enc.name)
-    q = embed_with_cache(enc, sim.key_ids(caps["image_key"]), caps["text"].to_numpy(object), qcache,
-                         batch_size=batch_size)
+    q = embed_with_cache(enc, ta.caption_ids(caps["image_key"]), caps["text"].to_numpy(object),
+                         qcache, batch_size=batch_size)
     found, sims = index.search(q, k=k)
 labelled = rt.label_retrieved(caps["image_key"], caps["wnid"], found, sims)
 write_parquet(labelled, paths.out / "retrieved.parquet")

@@ -84,3 +84,10 @@ def test_cdf_and_binned():
     np.testing.assert_allclose(b["half_width"], [0.0, 1.96 * np.sqrt(0.3 * 0.7 / 2)])
     b2 = ta.binned_proportion(s[:4], p[:4], bins=4)
     assert b2["n"].sum() == 4
+
+
+def test_caption_ids_stable_and_distinct():
+    a = ta.caption_ids(["n01_1.JPEG", "n01_2.JPEG", "n02_1.JPEG"])
+    assert a.dtype == np.int64 and len(set(a.tolist())) == 3
+    np.testing.assert_array_equal(a, ta.caption_ids(["n01_1.JPEG", "n01_2.JPEG", "n02_1.JPEG"]))
+    assert ta.caption_ids(["n02_1.JPEG"])[0] == a[2]      # independent of the other keys

@@ -26,6 +26,18 @@ PAPER_P_AT = 0.05
 PAPER_SHARE_AT = 0.957
 
 
+def caption_ids(image_keys) -> np.ndarray:
+    """Stable int64 ids of ImageNet-Captions file names, the row keys of their text-embedding
+    cache (``laionet.encoders.EmbeddingCache`` is keyed by int64). A fixed 64-bit hash;
+    a collision among the given keys is refused."""
+    keys = pd.Index(pd.Series(image_keys).astype(str))
+    ids = pd.util.hash_array(keys.to_numpy(dtype=object), hash_key="laionet-captions",
+                             categorize=False).view(np.int64)
+    if len(np.unique(ids)) != len(keys.unique()):
+        raise ValueError("caption_ids: two different caption keys hash to the same id")
+    return ids
+
+
 def class_similarity_blocks(text_emb: np.ndarray, class_emb: np.ndarray,
                             block_size: int = 8192) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (row slice, cosine similarity block [b, n_classes]) for L2-normalised embeddings."""
