@@ -25,8 +25,8 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"          # profile name (folder names and figure titles)
-out_dir: str = ""              # stage folder; empty = runs/<profile>/00_demo_world
-figures_dir: str = ""          # figure folder; empty = figures/<profile>
+out_dir: str = ""              # stage folder (empty: runs/<profile>/00_demo_world)
+figures_dir: str = ""          # figure folder (empty: figures/<profile>)
 world_dir: str = "runs/demo/00_demo_world/world"  # where the world is written (reused if current)
 world_size: str = "demo"       # demo (24 classes, 24k LAION rows) | tiny (6 classes, 1.5k rows)
 seed: int = 0                  # the world's seed: same seed, byte-identical files
