@@ -54,7 +54,6 @@ image_size: int = 256            # downloaded images: smaller side (as stage 03,
 resize_only_if_bigger: bool = True  # embedding cache sees the same pixels for a row key)
 
 # %%
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,9 +62,9 @@ import pandas as pd
 from laionet import frontier as fr
 from laionet import similarity as sim
 from laionet.classes import class_table
+from laionet.datasets import iter_images, read_imagenet_val
 from laionet.demo.checks import model_paths  # the demo world's checkpoints
 from laionet.demo.world import WorldPaths
-from laionet.datasets import iter_images, read_imagenet_val
 from laionet.download import download_laionet, iter_downloaded
 from laionet.encoders.image import load_image_encoder
 from laionet.encoders.text import load_text_encoder
@@ -74,7 +73,6 @@ from laionet.io import write_json, write_parquet
 from laionet.paths import resolve, stage_output, stage_paths
 from laionet.selection import nsfw_mask, synset_texts
 from laionet.stage import Timings, write_manifest
-
 
 STAGE = "07_image_to_selection_link"
 paths = stage_paths(STAGE, profile, out_dir, figures_dir)
@@ -175,7 +173,7 @@ ax.plot(front_cls["text_threshold"], front_cls["image_threshold"], "s--", ms=3,
         label="fixed #classes")
 ax.set(xlabel="text-to-synset similarity threshold", ylabel="image-to-synset threshold")
 ax.legend()
-save_figure(fig, "07_B14_frontier_fixed_n_sample", paths.figures, profile,
+_ = save_figure(fig, "07_B14_frontier_fixed_n_sample", paths.figures, profile,
             title="Multimodal threshold frontier")
 front.round(4)
 
@@ -233,7 +231,7 @@ enc0 = pooled[0]["encoder"]
 vals0 = {p["dataset"]: p["values"] for p in pooled if p["encoder"] == enc0}
 show = {k: vals0[k] for k in ("A", "B", "D") if k in vals0}
 fig = sim.histogram_figure(show, colors={"A": "tab:blue", "B": "tab:green", "D": "tab:red"})
-save_figure(fig, "07_B15a_datasets_intra_class_histograms", paths.figures, profile,
+_ = save_figure(fig, "07_B15a_datasets_intra_class_histograms", paths.figures, profile,
             title=f"Intra-class similarity of A, B, D ({enc0})")
 
 a0 = avg[avg["encoder"] == enc0]
@@ -244,7 +242,7 @@ ax.axhline(float(a0.loc[a0["dataset"] == "ImageNet", "avg_similarity"].iloc[0]),
            ls="--", label="ImageNet avg. sim.")
 ax.set(xlabel="dataset (stronger image link to the left)", ylabel="avg. intra-class similarity")
 ax.legend()
-save_figure(fig, "07_B15b_datasets_avg_similarity", paths.figures, profile,
+_ = save_figure(fig, "07_B15b_datasets_avg_similarity", paths.figures, profile,
             title=f"Average intra-class similarity ({enc0})")
 
 fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.5), sharey=True)
@@ -258,7 +256,7 @@ for ax in axes:
 axes[0].set(ylabel="share of classes at or below ImageNet", title=enc0)
 axes[1].set(title="all encoders")
 axes[1].legend(fontsize=6)
-save_figure(fig, "07_B15cd_datasets_share_lower", paths.figures, profile,
+_ = save_figure(fig, "07_B15cd_datasets_share_lower", paths.figures, profile,
             title="Classes with intra-class similarity at or below ImageNet")
 
 # %% [markdown]
@@ -301,7 +299,7 @@ hi = max(laionet_rows["image_similarity"].max(), val_in["image_similarity"].max(
 fig = sim.histogram_figure({"LAIONet": laionet_rows["image_similarity"].to_numpy(),
                             "ImageNet": val_in["image_similarity"].to_numpy()}, bins=60,
                            xlim=(float(lo), float(hi)), xlabel="image-to-synset-text similarity")
-save_figure(fig, "07_B19_image_to_synset_similarity", paths.figures, profile,
+_ = save_figure(fig, "07_B19_image_to_synset_similarity", paths.figures, profile,
             title="Image-to-synset similarity")
 
 # %% [markdown]
@@ -339,7 +337,7 @@ ax.axhline(float(sim.pooled_resample(ref_cov, 100, seed)["similarity"].mean()), 
            ls="--", label="ImageNet")
 ax.set(xlabel="classes covered", ylabel="avg. intra-class similarity")
 ax.legend()
-save_figure(fig, "07_EXT_laionet_thresholds_coverage_vs_similarity", paths.figures, profile,
+_ = save_figure(fig, "07_EXT_laionet_thresholds_coverage_vs_similarity", paths.figures, profile,
             title="LAIONet text threshold: coverage vs homogeneity")
 coverage
 
@@ -347,7 +345,7 @@ coverage
 # ## Extension · per-class zero-shot recall on LAIONet vs ImageNet (stage 04's results)
 
 # %%
-from laionet.evaluation.aggregate import per_class_recall  # noqa: E402
+from laionet.evaluation.aggregate import per_class_recall
 
 eval_dir = resolve(evaluation_dir) if evaluation_dir else stage_output("04_evaluation", profile)
 res_files = [eval_dir / "results_laionet.parquet", eval_dir / "results_imagenet.parquet"]
@@ -364,7 +362,7 @@ if zero_shot_model and all(f.is_file() for f in res_files):
         ax.scatter(rec["ImageNet"], rec["LAIONet"], s=8, alpha=0.6)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(xlabel="ImageNet recall@1", ylabel="LAIONet recall@1", xlim=(0, 1.02), ylim=(0, 1.02))
-        save_figure(fig, "07_EXT_zero_shot_per_class_recall", paths.figures, profile,
+        _ = save_figure(fig, "07_EXT_zero_shot_per_class_recall", paths.figures, profile,
                     title=f"Per-class zero-shot recall ({zero_shot_model})")
         print(f"{len(rec)} classes; LAIONet recall lower in {(rec['LAIONet'] < rec['ImageNet']).mean():.1%}")
 else:

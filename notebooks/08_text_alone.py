@@ -128,7 +128,7 @@ ax.hist(res["own_similarity"].dropna(), bins=50, density=True, alpha=0.4,
 ax.set(xlim=(min(0, float(res["own_similarity"].min())), 1),
        xlabel="text-to-synset similarity", ylabel="pdf")
 ax.legend()
-save_figure(fig, "08_B16_text_to_synset_similarity", paths.figures, profile,
+_ = save_figure(fig, "08_B16_text_to_synset_similarity", paths.figures, profile,
             title="Caption-to-synset similarity")
 
 # %% [markdown]
@@ -155,7 +155,7 @@ ax2 = axes[1].twinx()
 ax2.plot(b["center"], b["n"] / b["n"].sum(), color="tab:red", lw=0.8)
 ax2.set(ylabel="share of captions", yticks=[])
 axes[1].set(xlabel="caption-to-own-synset similarity", ylabel="mean proportion +- 95% CI")
-save_figure(fig, "08_B17_false_class_proportion", paths.figures, profile,
+_ = save_figure(fig, "08_B17_false_class_proportion", paths.figures, profile,
             title="Text alone does not single out the class")
 
 # %%

@@ -57,9 +57,9 @@ import pyarrow.parquet as pq
 from laionet import retrieval as rt
 from laionet import similarity as sim
 from laionet import text_alone as ta
+from laionet.datasets import iter_images, read_imagenet_captions, read_imagenet_train
 from laionet.demo.checks import model_paths  # the demo world's checkpoints
 from laionet.demo.world import WorldPaths
-from laionet.datasets import iter_images, read_imagenet_captions, read_imagenet_train
 from laionet.download import download_laionet, iter_downloaded
 from laionet.encoders import EmbeddingCache
 from laionet.encoders.cache import embed_with_cache
@@ -70,7 +70,6 @@ from laionet.io import write_json, write_parquet
 from laionet.paths import resolve, stage_output, stage_paths
 from laionet.selection import KEY_STRIDE, part_files
 from laionet.stage import Timings, write_manifest
-
 
 STAGE = "09_text_retrieved_imagenet"
 paths = stage_paths(STAGE, profile, out_dir, figures_dir)
@@ -213,10 +212,10 @@ sizes = sim.common_resample_sizes(by, ic_by_class)
 fig = sim.histogram_figure({"LAION | ImageNet texts": sim.pooled_resample(by, sizes, seed)["similarity"],
                             "ImageNet": sim.pooled_resample(ic_by_class, sizes, seed)["similarity"]},
                            colors={"LAION | ImageNet texts": "tab:blue"})
-save_figure(fig, "09_B18a_text_retrieved_histogram", paths.figures, profile,
+_ = save_figure(fig, "09_B18a_text_retrieved_histogram", paths.figures, profile,
             title=f"LAION retrieved by ImageNet captions (sim > {threshold})")
 fig = sim.delta_figure(cmp, "LAION | ImageNet texts", "ImageNet")
-save_figure(fig, "09_B18b_text_retrieved_delta", paths.figures, profile,
+_ = save_figure(fig, "09_B18b_text_retrieved_delta", paths.figures, profile,
             title="Per-class intra-class similarity difference")
 
 # %% [markdown]
@@ -238,7 +237,7 @@ for ax in axes:
 axes[1].set(xlabel="caption-to-caption similarity threshold", ylabel="share of classes",
             ylim=(0, 1))
 axes[1].legend()
-save_figure(fig, "09_B18cd_text_retrieved_sweep", paths.figures, profile,
+_ = save_figure(fig, "09_B18cd_text_retrieved_sweep", paths.figures, profile,
             title="Threshold sweep of the text-retrieved dataset")
 sweep
 
@@ -263,10 +262,10 @@ print(summary20)
 s20 = sim.common_resample_sizes(lnet_by, ic_by_class)
 fig = sim.histogram_figure({"LAIONet": sim.pooled_resample(lnet_by, s20, seed)["similarity"],
                             "ImageNet": sim.pooled_resample(ic_by_class, s20, seed)["similarity"]})
-save_figure(fig, "09_B20a_laionet_vs_imagenet_captions_histogram", paths.figures, profile,
+_ = save_figure(fig, "09_B20a_laionet_vs_imagenet_captions_histogram", paths.figures, profile,
             title="LAIONet vs ImageNet-Captions images")
 fig = sim.delta_figure(cmp20, "LAIONet", "ImageNet-Captions")
-save_figure(fig, "09_B20b_laionet_vs_imagenet_captions_delta", paths.figures, profile,
+_ = save_figure(fig, "09_B20b_laionet_vs_imagenet_captions_delta", paths.figures, profile,
             title="Per-class difference, LAIONet - ImageNet-Captions")
 
 # %%

@@ -16,7 +16,7 @@ Comparison rule (spec E.10): the authors *built* datasets with strict ``>`` on b
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,7 +88,7 @@ def reference_count(df: pd.DataFrame, t_ref: float = PAPER_T_REF, i_ref: float =
     """
     kept = select(df, t_ref, i_ref, inclusive, text_col, image_col)
     if unit == "rows":
-        return int(len(kept))
+        return len(kept)
     if unit == "classes":
         _columns(df, class_col)
         return int(kept[class_col].nunique())

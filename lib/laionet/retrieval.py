@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,12 +46,12 @@ class TextIndex:
     def __init__(self, index, factory: str, parts: Iterable[int] = (), nprobe: int = 32):
         self.index = index
         self.factory = factory
-        self.parts: set[int] = set(int(p) for p in parts)
+        self.parts: set[int] = {int(p) for p in parts}
         self.nprobe = nprobe
 
     # construction -------------------------------------------------------------------------
     @classmethod
-    def create(cls, dim: int, factory: str = "Flat", nprobe: int = 32) -> "TextIndex":
+    def create(cls, dim: int, factory: str = "Flat", nprobe: int = 32) -> TextIndex:
         """An empty index. ``factory`` is a faiss index_factory string (Flat, HNSW32,
         IVF4096,PQ64, ...); IVF indexes carry ids themselves, others get an IDMap2 wrapper."""
         import faiss
@@ -62,7 +62,7 @@ class TextIndex:
         return cls(index, factory, nprobe=nprobe)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, nprobe: int = 32) -> "TextIndex":
+    def load(cls, folder: str | os.PathLike, nprobe: int = 32) -> TextIndex:
         import faiss
 
         folder = Path(folder)
@@ -76,7 +76,7 @@ class TextIndex:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, dim: int, factory: str = "Flat",
-             nprobe: int = 32) -> "TextIndex":
+             nprobe: int = 32) -> TextIndex:
         """Load the index saved in ``folder`` (to resume), else create an empty one."""
         if (Path(folder) / META).is_file():
             idx = cls.load(folder, nprobe=nprobe)
@@ -210,10 +210,9 @@ def threshold_sweep(labelled: pd.DataFrame, thresholds: Sequence[float],
         kept = retrieved_dataset(labelled, t, inclusive)
         res = compare(kept)
         tested = res[res["tested"].astype(bool)]
-        n_tested = int(len(tested))
-        share = (lambda c: float(tested[c].mean())) if n_tested else (lambda c: float("nan"))
+        n_tested = len(tested)
+        shares = {f"share_{side}": float(tested[f"significantly_{side}"].mean()) if n_tested
+                  else float("nan") for side in ("lower", "higher")}
         rows.append({"threshold": float(t), "n_rows": int(kept["key"].nunique()),
-                     "n_classes": int(kept["wnid"].nunique()), "n_tested": n_tested,
-                     "share_lower": share("significantly_lower"),
-                     "share_higher": share("significantly_higher")})
+                     "n_classes": int(kept["wnid"].nunique()), "n_tested": n_tested, **shares})
     return pd.DataFrame(rows)

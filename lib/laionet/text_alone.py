@@ -16,7 +16,7 @@ per-caption results are kept (the authors stored a 443,798 x 999 table, 2.8 GB).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -109,7 +109,7 @@ def false_class_proportion_from_embeddings(text_emb: np.ndarray, class_emb: np.n
 def report(result: pd.DataFrame) -> dict:
     """Counts for the notebook: captions, those with p (and without: excluded/unknown class)."""
     valid = result["p"].notna()
-    return {"n_captions": int(len(result)), "n_with_p": int(valid.sum()),
+    return {"n_captions": len(result), "n_with_p": int(valid.sum()),
             "n_excluded_or_unknown_class": int((~valid).sum()),
             "denominators": sorted(int(d) for d in result.loc[valid, "n_compared"].unique())}
 
