@@ -32,15 +32,15 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"  # profile name (or YAML path); figures carry it in their titles
-out_dir: str = ""  # where results go; empty = runs/<profile>/05_intra_class_similarity
-figures_dir: str = ""  # where figures and tables go; empty = figures/<profile>
+out_dir: str = ""  # where results go; empty: runs/<profile>/05_intra_class_similarity
+figures_dir: str = ""  # where figures and tables go; empty: figures/<profile>
 world_dir: str = ""  # demo world folder; fills the defaults of the paths below when they are empty
-download_dir: str = ""  # stage 03 folder (shards + manifest.parquet); empty = runs/<profile>/03_download
-laionet_path: str = ""  # stage 02 laionet.parquet (relative class frequencies); empty = stage 02 default
-imagenet_val_dir: str = ""  # ImageNet val images; empty = <world_dir>/imagenet/val
-imagenet_devkit_dir: str = ""  # ILSVRC2012 devkit (ground truth + meta.mat); empty = <world_dir>/imagenet/devkit
+download_dir: str = ""  # stage 03 folder (shards + manifest.parquet); empty: runs/<profile>/03_download
+laionet_path: str = ""  # stage 02 laionet.parquet (relative class frequencies); empty: stage 02 default
+imagenet_val_dir: str = ""  # ImageNet val images; empty: <world_dir>/imagenet/val
+imagenet_devkit_dir: str = ""  # ILSVRC2012 devkit (ground truth + meta.mat); empty: <world_dir>/imagenet/devkit
 imagenet_ground_truth: str = ""  # instead of the devkit: JSON {file: wnid} or Kaggle LOC_val_solution.csv
-image_encoders: str = ""  # comma list of specs, first = main; empty = demo-tower:<world_dir>/models/image_tower.safetensors
+image_encoders: str = ""  # comma list of specs, first: main; empty: demo-tower:<world_dir>/models/image_tower.safetensors
 n_per_class: int = 100  # images sampled per class and dataset (A14: 100)
 seed: int = 0  # seed of the per-class sampling, the histogram resampling and the bootstrap
 paper_first_n: bool = False  # True: the first n images per class in key order instead of a seeded sample (E.9)
@@ -48,7 +48,7 @@ paper_rgb_only: bool = False  # True: skip non-RGB ImageNet images as the author
 ci_method: str = "bootstrap"  # per-class interval: 'bootstrap' over images (default) or 'paper' (pairs independent)
 n_boot: int = 1000  # bootstrap resamples per class and dataset
 min_pairs: int = 7  # classes need at least this many pairs in both datasets to be tested (A15)
-eval_dir: str = ""  # stage 04 folder (per-image results) for recall vs Δ similarity; empty = stage 04 default
+eval_dir: str = ""  # stage 04 folder (per-image results) for recall vs Δ similarity; empty: stage 04 default
 min_eval_images: int = 10  # classes with fewer evaluated LAIONet images are left out of recall vs Δ (A21)
 batch_size: int = 64  # images per embedding batch
 device: str = "auto"  # torch device of the encoders

@@ -27,23 +27,23 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"  # profile name (or YAML path); figures carry it in their titles
-out_dir: str = ""  # where results go; empty = runs/<profile>/06_imagenetv2_selection_frequency
-figures_dir: str = ""  # where figures and tables go; empty = figures/<profile>
+out_dir: str = ""  # where results go; empty: runs/<profile>/06_imagenetv2_selection_frequency
+figures_dir: str = ""  # where figures and tables go; empty: figures/<profile>
 world_dir: str = ""  # demo world folder; fills the defaults of the paths below when they are empty
-imagenetv2_root: str = ""  # folder holding imagenetv2-<version>-format-val/; empty = <world_dir>/imagenetv2
-class_info: str = ""  # ImageNetV2 class_info.json (index -> wnid); empty = beside the releases, else timm's 1k list
-selection_frequencies: str = ""  # per-image votes (version, path, wnid, selection_frequency); empty = <imagenetv2_root>/selection_frequencies.parquet if present
-similarity_dir: str = ""  # stage 05 folder (samples.parquet, manifest); empty = stage 05 default
-download_dir: str = ""  # stage 03 folder (LAIONet images); empty = runs/<profile>/03_download
-imagenet_val_dir: str = ""  # ImageNet val images; empty = <world_dir>/imagenet/val
-image_encoder: str = ""  # image encoder spec; empty = stage 05's first encoder
+imagenetv2_root: str = ""  # folder holding imagenetv2-<version>-format-val/; empty: <world_dir>/imagenetv2
+class_info: str = ""  # ImageNetV2 class_info.json (index -> wnid); empty: beside the releases, else timm's 1k list
+selection_frequencies: str = ""  # per-image votes (version, path, wnid, selection_frequency); empty: <imagenetv2_root>/selection_frequencies.parquet if present
+similarity_dir: str = ""  # stage 05 folder (samples.parquet, manifest); empty: stage 05 default
+download_dir: str = ""  # stage 03 folder (LAIONet images); empty: runs/<profile>/03_download
+imagenet_val_dir: str = ""  # ImageNet val images; empty: <world_dir>/imagenet/val
+image_encoder: str = ""  # image encoder spec; empty: stage 05's first encoder
 ci_method: str = "bootstrap"  # per-class interval: 'bootstrap' over images (default) or 'paper'
 n_boot: int = 1000  # bootstrap resamples per class and dataset
 min_pairs: int = 7  # classes need this many pairs in both datasets to be tested (A15)
 seed: int = 0  # seed of resampling and bootstrap (the authors used 111 here)
 hist_bins: int = 40  # bins of the V2 histograms (A16)
-classifiers: str = ""  # classifiers evaluated on V2 (as stage 04); empty = demo:<world_dir>/models/classifiers, none without a world
-eval_dir: str = ""  # stage 04 folder (LAIONet per-image results); empty = stage 04 default
+classifiers: str = ""  # classifiers evaluated on V2 (as stage 04); empty: demo:<world_dir>/models/classifiers, none without a world
+eval_dir: str = ""  # stage 04 folder (LAIONet per-image results); empty: stage 04 default
 sf_thresholds: str = "0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"  # selection-frequency thresholds of the curve
 min_images_curve: int = 5  # a class enters the curve at a threshold when it keeps this many images
 batch_size: int = 64  # images per embedding / inference batch
