@@ -116,7 +116,7 @@ def _subsample(n: int, max_n: int | None, seed: int) -> np.ndarray:
 
 
 def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_path: Path, *,
-                      seed: int = 0, epochs: int = 10, max_pairs: int | None = 6000,
+                      seed: int = 0, epochs: int = 8, max_pairs: int | None = 4000,
                       batch_size: int = 128, lr: float = 3e-3, text_encoder: Any = None,
                       threads: int | None = None) -> Path:
     """Train the demo tower on image-caption pairs and save ``out_path`` (.safetensors + .json).
@@ -164,7 +164,7 @@ def classifier_config(arch: str, num_classes: int, size: int, mean: Sequence[flo
 
 
 def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, wnids: Sequence[str],
-                     out_dir: Path, *, seed: int = 0, epochs: int = 10, batch_size: int = 64,
+                     out_dir: Path, *, seed: int = 0, epochs: int = 8, batch_size: int = 64,
                      lr: float = 4e-3, threads: int | None = None) -> Path:
     """Train ``timm.create_model(arch, num_classes=len(wnids))`` from scratch; save the files.
 
