@@ -60,7 +60,7 @@ figures.style()
 params = dict(laionet_path=str(src), image_size=image_size, resize_only_if_bigger=resize_only_if_bigger,
               number_sample_per_shard=number_sample_per_shard)
 laionet = pd.read_parquet(src, columns=["key", "wnid", "URL"])
-print(f"{len(laionet):,} LAIONet rows from {src}; shards -> {P.out / download.SHARDS}")
+print(f"{len(laionet):,} LAIONet rows from {src}; shards -> {P.out / download.SHARDS}/<input fingerprint>")
 
 # %%
 timings = stage.Timings()

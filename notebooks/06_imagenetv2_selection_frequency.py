@@ -42,7 +42,7 @@ n_boot: int = 1000  # bootstrap resamples per class and dataset
 min_pairs: int = 7  # classes need this many pairs in both datasets to be tested (A15)
 seed: int = 0  # seed of resampling and bootstrap (the authors used 111 here)
 hist_bins: int = 40  # bins of the V2 histograms (A16)
-classifiers: str = ""  # classifiers evaluated on V2 (as stage 04); empty: demo:<world_dir>/models/classifiers, none without a world
+classifiers: str = ""  # classifiers evaluated on V2 (as stage 04); empty: demo:<world_dir>/models, none without a world
 eval_dir: str = ""  # stage 04 folder (LAIONet per-image results); empty: stage 04 default
 sf_thresholds: str = "0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"  # selection-frequency thresholds of the curve
 min_images_curve: int = 5  # a class enters the curve at a threshold when it keeps this many images
@@ -79,7 +79,7 @@ similarity_dir = default(similarity_dir, paths.stage_output("05_intra_class_simi
 download_dir = default(download_dir, paths.stage_output("03_download", profile))
 eval_dir = default(eval_dir, paths.stage_output("04_evaluation", profile))
 imagenet_val_dir = default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
-classifiers = default(classifiers, f"demo:{world / 'models' / 'classifiers'}" if world else None)
+classifiers = default(classifiers, f"demo:{world / 'models'}" if world else None)
 if not selection_frequencies and Path(imagenetv2_root, "selection_frequencies.parquet").is_file():
     selection_frequencies = str(Path(imagenetv2_root, "selection_frequencies.parquet"))
 man05 = json.loads((Path(similarity_dir) / stage.MANIFEST).read_text())

@@ -164,29 +164,38 @@ def test_resume_redoes_only_unfinished_shards(world, tmp_path):
     table, rewrite, _ = world
     out = tmp_path / "dl"
     _download(table, out, rewrite)
-    shards = dl.finished_shards(out / dl.SHARDS)
+    shards = dl.finished_shards(dl.shard_dir(out))
     assert len(shards) >= 4
     # simulate a run killed while writing the second shard: no stats file, a truncated tar
     victim = shards[1]
-    (out / dl.SHARDS / f"{victim}_stats.json").unlink()
-    tar = out / dl.SHARDS / f"{victim}.tar"
+    (dl.shard_dir(out) / f"{victim}_stats.json").unlink()
+    tar = dl.shard_dir(out) / f"{victim}.tar"
     tar.write_bytes(tar.read_bytes()[:100])
-    before = {s: os.stat(out / dl.SHARDS / f"{s}.tar").st_mtime_ns for s in shards if s != victim}
-    partial = dl.build_manifest(out / dl.SHARDS, dl.prepare_input(table, rewrite))
+    before = {s: os.stat(dl.shard_dir(out) / f"{s}.tar").st_mtime_ns for s in shards if s != victim}
+    partial = dl.build_manifest(dl.shard_dir(out), dl.prepare_input(table, rewrite))
     assert (partial["status"] == dl.NOT_ATTEMPTED).sum() == SHARD
     man = _download(table, out, rewrite)
-    after = {s: os.stat(out / dl.SHARDS / f"{s}.tar").st_mtime_ns for s in before}
+    after = {s: os.stat(dl.shard_dir(out) / f"{s}.tar").st_mtime_ns for s in before}
     assert after == before, "finished shards must not be redone"
-    assert victim in dl.finished_shards(out / dl.SHARDS)
+    assert victim in dl.finished_shards(dl.shard_dir(out))
     assert (man["status"] == dl.NOT_ATTEMPTED).sum() == 0
     assert (man["status"] == "success").sum() == 5 * N_PER_MODE
 
 
-def test_resume_refuses_a_different_input(world, downloaded):
+def test_a_changed_input_is_a_new_download_and_the_old_one_is_kept(world, tmp_path):
     table, rewrite, _ = world
-    out, _ = downloaded
-    with pytest.raises(RuntimeError, match="different input"):
-        _download(table.iloc[:-1], out, rewrite)
+    out = tmp_path / "dl"
+    small, smaller = table.iloc[:SHARD], table.iloc[: SHARD - 1]
+    _download(small, out, rewrite)
+    first = dl.shard_dir(out)
+    stamp = {p.name: p.stat().st_mtime_ns for p in first.glob("*.tar")}
+    man = _download(smaller, out, rewrite)          # e.g. LAIONet at another threshold
+    assert dl.shard_dir(out) != first and len(man) == SHARD - 1
+    keys = {k for k, _, _ in dl.iter_downloaded(out)}
+    assert keys <= set(smaller["key"]), "rows of the old input must not leak into the new one"
+    _download(small, out, rewrite)                  # back to the first input: nothing redone
+    assert dl.shard_dir(out) == first
+    assert {p.name: p.stat().st_mtime_ns for p in first.glob("*.tar")} == stamp
 
 
 def test_bad_input_names_the_problem():

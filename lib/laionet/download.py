@@ -1,7 +1,7 @@
 """Stage 03: download LAIONet's images once with img2dataset, and read them back offline.
 
 ``download_laionet`` hands img2dataset a URL list sorted by row key, lets it write webdataset
-shards (``shards/00000.tar`` + its per-shard ``00000.parquet`` and ``00000_stats.json``) and
+shards (``shards/<input fingerprint>/00000.tar`` + per-shard ``.parquet`` and ``_stats.json``) and
 assembles ONE ``manifest.parquet`` with a status for every input row. Every later stage reads
 the shards through ``iter_downloaded`` and never touches the network (paper_spec E.8: the
 authors re-downloaded per analysis and got a different subset each time).
@@ -102,16 +102,19 @@ def _input_fingerprint(prepared: pa.Table, number_sample_per_shard: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_resumable(out_dir: Path, fingerprint: str, incremental: bool) -> None:
-    fp_path = out_dir / INPUT_FINGERPRINT
-    shard_dir = out_dir / SHARDS
-    if not incremental or not shard_dir.is_dir() or not any(shard_dir.glob("*_stats.json")):
-        return
-    old = json.loads(fp_path.read_text()).get("fingerprint") if fp_path.is_file() else None
-    if old != fingerprint:
-        raise RuntimeError(
-            f"{shard_dir} holds shards of a different input (fingerprint {old} != {fingerprint}): "
-            "resuming would mix rows. Use another out_dir, or incremental=False to start over.")
+def shard_dir(download_dir: str | Path) -> Path:
+    """The shard folder of the current input of ``download_dir``.
+
+    Each distinct input (rows + shard size) gets its own ``shards/<fingerprint>/`` folder, so a
+    changed LAIONet (another threshold) is a new download that never mixes rows with an old one,
+    and going back to an earlier input finds its shards again (nothing is re-downloaded).
+    """
+    download_dir = Path(download_dir)
+    fp_path = download_dir / INPUT_FINGERPRINT
+    if not fp_path.is_file():
+        raise FileNotFoundError(f"{fp_path} does not exist: {download_dir} holds no download; run "
+                                "stage 03 (notebooks/03_download.py) or point download_dir at its folder")
+    return download_dir / SHARDS / json.loads(fp_path.read_text())["fingerprint"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,18 +152,17 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
     import img2dataset  # heavy import (cv2, albumentations): only when downloading
 
     out_dir = Path(out_dir)
-    shard_dir = out_dir / SHARDS
     prepared = prepare_input(table, url_rewrite)
     fingerprint = _input_fingerprint(prepared, number_sample_per_shard)
-    _check_resumable(out_dir, fingerprint, incremental)
-    url_file = write_parquet(prepared, out_dir / "_input" / "urls.parquet")
+    url_file = write_parquet(prepared, out_dir / "_input" / f"urls-{fingerprint}.parquet")
     write_json({"fingerprint": fingerprint, "n_rows": prepared.num_rows,
                 "number_sample_per_shard": number_sample_per_shard}, out_dir / INPUT_FINGERPRINT)
+    shards = shard_dir(out_dir)
     if len(prepared):
         with _keep_sigint_handler():
             img2dataset.download(
                 url_list=str(url_file), input_format="parquet", url_col="url",
-                save_additional_columns=[KEY_COL, "wnid"], output_folder=str(shard_dir),
+                save_additional_columns=[KEY_COL, "wnid"], output_folder=str(shards),
                 output_format="webdataset", image_size=image_size, resize_mode=resize_mode,
                 resize_only_if_bigger=resize_only_if_bigger, encode_format=encode_format,
                 processes_count=processes_count, thread_count=thread_count, retries=retries,
@@ -170,7 +172,7 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                 user_agent_token=user_agent_token,
                 # None = img2dataset's default opt-out list (noai, noimageai, noindex, ...)
                 disallowed_header_directives=None)
-    manifest = build_manifest(shard_dir, prepared)
+    manifest = build_manifest(shards, prepared)
     write_parquet(manifest, out_dir / MANIFEST)
     return manifest
 
@@ -266,10 +268,10 @@ def iter_downloaded(download_dir: str | Path, keys: Sequence[int] | None = None,
     """
     from PIL import Image
 
-    shard_dir = Path(download_dir) / SHARDS
+    shards = shard_dir(download_dir)
     wanted = None if keys is None else set(int(k) for k in keys)
-    for name in finished_shards(shard_dir):
-        tar_path = shard_dir / f"{name}.tar"
+    for name in finished_shards(shards):
+        tar_path = shards / f"{name}.tar"
         with tarfile.open(tar_path) as tf:
             members = {m.name: m for m in tf.getmembers()}
             stems = sorted(n[: -len(".json")] for n in members if n.endswith(".json"))
