@@ -78,18 +78,15 @@ figures.style()
 world = Path(paths.resolve(world_dir)) if world_dir else None
 
 
-def default(value: str, fallback) -> str:
-    return value or (str(fallback) if fallback is not None else "")
 
-
-classes = default(classes, world / "classes.txt" if world else "imagenet1k")
-download_dir = default(download_dir, paths.stage_output("03_download", profile))
-laionet_path = default(laionet_path, paths.stage_output("02_caption_filtering", profile) / "laionet.parquet")
-class_counts_path = default(class_counts_path,
+classes = paths.or_default(classes, world / "classes.txt" if world else "imagenet1k")
+download_dir = paths.or_default(download_dir, paths.stage_output("03_download", profile))
+laionet_path = paths.or_default(laionet_path, paths.stage_output("02_caption_filtering", profile) / "laionet.parquet")
+class_counts_path = paths.or_default(class_counts_path,
                             paths.stage_output("01_synset_matching", profile) / "class_counts.parquet")
-imagenet_val_dir = default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
-imagenet_devkit_dir = default(imagenet_devkit_dir, world / "imagenet" / "devkit" if world else None)
-classifiers = default(classifiers, f"demo:{world / 'models'}" if world else None)
+imagenet_val_dir = paths.or_default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
+imagenet_devkit_dir = paths.or_default(imagenet_devkit_dir, world / "imagenet" / "devkit" if world else None)
+classifiers = paths.or_default(classifiers, f"demo:{world / 'models'}" if world else None)
 if not zero_shot_encoder and world and (world / "models" / "image_tower.safetensors").is_file():
     zero_shot_encoder = f"demo-tower:{world / 'models' / 'image_tower.safetensors'}"
 released = bool(released_val_parquet)

@@ -71,17 +71,14 @@ figures.style()
 world = Path(paths.resolve(world_dir)) if world_dir else None
 
 
-def default(value: str, fallback) -> str:
-    return value or (str(fallback) if fallback is not None else "")
 
-
-download_dir = default(download_dir, paths.stage_output("03_download", profile))
-laionet_path = default(laionet_path, paths.stage_output("02_caption_filtering", profile) / "laionet.parquet")
-eval_dir = default(eval_dir, paths.stage_output("04_evaluation", profile))
-imagenet_val_dir = default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
+download_dir = paths.or_default(download_dir, paths.stage_output("03_download", profile))
+laionet_path = paths.or_default(laionet_path, paths.stage_output("02_caption_filtering", profile) / "laionet.parquet")
+eval_dir = paths.or_default(eval_dir, paths.stage_output("04_evaluation", profile))
+imagenet_val_dir = paths.or_default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
 if not imagenet_ground_truth:
-    imagenet_devkit_dir = default(imagenet_devkit_dir, world / "imagenet" / "devkit" if world else None)
-image_encoders = default(image_encoders, f"demo-tower:{world / 'models' / 'image_tower.safetensors'}"
+    imagenet_devkit_dir = paths.or_default(imagenet_devkit_dir, world / "imagenet" / "devkit" if world else None)
+image_encoders = paths.or_default(image_encoders, f"demo-tower:{world / 'models' / 'image_tower.safetensors'}"
                          if world else None)
 specs = [s.strip() for s in image_encoders.split(",") if s.strip()]
 if not specs:

@@ -70,16 +70,13 @@ figures.style()
 world = Path(paths.resolve(world_dir)) if world_dir else None
 
 
-def default(value: str, fallback) -> str:
-    return value or (str(fallback) if fallback is not None else "")
 
-
-imagenetv2_root = default(imagenetv2_root, world / "imagenetv2" if world else None)
-similarity_dir = default(similarity_dir, paths.stage_output("05_intra_class_similarity", profile))
-download_dir = default(download_dir, paths.stage_output("03_download", profile))
-eval_dir = default(eval_dir, paths.stage_output("04_evaluation", profile))
-imagenet_val_dir = default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
-classifiers = default(classifiers, f"demo:{world / 'models'}" if world else None)
+imagenetv2_root = paths.or_default(imagenetv2_root, world / "imagenetv2" if world else None)
+similarity_dir = paths.or_default(similarity_dir, paths.stage_output("05_intra_class_similarity", profile))
+download_dir = paths.or_default(download_dir, paths.stage_output("03_download", profile))
+eval_dir = paths.or_default(eval_dir, paths.stage_output("04_evaluation", profile))
+imagenet_val_dir = paths.or_default(imagenet_val_dir, world / "imagenet" / "val" if world else None)
+classifiers = paths.or_default(classifiers, f"demo:{world / 'models'}" if world else None)
 if not selection_frequencies and Path(imagenetv2_root, "selection_frequencies.parquet").is_file():
     selection_frequencies = str(Path(imagenetv2_root, "selection_frequencies.parquet"))
 man05 = json.loads((Path(similarity_dir) / stage.MANIFEST).read_text())

@@ -86,3 +86,12 @@ def stage_paths(stage: str, profile: str, out_dir: str = "", figures_dir: str = 
 def stage_output(stage: str, profile: str) -> Path:
     """Where an upstream stage of the same profile wrote its products (for downstream reads)."""
     return project_root() / "runs" / profile_name(profile) / stage
+
+
+def or_default(value: str, fallback: Any) -> str:
+    """A path-like notebook parameter, or its fallback when left empty ("").
+
+    Notebooks declare upstream inputs as ``name: str = ""``; empty means "the upstream stage
+    of this profile" (or the demo world's file), filled in with this one rule.
+    """
+    return value or (str(fallback) if fallback is not None else "")
