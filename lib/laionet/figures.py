@@ -52,6 +52,8 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike, prof
             fig.suptitle(titled(text, profile))
     else:
         fig.suptitle(f"[{profile_label(profile)}]")
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()  # make room for the suptitle (subplot titles would overlap it)
     out = []
     for ext in ("png", "pdf"):
         dest = Path(figures_dir) / f"{name}.{ext}"
