@@ -113,6 +113,22 @@ def test_cli_override_nobody_declares_is_an_error(project):
         runner.main(["run", "--profile", "toy", "-p", "treshold", "0.1"])
 
 
+@pytest.mark.parametrize("profile", ["demo", "tiny", "full"])
+def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    prof = yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text())
+    declared = {}
+    for stem in prof["notebooks"]:
+        path = root / "notebooks" / f"{stem}.py"
+        assert path.is_file(), f"{profile}.yaml lists {stem}, which does not exist"
+        declared[stem] = set(runner.declared_parameters(runner.to_ipynb(path, tmp_path / f"{stem}.ipynb")))
+    assert set(prof["parameters"]) <= set().union(*declared.values())
+    for stem, params in (prof.get("notebook_parameters") or {}).items():
+        assert set(params) <= declared[stem], f"{profile}.yaml: {stem} does not declare {set(params) - declared[stem]}"
+
+
 def test_every_notebook_declares_typed_documented_parameters(tmp_path):
     root = Path(__file__).resolve().parents[1]
     import re

@@ -30,6 +30,11 @@ from .io import write_json
 
 NOTEBOOK_DIR = "notebooks"
 
+# Notebooks whose sweeps get a summary across runs: stem -> (module, table function, figure function).
+SWEEP_SUMMARIES = {
+    "02_caption_filtering": ("laionet.selection", "summarize_sweep", "plot_sweep"),
+}
+
 
 class RunFailed(RuntimeError):
     pass
@@ -75,6 +80,11 @@ def declared_parameters(ipynb: Path) -> dict[str, dict]:
 
 
 def notebook_parameters(profile: dict, stem: str, declared: dict, overrides: dict) -> dict:
+    own = (profile.get("notebook_parameters") or {}).get(stem) or {}
+    unknown = sorted(set(own) - set(declared))
+    if unknown:  # a typo in a profile would otherwise be dropped without a word
+        raise SystemExit(f"profile {profile.get('name')!r}: notebook_parameters.{stem} has "
+                         f"{unknown}, which {stem} does not declare; it declares {sorted(declared)}")
     params: dict[str, Any] = {}
     params.update(profile.get("parameters") or {})
     params.update((profile.get("notebook_parameters") or {}).get(stem) or {})
@@ -216,10 +226,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"[run_all] FAILED: {exc}", file=sys.stderr)
             return 1
         runs.append({"value": value, "out_dir": str(out), "figures_dir": str(fig_base / label)})
-    write_json({"notebook": path.stem, "param": args.param, "profile": name, "runs": runs},
-               base / "sweep.json")
-    print(f"[run_all] sweep done: {len(runs)} run(s); index at {base / 'sweep.json'}")
+    index = write_json({"notebook": path.stem, "param": args.param, "profile": name, "runs": runs},
+                       base / "sweep.json")
+    print(f"[run_all] sweep done: {len(runs)} run(s); index at {index}")
+    summarize_sweep(path.stem, args.param, index, fig_base, name)
     return 0
+
+
+def summarize_sweep(stem: str, param: str, index: Path, fig_dir: Path, profile: str) -> None:
+    """The across-runs table and figure of a sweep, for notebooks that define one."""
+    if stem not in SWEEP_SUMMARIES:
+        return
+    import importlib
+
+    from .figures import save_figure, save_table
+
+    module, table_fn, figure_fn = SWEEP_SUMMARIES[stem]
+    mod = importlib.import_module(module)
+    table = getattr(mod, table_fn)(index)
+    save_table(table.drop(columns=["out_dir"], errors="ignore"), "sweep_summary", fig_dir)
+    save_figure(getattr(mod, figure_fn)(table, param), "sweep_summary", fig_dir, profile)
+    print(f"[run_all] sweep summary: {fig_dir / 'sweep_summary.png'}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
