@@ -57,3 +57,18 @@ def test_tiny_profile_figures_come_in_png_and_pdf(tiny_run):
     pdfs = {p.relative_to(figs).with_suffix("") for p in figs.rglob("*.pdf")}
     assert pngs, "no figure was written"
     assert pngs == pdfs
+
+
+@pytest.mark.slow
+def test_every_file_of_the_figures_index_is_made(tiny_run):
+    """docs/FIGURES.md names each figure/table file; the tiny run must produce all of them."""
+    import re
+
+    rc, scratch = tiny_run
+    assert rc == 0
+    names = set(re.findall(r"`(0\d_[A-Za-z0-9_<>\-]+)`", (ROOT / "docs" / "FIGURES.md").read_text()))
+    assert len(names) > 40
+    made = {p.stem for p in (scratch / "figures" / "tiny").iterdir()}
+    missing = [n for n in sorted(names)
+               if not any(re.fullmatch(n.replace("<encoder>", ".+"), m) for m in made)]
+    assert not missing, f"named in docs/FIGURES.md but not made by the tiny run: {missing}"
