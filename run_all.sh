@@ -115,7 +115,7 @@ case "$cmd" in
         exec "$PY" -m laionet.runner sweep "$@"
         ;;
     -h|--help|help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         [ "$cmd" = "run" ] && [ $# -gt 0 ] && shift
