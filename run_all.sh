@@ -12,7 +12,7 @@
 #
 # Environment selection, first match wins:
 #   1. $LAIONET_PYTHON (an interpreter that already has everything);
-#   2. the active virtualenv / conda env when it already satisfies requirements.lock;
+#   2. the active virtualenv / conda env when it can import everything the project needs;
 #   3. the venv at ${LAIONET_VENV:-.venv}, created and filled from requirements.lock if needed.
 set -euo pipefail
 
