@@ -94,6 +94,32 @@ def test_sweep_writes_one_folder_per_value(project):
     assert [r["value"] for r in index["runs"]] == [0.7, 0.9]
 
 
+def toy_sweep_table(index_path):
+    import pandas as pd
+
+    index = json.loads(Path(index_path).read_text())
+    return pd.DataFrame([{index["param"]: r["value"],
+                          **json.loads((Path(r["out_dir"]) / "result.json").read_text())}
+                         for r in index["runs"]])
+
+
+def toy_sweep_figure(table, param):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(table[param], table["threshold"], "o-")
+    return fig
+
+
+def test_sweep_summary_table_and_figure(project, monkeypatch):
+    monkeypatch.setitem(runner.SWEEP_SUMMARIES, "01_toy",
+                        (__name__, "toy_sweep_table", "toy_sweep_figure"))
+    assert runner.main(["sweep", "01", "threshold", "0.1", "0.2", "--profile", "toy"]) == 0
+    figs = project / "figures" / "toy" / "sweeps" / "01_toy" / "threshold"
+    assert (figs / "sweep_summary.png").is_file() and (figs / "sweep_summary.pdf").is_file()
+    assert "0.2" in (figs / "sweep_summary.csv").read_text()
+
+
 def test_parse_value_is_yaml():
     assert runner.parse_value("0.82") == 0.82
     assert runner.parse_value("true") is True
