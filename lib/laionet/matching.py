@@ -95,23 +95,45 @@ def normalize_text(text: str) -> str:
     return "".join(out)
 
 
+@functools.cache
+def _casefold_exception_regex() -> str:
+    """An RE2 class matching any of ``_casefold_exceptions``."""
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _casefold_exceptions()) + "]"
+
+
 def _normalize_array(arr: pa.Array) -> pa.Array:
     """``normalize_text`` over an Arrow string array, vectorized, up to the ASCII separators
-    (translated to spaces and collapsed byte-wise by ``_prepare``).
+    and ASCII upper case (translated byte-wise by ``_prepare``).
+
+    Pure-ASCII rows (the vast majority) are returned as they are: ASCII text is already NFKC,
+    its casefold is its ASCII lowering, and it holds no non-ASCII separators. Only the other rows
+    go through the Unicode steps, and are scattered back.
 
     Arrow lowercases by simple per-code-point mapping; the rare rows holding a character whose
     full case folding differs (ß -> ss, final sigma, ...) are folded with Python's ``casefold``.
     """
+    wide = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True)).to_numpy(zero_copy_only=False)
+    if not wide.any():
+        return arr
+    idx = np.flatnonzero(wide)
+    done = _normalize_unicode(arr.take(pa.array(idx))).cast(arr.type)
+    # scatter back with one ``take`` (much cheaper than pc.replace_with_mask on strings)
+    source = np.arange(len(arr))
+    source[idx] = len(arr) + np.arange(len(idx))
+    return pa.concat_arrays([arr, done]).take(pa.array(source))
+
+
+def _normalize_unicode(arr: pa.Array) -> pa.Array:
+    """The Unicode steps of ``_normalize_array`` (NFKC, case folding, non-ASCII separators)."""
     nfkc = pc.utf8_normalize(arr, form="NFKC")
     lowered = pc.utf8_lower(nfkc)
-    special = pc.fill_null(pc.match_substring_regex(
-        nfkc, "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _casefold_exceptions()) + "]"), False)
+    special = pc.fill_null(pc.match_substring_regex(nfkc, _casefold_exception_regex()), False)
     if pc.any(special).as_py():
         idx = np.flatnonzero(special.to_numpy(zero_copy_only=False))
         folded = pa.array([s.casefold() for s in nfkc.take(pa.array(idx)).to_pylist()],
                           type=lowered.type)
         lowered = pc.replace_with_mask(lowered, special, folded)
-    # non-ASCII separators (RE2, slow) only in the rows that have non-ASCII characters
+    # non-ASCII separators (RE2, slow) only in the rows that still have non-ASCII characters
     wide = pc.invert(pc.fill_null(pc.string_is_ascii(lowered), True))
     if pc.any(wide).as_py():
         replaced = pc.replace_substring_regex(lowered.filter(wide), _separator_regex(), " ")
@@ -138,10 +160,11 @@ def _prepare(arr: pa.Array, mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _collapse_spaces(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop every space that follows a space (runs -> one space); offsets follow the bytes."""
-    keep = np.ones(len(data), dtype=bool)
-    keep[1:] = ~((data[1:] == _SPACE) & (data[:-1] == _SPACE))
-    kept_before = np.concatenate([[0], np.cumsum(keep)])
-    return kept_before[offsets], data[keep]
+    # the dropped bytes are few, so shift offsets by a search over them, not a cumsum of all bytes
+    drop = np.flatnonzero((data[1:] == _SPACE) & (data[:-1] == _SPACE)) + 1
+    if not len(drop):
+        return offsets, data
+    return offsets - np.searchsorted(drop, offsets), np.delete(data, drop)
 
 
 def _pad(arr: pa.Array) -> pa.Array:
@@ -182,8 +205,11 @@ def match_naive(texts: Sequence[str | None], lemmas: Sequence[str] | LemmaIndex,
 
 
 _PUNCT_TABLE_STR = str.maketrans({c: " " for c in string.punctuation})
-_ASCII_SEP_TO_SPACE = bytes(_SPACE if _is_separator(chr(i)) else i for i in range(128)) + \
-    bytes(range(128, 256))
+# normalized mode, byte-wise: ASCII separators -> space, A-Z -> a-z (the casefold of ASCII rows,
+# which _normalize_array leaves as they are; a no-op on the already folded non-ASCII rows).
+# Bytes >= 0x80 are never ASCII characters in UTF-8, so they are kept.
+_ASCII_SEP_TO_SPACE = bytes(_SPACE if _is_separator(chr(i)) else ord(chr(i).lower())
+                            for i in range(128)) + bytes(range(128, 256))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +298,9 @@ class LemmaIndex:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if mode not in self._compiled:
             self._compiled[mode] = _build_patterns(self.lemmas, mode)
+            if mode == "normalized":  # build the per-process Unicode tables now, not per batch
+                _casefold_exception_regex()
+                _separator_regex()
         return self._compiled[mode]
 
     def unmatchable(self, mode: str) -> list[str]:
@@ -324,11 +353,16 @@ def _scan(prepared: tuple[np.ndarray, np.ndarray], pats: _Patterns) -> tuple[np.
     buf = np.empty(n + 8, dtype=np.uint8)  # spare bytes: every start (<= n) has a whole word
     buf[:n] = data
     buf[n:] = _SPACE
-    # token starts: row starts and every byte after a space (duplicates are harmless)
-    starts = np.concatenate([offsets[:-1], np.flatnonzero(buf[:n] == _SPACE) + 1])
+    # token starts: row starts and every byte after a space. Rows end with their padding space,
+    # so most row starts are after a space already: add only 0 and the others (null slots)
+    inner = offsets[1:-1]
+    inner = inner[buf[inner - 1] != _SPACE]  # offset 0 gives buf[-1], a spare space: 0 is added
+    starts = np.concatenate([[0], inner, np.flatnonzero(buf[:n] == _SPACE) + 1])
     words4 = np.ndarray(shape=(n + 1,), dtype="<u4", buffer=buf, strides=(1,))  # unaligned views
     words8 = np.ndarray(shape=(n + 1,), dtype="<u8", buffer=buf, strides=(1,))
-    bucket = _hash(words4[starts])
+    bucket = words4[starts]  # _hash, in place on this fresh copy (no temporaries)
+    bucket *= np.uint32(0x9E3779B1)
+    bucket >>= np.uint32(32 - _HASH_BITS)
     hit = np.flatnonzero(pats.table[bucket])
     starts, bucket = starts[hit], bucket[hit]
     # candidate (start, pattern) pairs from the buckets' pattern lists (collisions included)
