@@ -43,7 +43,6 @@ number_sample_per_shard: int = 1000   # rows per webdataset shard
 distributor: str = "multiprocessing"  # multiprocessing | pyspark | ray (img2dataset distributors)
 
 # %%
-import contextlib
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -68,14 +67,9 @@ if stage.is_current(P.out, params, [src]):
     manifest = download.load_manifest(P.out)
     print("download up to date: manifest reused")
 else:
-    if world_dir:
-        from laionet.demo.host import ImageHost
-        host = ImageHost(paths.resolve(world_dir) / "http")
-    else:
-        host = contextlib.nullcontext()
-    with host, timings("download"):  # the host stops here whatever happens inside
+    with timings("download"):  # a demo world's loopback host runs only inside this call
         manifest = download.download_laionet(
-            laionet, P.out, url_rewrite=host.rewrite_url if world_dir else None,
+            laionet, P.out, serve_root=paths.resolve(world_dir) / "http" if world_dir else None,
             image_size=image_size, resize_only_if_bigger=resize_only_if_bigger,
             processes_count=processes_count, thread_count=thread_count, retries=retries,
             timeout=timeout, number_sample_per_shard=number_sample_per_shard,

@@ -108,21 +108,10 @@ print(f"{len(cand):,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref
 # ## Images of the large subset (img2dataset, once; reruns resume)
 
 # %%
-def url_rewriter():
-    """The demo's loopback host (a context manager) or a no-op for real URLs."""
-    import contextlib
-
-    if world is None:
-        return contextlib.nullcontext(None)
-    from laionet.demo.host import ImageHost
-
-    return ImageHost(world / "http")
-
-
 download_dir = paths.out / "download"
-with timings("download"), url_rewriter() as host:
+with timings("download"):
     manifest = download_laionet(large[["key", "wnid", "URL"]], download_dir,
-                                url_rewrite=host.rewrite_url if host else None,
+                                serve_root=world / "http" if world else None,
                                 processes_count=download_processes, image_size=image_size,
                                 resize_only_if_bigger=resize_only_if_bigger)
 ok_keys = manifest.loc[manifest["status"].eq("success"), "key"].to_numpy(np.int64)

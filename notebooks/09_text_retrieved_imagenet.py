@@ -47,7 +47,6 @@ image_size: int = 256            # downloaded images: smaller side (as stage 03,
 resize_only_if_bigger: bool = True  # embedding cache sees the same pixels for a row key)
 
 # %%
-import contextlib
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -150,15 +149,10 @@ for part, f in sorted(parts.items()):
         urls.append(pd.DataFrame({"key": want, "URL": url.to_pylist()}))
 to_get = pd.concat(urls, ignore_index=True).merge(
     sample.drop_duplicates("key")[["key", "wnid"]], on="key")
-host_ctx = contextlib.nullcontext(None)
-if world is not None:
-    from laionet.demo.host import ImageHost
-
-    host_ctx = ImageHost(world / "http")
 download_dir = paths.out / "download"
-with timings("download"), host_ctx as host:
+with timings("download"):
     manifest = download_laionet(to_get[["key", "wnid", "URL"]], download_dir,
-                                url_rewrite=host.rewrite_url if host else None,
+                                serve_root=world / "http" if world else None,
                                 processes_count=download_processes, image_size=image_size,
                                 resize_only_if_bigger=resize_only_if_bigger)
 ok = set(manifest.loc[manifest["status"].eq("success"), "key"].tolist())

@@ -211,3 +211,19 @@ def test_error_kind_classification():
                       "Image decoding error", None, "something odd"])
     assert dl.error_kind(msgs).tolist() == ["http_404", "http_503", "connection_refused",
                                             "timeout", "corrupt_image", pd.NA, "other"]
+
+
+def test_serve_root_runs_the_loopback_host_only_during_the_download(tmp_path):
+    from laionet.demo.formats import DEMO_URL_PREFIX
+
+    root = tmp_path / "http"
+    root.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (80 * i, 100, 50)).save(root / f"{i}.jpg")
+    table = pd.DataFrame({"key": np.arange(4, dtype=np.int64), "wnid": "n02125311",
+                          "URL": [f"{DEMO_URL_PREFIX.rstrip('/')}/{i}.jpg" for i in range(4)]})
+    threads = set(threading.enumerate())
+    man = dl.download_laionet(table, tmp_path / "dl", serve_root=root, image_size=32,
+                              processes_count=1, thread_count=4, retries=0, timeout=3)
+    assert man["status"].tolist() == ["success"] * 3 + ["failed_to_download"]  # 3.jpg: a 404
+    assert set(threading.enumerate()) <= threads, "the host's server thread must be stopped"

@@ -134,7 +134,8 @@ def _keep_sigint_handler() -> Iterator[None]:
 
 
 def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
-                     url_rewrite: Callable[[str], str] | None = None, image_size: int = 256,
+                     url_rewrite: Callable[[str], str] | None = None,
+                     serve_root: str | Path | None = None, image_size: int = 256,
                      resize_mode: str = "keep_ratio", resize_only_if_bigger: bool = False,
                      processes_count: int = 2, thread_count: int = 16, retries: int = 2,
                      timeout: int = 10, incremental: bool = True,
@@ -145,10 +146,23 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
     ``out_dir/manifest.parquet``; returns the manifest (one row per input row, see
     ``build_manifest``).
 
-    ``url_rewrite`` maps each URL before download (the demo's loopback host). With
-    ``incremental`` a rerun keeps every finished shard and redoes the rest. Failures (404,
-    unreachable host, corrupt bytes) are rows with a status, never exceptions.
+    ``url_rewrite`` maps each URL before download. ``serve_root`` (the demo world's ``http/``)
+    is served on 127.0.0.1 for the duration of the download, with the demo URLs rewritten to
+    it; the host stops afterwards, also when the download fails. With ``incremental`` a rerun
+    keeps every finished shard and redoes the rest. Failures (404, unreachable host, corrupt
+    bytes) are rows with a status, never exceptions.
     """
+    if serve_root is not None:
+        from .demo.host import ImageHost
+
+        with ImageHost(serve_root) as host:
+            return download_laionet(
+                table, out_dir, url_rewrite=host.rewrite_url, image_size=image_size,
+                resize_mode=resize_mode, resize_only_if_bigger=resize_only_if_bigger,
+                processes_count=processes_count, thread_count=thread_count, retries=retries,
+                timeout=timeout, incremental=incremental, distributor=distributor,
+                number_sample_per_shard=number_sample_per_shard, encode_format=encode_format,
+                user_agent_token=user_agent_token)
     import img2dataset  # heavy import (cv2, albumentations): only when downloading
 
     out_dir = Path(out_dir)
