@@ -1,29 +1,52 @@
-"""Stage manifests: what a stage run used and produced, so reruns can skip finished work.
+"""The stage contract: resolve a stage's inputs, fingerprint them, own its manifest.
 
-A stage writes ``manifest.json`` in its output folder: parameters, the fingerprints of its
-inputs, package versions, timings and the list of outputs. ``is_current`` tells a notebook
-that the same parameters and inputs already produced every output, so it can skip the work.
+Two users, one set of rules (the declarations in ``laionet.stages``):
+
+- a notebook opens its stage with ``S = open_stage("02_caption_filtering", globals())`` and gets
+  resolved inputs (``S.inputs.matches_dir``), its folders, figure and table saving with the
+  profile in the title, its caches and timed steps;
+- the runner calls ``plan_stage`` before starting a kernel: a missing input is an error there
+  (naming the parameter and the notebook that makes the file), a stage whose parameters,
+  inputs, notebook and library are unchanged is skipped, and the runner writes ``manifest.json``
+  (resolved parameters, input fingerprints, versions, timings, products).
+
+A changed parameter or input never mixes with old outputs: the stage's declared products are
+removed before it runs again. A run that was killed left ``status: running`` with the same
+fingerprint, so the rerun keeps what it wrote and resumes.
 """
 
 from __future__ import annotations
 
+import glob as globmod
 import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, Mapping
 
+from . import stages as st
 from .io import read_json, write_json
+from .paths import load_profile, profile_name, project_root, resolve
 
 MANIFEST = "manifest.json"
+STATE_DIR = "_stage"          # per-run scratch of the stage object: timings, steps
+SMALL_FILE = 64 << 20         # files up to this size are fingerprinted by their bytes
+VOLATILE = {MANIFEST, STATE_DIR, "_source"}  # never part of a folder's fingerprint
 _VERSIONED = ("laionet", "numpy", "pandas", "pyarrow", "torch", "timm", "open_clip_torch",
               "sentence-transformers", "img2dataset", "nltk")
 
 
+class MissingInput(FileNotFoundError):
+    """An input of a stage that does not exist; the message says what to run or set."""
+
+
+# ------------------------------------------------------------------------------ fingerprints
 def fingerprint(obj: Any) -> str:
     """A stable short hash of a JSON-able object (parameters, input lists)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
@@ -31,9 +54,29 @@ def fingerprint(obj: Any) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """Cheap identity of an input file: name, size and modification time (not its bytes)."""
-    st = Path(path).stat()
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """Identity of one file: its bytes' hash when small, else its size and modification time."""
+    p = Path(path)
+    s = p.stat()
+    if s.st_size <= SMALL_FILE:
+        return {"path": p.name, "size": s.st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()[:16]}
+    return {"path": p.name, "size": s.st_size, "mtime_ns": s.st_mtime_ns}
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """A file's fingerprint, or a folder's: every file below it (relative name, size, mtime),
+    skipping the runner's own bookkeeping (manifest, ``_stage/``, executed notebooks)."""
+    p = Path(path)
+    if p.is_file():
+        return fingerprint(file_fingerprint(p))
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(p):
+        dirnames[:] = sorted(d for d in dirnames if d not in VOLATILE)
+        for f in sorted(filenames):
+            if f in VOLATILE or f.endswith((".ipynb", ".html")) or ".tmp" in f:
+                continue
+            s = os.stat(os.path.join(dirpath, f))
+            rows.append((os.path.relpath(os.path.join(dirpath, f), p), s.st_size, s.st_mtime_ns))
+    return fingerprint(rows)
 
 
 def versions() -> dict[str, str]:
@@ -46,44 +89,244 @@ def versions() -> dict[str, str]:
     return out
 
 
-def is_current(out_dir: str | os.PathLike, params: dict[str, Any],
-               inputs: Iterable[str | os.PathLike] = ()) -> bool:
-    """True when ``manifest.json`` records these parameters and inputs and every output exists."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        return False
+# ------------------------------------------------------------------------------ resolution
+def notebook_file(name: str) -> Path:
+    return project_root() / "notebooks" / f"{name}.py"
+
+
+def world_of(profile_key: str):
+    """The profile's demo world (``WorldPaths``), or None when it lists no ``00_demo_world``."""
+    prof = load_profile(profile_key)
+    if st.WORLD_STAGE not in (prof.get("notebooks") or []):
+        return None
+    from .demo.world import WorldPaths
+
+    return WorldPaths(stage_dir(st.WORLD_STAGE, profile_key) / "world")
+
+
+def stage_dir(name: str, profile_key: str) -> Path:
+    """Where a stage of this profile writes: runs/<profile>/<stage>/."""
+    return project_root() / "runs" / profile_name(profile_key) / name
+
+
+def _maker(stage: str) -> str:
+    return f"notebook {stage} makes it: run `./run_all.sh --only {stage[:2]}` first"
+
+
+def _spec_files(value: str) -> list[Path]:
+    """Local files named inside a model spec (``demo-tower:/x.safetensors``, ``demo:/models``)."""
+    return [Path(part) for part in str(value).split(":") if part.startswith("/") and Path(part).exists()]
+
+
+def resolve_input(inp: st.Input, params: Mapping[str, Any], world, profile_key: str,
+                  stage: str) -> Any:
+    """One input, by the rule in ``laionet.stages``: explicit, upstream product, world, fallback."""
+    explicit = params.get(inp.name) if inp.param else None
+    if inp.unless and params.get(inp.unless):
+        return explicit or None
+    where = ""
+    if explicit not in (None, "", []):
+        value, where = explicit, f"parameter {inp.name}"
+    elif inp.upstream:
+        value = stage_dir(inp.upstream, profile_key) / inp.product if inp.product else stage_dir(inp.upstream, profile_key)
+        where = f"the product of {inp.upstream}"
+        if not Path(value).exists() and not inp.optional:
+            raise MissingInput(
+                f"{stage} needs {inp.name}: {value} does not exist; {_maker(inp.upstream)}, "
+                f"or set {inp.name} to your own file.")
+    elif inp.world and world is not None:
+        from .demo.layout import locate
+
+        if not world.world_json.is_file():
+            raise MissingInput(f"{stage} needs {inp.name} from the demo world, which is not built "
+                               f"yet ({world.root}); notebook {st.WORLD_STAGE} makes it: run "
+                               "`./run_all.sh --only 00` first")
+
+        value, where = locate(world, inp.world), f"the demo world ({world.root})"
+        if value is None and not inp.optional:
+            raise MissingInput(f"{stage} needs {inp.name}, which the demo world at {world.root} lacks: "
+                               f"rerun {st.WORLD_STAGE} (models trained), or set {inp.name}")
+    elif inp.fallback is not None:
+        return inp.fallback
+    elif inp.optional:
+        return None
+    else:
+        raise MissingInput(
+            f"{stage} needs {inp.name}, which is not set and this profile has no demo world: "
+            f"set {inp.name} in your profile (or `-p {stage[:2]}.{inp.name} VALUE`).")
+    if value is None:
+        return None
+    if inp.kind == "specs":  # a list parameter of model specs; the demo world gives one
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if inp.kind in ("spec",) or (inp.kind == "classes" and value == "imagenet1k"):
+        return value
+    if inp.kind == "glob":
+        pattern = str(resolve(value))
+        if not globmod.glob(pattern):
+            raise MissingInput(f"{stage}: {inp.name}={pattern!r} (from {where}) matches no file: "
+                               f"point {inp.name} at your LAION parquet parts")
+        return pattern
+    path = resolve(value)
+    if not path.exists():
+        if inp.optional and not where.startswith("parameter"):
+            return None
+        made = f"; {_maker(inp.upstream)}" if inp.upstream and where.startswith("the product") else ""
+        raise MissingInput(f"{stage} needs {inp.name}: {path} (from {where}) does not exist{made}. "
+                           f"Set {inp.name} to the right path.")
+    return str(path) if inp.kind == "classes" else path
+
+
+def resolve_inputs(name: str, params: Mapping[str, Any], profile_key: str) -> dict[str, Any]:
+    spec = st.spec(name)
+    world = world_of(profile_key)
+    return {i.name: resolve_input(i, params, world, profile_key, name) for i in spec.inputs}
+
+
+def input_fingerprint(inp: st.Input, value: Any, profile_key: str) -> str | None:
+    if value is None:
+        return None
+    if inp.kind in ("spec", "specs"):
+        specs = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        return fingerprint(specs + [path_fingerprint(p) for s in specs for p in _spec_files(s)])
+    if inp.kind == "classes" and value == "imagenet1k":
+        return fingerprint(value)
+    if inp.kind == "glob":
+        return fingerprint([path_fingerprint(p) for p in sorted(globmod.glob(value))])
+    path = Path(value)
+    if inp.upstream and not inp.product:  # an upstream stage's folder: its products only
+        man = read_manifest(path)
+        if man.get("products"):
+            return fingerprint(man["products"])
+    return path_fingerprint(path)
+
+
+# ------------------------------------------------------------------------------ manifests
+def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
     try:
-        man = read_json(path)
+        return read_json(Path(out_dir) / MANIFEST)
     except (OSError, ValueError):
-        return False
-    if man.get("params_hash") != fingerprint(params):
-        return False
-    if man.get("inputs_hash") != fingerprint([file_fingerprint(p) for p in inputs]):
-        return False
-    return all((Path(out_dir) / o).exists() for o in man.get("outputs", []))
+        return {}
 
 
-def write_manifest(out_dir: str | os.PathLike, stage: str, params: dict[str, Any],
-                   inputs: Iterable[str | os.PathLike] = (), outputs: Iterable[str] = (),
-                   timings: dict[str, float] | None = None, **extra: Any) -> Path:
-    inputs = list(inputs)
-    man = {
-        "stage": stage,
-        "params": params,
-        "params_hash": fingerprint(params),
-        "inputs": [str(p) for p in inputs],
-        "inputs_hash": fingerprint([file_fingerprint(p) for p in inputs]),
-        "outputs": sorted(str(o) for o in outputs),
-        "timings_s": timings or {},
-        "versions": versions(),
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **extra,
-    }
-    return write_json(man, Path(out_dir) / MANIFEST)
+def product_paths(spec: st.StageSpec, params: Mapping[str, Any]) -> list[str]:
+    return [p.format(**params) for p in spec.products]
 
 
+@dataclass
+class Plan:
+    """What the runner knows of one stage before it runs: resolved inputs and the fingerprint."""
+
+    name: str
+    out: Path
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    input_fps: dict[str, str | None]
+    fingerprint: str
+    products: list[str]
+    keep_products: bool = False
+    recorded: dict[str, Any] = field(default_factory=dict)
+
+    def current(self) -> bool:
+        """Same fingerprint, finished, every product still there."""
+        r = self.recorded
+        return (r.get("status") == "done" and r.get("fingerprint") == self.fingerprint
+                and all((self.out / p).exists() for p in self.products))
+
+    def begin(self) -> list[str]:
+        """Before running: remove products made under another fingerprint (a kill under the same
+        fingerprint keeps them, so the stage resumes), then record ``status: running``."""
+        removed = []
+        if self.recorded and self.recorded.get("fingerprint") != self.fingerprint and not self.keep_products:
+            for p in self.products:
+                target = self.out / p
+                if target.is_dir():
+                    shutil.rmtree(target)
+                    removed.append(p)
+                elif target.exists():
+                    target.unlink()
+                    removed.append(p)
+            (self.out / STATE_DIR / "timings.json").unlink(missing_ok=True)
+        self._write("running")
+        return removed
+
+    def finish(self, wall_s: float, status: str = "done") -> dict[str, Any]:
+        missing = [p for p in self.products if not (self.out / p).exists()]
+        if status == "done" and missing:
+            self._write("failed", wall_s=wall_s, error=f"declared products not made: {missing}")
+            raise RuntimeError(f"{self.name} finished without making its declared products {missing} "
+                               "(laionet.stages declares them)")
+        return self._write(status, wall_s=wall_s)
+
+    def _write(self, status: str, wall_s: float | None = None, error: str = "") -> dict[str, Any]:
+        steps = read_json(self.out / STATE_DIR / "timings.json") if (self.out / STATE_DIR / "timings.json").is_file() else {}
+        man = {
+            "stage": self.name, "status": status, "fingerprint": self.fingerprint,
+            "params": self.params, "inputs": {k: str(v) if v is not None else None for k, v in self.inputs.items()},
+            "input_fingerprints": self.input_fps,
+            "notebook_sha256": _sha(notebook_file(self.name)), "library_sha256": library_digest(),
+            "products": {p: path_fingerprint(self.out / p) for p in self.products
+                         if status == "done" and (self.out / p).exists()},
+            "timings_s": {"total": round(wall_s, 1) if wall_s is not None else None, **steps},
+            "versions": versions(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if error:
+            man["error"] = error
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(man, self.out / MANIFEST)
+        return man
+
+
+_LIBRARY_DIGEST: list[str] = []
+
+
+def library_digest() -> str:
+    """sha256 of the laionet package's source: a stage's result depends on the library too, so a
+    changed library reruns stages (users who do not edit it never notice)."""
+    if not _LIBRARY_DIGEST:
+        h = hashlib.sha256()
+        pkg = Path(__file__).resolve().parent
+        for f in sorted(pkg.rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".csv", ".json", ".txt") and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes())
+        _LIBRARY_DIGEST.append(h.hexdigest()[:16])
+    return _LIBRARY_DIGEST[0]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
+
+
+_NOT_FINGERPRINTED = {"profile", "out_dir", "figures_dir"}
+
+
+def plan_stage(name: str, params: Mapping[str, Any], profile_key: str,
+               out_dir: str | os.PathLike | None = None) -> Plan:
+    """Resolve a stage's inputs (MissingInput when one is absent) and fingerprint the run."""
+    spec = st.spec(name)
+    out = Path(out_dir) if out_dir else stage_dir(name, profile_key)
+    inputs = resolve_inputs(name, params, profile_key)
+    fps = {i.name: input_fingerprint(i, inputs[i.name], profile_key) for i in spec.inputs}
+    upstream_state = {i.upstream: read_manifest(stage_dir(i.upstream, profile_key)).get("status")
+                      for i in spec.inputs if i.upstream and inputs.get(i.name) is not None
+                      and not (params.get(i.name) if i.param else None)}
+    unfinished = sorted(k for k, v in upstream_state.items() if v in ("running", "failed"))
+    if unfinished:
+        raise MissingInput(f"{name} reads the products of {unfinished}, which did not finish "
+                           f"(killed or failed): rerun {', '.join(unfinished)} first")
+    key_params = {k: v for k, v in params.items() if k not in _NOT_FINGERPRINTED}
+    fp = fingerprint({"stage": name, "params": key_params, "inputs": fps,
+                      "notebook": _sha(notebook_file(name)), "library": library_digest()})
+    return Plan(name, out, dict(params), inputs, fps, fp, product_paths(spec, params),
+                spec.keep_products, read_manifest(out))
+
+
+# ------------------------------------------------------------------------------ in a notebook
 class Timings(dict):
-    """``with timings("embed"): ...`` records wall seconds per named step."""
+    """``with timings("embed"): ...`` records wall seconds per named step (saved to ``path``)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        super().__init__()
+        self.path = Path(path) if path else None
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -92,3 +335,113 @@ class Timings(dict):
             yield
         finally:
             self[name] = round(self.get(name, 0.0) + time.perf_counter() - t0, 3)
+            if self.path is not None:
+                write_json(dict(self), self.path)
+
+
+class Inputs(dict):
+    """Resolved inputs by name; also readable as attributes (``S.inputs.matches_dir``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no input {name!r}; this stage has {sorted(self)}") from None
+
+
+@dataclass
+class Step:
+    """A cached sub-step of a stage (e.g. stage 02's candidates, reused across a threshold
+    sweep): current when the values it uses are unchanged since ``done()``."""
+
+    path: Path
+    key: str
+
+    @property
+    def current(self) -> bool:
+        try:
+            return read_json(self.path).get("key") == self.key
+        except (OSError, ValueError):
+            return False
+
+    def done(self, **info: Any) -> None:
+        write_json({"key": self.key, **info}, self.path)
+
+
+@dataclass
+class Stage:
+    """One stage as a notebook sees it (``open_stage``)."""
+
+    name: str
+    spec: st.StageSpec
+    profile: str           # short name, for titles and folders
+    profile_key: str       # as given (a name or a YAML path)
+    params: dict[str, Any]
+    inputs: Inputs
+    input_fps: dict[str, str | None]
+    world: Any             # laionet.demo.WorldPaths, or None on real data
+    out: Path
+    figures: Path
+    timings: Timings
+
+    @property
+    def cache_root(self) -> Path:
+        """runs/<profile>/cache/: shared by every stage and sweep of the profile."""
+        return project_root() / "runs" / self.profile / "cache"
+
+    def cache_dir(self, kind: str, *names: str) -> Path:
+        """A shared cache folder, one name per kind, dataset and encoder wherever it is used."""
+        if kind not in self.spec.caches:
+            raise KeyError(f"{self.name} declares no cache {kind!r} (laionet.stages: {self.spec.caches})")
+        from .embedding_store import safe_name
+
+        return self.cache_root.joinpath(kind, *(safe_name(n) for n in names))
+
+    def step(self, name: str, uses: list[str]) -> Step:
+        """A sub-step keyed by the named parameters and inputs (their fingerprints)."""
+        key = fingerprint({u: self.input_fps[u] if u in self.input_fps else self.params.get(u) for u in uses})
+        return Step(self.out / STATE_DIR / f"step_{name}.json", key)
+
+    def figure(self, fig, name: str, title: str | None = None):
+        """Save as PNG + PDF in the run's figure folder, the profile in the title."""
+        from .figures import save_figure
+
+        return save_figure(fig, name, self.figures, self.profile, title=title)
+
+    def table(self, df, name: str, **kw: Any):
+        """Save as CSV + Markdown in the run's figure folder."""
+        from .figures import save_table
+
+        return save_table(df, name, self.figures, **kw)
+
+    def __repr__(self) -> str:
+        lines = [f"stage {self.name} (profile {self.profile}): {self.spec.question}",
+                 f"  out: {self.out}", f"  figures: {self.figures}",
+                 f"  world: {self.world.root if self.world else 'none (real data)'}"]
+        lines += [f"  {k}: {v}" for k, v in self.inputs.items()]
+        return "\n".join(lines)
+
+
+def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
+    """The stage object of a notebook: ``S = open_stage("02_caption_filtering", globals())``.
+
+    Reads the notebook's declared parameters from ``namespace``, resolves every input
+    (MissingInput names what to run or set), makes the folders and applies the figure style.
+    """
+    from .figures import style
+    from .params import read_parameters
+
+    spec = st.spec(name)
+    declared = read_parameters(notebook_file(name))
+    params = {k: namespace[k] for k in declared if k in namespace}
+    profile_key = str(params.get("profile") or "demo")
+    pname = profile_name(profile_key)
+    out = resolve(params["out_dir"]) if params.get("out_dir") else stage_dir(name, profile_key)
+    figs = resolve(params["figures_dir"]) if params.get("figures_dir") else project_root() / "figures" / pname
+    out.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
+    inputs = resolve_inputs(name, params, profile_key)
+    fps = {i.name: input_fingerprint(i, inputs[i.name], profile_key) for i in spec.inputs}
+    style()
+    return Stage(name, spec, pname, profile_key, params, Inputs(inputs), fps, world_of(profile_key),
+                 out, figs, Timings(out / STATE_DIR / "timings.json"))
