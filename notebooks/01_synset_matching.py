@@ -21,16 +21,17 @@
 # normalization instead (the fix of paper_spec E.1). A caption is recorded under every lemma it
 # contains, so nested lemmas ("lion" in "sea lion") give multi-label rows, which stage 02 drops.
 #
-# Outputs (runs/<profile>/01_synset_matching/): `matches/part-%05d.parquet` (part, row, key, lemma,
-# wnid), `rows/part-%05d.parquet` (part, row, key, wnids, n_classes, multi_label),
-# `class_counts.parquet`, `lemma_counts.parquet`, `summary.json`.
+# Outputs: `matches/part-%05d.parquet` (part, row, key, lemma, wnid), `rows/part-%05d.parquet`
+# (part, row, key, wnids, n_classes, multi_label), `done/` (a marker per finished part: a killed
+# run resumes), `class_counts.parquet`, `lemma_counts.parquet`, `summary.json`. Parts are numbered
+# by their names (`part-NNNNN-...`); a key is `part * 100,000,000 + row` (`laionet.keys`).
 
 # %% tags=["parameters"]
 profile: str = "demo"             # profile name or YAML path (figure titles, default folders)
 out_dir: str = ""                 # empty: runs/<profile>/01_synset_matching/
 figures_dir: str = ""             # empty: figures/<profile>/
-laion_parts: str = "runs/demo/00_demo_world/world/laion/*.parquet"  # glob of LAION parquet parts (relative: project root)
-classes: str = "imagenet1k"       # imagenet1k, or a text file with one wnid per line
+laion_parts: str = ""             # glob of LAION parquet parts (relative: project root); empty: the demo world's parts
+classes: str = ""                 # class list file or imagenet1k; empty: the demo world's list, else imagenet1k
 lemma_rule: str = "unique_in_imagenet"  # unique_in_imagenet (paper) | unique_in_wordnet (needs WordNet 3.0)
 mode: str = "paper"               # paper (authors' exact matching) | normalized (NFKC + casefold + punctuation)
 authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837)
@@ -38,33 +39,22 @@ n_workers: int = 2                # processes matching parts in parallel (1: in 
 batch_size: int = 65536           # captions read and matched at a time (bounds memory per worker)
 
 # %%
-import functools
 import glob
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
 from laionet import classes as lc
-from laionet import figures, paths, shards, stage
-from laionet.io import read_json
+from laionet import match_parts
+from laionet import matching_plots as plots
+from laionet.stage import open_stage
 
-STAGE = "01_synset_matching"
-P = paths.stage_paths(STAGE, profile, out_dir, figures_dir)
-figures.style()
-parts = sorted(glob.glob(str(paths.resolve(laion_parts))))
-if not parts:
-    raise FileNotFoundError(f"laion_parts={laion_parts!r} matches no file (resolved against "
-                            f"{paths.project_root()}); point it at LAION parquet parts")
-params = {"laion_parts": laion_parts, "classes": classes, "lemma_rule": lemma_rule, "mode": mode,
-          "authors_class_list": authors_class_list}
-print(f"stage 01 -> {P.out}\n{len(parts)} part(s), e.g. {parts[0]}\nparameters: {params}")
+S = open_stage("01_synset_matching", globals())
+parts = sorted(glob.glob(S.inputs.laion_parts))
+print(S, f"{len(parts)} part(s), e.g. {parts[0]}", sep="\n")
 
 # %% [markdown]
 # ## Classes and lemmas
 
 # %%
-table = lc.class_table(classes, authors_class_list=authors_class_list)
+table = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list)
 pairs = lc.lemma_map(table, lemma_rule)
 print(f"{len(table)} classes, {len(pairs)} lemmas for {len({w for _, w in pairs})} classes "
       f"(rule {lemma_rule}); synset text example:\n  {table['name_def'].iloc[0]}")
@@ -72,83 +62,50 @@ table.head()
 
 # %% [markdown]
 # ## Matching, part by part
-# One task per part (resumable: a finished part with the same parameters is skipped).
+# One task per part (resumable: a part finished with the same lemmas and mode is skipped), then
+# per-class and per-lemma counts over all parts.
 
 # %%
-timings = stage.Timings()
-outputs = ["class_counts.parquet", "lemma_counts.parquet", "summary.json"]
-if stage.is_current(P.out, params, parts):
-    print("up to date: reusing", P.out)
-else:
-    task = functools.partial(shards.match_part, lemma_pairs=pairs, mode=mode, out_dir=str(P.out),
-                             batch_size=batch_size)
-    with timings("match"):
-        result = shards.map_parts(task, parts, P.out, n_workers=n_workers, desc="matching parts",
-                                  fingerprint=stage.fingerprint(params))
-    print(f"matched {len(result.done)} part(s), resumed {len(result.skipped)}")
-    with timings("summarize"):
-        shards.summarize_matches(P.out, table, pairs, mode=mode)
-    stage.write_manifest(P.out, STAGE, params, inputs=parts, outputs=outputs, timings=timings)
-class_counts = pd.read_parquet(P.out / "class_counts.parquet")
-lemma_counts = pd.read_parquet(P.out / "lemma_counts.parquet")
-summary = read_json(P.out / "summary.json")
+with S.timings("match"):
+    result = match_parts.match_all(parts, pairs, S.out, mode=mode, batch_size=batch_size,
+                                   n_workers=n_workers)
+print(f"matched {len(result.done)} part(s), resumed {len(result.skipped)}")
+with S.timings("summarize"):
+    class_counts, lemma_counts, summary = match_parts.summarize_matches(S.out, table, pairs, mode=mode)
 {k: v for k, v in summary.items() if k != "unreachable"}
 
 # %% [markdown]
 # ## Class coverage: matched classes, and why the others are unreachable
+# In paper mode a class whose every lemma holds punctuation can never match (the caption's
+# punctuation became spaces, the lemma's did not).
 
 # %%
-order = ["matched", "never matched", f"all lemmas have punctuation ({mode} mode)",
-         "all lemmas empty after normalization", "no unique lemma"]
-status = class_counts["status"].value_counts().reindex(order).dropna().astype(int)
-fig, ax = plt.subplots(figsize=(6.5, 2.6))
-ax.barh(status.index[::-1], status.values[::-1],
-        color=["tab:blue" if s == "matched" else "tab:gray" for s in status.index[::-1]])
-for i, v in enumerate(status.values[::-1]):
-    ax.text(v, i, f" {v}", va="center")
-ax.set_xlabel("classes")
-figures.save_figure(fig, "01_class_coverage", P.figures, P.profile,
-                    title=f"Class coverage: {summary['n_matched_classes']} of {len(table)} classes "
-                          f"matched ({mode} mode, {lemma_rule})")
-unreachable = class_counts[class_counts["status"] != "matched"][["wnid", "head", "status", "n_lemmas"]]
-figures.save_table(unreachable.sort_values(["status", "wnid"]), "01_unreachable_classes", P.figures)
+S.figure(plots.class_coverage(class_counts), "01_class_coverage",
+         title=f"Class coverage: {summary['n_matched_classes']} of {len(table)} classes "
+               f"matched ({mode} mode, {lemma_rule})")
+unreachable = match_parts.unreachable_classes(class_counts)
+S.table(unreachable, "01_unreachable_classes")
 unreachable.groupby("status").head(5)
 
 # %% [markdown]
 # ## Matches per class (log scale)
-# All matching captions and the single-label ones (those stage 02 can keep).
+# All matching captions and the single-label ones (those stage 02 can keep): the long tail of
+# the web shows as a steep fall with the class rank.
 
 # %%
-cc = class_counts.sort_values("n_rows", ascending=False).reset_index(drop=True)
-fig, ax = plt.subplots(figsize=(6.5, 3.2))
-ax.plot(np.arange(1, len(cc) + 1), cc["n_rows"].clip(lower=0.8), label="all matching captions")
-ax.plot(np.arange(1, len(cc) + 1), cc["n_single_label"].clip(lower=0.8), label="single-label captions")
-ax.set_yscale("log")
-ax.set_xlabel("class rank")
-ax.set_ylabel("captions")
-ax.legend()
-figures.save_figure(fig, "01_matches_per_class", P.figures, P.profile,
-                    title="Matching captions per class")
-cc.head(10)
+S.figure(plots.matches_per_class(class_counts), "01_matches_per_class",
+         title="Matching captions per class")
+class_counts.sort_values("n_rows", ascending=False).reset_index(drop=True).head(10)
 
 # %% [markdown]
 # ## Lemma-level counts
 # The most frequent lemmas, and how many of each class's lemmas ever match.
 
 # %%
-top = lemma_counts.sort_values("n_rows", ascending=False).head(25)
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-axes[0].barh(top["lemma"][::-1], top["n_rows"][::-1].clip(lower=0.8))
-axes[0].set_xscale("log")
-axes[0].set_xlabel("captions containing the lemma")
-matched_lemmas = lemma_counts.assign(hit=lemma_counts["n_rows"] > 0).groupby("wnid")["hit"].sum()
-axes[1].hist(matched_lemmas, bins=np.arange(matched_lemmas.max() + 2) - 0.5)
-axes[1].set_xlabel("lemmas of a class that match at least once")
-axes[1].set_ylabel("classes")
-figures.save_figure(fig, "01_lemma_counts", P.figures, P.profile,
-                    title=f"Lemma counts ({summary['n_lemmas_matched']} of {summary['n_lemmas']} "
-                          f"lemmas match; {summary['n_unmatchable_lemmas']} can never match)")
-figures.save_table(lemma_counts.sort_values("n_rows", ascending=False), "01_lemma_counts", P.figures)
+S.figure(plots.lemma_counts(lemma_counts), "01_lemma_counts",
+         title=f"Lemma counts ({summary['n_lemmas_matched']} of {summary['n_lemmas']} "
+               f"lemmas match; {summary['n_unmatchable_lemmas']} can never match)")
+S.table(lemma_counts.sort_values("n_rows", ascending=False), "01_lemma_counts")
 
 # %% [markdown]
 # ## Multi-label share
@@ -156,19 +113,8 @@ figures.save_table(lemma_counts.sort_values("n_rows", ascending=False), "01_lemm
 # make some classes lose most of their captions here.
 
 # %%
-rows = pd.concat([pd.read_parquet(f, columns=["n_classes"])
-                  for f in sorted((P.out / "rows").glob("part-*.parquet"))] or
-                 [pd.DataFrame({"n_classes": pd.Series([], dtype="int16")})])
-fig, axes = plt.subplots(1, 2, figsize=(8, 3))
 share = summary["multi_label_share"]
-axes[0].bar(["single-label", "multi-label"], [1 - share, share], color=["tab:blue", "tab:orange"])
-axes[0].set_ylabel("share of matching captions")
-counts = rows["n_classes"].value_counts().sort_index()
-axes[1].bar(counts.index.astype(str), counts.values)
-axes[1].set_yscale("log")
-axes[1].set_xlabel("classes matched by one caption")
-axes[1].set_ylabel("captions")
-figures.save_figure(fig, "01_multi_label", P.figures, P.profile,
-                    title=f"Multi-label share: {share:.1%} of {summary['n_matched_rows']:,} "
-                          f"matching captions ({summary['n_rows']:,} captions, "
-                          f"{summary['n_null_captions']} null)")
+S.figure(plots.multi_label(share, match_parts.classes_per_caption(S.out)), "01_multi_label",
+         title=f"Multi-label share: {share:.1%} of {summary['n_matched_rows']:,} "
+               f"matching captions ({summary['n_rows']:,} captions, "
+               f"{summary['n_null_captions']} null)")

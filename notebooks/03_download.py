@@ -23,16 +23,16 @@
 # on download (smaller side = `image_size`, aspect ratio kept; smaller images are kept as they
 # are when `resize_only_if_bigger`, which the demo's 64-px images use).
 #
-# For the demo world (`world_dir` set) the notebook serves `<world_dir>/http` on 127.0.0.1 and
-# rewrites `http://laion-demo.invalid/...` URLs to it; the host stops at the end, also on failure.
-# A rerun resumes: finished shards are kept, unfinished ones redone.
+# On the demo world the notebook serves the world's web root on 127.0.0.1 (`S.inputs.http_root`)
+# and rewrites `http://laion-demo.invalid/...` URLs to it; the host stops at the end, also on
+# failure. A rerun resumes: finished shards are kept, unfinished ones redone, and each input
+# (rows + shard size) keeps its own `shards/<input fingerprint>/` folder.
 
 # %% tags=["parameters"]
 profile: str = "demo"                 # profile name or YAML path
 out_dir: str = ""                     # empty: runs/<profile>/03_download/
 figures_dir: str = ""                 # empty: figures/<profile>/
-laionet_path: str = ""                # empty: runs/<profile>/02_caption_filtering/laionet.parquet
-world_dir: str = ""                   # non-empty: demo world: serve <world_dir>/http on loopback
+laionet_path: str = ""                # LAIONet table (key, wnid, URL); empty: stage 02's laionet.parquet
 image_size: int = 256                 # smaller side after resize (keep_ratio)
 resize_only_if_bigger: bool = True    # keep images smaller than image_size as they are (demo: 64 px)
 processes_count: int = 2              # img2dataset processes
@@ -43,85 +43,44 @@ number_sample_per_shard: int = 1000   # rows per webdataset shard
 distributor: str = "multiprocessing"  # multiprocessing | pyspark | ray (img2dataset distributors)
 
 # %%
-
-import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
-from laionet import download, figures, paths, stage
+from laionet import download, download_plots
+from laionet.stage import open_stage
 
-STAGE = "03_download"
-P = paths.stage_paths(STAGE, profile, out_dir, figures_dir)
-src = paths.resolve(laionet_path) if laionet_path else (
-    paths.stage_output("02_caption_filtering", profile) / "laionet.parquet")
-if not src.is_file():
-    raise FileNotFoundError(f"{src} does not exist: run stage 02 first or set laionet_path")
-figures.style()
-params = dict(laionet_path=str(src), image_size=image_size, resize_only_if_bigger=resize_only_if_bigger,
-              number_sample_per_shard=number_sample_per_shard)
-laionet = pd.read_parquet(src, columns=["key", "wnid", "URL"])
-print(f"{len(laionet):,} LAIONet rows from {src}; shards -> {P.out / download.SHARDS}/<input fingerprint>")
+S = open_stage("03_download", globals())
+print(S)
+laionet = pd.read_parquet(S.inputs.laionet_path, columns=["key", "wnid", "URL"])
+print(f"{len(laionet):,} LAIONet rows; shards -> {S.out / download.SHARDS}/<input fingerprint>")
 
 # %%
-timings = stage.Timings()
-if stage.is_current(P.out, params, [src]):
-    manifest = download.load_manifest(P.out)
-    print("download up to date: manifest reused")
-else:
-    with timings("download"):  # a demo world's loopback host runs only inside this call
-        manifest = download.download_laionet(
-            laionet, P.out, serve_root=paths.resolve(world_dir) / "http" if world_dir else None,
-            image_size=image_size, resize_only_if_bigger=resize_only_if_bigger,
-            processes_count=processes_count, thread_count=thread_count, retries=retries,
-            timeout=timeout, number_sample_per_shard=number_sample_per_shard,
-            distributor=distributor, incremental=True)
-    stage.write_manifest(P.out, STAGE, params, [src], outputs=[download.MANIFEST],
-                         timings=dict(timings))
-print(dict(timings))
+with S.timings("download"):  # a demo world's loopback host runs only inside this call
+    manifest = download.download_laionet(
+        laionet, S.out, serve_root=S.inputs.http_root, image_size=image_size,
+        resize_only_if_bigger=resize_only_if_bigger, processes_count=processes_count,
+        thread_count=thread_count, retries=retries, timeout=timeout,
+        number_sample_per_shard=number_sample_per_shard, distributor=distributor,
+        incremental=True)
 
 # %% [markdown]
 # ## Success rate, error kinds, class attrition
+# How many rows came back, why the others did not, and how many classes keep at least one image.
 
 # %%
-ok = manifest["status"].eq("success")
-overall = pd.DataFrame({"rows": [len(manifest)], "downloaded": [int(ok.sum())],
-                        "success_rate": [ok.mean() if len(manifest) else float("nan")]})
-kinds = (manifest.loc[~ok, "error_kind"].value_counts().rename_axis("error_kind")
-         .reset_index(name="rows"))
-status = manifest["status"].value_counts().rename_axis("status").reset_index(name="rows")
-per_class = (manifest.assign(ok=ok).groupby("wnid")["ok"].agg(rows="size", downloaded="sum")
-             .assign(success_rate=lambda d: d["downloaded"] / d["rows"]).reset_index()
-             .sort_values("rows", ascending=False))
-attrition = pd.DataFrame({"classes with rows": [per_class.shape[0]],
-                          "classes with >= 1 image": [int((per_class["downloaded"] > 0).sum())]})
-for name, table in [("03_download_overall", overall), ("03_download_status", status),
-                    ("03_download_error_kinds", kinds), ("03_download_per_class", per_class),
-                    ("03_download_class_attrition", attrition)]:
-    figures.save_table(table, name, P.figures)
-display(overall, status, kinds, attrition)
-
-# %%
-fig, ax = plt.subplots(1, 2, figsize=(10, 3))
-ax[0].bar(per_class["wnid"], per_class["success_rate"], color="tab:blue")
-ax[0].axhline(overall["success_rate"][0], c="k", ls="--", label="overall")
-ax[0].set(ylabel="success rate", xlabel="class (most rows first)", ylim=(0, 1.05))
-ax[0].tick_params(axis="x", labelrotation=90, labelsize=6)
-ax[0].legend()
-ax[1].barh(kinds["error_kind"], kinds["rows"], color="tab:red")
-ax[1].set(xlabel="rows", title="why downloads failed")
-figures.save_figure(fig, "03_download_success", P.figures, P.profile,
-                    title=f"Download of LAIONet ({int(ok.sum()):,} of {len(manifest):,} images)")
+report = download.report(manifest)
+for name, table in report.items():
+    S.table(table, f"03_download_{name}")
+display(*(report[k] for k in ("overall", "status", "error_kinds", "class_attrition")))
+n = report["overall"].iloc[0]
+S.figure(download_plots.plot_success(report), "03_download_success",
+         title=f"Download of LAIONet ({int(n['downloaded']):,} of {int(n['rows']):,} images)")
 
 # %% [markdown]
 # ## A few downloaded images (read back from the shards, as later stages do)
+# One image of each of the first classes: what the classifiers of stage 04 will see.
 
 # %%
-sample = manifest[ok].groupby("wnid").head(1).head(8)
-imgs = {k: (w, im) for k, w, im in download.iter_downloaded(P.out, keys=sample["key"])}
-if imgs:
-    fig, axes = plt.subplots(1, len(imgs), figsize=(1.6 * len(imgs), 1.9), squeeze=False)
-    for a, (k, (w, im)) in zip(axes[0], sorted(imgs.items())):
-        a.imshow(im)
-        a.set_title(w, fontsize=7)
-        a.axis("off")
-    figures.save_figure(fig, "03_download_examples", P.figures, P.profile,
-                        title="Downloaded LAIONet images")
+fig = download_plots.plot_examples(download.example_images(S.out, manifest))
+if fig is not None:
+    S.figure(fig, "03_download_examples", title="Downloaded LAIONet images")

@@ -29,3 +29,104 @@ def reference_file(*parts: str) -> Path:
 @pytest.fixture
 def reference():
     return reference_file
+
+
+# ---------------------------------------------------------------- images and their embeddings
+
+class ColourEncoder:
+    """A stand-in image encoder: an image's embedding is its mean colour (+1, so black is not
+    zero), unit-normalised; ``n`` counts the images it embedded."""
+
+    name = "colour-v1"
+    dim = 3
+
+    def __init__(self):
+        self.n = 0
+
+    def preprocess(self, image):
+        import numpy as np
+        import torch
+
+        return torch.tensor(np.asarray(image, dtype=np.float32).mean(axis=(0, 1)) + 1.0)
+
+    def embed_images(self, batch):
+        import numpy as np
+
+        self.n += len(batch)
+        x = batch.numpy()
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def colour_encoder():
+    """The ``ColourEncoder`` class (call it for as many encoders as a test needs)."""
+    return ColourEncoder
+
+
+def write_downloads(folder, images, wnid="w", fingerprint="fp0"):
+    """A ``download_laionet`` folder as later stages read it (download_input.json, one shard
+    tar with ``<member>.jpg`` + ``.json``, manifest.parquet) holding ``images`` (row key ->
+    PIL image or encoded bytes), every row a success."""
+    import io
+    import json
+    import tarfile
+
+    import pandas as pd
+
+    from laionet import download as dl
+
+    folder = Path(folder)
+    shards = folder / dl.SHARDS / fingerprint
+    shards.mkdir(parents=True, exist_ok=True)
+    (folder / dl.INPUT_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}))
+    rows = []
+    with tarfile.open(shards / "00000.tar", "w") as tf:
+        for i, (key, im) in enumerate(sorted(images.items())):
+            if not isinstance(im, bytes):
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG")
+                im = buf.getvalue()
+            member = f"{i:08d}"
+            meta = json.dumps({dl.KEY_COL: int(key), "wnid": wnid}).encode()
+            for suffix, data in ((".jpg", im), (".json", meta)):
+                info = tarfile.TarInfo(member + suffix)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+            rows.append({"key": int(key), "wnid": wnid, "status": "success", "shard": "00000",
+                         "member": member})
+    (shards / "00000_stats.json").write_text("{}")
+    pd.DataFrame(rows).to_parquet(folder / dl.MANIFEST)
+    return folder
+
+
+@pytest.fixture
+def downloads():
+    """``write_downloads``: make a stage-03-style download folder of given images."""
+    return write_downloads
+
+
+class HashTextEncoder:
+    """A stand-in text encoder: a seeded unit vector per text (the same text, the same vector);
+    ``seen`` records every text it embedded, in order."""
+
+    name = "hash-v1"
+
+    def __init__(self, dim: int = 16):
+        self.dim = dim
+        self.seen: list = []
+
+    def embed_texts(self, texts, batch_size=64, progress=False):
+        import zlib
+
+        import numpy as np
+
+        self.seen += list(texts)
+        out = np.stack([np.random.default_rng(zlib.crc32(str(t).encode())).normal(size=self.dim)
+                        for t in texts]).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def hash_text_encoder():
+    """The ``HashTextEncoder`` class."""
+    return HashTextEncoder

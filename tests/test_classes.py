@@ -99,6 +99,25 @@ def test_unique_in_imagenet_is_decided_over_the_full_list():
     assert lc.lemma_map(sub) == [("tiger", "n02129604"), ("Panthera tigris", "n02129604")]
 
 
+def test_one_imagenet1k_class_list(tmp_path, monkeypatch):
+    """classes.imagenet1k_wnids is the only ImageNet-1k list: the class table, the classifiers'
+    label space and ImageNetV2's index -> wnid fallback all read it."""
+    from laionet import datasets
+    from laionet.evaluation import label_space_wnids
+
+    one_k = lc.imagenet1k_wnids()
+    assert len(one_k) == 1000 == len(set(one_k)) and list(one_k) == sorted(one_k)
+    assert list(lc.class_table("imagenet1k", head_source="timm")["wnid"]) == list(one_k)
+    fake = tuple(f"n{i:08d}" for i in range(1000))  # every getter follows the one list
+    monkeypatch.setattr(lc, "imagenet1k_wnids", lambda: fake)
+    monkeypatch.setattr(datasets, "imagenet1k_wnids", lambda: fake)
+    assert label_space_wnids("imagenet1k") == list(fake)
+    v2 = tmp_path / "imagenetv2-matched-frequency-format-val" / "7"
+    v2.mkdir(parents=True)
+    (v2 / "a.jpeg").write_bytes(b"")
+    assert datasets.read_imagenetv2(tmp_path, "matched-frequency")["wnid"].tolist() == [fake[7]]
+
+
 def test_class_file_formats(tmp_path):
     f = tmp_path / "classes.txt"
     f.write_text("# demo classes\nn02129165\n\nn02119789\n")

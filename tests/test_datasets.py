@@ -180,4 +180,6 @@ def test_iter_images_converts_or_skips_non_rgb(tmp_path):
         list(ds.iter_images(bad, root=tmp_path))
     it = ds.iter_images(bad, root=tmp_path, on_error="skip")
     assert list(it) == [] and "b" in it.skipped
-    assert len(ds.iter_images(df, skip_keys=["rgb"])) == 2
+    assert len(ds.iter_images(df)) == 3
+    im, why = ds.decode_image(paths[1].read_bytes(), paper_rgb_only=True)
+    assert im is None and why == "non-RGB mode L"

@@ -202,3 +202,74 @@ def test_bin_quota_matches_histogram_and_sums():
     ref = np.array([0.1] * 10 + [0.5] * 30 + [0.9] * 60)
     assert v2.bin_quota(ref, 10).tolist() == [1, 0, 3, 0, 6]
     assert v2.bin_quota(np.array([0.95, 0.35, 0.55]), 7).sum() == 7
+
+
+# ---- notebook 00's checks and figures (laionet.demo.checks / plots) ----------------------------
+
+def test_checks_of_notebook_00_on_the_tiny_world(world):
+    from laionet.demo import checks
+
+    laion = world.truth_table("laion")
+    names = checks.class_names(world)
+    sample = checks.caption_samples(laion, names, seed=0)
+    assert list(sample.columns) == ["kind", "TEXT", "image shows", "typicality"]
+    assert sample.groupby("kind").size().to_dict() == {k: 3 for k in set(sample["kind"])}
+    assert (sample.loc[sample["kind"] == "no_class", "image shows"] == "(no class)").all()
+    assert sample.equals(checks.caption_samples(laion, names, seed=0))  # seeded
+    sets = checks.comparison_sets(world)
+    typ, gap = checks.typicality_summary(sets)
+    assert gap == typ.loc["ImageNet-mini train", "mean"] - typ.loc["LAION text-selected", "mean"]
+    assert checks.typicality_raised(gap) and not checks.typicality_raised(0.05)
+    compare, emb = checks.set_embeddings(world, sets)
+    assert list(emb) == ["pixels"]  # no trained tower in this world
+    assert set(compare["set"]) == {checks.TEXT_SET, checks.IMAGE_SET}
+    assert emb["pixels"].shape[0] == len(compare)
+    acc, table = checks.accuracy_table(world, sets)  # no models: both empty, the check skips
+    assert acc.empty and table.empty
+    assert checks.classifiers_lose_accuracy(table, 6) == (
+        None, "no models trained (train_models=False): classifier check skipped")
+
+
+def test_intra_class_summary_and_its_check():
+    from laionet.demo import checks
+
+    # class 0: ImageNet images identical (cosine 1), LAION ones orthogonal (0); class 1: equal
+    e = np.eye(4)
+    emb = np.vstack([e[0], e[0], e[1], e[2], e[3], e[3], e[3], e[3]])
+    compare = pd.DataFrame({"set": [checks.IMAGE_SET] * 2 + [checks.TEXT_SET] * 2
+                            + [checks.IMAGE_SET] * 2 + [checks.TEXT_SET] * 2,
+                            "label": [0, 0, 0, 0, 1, 1, 1, 1]})
+    s = checks.intra_class_summary(compare, {"toy": emb}).loc["toy"]
+    assert (s["imagenet"], s["laion"], s["delta"], s["share_imagenet_higher"]) == (1.0, 0.5, 0.5, 0.5)
+    assert checks.imagenet_more_similar(pd.DataFrame({"delta": [0.1, 0.01]}))
+    assert not checks.imagenet_more_similar(pd.DataFrame({"delta": [0.1, 0.0]}))
+
+
+def test_classifier_accuracy_check_counts_only_trained_models():
+    from laionet.demo import checks
+
+    table = pd.DataFrame({"ImageNet-mini val": [0.9, 0.8, 0.1], "LAION natural": [0.5, 0.85, 0.0]},
+                         index=pd.Index(["a", "b", "c"], name="arch"))
+    table["drop"] = table["ImageNet-mini val"] - table["LAION natural"]
+    verdict, why = checks.classifiers_lose_accuracy(table, n_classes=6)  # c is below 2x chance
+    assert verdict is True and why.startswith("1 of 2 classifier(s)")
+    assert checks.classifiers_lose_accuracy(table.loc[["b"]], 6)[0] is False
+    verdict, why = checks.classifiers_lose_accuracy(table.loc[["c"]], 6)
+    assert verdict is None and "no classifier beats 2x chance (0.33)" in why
+
+
+def test_figures_of_notebook_00(world):
+    import matplotlib.pyplot as plt
+
+    from laionet.demo import checks, plots
+
+    fig = plots.samples_by_typicality(world, n_classes=3)
+    assert len(fig.axes) == 3 * len(plots.TYPICALITY_QUANTILES)
+    assert all(ax.get_title().startswith("t=") for ax in fig.axes)
+    laion = world.truth_table("laion")
+    fig2 = plots.class_frequencies(laion, checks.class_names(world))
+    assert len(fig2.axes[0].patches) == 6 and len(fig2.axes[1].patches) == 6
+    fig3 = plots.typicality_histogram(checks.comparison_sets(world))
+    assert [t.get_text() for t in fig3.axes[0].get_legend().get_texts()] == [
+        checks.TEXT_SET, checks.IMAGE_SET]
+    plt.close("all")

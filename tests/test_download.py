@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import socket
 import threading
@@ -182,6 +183,43 @@ def test_resume_redoes_only_unfinished_shards(world, tmp_path):
     assert (man["status"] == "success").sum() == 5 * N_PER_MODE
 
 
+def test_a_shard_finished_after_its_run_was_cut_short_is_downloaded_again(world, downloaded,
+                                                                         tmp_path):
+    """A killed run's orphaned worker fills the rest of its shard with "Connection refused"
+    (the host died with the kernel) and writes the shard's stats: on resume such a shard, and
+    one whose rows are not its part of the input, is downloaded again, whole; shards the
+    download saw finish while it was alive are kept, genuine connection failures included."""
+    import shutil
+
+    table, rewrite, _ = world
+    src, reference = downloaded
+    out = tmp_path / "dl"
+    shutil.copytree(src, out)  # copy2: modification times kept
+    shards = dl.shard_dir(out)
+    prepared = dl.prepare_input(table, rewrite)
+    record = shards.with_name(shards.name + ".confirmed.json")
+    names = dl.finished_shards(shards)
+    assert record.is_file() and set(json.loads(record.read_text())["shards"]) == set(names)
+    refused = reference.loc[reference["error_kind"].eq("connection_refused"), "shard"]
+    refused = sorted(refused.unique())
+    assert refused, "the test world has unreachable rows"
+    assert dl.untrusted_shards(shards, prepared, SHARD, set(names)) == {}
+    cut = dl.untrusted_shards(shards, prepared, SHARD, set())  # as if nobody saw them finish
+    assert sorted(cut) == refused and all("cut short" in why for why in cut.values())
+    # the shards as a killed run leaves them: no record; and one shard with a row missing
+    record.unlink()
+    other = next(n for n in names if n not in refused)
+    meta = pd.read_parquet(shards / f"{other}.parquet")
+    meta.iloc[1:].to_parquet(shards / f"{other}.parquet")
+    assert "not its" in dl.untrusted_shards(shards, prepared, SHARD, set(names))[other]
+    stamp = {n: os.stat(shards / f"{n}.tar").st_mtime_ns for n in names}
+    man = _download(table, out, rewrite)
+    redone = {n for n in names if os.stat(shards / f"{n}.tar").st_mtime_ns != stamp[n]}
+    assert redone == set(refused) | {other}
+    pd.testing.assert_frame_equal(man, reference)  # row for row what the first run recorded
+    assert set(json.loads(record.read_text())["shards"]) == set(names)
+
+
 def test_a_changed_input_is_a_new_download_and_the_old_one_is_kept(world, tmp_path):
     table, rewrite, _ = world
     out = tmp_path / "dl"
@@ -227,3 +265,35 @@ def test_serve_root_runs_the_loopback_host_only_during_the_download(tmp_path):
                               processes_count=1, thread_count=4, retries=0, timeout=3)
     assert man["status"].tolist() == ["success"] * 3 + ["failed_to_download"]  # 3.jpg: a 404
     assert set(threading.enumerate()) <= threads, "the host's server thread must be stopped"
+
+
+def test_report_accounts_for_every_row():
+    man = pd.DataFrame({"key": range(6), "wnid": ["a", "a", "a", "b", "b", "c"],
+                        "status": ["success", "success", "failed_to_download", "success",
+                                   "failed_to_resize", "failed_to_download"],
+                        "error_kind": [None, None, "http_404", None, "corrupt_image", "http_404"]})
+    r = dl.report(man)
+    assert list(r) == ["overall", "status", "error_kinds", "per_class", "class_attrition"]
+    assert r["overall"].iloc[0].tolist() == [6, 3, 0.5]
+    assert dict(zip(r["status"]["status"], r["status"]["rows"])) == {
+        "success": 3, "failed_to_download": 2, "failed_to_resize": 1}
+    assert r["error_kinds"].values.tolist() == [["http_404", 2], ["corrupt_image", 1]]
+    pc = r["per_class"].set_index("wnid")
+    assert list(pc.index) == ["a", "b", "c"]  # most rows first
+    assert pc.loc["a"].tolist() == [3, 2, 2 / 3] and pc.loc["c", "success_rate"] == 0
+    assert r["class_attrition"].iloc[0].tolist() == [3, 2]  # c lost every image
+    empty = dl.report(man.iloc[:0])
+    assert empty["overall"]["rows"][0] == 0 and np.isnan(empty["overall"]["success_rate"][0])
+
+
+def test_download_figures(downloaded):
+    from laionet import download_plots
+
+    out, man = downloaded
+    r = dl.report(man)
+    assert len(download_plots.plot_success(r).axes) == 2
+    ex = dl.example_images(out, man, n=2)
+    assert [w for _, w, _ in ex] == sorted(man[man["status"] == "success"].groupby("wnid")
+                                           .head(1).head(2).set_index("key")["wnid"].sort_index())
+    assert len(download_plots.plot_examples(ex).axes) == len(ex)
+    assert download_plots.plot_examples([]) is None

@@ -1,9 +1,7 @@
-"""Encoders and the embedding cache: exact length bucketing, the real MiniLM, cache semantics,
-the timm E.12 guard and the demo tower's checkpoint round trip."""
+"""Encoders: exact length bucketing, the real MiniLM, the timm E.12 guard and the demo tower's
+checkpoint round trip (their embedding store: tests/test_embedding_store.py)."""
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from laionet.encoders import (EmbeddingCache, cosine_rowwise, embed_with_cache,
-                              load_image_encoder, load_text_encoder)
+from laionet.encoders import cosine_rowwise, load_image_encoder, load_text_encoder
 from laionet.encoders.common import check_precision
 from laionet.encoders.text import OpenClipTextEncoder, clip_tokenize
 
@@ -121,59 +118,6 @@ def test_missing_sentence_transformer_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
         load_text_encoder(f"sentence-transformers:{tmp_path}/no-such-model-xyz", device="cpu")
-
-
-# -- cache ----------------------------------------------------------------------------------------
-class CountingEncoder:
-    """A deterministic fake encoder that records what it was asked to embed."""
-
-    name, dim = "fake-enc", 8
-
-    def __init__(self):
-        self.seen: list[str] = []
-
-    def embed_texts(self, texts, batch_size=64, progress=False):
-        self.seen.extend(texts)
-        rows = [np.frombuffer(hashlib.sha256(str(t).encode()).digest()[:32], np.uint8)[:8]
-                for t in texts]
-        x = np.asarray(rows, np.float32).reshape(len(texts), 8) - 127.5
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def test_cache_embeds_only_missing_keys_and_aligns(tmp_path):
-    enc = CountingEncoder()
-    cache = EmbeddingCache(tmp_path, enc.name)
-    keys = np.array([5, 100_000_003, 7, 42], np.int64)
-    texts = ["five", "three", "seven", None]
-    first = embed_with_cache(enc, keys, texts, cache, shard_size=3)
-    assert enc.seen == texts and len(list(cache.dir.glob("*.keys.npy"))) == 2
-    expected = enc.embed_texts(texts)
-    np.testing.assert_allclose(first, expected, atol=1e-6)  # float32 storage (renormalised)
-
-    enc.seen.clear()
-    keys2 = np.array([42, 8, 5, 8, 7], np.int64)  # cached, new, cached, repeated new, cached
-    again = embed_with_cache(enc, keys2, ["x", "eight", "y", "eight", "z"], EmbeddingCache(
-        tmp_path, enc.name))  # reopened from disk
-    assert enc.seen == ["eight"]
-    np.testing.assert_array_equal(again[0], first[3])
-    np.testing.assert_array_equal(again[2], first[0])
-    np.testing.assert_array_equal(again[1], again[3])
-    np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1.0, atol=1e-6)
-
-
-def test_cache_refuses_mismatches(tmp_path):
-    enc = CountingEncoder()
-    cache = EmbeddingCache(tmp_path, enc.name)
-    cache.add([1, 2], np.ones((2, 8), np.float32))
-    with pytest.raises(ValueError, match="dim 8"):
-        cache.add([3], np.ones((1, 4), np.float32))
-    with pytest.raises(ValueError, match="duplicate keys"):
-        cache.add([4, 4], np.ones((2, 8), np.float32))
-    with pytest.raises(KeyError, match="not cached"):
-        cache.get([1, 99])
-    with pytest.raises(ValueError, match="is for 'other'"):
-        embed_with_cache(enc, [1], ["a"], EmbeddingCache(tmp_path, "other"))
-    assert cache.contains([2, 3, 1]).tolist() == [True, False, True]
 
 
 def test_cosine_rowwise_normalises_both_sides():

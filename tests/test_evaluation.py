@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ from statsmodels.stats.proportion import proportion_confint
 from laionet.evaluation import (Classifier, accuracy_table, class_frequency, drops_table,
                                 equally_weighted, evaluate, label_map_coverage, label_space_wnids,
                                 laion_weighted, paper_laionet_keys, per_class_recall,
-                                read_classifier_specs, read_lemma_pairs, read_released, wilson_se,
-                                zero_shot_predictor)
+                                per_class_recalls, read_classifier_specs, read_lemma_pairs,
+                                read_released, wilson_se, zero_shot_predictor)
 from laionet.evaluation.inference import Predictor, classifier_predictor
 from laionet.evaluation.labels import mapped_outputs
 
@@ -271,3 +272,136 @@ def test_demo_classifier_dir_keeps_its_preprocessing(tmp_path):
     x = torch.randn(2, 3, 48, 48)
     with torch.inference_mode():  # the checkpoint's weights, not a fresh init
         assert torch.allclose(pred.score(x), model.eval()(x), atol=1e-5)
+
+
+# ---------------------------------------------------------------- stage 04: products, summary
+
+
+def _released_tables(tmp_path):
+    names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(6)]
+    val = pd.DataFrame({"top_1_is_correct_m1": [True, False, True, None, True, True],
+                        "top_5_is_correct_m1": [True, True, True, None, True, True],
+                        "top_1_is_correct_m2": [False] * 6, "top_5_is_correct_m2": [True] * 6},
+                       index=names)
+    val.to_parquet(tmp_path / "val.parquet")
+    labels = dict(zip(names, ["n1", "n1", "n2", "n2", "n3", "n3"]))
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    lai = pd.DataFrame({"wnid": ["n1", "n1", "n1", "n2"],
+                        "top_1_is_correct_m1": [True, False, False, True],
+                        "top_5_is_correct_m1": [True, True, False, True],
+                        "top_1_is_correct_m2": [False] * 4, "top_5_is_correct_m2": [False] * 4},
+                       index=["a", "b", "c", "d"])
+    lai.to_parquet(tmp_path / "laionet.parquet")
+    return tmp_path / "val.parquet", tmp_path / "labels.json", tmp_path / "laionet.parquet"
+
+
+def test_released_evaluation_writes_the_stage_products(tmp_path):
+    from laionet.evaluation import aggregate, paper_models, pipeline
+    from laionet.io import read_json
+
+    val, labels, lai = _released_tables(tmp_path)
+    out = tmp_path / "out"
+    ev = pipeline.released_evaluation(out, val, labels, lai)
+    assert all((out / p).is_file() for p in pipeline.PRODUCTS)
+    cols = ["dataset", "model", "image_key", "wnid", "correct1", "correct5"]
+    back = pipeline.read_results([out / f for f in pipeline.RESULT_FILES.values()])
+    pd.testing.assert_frame_equal(back[cols].sort_values(cols[:3], ignore_index=True),
+                                  ev.results[cols].sort_values(cols[:3], ignore_index=True))
+    pm = paper_models()
+    assert read_json(out / "groups.json") == dict(zip(pm["paper_name"], pm["group"])) == ev.groups
+    assert read_json(out / "coverage.json") == {}
+    assert ev.laionet_wnids.tolist() == ["n1", "n1", "n1", "n2"] and ev.keys == ["n1", "n2"]
+    # without a LAIONet table: an empty LAIONet results file, no class frequencies
+    ev2 = pipeline.released_evaluation(tmp_path / "out2", val, labels)
+    assert len(pd.read_parquet(tmp_path / "out2" / "results_laionet.parquet")) == 0
+    assert len(ev2.laionet_wnids) == 0 and ev2.keys == ["n1", "n2", "n3"]  # no projection
+    s = aggregate.summarize(ev2.results, ev2.laionet_wnids, ev2.keys)
+    assert s.freq is None and set(s.acc["dataset"]) == {"ImageNet"}
+
+
+def test_released_route_reproduces_authors_numbers_through_the_stage(tmp_path):
+    """The notebook's released route (released_evaluation + summarize) gives spec C.1's numbers."""
+    from laionet.evaluation import aggregate, pipeline
+
+    val = reference_file("eval-on-laion", "ILSVRC2012_val.parquet")
+    labels = reference_file("eval-on-laion", "val_imagename2wnid.json")
+    lemmas = reference_file("eval-on-laion", "lemma2wnid_unique_in_ilsvrc.json")
+    ev = pipeline.released_evaluation(tmp_path, val, labels, lemma_map=lemmas)
+    assert len(ev.keys) == 978
+    s = aggregate.summarize(ev.results, ev.laionet_wnids, ev.keys, ev.groups)
+    acc = s.acc[s.acc["weighting"] == "equal"].set_index(["model", "k"])
+    vit, clip = "vit-base-patch16-224", "clip-vit-base-patch32"
+    assert abs(acc.loc[(vit, 1), "accuracy"] - 0.804245965119522) < 1e-12
+    assert abs(acc.loc[(clip, 5), "accuracy"] - 0.8319549641760491) < 1e-12
+    assert acc.loc[(vit, 1), "group"] == ev.groups[vit]
+
+
+def test_summarize_describe_and_counts():
+    from laionet.evaluation import aggregate
+
+    df = pd.concat([rows("LAIONet", "m", ["a", "a", "b", "b"], [False, True, False, None]),
+                    rows("ImageNet", "m", ["a", "b", "c"], [True, True, True])], ignore_index=True)
+    s = aggregate.summarize(df, pd.Series(["a", "a", "a", "b"]), ["a", "b"], {"m": "1k"})
+    assert s.freq.to_dict() == {"a": 0.75, "b": 0.25}
+    ref = accuracy_table(df, class_freq=s.freq, projections={"ImageNet": ["a", "b"]})
+    pd.testing.assert_frame_equal(s.acc.drop(columns="group"), ref)
+    assert set(s.acc["group"]) == {"1k"} and set(s.drops["group"]) == {"1k"}
+    eq1 = s.drops[(s.drops["weighting"] == "equal") & (s.drops["k"] == 1)].iloc[0]
+    assert eq1["drop"] == pytest.approx(1.0 - 0.25)  # ImageNet 1.0; LAIONet (0.5 + 0) / 2
+    text = aggregate.describe(s, df, ["a", "b"])
+    assert ("ImageNet keys: 2; ImageNet classes with images: 2; "
+            "LAIONet classes with images: 2") in text
+    assert "**m** top-1: ImageNet 1.000 \u2192 LAIONet 0.250, drop +0.750" in text
+    assert "ImageNet (3 images) to LAIONet (4 images)" in text
+    only = aggregate.summarize(df[df["dataset"] == "ImageNet"], [], ["a"])
+    assert only.freq is None and aggregate.describe(only, df, ["a"]).startswith("ImageNet keys: 1;")
+    counts = aggregate.result_counts(df)
+    assert counts.loc[("LAIONet", "m")].tolist() == [4, 3]
+    assert aggregate.pick_models(s.acc) == ["m"]
+    assert aggregate.pick_models(s.acc, ["x", ""]) == ["x"]
+
+
+def test_gallery_needs_a_download(tmp_path):
+    from laionet.evaluation import pipeline
+
+    df = rows("LAIONet", "m", ["a", "a"], [True, False])
+    assert pipeline.gallery(df, "m", "a", None) == ([], [], [])
+    assert pipeline.gallery(df, "m", "a", tmp_path) == ([], [], [])  # no manifest.parquet
+
+
+def test_paired_accuracy_figures():
+    from laionet.evaluation import plots
+
+    df = pd.concat([rows("LAIONet", m, ["a", "b"], c) for m, c in
+                    (("m1", [True, False]), ("m2", [True, True]))] +
+                   [rows("ImageNet", m, ["a", "b"], [True, True]) for m in ("m1", "m2")])
+    acc = accuracy_table(df, class_freq={"a": 0.9, "b": 0.1})
+    fig = plots.plot_laionet_vs_imagenet(acc, {"m1": "1k", "m2": "clip"})
+    assert [a.get_title() for a in fig.axes] == ["Top 1 accuracy", "Top 5 accuracy"]
+    assert fig.axes[0].get_xlabel() == "LAIONet accuracy (equally weighted classes)"
+    fig = plots.plot_weighted_vs_equal(acc, "LAIONet")
+    assert fig.axes[0].get_ylabel() == "LAIONet: LAION-weighted classes"
+    no_w = plots.plot_weighted_vs_equal(accuracy_table(df), "LAIONet")
+    assert no_w.axes[0].get_title() == "Top 1: no LAION weights"
+    one = plots.plot_laionet_vs_imagenet(acc[acc["dataset"] == "LAIONet"])
+    assert one.axes[1].get_title() == "Top 5: no model with both datasets"
+
+
+def test_demo_classifiers_need_checkpoints(tmp_path):
+    from laionet.evaluation import demo_classifiers
+
+    with pytest.raises(FileNotFoundError, match="no <arch>.pth classifiers"):
+        demo_classifiers(tmp_path)
+
+
+def test_class_gaps_needs_min_images_on_both_datasets():
+    from laionet.evaluation.aggregate import class_gaps
+
+    lai = [True, False, False] * 2 + [True]
+    df = pd.concat([rows("LAIONet", "m", ["a"] * 3 + ["b"] * 3 + ["c"], lai),
+                    rows("ImageNet", "m", ["a"] * 3 + ["b"] * 3 + ["c"] * 3, [True] * 9)])
+    df.loc[(df["dataset"] == "LAIONet") & (df["wnid"] == "b"), "correct5"] = True
+    g = class_gaps(per_class_recalls(df), "m", k=5, min_images=3)
+    assert g["wnid"].tolist() == ["a", "b"]  # c: 1 LAIONet image; most negative gap first
+    assert g["gap"].tolist() == pytest.approx([1 / 3 - 1, 0.0])
+    assert class_gaps(per_class_recalls(df[df["dataset"] == "ImageNet"]), "m").empty

@@ -138,3 +138,136 @@ def test_share_at_or_below():
     assert out.loc["A", "share_at_or_below"] == 1.0
     common = fr.share_at_or_below(means, ref, classes=["a"]).set_index("dataset")
     assert common.loc["D", "share_at_or_below"] == 0.0
+
+
+# ---------------------------------------------------------------- threshold modes (notebook 07)
+
+def test_text_thresholds_absolute_and_quantile():
+    sim = np.arange(101) / 100.0
+    assert fr.text_thresholds(sim, "absolute", 0.82, 0.72) == (0.82, 0.72)
+    t_ref, t_min = fr.text_thresholds(sim, "quantile", 0.5, 0.2)
+    assert t_ref == pytest.approx(0.5) and t_min == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="threshold_mode"):
+        fr.text_thresholds(sim, "relative", 0.5, 0.2)
+
+
+def test_image_threshold_quantile_of_the_reference_rows(table):
+    assert fr.image_threshold(table, "absolute", 0.2, 0.8) == 0.2
+    # text >= 0.80 (inclusive, whatever the dataset rule): images 0.1, 0.3, 0.5, 0.3, 0.6
+    assert fr.image_threshold(table, "quantile", 0.5, 0.80) == pytest.approx(0.3)
+    assert fr.image_threshold(table, "quantile", 1.0, 0.80) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="lower t_ref"):
+        fr.image_threshold(table, "quantile", 0.5, 0.99)
+    with pytest.raises(ValueError, match="threshold_mode"):
+        fr.image_threshold(table, "q", 0.5, 0.8)
+
+
+def test_sfw_candidates():
+    c = pd.DataFrame({"NSFW": ["UNLIKELY", "NSFW", "UNLIKELY", "UNSURE"],
+                      "similarity": [0.5, 0.9, np.nan, 0.4]})
+    assert fr.sfw_candidates(c, "paper").index.tolist() == [0]
+
+
+# ---------------------------------------------------------------- A-D vs ImageNet (B15)
+
+def _cluster(rng, n, d, spread):
+    x = rng.normal(size=d) + spread * rng.normal(size=(n, d)) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_compare_variants_and_combine():
+    from laionet import similarity as sim
+
+    rng = np.random.default_rng(0)
+    ref = {"a": _cluster(rng, 10, 8, 0.5), "b": _cluster(rng, 10, 8, 0.5), "c": _cluster(rng, 5, 8, 1)}
+    tight = {"a": _cluster(rng, 6, 8, 0.1), "b": _cluster(rng, 6, 8, 0.1), "x": _cluster(rng, 4, 8, 1)}
+    loose = {"a": _cluster(rng, 6, 8, 3.0), "b": _cluster(rng, 1, 8, 3.0)}  # b: 1 image -> out
+    r = fr.compare_variants({"D": tight, "A": loose}, ref, seed=3)
+    assert r.classes == ["a"]
+    assert set(r.per_class["dataset"]) == {"D", "A"} and set(r.per_class["wnid"]) == {"a"}
+    s = r.shares.set_index("dataset")["share_at_or_below"]
+    assert s["D"] == 0.0 and s["A"] == 1.0
+    assert list(r.pooled) == ["D", "A", "ImageNet"]
+    np.testing.assert_array_equal(
+        r.pooled["ImageNet"], sim.pooled_resample(ref, 100, 3, classes=["a"])["similarity"])
+    avg = r.averages().set_index("dataset")["avg_similarity"]
+    assert avg["D"] > avg["ImageNet"] > avg["A"]
+    per_class, shares, table = fr.combine({"enc1": r, "enc2": r})
+    assert len(per_class) == 2 * len(r.per_class) and set(per_class["encoder"]) == {"enc1", "enc2"}
+    assert shares["n_common"].tolist() == [1] * 4
+    assert list(table.columns) == ["encoder", "dataset", "avg_similarity"] and len(table) == 6
+
+
+def test_coverage_embeds_each_text_selection():
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame({"key": np.arange(8), "wnid": list("aaaabbbb"),
+                         "similarity": [0.9, 0.8, 0.7, 0.6, 0.9, 0.85, 0.3, 0.2]})
+    emb = {k: _cluster(rng, 1, 8, 0.0)[0] for k in rows["key"]}
+    seen = []
+
+    def embed(kept):  # stands in for a image_embeddings.ClassSampler
+        seen.append(sorted(kept["key"]))
+        return {w: np.stack([emb[k] for k in g["key"]]) for w, g in kept.groupby("wnid")}
+
+    ref = {"a": _cluster(rng, 5, 8, 0.5), "b": _cluster(rng, 5, 8, 0.5)}
+    cov = fr.coverage(rows, [0.5, 0.75], embed, ref, seed=0)
+    assert seen == [[0, 1, 2, 3, 4, 5], [0, 1, 4, 5]]
+    assert cov["n_rows"].tolist() == [6, 4] and cov["n_classes"].tolist() == [2, 2]
+    assert list(cov.columns) == ["text_threshold", "n_rows", "n_classes", "avg_similarity",
+                                 "share_at_or_below"]
+    assert 0 <= cov.attrs["reference_avg_similarity"] <= 1
+    one = fr.coverage(rows, [0.88], embed, ref)  # one image per class: nothing to compare
+    assert one["n_classes"].tolist() == [2] and np.isnan(one["share_at_or_below"][0])
+
+
+def test_trend_and_relevance_summary():
+    summary = pd.DataFrame({"dataset": ["D", "A"], "image_threshold": [0.4, 0.1]})
+    avg = pd.DataFrame({"dataset": ["A", "ImageNet", "D"], "avg_similarity": [0.3, 0.5, 0.6]})
+    shares = pd.DataFrame({"dataset": ["D", "A"], "share_at_or_below": [0.1, 0.9]})
+    t = fr.trend(avg, shares, summary)
+    assert t["avg_similarity"] == {"D": 0.6, "A": 0.3} and t["homogeneity_decreases"] is True
+    assert t["share_at_or_below"] == {"D": 0.1, "A": 0.9} and t["image_threshold"]["D"] == 0.4
+    lai = pd.DataFrame({"wnid": ["a", "a", "b"], "image_similarity": [0.3, 0.5, 0.2]})
+    inet = pd.DataFrame({"wnid": ["a", "b", "c"], "image_similarity": [0.35, 0.25, 0.9]})
+    r = fr.relevance_summary(lai, inet)
+    assert r["n_classes"] == 2 and r["share_laionet_higher"] == 0.5
+    assert r["mean_laionet"] == pytest.approx(1 / 3) and r["mean_imagenet"] == pytest.approx(0.5)
+
+
+def test_zero_shot_recall_from_stage_04_results(tmp_path):
+    rec, why = fr.zero_shot_recall(None, "zero-shot")
+    assert rec is None and "skipped" in why
+    rows = []
+    for ds, hits in (("LAIONet", [1, 0, 1, 1]), ("ImageNet", [1, 1, 1, 0])):
+        for i, h in enumerate(hits):
+            rows.append({"dataset": ds, "model": "zero-shot", "wnid": "ab"[i // 2], "correct1": h})
+    df = pd.DataFrame(rows)
+    df[df["dataset"] == "LAIONet"].to_parquet(tmp_path / "results_laionet.parquet")
+    df[df["dataset"] == "ImageNet"].to_parquet(tmp_path / "results_imagenet.parquet")
+    rec, why = fr.zero_shot_recall(tmp_path, "zero-shot")
+    assert rec.loc["a", "LAIONet"] == 0.5 and rec.loc["b", "ImageNet"] == 0.5
+    assert "2 classes" in why
+    none, why = fr.zero_shot_recall(tmp_path, "other")
+    assert none is None and "no model 'other'" in why
+
+
+def test_figures_are_built():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from laionet import frontier_plots as frp
+
+    front = pd.DataFrame({"text_threshold": [0.7, 0.8], "image_threshold": [0.3, 0.2]})
+    avg = pd.DataFrame({"dataset": ["D", "A", "ImageNet"], "avg_similarity": [0.6, 0.4, 0.5]})
+    shares = pd.DataFrame({"dataset": ["D", "A"] * 2, "share_at_or_below": [0.1, 0.6, 0.2, 0.5],
+                           "encoder": ["e1", "e1", "e2", "e2"]})
+    cov = pd.DataFrame({"text_threshold": [0.5, 0.7], "n_classes": [5, 3], "avg_similarity": [0.3, 0.4]})
+    cov.attrs["reference_avg_similarity"] = 0.5
+    rec = pd.DataFrame({"LAIONet": [0.5, 1.0], "ImageNet": [0.75, 1.0]})
+    rng = np.random.default_rng(0)
+    figs = [frp.frontier_figure(front, front), frp.average_similarity_figure(avg),
+            frp.shares_figure(shares, "e1"), frp.coverage_figure(cov), frp.recall_figure(rec),
+            frp.datasets_histogram({"A": rng.random(20), "D": rng.random(20), "C": rng.random(5)}),
+            frp.relevance_figure(rng.random(10), rng.random(10))]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    assert [t.get_text() for t in figs[5].axes[0].get_legend().get_texts()] == ["A", "D"]

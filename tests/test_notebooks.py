@@ -72,3 +72,45 @@ def test_every_file_of_the_figures_index_is_made(tiny_run):
     missing = [n for n in sorted(names)
                if not any(re.fullmatch(n.replace("<encoder>", ".+"), m) for m in made)]
     assert not missing, f"named in docs/FIGURES.md but not made by the tiny run: {missing}"
+
+
+@pytest.mark.slow
+def test_every_stage_has_a_done_manifest_with_its_products(tiny_run):
+    from laionet import stages
+
+    rc, scratch = tiny_run
+    assert rc == 0
+    profile = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    for stem in profile["notebooks"]:
+        man = json.loads((scratch / "runs" / "tiny" / stem / "manifest.json").read_text())
+        assert man["status"] == "done", stem
+        assert man["stage"] == stem and man["fingerprint"] and man["versions"]["laionet"]
+        assert set(man["input_fingerprints"]) == {i.name for i in stages.spec(stem).inputs}, stem
+        assert len(man["products"]) == len(stages.spec(stem).products), stem
+        assert man["timings_s"]["total"] > 0, stem
+
+
+@pytest.mark.slow
+def test_a_second_run_skips_every_stage_and_says_so(tiny_run, capsys):
+    import time
+
+    rc, scratch = tiny_run
+    assert rc == 0
+    old = os.environ.get("LAIONET_ROOT")
+    os.environ["LAIONET_ROOT"] = str(scratch)
+    try:
+        capsys.readouterr()
+        t0 = time.perf_counter()
+        assert runner.main(["run", "--profile", "tiny"]) == 0
+        took = time.perf_counter() - t0
+    finally:
+        if old is None:
+            os.environ.pop("LAIONET_ROOT", None)
+        else:
+            os.environ["LAIONET_ROOT"] = old
+    out = capsys.readouterr().out
+    profile = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    for stem in profile["notebooks"]:
+        assert f"{stem}: up to date" in out, stem
+    assert "params=" not in out, "a stage ran again although nothing changed"
+    assert took < 60, f"a run with nothing to do took {took:.0f} s"

@@ -122,3 +122,90 @@ def test_label_dedupe_threshold_and_sweep():
 def test_suggest_factory():
     assert rt.suggest_factory(1000, 384) == "Flat"
     assert rt.suggest_factory(413_871_335, 512) == "IVF65536,PQ64"
+
+
+# ---------------------------------------------------------------- the index built from parts (09)
+
+def _laion_parts(folder, sizes):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for part, n in sizes.items():
+        f = folder / f"part-{part:05d}-x.parquet"
+        pq.write_table(pa.table({"TEXT": [f"caption {part}-{i}" for i in range(n)],
+                                 "URL": [f"http://x/{part}/{i}.jpg" for i in range(n)]}), f)
+        parts[part] = f
+    return parts
+
+
+def test_build_index_from_parts_resumes_and_reuses_the_store(tmp_path, hash_text_encoder):
+    from laionet.embedding_store import EmbeddingStore
+
+    parts = _laion_parts(tmp_path / "laion", {0: 5, 3: 4})
+    enc = hash_text_encoder()
+    cache = EmbeddingStore(tmp_path / "cache", enc.name)
+    first = rt.build_index({0: parts[0]}, enc, cache, tmp_path / "index")   # part 0 only
+    assert first.parts == {0} and first.ntotal == 5 and first.factory == "Flat"
+    n_before = len(enc.seen)
+    index = rt.build_index(parts, enc, cache, tmp_path / "index")            # resumes: adds part 3
+    assert index.parts == {0, 3} and index.ntotal == 9
+    assert len(enc.seen) == n_before + 4                                     # only part 3 embedded
+    q = enc.embed_texts(["caption 3-2"])
+    keys, sims = index.search(q, k=1)
+    assert keys[0, 0] == 3 * 100_000_000 + 2 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    again = rt.build_index(parts, enc, cache, tmp_path / "index")            # nothing to do
+    assert again.ntotal == 9 and len(enc.seen) == n_before + 5               # (+ the query)
+    # the captions came through the store: a fresh build elsewhere embeds nothing
+    rt.build_index(parts, enc, EmbeddingStore(tmp_path / "cache", enc.name), tmp_path / "index2")
+    assert len(enc.seen) == n_before + 5
+    with pytest.raises(RuntimeError, match="delete the folder"):  # a folder left by other parts
+        rt.build_index({3: parts[3]}, enc, cache, tmp_path / "index")
+
+
+def test_sample_and_rows_to_download(tmp_path):
+    parts = _laion_parts(tmp_path / "laion", {0: 3, 2: 3})
+    retrieved = pd.DataFrame({"wnid": ["a", "a", "b", "b"],
+                              "key": [200_000_001, 1, 1, 2], "similarity": [0.9, 0.8, 0.7, 0.6]})
+    sample = rt.sample_retrieved(retrieved, n_per_class=5, seed=0)
+    assert len(sample) == 4 and "pair" not in sample.columns   # a row can serve two classes
+    assert len(rt.sample_retrieved(retrieved, n_per_class=1, seed=0)) == 2
+    todo = rt.rows_to_download(sample, parts)
+    assert todo["key"].tolist() == [1, 2, 200_000_001]         # distinct rows, in key order
+    assert todo["URL"].tolist() == ["http://x/0/1.jpg", "http://x/0/2.jpg", "http://x/2/1.jpg"]
+    assert todo.loc[todo["key"] == 1, "wnid"].item() == "a"    # the row's first class
+
+
+def test_class_comparer_matches_compare_classes():
+    from laionet import similarity as sim
+
+    rng = np.random.default_rng(0)
+    keys = np.arange(20)
+    emb = unit(rng.normal(size=(20, 16)))
+    ref = {"a": unit(rng.normal(size=(6, 16))), "b": unit(rng.normal(size=(6, 16)))}
+    kept = pd.DataFrame({"wnid": ["a"] * 8 + ["b"] * 8 + ["b"], "key": list(range(16)) + [99]})
+    comparer = rt.ClassComparer(keys, emb, ref, method="paper", min_pairs=3, seed=1)
+    by = comparer.by_class(kept)
+    assert {w: len(E) for w, E in by.items()} == {"a": 8, "b": 8}  # key 99 has no image
+    np.testing.assert_array_equal(by["b"], emb[8:16])
+    pd.testing.assert_frame_equal(comparer(kept), sim.compare_classes(
+        {"a": emb[:8], "b": emb[8:16]}, ref, method="paper", min_pairs=3, seed=1))
+    sw = rt.threshold_sweep(kept.assign(similarity=0.9, image_key="q"), [0.5], comparer)
+    assert sw["n_classes"].tolist() == [2]
+
+
+def test_figures_are_built():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from laionet import retrieval_plots as rtp
+
+    rng = np.random.default_rng(0)
+    a = {"a": unit(rng.normal(size=(6, 16))), "b": unit(rng.normal(size=(4, 16)))}
+    b = {"a": unit(rng.normal(size=(5, 16)))}
+    sweep = pd.DataFrame({"threshold": [0.5, 0.6], "n_classes": [2, 1], "share_lower": [0.5, 1.0],
+                          "share_higher": [0.0, 0.0]})
+    figs = [rtp.pooled_histogram(a, b, "LAION | ImageNet texts"), rtp.sweep_figure(sweep, 0.5)]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    assert len(rt.PAPER_SWEEP) == 20 and rt.PAPER_SWEEP[0] == 0.5 and rt.PAPER_SWEEP[-1] == 0.75

@@ -24,10 +24,10 @@ threshold: float = 0.5  # a threshold
 label: str = "x"  # a label
 
 # %%
-from laionet.paths import stage_paths
 from laionet.io import write_json
-paths = stage_paths("01_toy", profile, out_dir, figures_dir)
-write_json({"threshold": threshold, "label": label, "profile": profile}, paths.out / "result.json")
+from laionet.stage import open_stage
+S = open_stage("01_toy", globals())
+write_json({"threshold": threshold, "label": label, "profile": profile}, S.out / "result.json")
 '''
 
 NOTEBOOK_FAIL = '''\
@@ -52,7 +52,7 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "profiles" / "toy.yaml").write_text(textwrap.dedent("""\
         name: toy
         notebooks: [01_toy]
-        parameters: {threshold: 0.25, unrelated: 3}
+        parameters: {threshold: 0.25}
         notebook_parameters: {01_toy: {label: from-profile}}
         """))
     monkeypatch.setenv("LAIONET_ROOT", str(tmp_path))
@@ -81,7 +81,32 @@ def test_failure_names_the_cell_and_the_executed_notebook(project, capsys):
     err = capsys.readouterr().err
     assert "02_fail failed" in err
     assert "code cell 3" in err and "ValueError" in err and "boom in the second cell" in err
-    assert str(project / "runs" / "toy" / "02_fail" / "02_fail.ipynb") in err
+    assert str(project / "runs" / "toy" / "02_fail" / "02_fail.failed.ipynb") in err
+
+
+def test_a_failed_run_keeps_the_last_good_executed_notebook(project, capsys):
+    assert runner.main(["run", "--profile", "toy"]) == 0
+    out = project / "runs" / "toy" / "01_toy"
+    good = (out / "01_toy.ipynb").read_text()
+    nb = project / "notebooks" / "01_toy.py"
+    nb.write_text(nb.read_text() + "\n# %%\nraise RuntimeError('broken edit')\n")
+    assert runner.main(["run", "--profile", "toy"]) == 1
+    assert (out / "01_toy.ipynb").read_text() == good
+    assert (out / "01_toy.failed.ipynb").is_file() and (out / "01_toy.failed.html").is_file()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_an_out_dir_parameter_is_where_the_runner_keeps_the_manifest(project):
+    assert runner.main(["run", "--profile", "toy", "-p", "01.out_dir", "elsewhere"]) == 0
+    assert json.loads((project / "elsewhere" / "manifest.json").read_text())["status"] == "done"
+    assert (project / "elsewhere" / "01_toy.ipynb").is_file()
+
+
+def test_unknown_profile_is_one_clear_line(project, capsys):
+    assert runner.main(["run", "--profile", "toyy"]) == 2
+    err = capsys.readouterr().err
+    assert "profile 'toyy'" in err and "Available profiles: ['toy']" in err
+    assert "Traceback" not in err
 
 
 def test_sweep_writes_one_folder_per_value(project):
@@ -135,8 +160,70 @@ def test_run_all_sh_help_runs_without_an_environment():
 
 
 def test_cli_override_nobody_declares_is_an_error(project):
-    with pytest.raises(SystemExit, match="no selected notebook declares"):
+    with pytest.raises(SystemExit, match="'treshold' is declared by none"):
         runner.main(["run", "--profile", "toy", "-p", "treshold", "0.1"])
+
+
+def test_unknown_profile_key_is_an_error(project):
+    prof = project / "profiles" / "toy.yaml"
+    prof.write_text(prof.read_text().replace("{threshold: 0.25}", "{threshold: 0.25, unrelated: 3}"))
+    with pytest.raises(SystemExit, match="'unrelated' is declared by none"):
+        runner.main(["run", "--profile", "toy"])
+    prof.write_text(prof.read_text().replace("unrelated: 3}", "}\nlabels: 1"))
+    with pytest.raises(SystemExit, match="unknown top-level key"):
+        runner.main(["run", "--profile", "toy"])
+
+
+def test_scoped_override_reaches_only_its_notebook(project):
+    (project / "notebooks" / "03_twin.py").write_text(NOTEBOOK_OK.replace("01_toy", "03_twin")
+                                                     .replace("# a label", "# another label"))
+    prof = project / "profiles" / "toy.yaml"
+    prof.write_text(prof.read_text().replace("[01_toy]", "[01_toy, 03_twin]"))
+    with pytest.raises(SystemExit, match="'label' means different things in"):
+        # 'label' is declared by two notebooks and is not a shared name: it must be scoped
+        runner.main(["run", "--profile", "toy", "-p", "label", "x"])
+    assert runner.main(["run", "--profile", "toy", "-p", "03.label", "scoped"]) == 0
+    res = {s: json.loads((project / "runs" / "toy" / s / "result.json").read_text())["label"]
+           for s in ("01_toy", "03_twin")}
+    assert res == {"01_toy": "from-profile", "03_twin": "scoped"}
+
+
+def test_wrong_type_is_refused_before_any_kernel_starts(project, capsys):
+    rc = runner.main(["run", "--profile", "toy", "-p", "threshold", "abc"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "01_toy not started" in err and "threshold must be float" in err
+    assert not (project / "runs" / "toy" / "01_toy" / "01_toy.ipynb").exists()
+
+
+def test_out_of_range_value_is_refused_before_any_kernel_starts(project, capsys):
+    assert runner.main(["run", "--profile", "toy", "-p", "threshold", "1.5"]) == 1
+    err = capsys.readouterr().err
+    assert "threshold=1.5 is not allowed: it must be in [-1.0, 1.0]" in err
+    assert not (project / "runs" / "toy" / "01_toy" / "01_toy.ipynb").exists()
+
+
+def test_choice_sets_match_the_library():
+    from laionet import stages
+    from laionet.classes import QUERY_COLUMNS
+    from laionet.selection import NSFW_RULES
+
+    assert stages.CHOICES["nsfw_rule"] == tuple(NSFW_RULES)
+    assert stages.CHOICES["query"] == tuple(QUERY_COLUMNS)
+    assert stages.allowed("ci_method", "bootstrap") is None
+    assert "one of" in stages.allowed("ci_method", "bootstrp")
+
+
+def test_second_run_skips_and_a_changed_parameter_reruns(project, capsys):
+    assert runner.main(["run", "--profile", "toy"]) == 0
+    assert runner.main(["run", "--profile", "toy"]) == 0
+    assert "01_toy: up to date" in capsys.readouterr().out
+    assert runner.main(["run", "--profile", "toy", "-p", "threshold", "0.5"]) == 0
+    out = project / "runs" / "toy" / "01_toy"
+    assert json.loads((out / "result.json").read_text())["threshold"] == 0.5
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "done" and man["params"]["threshold"] == 0.5
+    assert man["params"]["label"] == "from-profile" and "versions" in man
 
 
 @pytest.mark.parametrize("profile", ["demo", "tiny", "full"])
@@ -149,7 +236,7 @@ def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
     for stem in prof["notebooks"]:
         path = root / "notebooks" / f"{stem}.py"
         assert path.is_file(), f"{profile}.yaml lists {stem}, which does not exist"
-        declared[stem] = set(runner.declared_parameters(runner.to_ipynb(path, tmp_path / f"{stem}.ipynb")))
+        declared[stem] = set(runner.declared(path))
     assert set(prof["parameters"]) <= set().union(*declared.values())
     for stem, params in (prof.get("notebook_parameters") or {}).items():
         assert set(params) <= declared[stem], f"{profile}.yaml: {stem} does not declare {set(params) - declared[stem]}"
@@ -178,8 +265,11 @@ def test_every_notebook_declares_typed_documented_parameters(tmp_path):
         # papermill must see every parameter (it ignores lines it cannot parse, which would
         # silently drop a profile value or a -p override)
         names = {m.group(1) for ln in lines if (m := re.match(r"(\w+)\s*:", ln))}
-        seen = set(runner.declared_parameters(runner.to_ipynb(path, tmp_path / f"{path.stem}.ipynb")))
+        import papermill as pm
+
+        seen = set(pm.inspect_notebook(str(runner.to_ipynb(path, tmp_path / f"{path.stem}.ipynb"))))
         assert names == seen, f"{path.name}: papermill cannot parse {sorted(names - seen)}"
+        assert names == set(runner.declared(path)), f"{path.name}: laionet.params disagrees"
 
 
 if __name__ == "__main__":

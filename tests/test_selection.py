@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from laionet import keys
 from laionet import selection as sel
 
-S = sel.KEY_STRIDE
+S = keys.KEY_STRIDE
 LION = "n02129165"
 COUGAR = "n02125311"
 GUITAR = "n02676566"
@@ -102,6 +103,18 @@ def test_candidates_errors_name_the_problem(tmp_path):
         sel.join_laion_columns(t, sel.part_files(parts))
     with pytest.raises(FileNotFoundError, match="run stage 01"):
         sel.load_candidates(tmp_path / "nowhere", parts)
+
+
+def test_part_files_use_stage_01s_part_rule(tmp_path):
+    """One rule (laionet.keys): a file stage 01 would reject, stage 02 rejects, naming it."""
+    _, parts = _write_world(tmp_path)
+    assert sorted(sel.part_files(parts)) == [0, 7]
+    odd = tmp_path / "laion" / "extra.parquet"
+    odd.write_bytes(b"")
+    with pytest.raises(ValueError, match="extra.parquet: a LAION part file must be named"):
+        sel.part_files(str(tmp_path / "laion" / "*.parquet"))
+    with pytest.raises(ValueError, match="extra.parquet"):
+        keys.part_numbers([odd])
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +236,7 @@ def minilm():
 
 
 def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
-    from laionet.encoders.cache import EmbeddingCache
+    from laionet.embedding_store import EmbeddingStore
 
     caps = pd.read_parquet(reference("img2dataset", "test_10000.parquet"), columns=["TEXT"])
     pick = {LION: "roaring lion", GUITAR: "Epiphone guitar", COUGAR: "Renaissance lion head"}
@@ -235,7 +248,7 @@ def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
     cand = pd.DataFrame(rows)
     texts = pd.Series(TEXTS)
     enc = _CountingEncoder(minilm)
-    cache = EmbeddingCache(tmp_path / "cache", enc.name)
+    cache = EmbeddingStore(tmp_path / "cache", enc.name)
     out = sel.add_similarity(cand, texts, enc, cache)
     first = enc.n_embedded
     # each similarity is the cosine of the two texts' embeddings (float16 cache: ~1e-3)
@@ -250,3 +263,9 @@ def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
     assert enc.n_embedded == first + len(texts)
     with pytest.raises(KeyError, match="no synset text"):
         sel.add_similarity(cand.assign(wnid="n99999999"), texts, enc, cache)
+    # another world seed: other captions under the same row keys are embedded, never reused
+    reseeded = cand.assign(TEXT=cand["TEXT"][::-1].to_numpy())
+    again = sel.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "cache", enc.name))
+    fresh = sel.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "fresh", enc.name))
+    np.testing.assert_allclose(again["similarity"], fresh["similarity"], atol=1e-6)
+    assert abs(again["similarity"][0] - out["similarity"][0]) > 0.1

@@ -1,17 +1,17 @@
-"""Per-part processing: outputs, resume, atomicity, bad input, and a Dask executor."""
+"""Per-part processing: the part rule and row keys, stage 01's task (outputs, summary), the
+generic mapper (resume, atomicity, bad input, any executor including Dask)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet import shards
+from laionet import keys, match_parts, shards
 from laionet.matching import match_naive
 
 PAIRS = [("lion", "n02129165"), ("sea lion", "n02077923"), ("pizza", "n07873807"),
@@ -31,7 +31,7 @@ def _write_part(folder, number, texts, **extra):
 
 
 def _task(out):
-    return functools.partial(shards.match_part, lemma_pairs=PAIRS, mode="paper", out_dir=str(out),
+    return functools.partial(match_parts.match_part, lemma_pairs=PAIRS, mode="paper", out_dir=str(out),
                              batch_size=3)
 
 
@@ -45,14 +45,14 @@ def parts(tmp_path):
 
 def test_match_part_outputs_equal_the_naive_loop(parts, tmp_path):
     out = tmp_path / "out"
-    stats = shards.match_part(parts[1], PAIRS, "paper", out, batch_size=2)
+    stats = match_parts.match_part(parts[1], PAIRS, "paper", out, batch_size=2)
     m = pq.read_table(shards.part_file(out, "matches", 7))
-    assert m.schema == shards.MATCHES_SCHEMA
+    assert m.schema == match_parts.MATCHES_SCHEMA
     rows, lids = match_naive(CAPTIONS[::-1], [lem for lem, _ in PAIRS])
     assert m["row"].to_pylist() == rows.tolist()
     assert m["lemma"].to_pylist() == [PAIRS[j][0] for j in lids]
     assert m["wnid"].to_pylist() == [PAIRS[j][1] for j in lids]
-    assert m["key"].to_pylist() == [7 * 100_000_000 + r for r in rows]
+    assert m["key"].to_pylist() == [7 * keys.KEY_STRIDE + r for r in rows]
     r = pq.read_table(shards.part_file(out, "rows", 7)).to_pylist()
     by_row = {x["row"]: x for x in r}
     tiger_row = CAPTIONS[::-1].index("tiger cat and tiger")
@@ -63,9 +63,9 @@ def test_match_part_outputs_equal_the_naive_loop(parts, tmp_path):
 
 
 def test_empty_part_gives_empty_tables(parts, tmp_path):
-    stats = shards.match_part(parts[2], PAIRS, "paper", tmp_path / "o")
+    stats = match_parts.match_part(parts[2], PAIRS, "paper", tmp_path / "o")
     assert stats["n_rows"] == 0
-    for kind, schema in (("matches", shards.MATCHES_SCHEMA), ("rows", shards.ROWS_SCHEMA)):
+    for kind, schema in (("matches", match_parts.MATCHES_SCHEMA), ("rows", match_parts.ROWS_SCHEMA)):
         t = pq.read_table(shards.part_file(tmp_path / "o", kind, 3))
         assert t.num_rows == 0 and t.schema == schema
 
@@ -78,13 +78,13 @@ def test_map_parts_resume_and_summary(parts, tmp_path):
     assert sorted(again.skipped) == [0, 3, 7] and not again.done
     changed = shards.map_parts(_task(out), parts, out, n_workers=1, fingerprint="b")
     assert sorted(changed.done) == [0, 3, 7]  # other parameters: redone, not reused
-    os.utime(parts[0], ns=(1, 1))  # a touched input part is redone
+    pq.write_table(pq.read_table(parts[0]), parts[0], row_group_size=2)  # a changed part is redone
     assert sorted(shards.map_parts(_task(out), parts, out, n_workers=1,
                                    fingerprint="b").done) == [0]
 
     import pandas as pd
     table = pd.DataFrame({"wnid": TABLE_WNIDS, "head": TABLE_WNIDS})
-    cc, lemmas, summary = shards.summarize_matches(out, table, PAIRS)
+    cc, lemmas, summary = match_parts.summarize_matches(out, table, PAIRS)
     counts = cc.set_index("wnid")
     # "a lion", "a sea lion" (nested), "lion, pizza" in each of two parts
     assert counts.loc["n02129165", "n_rows"] == 6
@@ -118,7 +118,7 @@ def test_bad_parts_are_reported_with_their_path(parts, tmp_path):
 
 def test_writes_are_atomic(parts, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    shards.match_part(parts[0], PAIRS, "paper", out)
+    match_parts.match_part(parts[0], PAIRS, "paper", out)
     before = shards.part_file(out, "rows", 0).read_bytes()
 
     def crash(*args, **kwargs):
@@ -132,12 +132,40 @@ def test_writes_are_atomic(parts, tmp_path, monkeypatch):
     assert not shards.part_file(out, "done", 0, "json").exists()
 
 
-def test_part_numbers():
-    assert shards.part_numbers(["b/x.parquet", "a/part-00004-q.parquet", "c/y.parquet"]) == {
-        shards.Path("a/part-00004-q.parquet"): 4, shards.Path("b/x.parquet"): 1,
-        shards.Path("c/y.parquet"): 2}
+def test_one_part_rule_and_key_scheme(tmp_path):
+    assert keys.part_number("a/part-00004-q.parquet") == 4
+    with pytest.raises(ValueError, match=r"x\.parquet: a LAION part file must be named part-NNNNN"):
+        keys.part_number("b/x.parquet")  # no file position fallback: keys are built from it
+    assert shards.part_numbers(["b/part-00002-y.parquet", "a/part-00004-q.parquet"]) == {
+        shards.Path("a/part-00004-q.parquet"): 4, shards.Path("b/part-00002-y.parquet"): 2}
     with pytest.raises(ValueError, match="both have part number 1"):
         shards.part_numbers(["part-00001-a.parquet", "part-00001-b.parquet"])
+    with pytest.raises(ValueError, match="y.parquet: a LAION part file"):  # before any part runs
+        shards.map_parts(lambda p, part: {}, ["part-00001-a.parquet", "y.parquet"], tmp_path)
+    assert keys.row_key(7, 3) == 7 * keys.KEY_STRIDE + 3
+    k = keys.row_key(np.array([0, 7]), np.array([5, 2_999_999]))
+    assert k.dtype == np.int64 and keys.split_key(k)[0].tolist() == [0, 7]
+    assert keys.split_key(k)[1].tolist() == [5, 2_999_999] and keys.split_key(int(k[1])) == (7, 2_999_999)
+
+
+def test_match_all_resumes_and_redoes_on_other_lemmas(parts, tmp_path):
+    out = tmp_path / "out"
+    first = match_parts.match_all(parts, PAIRS, out, n_workers=1, batch_size=3)
+    assert sorted(first.done) == [0, 3, 7]
+    assert sorted(match_parts.match_all(parts, PAIRS, out, n_workers=1).skipped) == [0, 3, 7]
+    assert sorted(match_parts.match_all(parts, PAIRS[:2], out, n_workers=1).done) == [0, 3, 7]
+    assert sorted(match_parts.match_all(parts, PAIRS[:2], out, n_workers=1,
+                                        mode="normalized").done) == [0, 3, 7]
+    n = match_parts.classes_per_caption(out)  # lion, sea lion; normalized: "Lion" matches too
+    assert n.to_dict() == {1: 6, 2: 2}  # "a lion", "Lion", "lion, pizza" / "a sea lion", 2 parts
+    cc, _, _ = match_parts.summarize_matches(out, _class_table(), PAIRS[:2], write=False)
+    bad = match_parts.unreachable_classes(cc)
+    assert bad["status"].tolist() == ["no unique lemma"] * 4 and bad["wnid"].is_monotonic_increasing
+
+
+def _class_table():
+    import pandas as pd
+    return pd.DataFrame({"wnid": TABLE_WNIDS, "head": TABLE_WNIDS})
 
 
 def test_any_executor_process_pool_and_dask(parts, tmp_path):
@@ -156,3 +184,23 @@ def test_any_executor_process_pool_and_dask(parts, tmp_path):
             tables = [pq.read_table(shards.part_file(o, kind, part))
                       for o in (out_pool, out_dask, tmp_path / "threads")]
             assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
+
+
+def test_stage_01_figures(parts, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from laionet import matching_plots
+
+    out = tmp_path / "out"
+    match_parts.match_all(parts, PAIRS, out, n_workers=1)
+    cc, lemmas, summary = match_parts.summarize_matches(out, _class_table(), PAIRS, write=False)
+    fig = matching_plots.class_coverage(cc)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["no unique lemma", "matched"]
+    fig = matching_plots.matches_per_class(cc)
+    assert fig.axes[0].get_lines()[0].get_ydata().tolist()[0] == cc["n_rows"].max()
+    fig = matching_plots.lemma_counts(lemmas, top=3)
+    assert len(fig.axes[0].patches) == 3
+    per_caption = match_parts.classes_per_caption(out)
+    fig = matching_plots.multi_label(summary["multi_label_share"], per_caption)
+    assert [p.get_height() for p in fig.axes[1].patches] == per_caption.tolist()
+    plt.close("all")

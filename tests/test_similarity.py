@@ -1,4 +1,5 @@
-"""Intra-class similarity: known answers on hand-built embeddings, sampling, CIs, the cache."""
+"""Intra-class similarity: known answers on hand-built embeddings, sampling, CIs, stored image
+embeddings."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from laionet import image_embeddings as emb_mod
 from laionet import similarity as sim
 
 
@@ -159,56 +161,233 @@ def test_bootstrap_interval_wider_than_pairs_as_independent_and_covers():
 def test_spearman_and_group_by_class():
     rho, p, n = sim.spearman([1, 2, 3, 4, np.nan], [10, 20, 30, 35, 1])
     assert (rho, n) == (1.0, 4)
-    groups = sim.group_by_class(np.arange(10.0)[:, None], ["b", "a"] * 5)
+    groups = emb_mod.group_by_class(np.arange(10.0)[:, None], ["b", "a"] * 5)
     assert list(groups) == ["a", "b"] and groups["a"].ravel().tolist() == [1, 3, 5, 7, 9]
 
 
-# ---------------------------------------------------------------- cached embeddings
+# ---------------------------------------------------------------- stored embeddings
 
-class _FakeEncoder:
-    """Embeds an image as its mean colour (deterministic), counting the images it saw."""
-
-    name = "fake-colour-v1"
-    dim = 3
-
-    def __init__(self):
-        self.n_embedded = 0
-
-    def preprocess(self, image):
-        import torch
-
-        return torch.tensor(np.asarray(image, dtype=np.float32).mean(axis=(0, 1)) + 1.0)
-
-    def embed_images(self, batch):
-        self.n_embedded += len(batch)
-        x = batch.numpy()
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def test_embed_dataset_caches_and_resumes(tmp_path):
-    from PIL import Image
-
-    from laionet.datasets import iter_images
-
+def test_embed_dataset_stores_and_resumes(tmp_path, colour_encoder):
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 10, 10), (200, 100, 0)]
-    paths = []
-    for i, c in enumerate(colors):
-        paths.append(tmp_path / f"img{i}.png")
-        Image.new("RGB", (4, 4), c).save(paths[-1])
-    df = pd.DataFrame({"image_key": [f"k{i}" for i in range(5)], "path": map(str, paths)})
-    enc = _FakeEncoder()
-    first = sim.embed_dataset(enc, iter_images(df.head(3)), tmp_path / "cache", "toy",
-                              batch_size=2, shard_size=2, progress=False)
-    assert enc.n_embedded == 3 and first.emb.shape == (3, 3)
-    full = sim.embed_dataset(enc, iter_images(df), tmp_path / "cache", "toy", batch_size=2,
-                             progress=False)
-    assert enc.n_embedded == 5  # only the two new images
-    np.testing.assert_allclose(full.emb[:3], first.emb, atol=1e-3)  # float16 cache, renormalised
+    df = pd.DataFrame({"image_key": [f"k{i}" for i in range(5)],
+                       "path": _images(tmp_path, colors, range(5))})
+    enc = colour_encoder()
+    store = emb_mod.image_store(tmp_path / "cache", "toy", enc.name)
+    first = emb_mod.embed_dataset(enc, emb_mod.read_files(df.head(3)), store, batch_size=2,
+                                  shard_size=2, progress=False)
+    assert enc.n == 3 and first.emb.shape == (3, 3)
+    full = emb_mod.embed_dataset(enc, emb_mod.read_files(df), store, batch_size=2, progress=False)
+    assert enc.n == 5  # only the two new images
+    np.testing.assert_allclose(full.emb[:3], first.emb, atol=1e-3)  # float16 store, renormalised
     np.testing.assert_allclose(np.linalg.norm(full.emb, axis=1), 1, atol=1e-6)
-    again = sim.embed_dataset(enc, [], tmp_path / "cache", "toy", keys=df["image_key"][::-1])
-    assert enc.n_embedded == 5 and list(again.keys) == [f"k{i}" for i in range(4, -1, -1)]
+    keys = df["image_key"][::-1].tolist()
+    again = emb_mod.embed_dataset(enc, emb_mod.read_files(df), emb_mod.image_store(
+        tmp_path / "cache", "toy", enc.name), keys=keys, progress=False)  # reopened from disk
+    assert enc.n == 5 and list(again.keys) == keys
     np.testing.assert_allclose(again.emb[::-1], full.emb)
     by = full.by_class(pd.Series(["x", "y", "x", "y", "x"], index=df["image_key"]))
     assert {k: len(v) for k, v in by.items()} == {"x": 3, "y": 2}
     with pytest.raises(KeyError, match="not among the images read"):
-        sim.embed_dataset(enc, [], tmp_path / "cache", "toy", keys=["k0", "nope"], progress=False)
+        emb_mod.embed_dataset(enc, emb_mod.read_files(df), store, keys=["k0", "nope"],
+                              progress=False)
+
+
+def test_an_image_replaced_in_place_is_embedded_again(tmp_path, colour_encoder):
+    """Issue 13 item 3: a val folder whose files are replaced in place (same names) must not
+    give the old embeddings: the store is keyed by the file's bytes, not its name."""
+    from PIL import Image
+
+    from laionet import datasets as ds
+
+    val = tmp_path / "val"
+    names = [ds.VAL_NAME.format(i) for i in (1, 2)]
+    for n, c in zip(names, [(255, 0, 0), (0, 255, 0)]):
+        val.mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4), c).save(val / n, format="JPEG")
+    table = pd.DataFrame({"image_key": names, "wnid": ["a", "a"],
+                          "path": [str(val / n) for n in names]})
+    enc = colour_encoder()
+    before = emb_mod.embed_sample(enc, table, emb_mod.ImageSource.imagenet_val(), tmp_path / "c",
+                                  progress=False)
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(val / names[0], format="JPEG")  # same name
+    after = emb_mod.embed_sample(enc, table, emb_mod.ImageSource.imagenet_val(), tmp_path / "c",
+                                 progress=False)
+    assert enc.n == 3  # only the replaced file is embedded again
+    assert after.emb[0] @ before.emb[0] < 0.9 and after.emb[0][2] > after.emb[0][0]
+    np.testing.assert_array_equal(after.emb[1], before.emb[1])
+
+
+# ---------------------------------------------------------------- datasets compared, the study
+
+def test_compare_datasets_is_the_parts_it_combines():
+    rng = np.random.default_rng(7)
+    a = {"x": _cluster(rng, 12, 8, 2.0), "y": _cluster(rng, 9, 8, 1.0), "only_a": _cluster(rng, 5, 8, 1)}
+    b = {"x": _cluster(rng, 10, 8, 0.5), "y": _cluster(rng, 11, 8, 1.0)}
+    c = sim.compare_datasets(a, b, ("A", "B"), n_boot=100, seed=3)
+    pd.testing.assert_frame_equal(c.comparison, sim.compare_classes(a, b, n_boot=100, seed=3))
+    assert c.summary == sim.summarize_comparison(c.comparison)
+    assert set(c.stats["dataset"]) == {"A", "B"} and len(c.stats) == 5
+    pd.testing.assert_frame_equal(c.stats[c.stats["dataset"] == "A"].drop(columns="dataset")
+                                  .reset_index(drop=True), sim.pairwise_stats(a))
+    pa_ = c.pooled[c.pooled["dataset"] == "A"].drop(columns="dataset").reset_index(drop=True)
+    pd.testing.assert_frame_equal(pa_, sim.pooled_resample(a, 100, 3, classes=["x", "y"]))
+    assert "only_a" not in set(c.pooled["wnid"])  # pooled on the common classes only
+
+
+def _images(tmp_path, colors, keys, modes=None):
+    from PIL import Image
+
+    paths = []
+    for i, (c, k) in enumerate(zip(colors, keys)):
+        paths.append(tmp_path / f"img_{k}.png")
+        im = Image.new("RGB", (4, 4), c)
+        if modes and modes[i] != "RGB":
+            im = im.convert(modes[i])
+        im.save(paths[-1])
+    return [str(p) for p in paths]
+
+
+def test_embed_sample_from_files_and_from_downloads(tmp_path, colour_encoder, downloads):
+    cols = [(255, 0, 0), (250, 10, 0), (0, 255, 0), (0, 250, 20), (9, 9, 200)]
+    files = pd.DataFrame({"image_key": [f"f{i}" for i in range(5)], "wnid": list("aabbb"),
+                          "path": _images(tmp_path, cols, range(5), ["RGB", "RGB", "L", "RGB", "RGB"])})
+    enc = colour_encoder()
+    e = emb_mod.embed_sample(enc, files, emb_mod.ImageSource.imagenet_val(), tmp_path / "c",
+                             progress=False)
+    assert list(e.keys) == list(files["image_key"]) and e.dataset == emb_mod.IMAGENET_VAL
+    assert {w: len(E) for w, E in e.by_class().items()} == {"a": 2, "b": 3}
+    rgb = emb_mod.embed_sample(enc, files, emb_mod.ImageSource("other", paper_rgb_only=True),
+                               tmp_path / "c", progress=False)
+    assert rgb.skipped == {"f2": "non-RGB mode L"} and "f2" not in list(rgb.keys)
+    assert {w: len(E) for w, E in rgb.by_class().items()} == {"a": 2, "b": 2}
+
+    from PIL import Image
+
+    dl = downloads(tmp_path / "dl", {k: Image.new("RGB", (4, 4), (k % 256, 0, 9))
+                                     for k in (100, 200, 300)})
+    rows = pd.DataFrame({"image_key": ["300", "100", "200"], "wnid": ["p", "q", "p"]})  # str, as 05 saves
+    n0 = enc.n
+    d = emb_mod.embed_sample(enc, rows, emb_mod.ImageSource.laion(dl), tmp_path / "c",
+                             progress=False)
+    assert d.dataset == emb_mod.LAION and list(d.keys) == [300, 100, 200] and enc.n == n0 + 3
+    assert {w: len(E) for w, E in d.by_class().items()} == {"p": 2, "q": 1}
+    assert (tmp_path / "c" / emb_mod.LAION / enc.name).is_dir()
+    again = emb_mod.embed_sample(enc, rows.iloc[::-1], emb_mod.ImageSource.laion(dl),
+                                 tmp_path / "c", progress=False)
+    assert enc.n == n0 + 3 and list(again.keys) == [200, 100, 300]  # all stored: none embedded
+    with pytest.raises(KeyError, match="not among the images read"):
+        emb_mod.embed_sample(enc, pd.DataFrame({"image_key": [400], "wnid": ["p"]}),
+                             emb_mod.ImageSource.laion(dl), tmp_path / "c", progress=False)
+    with pytest.raises(KeyError, match="no ImageSource"):
+        emb_mod.embed_samples(enc, {"x": rows}, {}, tmp_path / "c")
+
+
+def _toy_study_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    base = {"a": (200, 30, 30), "b": (30, 200, 30)}
+    frames = {}
+    for name, spread, keys in (("LAIONet", 60, range(100, 112)), ("ImageNet", 10, range(12))):
+        wnids = ["a", "b"] * 6
+        cols = [tuple(int(v) for v in np.clip(np.array(base[w]) + rng.normal(0, spread, 3), 0, 255))
+                for w in wnids]
+        frames[name] = pd.DataFrame({"image_key": list(keys), "wnid": wnids,
+                                     "path": _images(tmp_path, cols, [f"{name}{k}" for k in keys])})
+    return frames
+
+
+def test_run_study_writes_stage_05_products_and_reads_back(tmp_path, colour_encoder):
+    from laionet import intra_class as ic
+
+    frames = _toy_study_inputs(tmp_path)
+    samples = ic.draw_samples(frames, 4, seed=0)
+    assert samples["LAIONet"].groupby("wnid").size().to_dict() == {"a": 4, "b": 4}
+    sources = {"LAIONet": emb_mod.ImageSource("toy_laionet"), "ImageNet": emb_mod.ImageSource("toy_val")}
+    encoders = ic.encoder_specs(["demo-tower:/x.safetensors", " timm:convnext_base:/y "])
+    assert encoders == {"demo tower": "demo-tower:/x.safetensors", "timm convnext_base": "timm:convnext_base:/y"}
+    loaded = []
+    study = ic.run_study(encoders, samples, sources, tmp_path / "cache", n_boot=50, seed=1,
+                         load=lambda spec, device: loaded.append(spec) or colour_encoder())
+    assert loaded == list(encoders.values()) and study.main == "demo tower"
+    assert list(study.summary["encoder"]) == list(encoders) and study.summary["n_common"].tolist() == [2, 2]
+    assert list(study.class_stats.columns)[-2:] == ["encoder", "dataset"]
+    assert list(study.pooled.columns) == ["wnid", "similarity", "encoder", "dataset"]
+    # the same numbers as the parts by hand
+    e = emb_mod.embed_samples(colour_encoder(), samples, sources, tmp_path / "cache")
+    ref = sim.compare_classes(e["LAIONet"].by_class(), e["ImageNet"].by_class(), n_boot=50, seed=1)
+    got = study.encoder_comparison("demo tower").drop(columns="encoder")
+    pd.testing.assert_frame_equal(got, ref, check_like=True)
+    assert study.encoder_comparison("demo tower").attrs["method"] == "bootstrap"
+    assert set(study.encoder_pooled("demo tower")) == {"LAIONet", "ImageNet"}
+
+    study.write(tmp_path / "out")
+    for name in ic.TABLES:
+        assert (tmp_path / "out" / f"{name}.parquet").is_file()
+    assert ic.read_encoders(tmp_path / "out") == encoders
+    back = ic.read_samples(tmp_path / "out")
+    assert back["LAIONet"]["image_key"].dtype == "int64" and list(back["LAIONet"].columns) == ["image_key", "wnid"]
+    assert back["ImageNet"]["image_key"].tolist() == samples["ImageNet"]["image_key"].astype(str).tolist()
+    assert "path" in back["ImageNet"].columns
+    assert ic.main_encoder("", tmp_path / "out") == ("demo tower", "demo-tower:/x.safetensors")
+    assert ic.main_encoder("timm:vit_b:/z", tmp_path / "out") == ("timm vit_b", "timm:vit_b:/z")
+    with pytest.raises(ValueError, match="no image encoder"):
+        ic.encoder_specs(["", " "])
+    with pytest.raises(ValueError, match="share the label"):
+        ic.encoder_specs(["timm:a:/1", "timm:a:/2"])
+
+
+def test_study_side_tables(tmp_path):
+    from laionet import intra_class as ic
+
+    man = pd.DataFrame({"key": [5, 6, 7], "wnid": ["a", "b", "a"], "status": ["success", "failed", "success"]})
+    assert ic.downloaded_images(man).to_dict("list") == {"image_key": [5, 7], "wnid": ["a", "a"]}
+    stats = pd.DataFrame({"wnid": ["a", "b", "a"], "mean": [0.5, 0.25, 0.9],
+                          "encoder": ["e", "e", "other"], "dataset": ["LAIONet"] * 3})
+    f = ic.frequency_vs_similarity(stats, pd.Series(["a", "a", "a", "b"]), "e")
+    assert f.to_dict("list") == {"wnid": ["a", "b"], "relative_frequency": [0.75, 0.25], "mean": [0.5, 0.25]}
+    assert ic.recall_vs_delta(tmp_path / "nothing", pd.DataFrame(), "e") is None
+    res = pd.DataFrame({"dataset": "LAIONet", "model": "m", "wnid": ["a"] * 3 + ["b"] * 3,
+                        "correct1": pd.array([True, False, True, True, True, None], dtype="boolean")})
+    res.to_parquet(tmp_path / "results_laionet.parquet")
+    cmp = pd.DataFrame({"wnid": ["a", "b"], "delta": [-0.1, 0.2], "tested": [True, False], "encoder": "e"})
+    r = ic.recall_vs_delta(tmp_path, cmp, "e", min_images=2)
+    assert r["recall"].tolist() == pytest.approx([2 / 3, 1.0])
+    assert r["delta"].iloc[0] == -0.1 and np.isnan(r["delta"].iloc[1])  # b untested
+    assert len(ic.recall_vs_delta(tmp_path, cmp, "e", min_images=3)) == 1
+
+
+def test_similarity_figures_build():
+    import matplotlib.pyplot as plt
+
+    from laionet import similarity_plots as plots
+
+    rec = pd.DataFrame({"model": ["m1", "m1", "m2"], "wnid": ["a", "b", "a"],
+                        "recall": [0.5, 0.9, 0.7], "delta": [-0.1, 0.05, np.nan]})
+    props = pd.DataFrame({"reference": ["LAIONet"] * 3 + ["ImageNet"] * 3,
+                          "selection_frequency": [0.73, 0.85, 0.93] * 2,
+                          "share_lower": np.linspace(0.1, 0.6, 6), "share_higher": np.linspace(0.5, 0, 6)})
+    curve = pd.DataFrame({"threshold": [0.0, 0.5], "mean_similarity": [0.4, 0.5], "se": [0.01, 0.02],
+                          "laionet_mean_same_classes": [0.3, 0.3], "imagenet_mean_same_classes": [0.5, 0.5]})
+    wide = pd.DataFrame({"model": ["m", "m"], "k": [1, 5], "LAIONet": [0.5, 0.8], "ImageNetV2-a": [0.6, 0.85],
+                         "ImageNetV2-b": [0.55, 0.82], "ImageNetV2-c": [0.7, 0.9]})
+    figs = [plots.recall_vs_delta_figure(rec), plots.release_proportions_figure(props),
+            plots.selection_frequency_curve_figure(curve, "demo tower"), plots.release_accuracy_figure(wide)]
+    assert [len(f.axes) for f in figs] == [2, 2, 1, 2]
+    assert figs[0].axes[0].get_title().startswith("m1")
+    for f in figs:
+        plt.close(f)
+
+
+def test_a_list_of_specs_resolves_to_a_list_and_fingerprints_each_file(tmp_path):
+    from laionet import stage, stages
+
+    ckpt = tmp_path / "tower.safetensors"
+    ckpt.write_bytes(b"weights")
+    inp = stages.Input("image_encoders", world="image_tower", kind="specs")
+    specs = [f"demo-tower:{ckpt}", "open_clip:ViT-B-32:openai"]
+    got = stage.resolve_input(inp, {"image_encoders": specs}, None, "p", "05_x")
+    assert got == specs
+    fp = stage.input_fingerprint(inp, got, "p")
+    ckpt.write_bytes(b"other weights")
+    assert stage.input_fingerprint(inp, got, "p") != fp  # the checkpoint's bytes count
+    one = stages.Input("image_encoder", kind="spec")
+    assert stage.input_fingerprint(one, specs[0], "p") == stage.input_fingerprint(inp, specs[:1], "p")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from laionet import text_alone as ta
@@ -86,8 +87,42 @@ def test_cdf_and_binned():
     assert b2["n"].sum() == 4
 
 
-def test_caption_ids_stable_and_distinct():
-    a = ta.caption_ids(["n01_1.JPEG", "n01_2.JPEG", "n02_1.JPEG"])
-    assert a.dtype == np.int64 and len(set(a.tolist())) == 3
-    np.testing.assert_array_equal(a, ta.caption_ids(["n01_1.JPEG", "n01_2.JPEG", "n02_1.JPEG"]))
-    assert ta.caption_ids(["n02_1.JPEG"])[0] == a[2]      # independent of the other keys
+def test_own_class_similarity_and_unknown_class():
+    texts = pd.Series(["t0", "t1"], index=["a", "b"])
+    cls = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    emb = np.array([[0.6, 0.8], [0.6, 0.8]], dtype=np.float32)
+    np.testing.assert_allclose(ta.own_class_similarity(emb, ["a", "b"], texts, cls), [0.6, 0.8])
+    with pytest.raises(KeyError, match="laionet.parquet.*'c'"):
+        ta.own_class_similarity(emb, ["a", "c"], texts, cls, "laionet.parquet")
+
+
+def test_embed_captions_goes_through_the_store(tmp_path, hash_text_encoder):
+    from laionet.embedding_store import EmbeddingStore
+
+    caps = pd.DataFrame({"image_key": ["x.JPEG", "y.JPEG"], "text": ["ab", "abcd"]})
+    enc = hash_text_encoder()
+    e = ta.embed_captions(enc, caps, EmbeddingStore(tmp_path, enc.name))
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, rtol=1e-6)
+    again = ta.embed_captions(enc, caps.iloc[::-1], EmbeddingStore(tmp_path, enc.name))
+    assert enc.seen == ["ab", "abcd"]                 # the second call embedded nothing
+    np.testing.assert_allclose(again, e[::-1])
+    edited = ta.embed_captions(enc, caps.assign(text=["ab", "abc"]),
+                               EmbeddingStore(tmp_path, enc.name))
+    assert enc.seen == ["ab", "abcd", "abc"]          # an edited caption is embedded again
+    np.testing.assert_allclose(edited[0], e[0])
+
+
+def test_figures_are_built():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from laionet import text_alone_plots as tap
+
+    rng = np.random.default_rng(0)
+    own = rng.random(200)
+    own[3] = np.nan
+    p = rng.random(200) ** 4
+    figs = [tap.similarity_figure(rng.random(50) * 0.5 + 0.5, own),
+            tap.false_class_figure(p, own, 0.05, bins=10)]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    assert len(figs[1].axes) == 3  # CDF, binned mean and its twin axis

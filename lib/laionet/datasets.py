@@ -16,6 +16,7 @@ here branches on the profile.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -28,6 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .classes import imagenet1k_wnids
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"
@@ -95,14 +98,6 @@ def _check_wnids(wnids: pd.Series, source: str) -> None:
     if len(bad):
         raise ValueError(f"{source}: {len(bad)} value(s) are not WordNet ids like 'n01440764', "
                          f"e.g. {bad.head(3).tolist()} (at rows {bad.index[:3].tolist()})")
-
-
-def timm_imagenet1k_wnids() -> list[str]:
-    """The 1,000 ImageNet-1k wnids in class-index order (timm's bundled imagenet_synsets.txt)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo("imagenet-1k")
-    return [info.index_to_label_name(i) for i in range(info.num_classes())]
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +287,7 @@ def read_imagenetv2(root: str | os.PathLike, version: str,
         found = [p / "class_info.json" for p in (folder, folder.parent)
                  if (p / "class_info.json").is_file()]
         class_info = found[0] if found else None
-    index_wnids = read_class_info(class_info) if class_info else timm_imagenet1k_wnids()
+    index_wnids = read_class_info(class_info) if class_info else list(imagenet1k_wnids())
     with os.scandir(folder) as it:
         subdirs = {e.name: e.path for e in it if e.is_dir()}
     bad = sorted(n for n in subdirs if not n.isdigit())
@@ -374,17 +369,30 @@ def read_imagenet_captions(json_path: str | os.PathLike) -> pd.DataFrame:
 # Decoding
 # --------------------------------------------------------------------------------------------
 
+def decode_image(data: bytes, paper_rgb_only: bool = False) -> tuple["Image.Image | None", str]:
+    """(RGB PIL image, "") of an encoded image file's bytes; non-RGB images (L, P, RGBA, CMYK,
+    ...) are converted (fix of paper_spec E.7), or with ``paper_rgb_only=True`` skipped as the
+    authors did: (None, why). Undecodable bytes raise OSError (or ValueError)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode != "RGB" and paper_rgb_only:
+            return None, f"non-RGB mode {im.mode}"
+        im.load()
+        rgb = im if im.mode == "RGB" else im.convert("RGB")
+        return (rgb.copy() if rgb is im else rgb), ""
+
+
 class ImageIterator:
     """Iterate ``(image_key, PIL.Image in RGB)`` over a reader's table, decoding each file once.
 
-    Non-RGB images (L, P, RGBA, CMYK, ...) are converted (fix of paper_spec E.7);
-    ``paper_rgb_only=True`` skips them as the authors did. Skipped keys and the reason are kept
-    in ``.skipped`` (also undecodable files when ``on_error="skip"``), so nothing vanishes.
+    Decoding follows ``decode_image``. Skipped keys and the reason are kept in ``.skipped``
+    (non-RGB images under ``paper_rgb_only``, undecodable files when ``on_error="skip"``), so
+    nothing vanishes.
     """
 
     def __init__(self, df: pd.DataFrame, root: str | os.PathLike | None = None,
-                 paper_rgb_only: bool = False, on_error: str = "raise",
-                 skip_keys: Iterable | None = None):
+                 paper_rgb_only: bool = False, on_error: str = "raise"):
         missing = {"image_key", "path"} - set(df.columns)
         if missing:
             raise ValueError(f"iter_images: the table lacks column(s) {sorted(missing)}")
@@ -392,45 +400,36 @@ class ImageIterator:
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         self.df, self.root = df, Path(root) if root else None
         self.paper_rgb_only, self.on_error = paper_rgb_only, on_error
-        self.skip_keys = set(skip_keys) if skip_keys is not None else set()
         self.skipped: dict = {}
 
     def __len__(self) -> int:
-        return len(self.df) - int(self.df["image_key"].isin(self.skip_keys).sum())
+        return len(self.df)
 
     def __iter__(self) -> Iterator[tuple[object, "Image.Image"]]:
-        from PIL import Image
-
         for key, path in zip(self.df["image_key"].tolist(), self.df["path"].tolist()):
-            if key in self.skip_keys:
-                continue
             full = self.root / path if self.root is not None else Path(path)
             try:
-                with Image.open(full) as im:
-                    im.load()
-                    if im.mode != "RGB" and self.paper_rgb_only:
-                        self.skipped[key] = f"non-RGB mode {im.mode}"
-                        continue
-                    rgb = im if im.mode == "RGB" else im.convert("RGB")
-                    rgb = rgb.copy() if rgb is im else rgb
+                rgb, why = decode_image(full.read_bytes(), self.paper_rgb_only)
             except (OSError, ValueError) as exc:
                 if self.on_error == "raise":
                     raise OSError(f"cannot decode image {full} (image_key {key!r}): {exc}; "
                                   "pass on_error='skip' to record and skip it") from exc
                 self.skipped[key] = f"undecodable: {exc}"
                 continue
+            if rgb is None:
+                self.skipped[key] = why
+                continue
             yield key, rgb
 
 
 def iter_images(df: pd.DataFrame, root: str | os.PathLike | None = None,
-                paper_rgb_only: bool = False, on_error: str = "raise",
-                skip_keys: Iterable | None = None) -> ImageIterator:
+                paper_rgb_only: bool = False, on_error: str = "raise") -> ImageIterator:
     """``(image_key, RGB PIL image)`` for each row of ``df`` (columns image_key, path).
 
     ``root`` prefixes relative paths. See :class:`ImageIterator` for skipping rules; the
     returned iterator has ``len()`` and a ``.skipped`` dict after iteration.
     """
-    return ImageIterator(df, root, paper_rgb_only, on_error, skip_keys)
+    return ImageIterator(df, root, paper_rgb_only, on_error)
 
 
 def labels_of(df: pd.DataFrame) -> Mapping:

@@ -14,17 +14,31 @@ Deviations from the authors' own downloader (A10), all deliberate and documented
 
 Resume: img2dataset's incremental mode treats a shard as finished when its ``*_stats.json``
 exists; a rerun redoes only the others. Shard membership depends on input order, so the input
-is always sorted by key and its fingerprint is checked before resuming.
+is always sorted by key and its fingerprint is checked before resuming. A stats file alone is
+not trusted (``untrusted_shards``): a shard is kept on resume only when it holds exactly its
+rows of the input and, unless this process saw it finished while the download was alive
+(``shards/<fingerprint>.confirmed.json``), none of its rows failed with a connection error, the
+mark of a worker that outlived its download (and the demo's loopback host).
+
+Processes: img2dataset runs in a child process that leads its own process group and is tied to
+its parent (``laionet.tether``): the group is killed when the download returns, fails or is
+interrupted, and when the parent (a kernel) dies, so no worker ever outlives the download.
 """
 
 from __future__ import annotations
 
-import contextlib
+import codecs
+import collections
 import hashlib
+import importlib.util
 import io
 import json
-import signal
+import os
+import select
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -41,6 +55,10 @@ INPUT_FINGERPRINT = "download_input.json"
 # img2dataset owns the column name "key" (its own per-shard sample key), so ours travels as:
 KEY_COL = "laion_key"
 NOT_ATTEMPTED = "not_attempted"  # the row's shard never finished (crash, killed run)
+# error kinds that, in a shard nobody saw finish while its download was alive, mean the host
+# went away under an orphaned worker (a killed run), not that the URL is dead
+CUT_SHORT_KINDS = ("connection_refused", "connection_broken")
+CONFIRM_EVERY_S = 0.5
 
 MANIFEST_COLUMNS = ["key", "wnid", "status", "error_message", "error_kind", "sha256", "size",
                     "width", "height", "original_width", "original_height", "shard", "member"]
@@ -121,18 +139,6 @@ def shard_dir(download_dir: str | Path) -> Path:
 # the download
 
 
-@contextlib.contextmanager
-def _keep_sigint_handler() -> Iterator[None]:
-    """img2dataset installs its own SIGINT handler (which calls sys.exit); put ours back after,
-    so a Jupyter kernel's interrupt keeps working."""
-    old = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError, TypeError):  # not the main thread / no handler
-            signal.signal(signal.SIGINT, old)
-
-
 def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                      url_rewrite: Callable[[str], str] | None = None,
                      serve_root: str | Path | None = None, image_size: int = 256,
@@ -149,8 +155,12 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
     ``url_rewrite`` maps each URL before download. ``serve_root`` (the demo world's ``http/``)
     is served on 127.0.0.1 for the duration of the download, with the demo URLs rewritten to
     it; the host stops afterwards, also when the download fails. With ``incremental`` a rerun
-    keeps every finished shard and redoes the rest. Failures (404, unreachable host, corrupt
-    bytes) are rows with a status, never exceptions.
+    keeps every finished shard it can trust (``untrusted_shards``) and redoes the rest.
+    Failures of URLs (404, unreachable host, corrupt bytes) are rows with a status, never
+    exceptions; a download that could not finish (img2dataset killed, or giving up on whole
+    shards: rows left ``not_attempted``) raises RuntimeError after writing the manifest, so a
+    stage never records it as done. img2dataset runs in a child process group that never
+    outlives this call (``run_img2dataset``).
     """
     if serve_root is not None:
         from .demo.host import ImageHost
@@ -163,8 +173,10 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                 timeout=timeout, incremental=incremental, distributor=distributor,
                 number_sample_per_shard=number_sample_per_shard, encode_format=encode_format,
                 user_agent_token=user_agent_token)
-    import img2dataset  # heavy import (cv2, albumentations): only when downloading
-
+    if distributor in ("ray", "pyspark") and importlib.util.find_spec(distributor) is None:
+        raise ValueError(f"distributor={distributor!r} needs the {distributor} package, which is "
+                         "not installed (img2dataset would silently download nothing); use "
+                         "distributor='multiprocessing'")
     out_dir = Path(out_dir)
     prepared = prepare_input(table, url_rewrite)
     fingerprint = _input_fingerprint(prepared, number_sample_per_shard)
@@ -172,23 +184,183 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
     write_json({"fingerprint": fingerprint, "n_rows": prepared.num_rows,
                 "number_sample_per_shard": number_sample_per_shard}, out_dir / INPUT_FINGERPRINT)
     shards = shard_dir(out_dir)
+    confirmed = _Confirmed(shards, fresh=not incremental)
+    if incremental and shards.is_dir():
+        for name, why in untrusted_shards(shards, prepared, number_sample_per_shard,
+                                          confirmed.names, encode_format).items():
+            print(f"[download] shard {name} {why}: downloading it again")
+            for suffix in ("_stats.json", ".parquet", ".tar"):
+                (shards / f"{name}{suffix}").unlink(missing_ok=True)
     if len(prepared):
-        with _keep_sigint_handler():
-            img2dataset.download(
-                url_list=str(url_file), input_format="parquet", url_col="url",
-                save_additional_columns=[KEY_COL, "wnid"], output_folder=str(shards),
-                output_format="webdataset", image_size=image_size, resize_mode=resize_mode,
-                resize_only_if_bigger=resize_only_if_bigger, encode_format=encode_format,
-                processes_count=processes_count, thread_count=thread_count, retries=retries,
-                timeout=timeout, number_sample_per_shard=number_sample_per_shard,
-                incremental_mode="incremental" if incremental else "overwrite",
-                distributor=distributor, enable_wandb=False, compute_hash="sha256",
-                user_agent_token=user_agent_token,
-                # None = img2dataset's default opt-out list (noai, noimageai, noindex, ...)
-                disallowed_header_directives=None)
-    manifest = build_manifest(shards, prepared)
+        run_img2dataset(dict(
+            url_list=str(url_file), input_format="parquet", url_col="url",
+            save_additional_columns=[KEY_COL, "wnid"], output_folder=str(shards),
+            output_format="webdataset", image_size=image_size, resize_mode=resize_mode,
+            resize_only_if_bigger=resize_only_if_bigger, encode_format=encode_format,
+            processes_count=processes_count, thread_count=thread_count, retries=retries,
+            timeout=timeout, number_sample_per_shard=number_sample_per_shard,
+            incremental_mode="incremental" if incremental else "overwrite",
+            distributor=distributor, enable_wandb=False, compute_hash="sha256",
+            user_agent_token=user_agent_token,
+            # None = img2dataset's default opt-out list (noai, noimageai, noindex, ...)
+            disallowed_header_directives=None), on_poll=confirmed.update)
+        confirmed.update()  # the download returned: every finished shard is its own
+    manifest = build_manifest(shards, prepared, encode_format)
     write_parquet(manifest, out_dir / MANIFEST)
+    missing = manifest.loc[manifest["status"].eq(NOT_ATTEMPTED)]
+    if len(missing):  # img2dataset gave up on whole shards: a failed stage, so a rerun retries
+        raise RuntimeError(f"{len(missing)} of {len(manifest)} row(s) were not attempted: "
+                           f"img2dataset gave up on their shard(s) (its output above says why); "
+                           f"rerun the download to retry them (finished shards are kept)")
     return manifest
+
+
+def run_img2dataset(kwargs: dict, on_poll: Callable[[], None] | None = None) -> None:
+    """``img2dataset.download(**kwargs)`` in a child process that leads its own process group
+    and dies with this process (``laionet.tether``); its output is relayed to ``sys.stdout``.
+
+    The whole group (img2dataset, its pool workers and logger process) is killed when the child
+    ends, when this call raises (KeyboardInterrupt included: a Jupyter interrupt stops the
+    download at once) and, through the tether, when this process dies. ``on_poll`` is called
+    about every ``CONFIRM_EVERY_S`` seconds while the child runs. Raises RuntimeError with the
+    end of img2dataset's output when it fails."""
+    from .tether import kill_group
+
+    code = ("import sys; from laionet.download import _img2dataset_main; "
+            "_img2dataset_main(sys.argv[1:])")
+    lib = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (lib, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid()), json.dumps(kwargs)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    relay = _Relay(proc.stdout)
+    polled = time.monotonic()
+    try:
+        while not _exited(proc):
+            relay.pump(CONFIRM_EVERY_S)
+            if on_poll is not None and time.monotonic() - polled >= CONFIRM_EVERY_S:
+                on_poll()
+                polled = time.monotonic()
+    finally:
+        kill_group(proc.pid)  # before the leader is reaped: its group id cannot be reused yet
+        proc.wait()
+        relay.drain()
+    if proc.returncode != 0:
+        how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
+               else f"failed (exit status {proc.returncode})")
+        raise RuntimeError(f"img2dataset {how}; the end of its output:\n" + relay.tail())
+
+
+def _img2dataset_main(argv: list[str]) -> None:
+    """The child of ``run_img2dataset``: ``PARENT_PID KWARGS_JSON``."""
+    from .tether import tie_to_parent
+
+    tie_to_parent(int(argv[0]))
+    import img2dataset  # heavy import (cv2, albumentations): only in the child
+
+    img2dataset.download(**json.loads(argv[1]))
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether the child ended, without reaping it (so its process group id stays reserved)."""
+    if hasattr(os, "waitid"):
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    return proc.poll() is not None
+
+
+class _Relay:
+    """Copy a child's output to ``sys.stdout`` as it comes; keep its last lines."""
+
+    def __init__(self, stream):
+        self.fd = stream.fileno()
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.lines: collections.deque[str] = collections.deque(maxlen=25)
+        self.open = True
+
+    def pump(self, timeout: float) -> None:
+        if not self.open:
+            time.sleep(timeout)
+            return
+        if select.select([self.fd], [], [], timeout)[0]:
+            data = os.read(self.fd, 1 << 16)
+            if not data:
+                self.open = False
+            text = self.decoder.decode(data, final=not data)
+            if text:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                self.lines.extend(line for line in text.replace("\r", "\n").splitlines() if line)
+
+    def drain(self, limit_s: float = 2.0) -> None:
+        end = time.monotonic() + limit_s
+        while self.open and time.monotonic() < end:
+            self.pump(0.1)
+        self.stream.close()
+
+    def tail(self) -> str:
+        return "\n".join(self.lines)
+
+
+class _Confirmed:
+    """The shards this process saw finished while their download was alive, kept in
+    ``shards/<fingerprint>.confirmed.json`` (next to the img2dataset folder: img2dataset counts
+    every ``*.json`` inside it as a finished shard)."""
+
+    def __init__(self, shards: Path, fresh: bool = False):
+        self.shards = shards
+        self.path = shards.with_name(shards.name + ".confirmed.json")
+        self.names: set[str] = set()
+        if fresh:
+            self.path.unlink(missing_ok=True)
+        elif self.path.is_file():
+            try:
+                self.names = set(json.loads(self.path.read_text())["shards"])
+            except (ValueError, KeyError, TypeError):
+                self.names = set()
+
+    def update(self) -> None:
+        now = set(finished_shards(self.shards)) if self.shards.is_dir() else set()
+        if not now <= self.names:
+            self.names |= now
+            write_json({"shards": sorted(self.names)}, self.path)
+
+
+def untrusted_shards(shards: str | Path, prepared: pa.Table, number_sample_per_shard: int,
+                     confirmed: set[str] = frozenset(), encode_format: str = "jpg"
+                     ) -> dict[str, str]:
+    """Finished shards (stats file present) that must be downloaded again, with the reason:
+    metadata, stats or tar unreadable or missing; rows other than the shard's part of the
+    (key-sorted) input; or, for a shard not in ``confirmed``, rows that failed with a connection
+    error (``CUT_SHORT_KINDS``): a worker orphaned by a killed run kept going after the host was
+    gone. A redone shard is downloaded whole, so the manifest equals an uninterrupted run's."""
+    shards = Path(shards)
+    keys = prepared.column(KEY_COL).to_numpy()
+    n = int(number_sample_per_shard)
+    bad: dict[str, str] = {}
+    for name in finished_shards(shards):
+        i = int(name)
+        want = keys[i * n:(i + 1) * n]
+        try:
+            json.loads((shards / f"{name}_stats.json").read_text())
+            meta = pq.read_table(shards / f"{name}.parquet",
+                                 columns=[KEY_COL, "error_message"]).to_pandas()
+            _member_sizes(shards / f"{name}.tar", encode_format)
+        except Exception as exc:  # noqa: BLE001 - any damage means: redo the shard
+            bad[name] = f"is damaged ({type(exc).__name__}: {exc})"
+            continue
+        got = meta[KEY_COL].to_numpy(np.int64)
+        if len(got) != len(want) or set(got.tolist()) != set(want.tolist()):
+            bad[name] = (f"holds {len(got)} row(s) that are not its {len(want)} row(s) of the "
+                         "input")
+            continue
+        if name not in confirmed:
+            cut = int(error_kind(meta["error_message"]).isin(CUT_SHORT_KINDS).sum())
+            if cut:
+                bad[name] = (f"was finished after its run was cut short ({cut} row(s) failed "
+                             "with a connection error)")
+    return bad
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +430,37 @@ def build_manifest(shard_dir: str | Path, prepared: pa.Table, encode_format: str
         man[c] = man[c].astype("Int32")
     man["size"] = man["size"].astype("Int64")
     return man[MANIFEST_COLUMNS]
+
+
+def report(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Stage 03's accounting of a manifest, one table per question (saved as
+    ``03_download_<name>``): ``overall`` (rows, downloaded, success_rate), ``status`` (rows per
+    img2dataset status), ``error_kinds`` (rows per kind of failure, most first), ``per_class``
+    (rows, downloaded, success_rate per wnid, most rows first) and ``class_attrition`` (classes
+    with rows vs classes with at least one downloaded image)."""
+    ok = manifest["status"].eq("success")
+    overall = pd.DataFrame({"rows": [len(manifest)], "downloaded": [int(ok.sum())],
+                            "success_rate": [ok.mean() if len(manifest) else float("nan")]})
+    kinds = (manifest.loc[~ok, "error_kind"].value_counts().rename_axis("error_kind")
+             .reset_index(name="rows"))
+    status = manifest["status"].value_counts().rename_axis("status").reset_index(name="rows")
+    per_class = (manifest.assign(ok=ok).groupby("wnid")["ok"].agg(rows="size", downloaded="sum")
+                 .reset_index().sort_values("rows", ascending=False))
+    per_class["success_rate"] = per_class["downloaded"] / per_class["rows"]
+    kept = int((per_class["downloaded"] > 0).sum())
+    attrition = pd.DataFrame({"classes with rows": [per_class.shape[0]],
+                              "classes with >= 1 image": [kept]})
+    return {"overall": overall, "status": status, "error_kinds": kinds, "per_class": per_class,
+            "class_attrition": attrition}
+
+
+def example_images(download_dir: str | Path, manifest: pd.DataFrame, n: int = 8
+                   ) -> list[tuple[int, str, "Image.Image"]]:
+    """(key, wnid, image) of one downloaded image for each of the first ``n`` classes (in
+    manifest order), read back from the shards as later stages read them; sorted by key."""
+    ok = manifest["status"].eq("success")
+    sample = manifest[ok].groupby("wnid").head(1).head(n)
+    return sorted(iter_downloaded(download_dir, keys=sample["key"]), key=lambda r: r[0])
 
 
 def load_manifest(download_dir: str | Path) -> pd.DataFrame:

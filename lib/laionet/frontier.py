@@ -16,7 +16,8 @@ Comparison rule (spec E.10): the authors *built* datasets with strict ``>`` on b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -276,3 +277,187 @@ def common_classes(*class_sets: Sequence[str]) -> list[str]:
     """Sorted intersection of several class lists (the paper's 887 common classes)."""
     sets = [set(s) for s in class_sets]
     return sorted(set.intersection(*sets)) if sets else []
+
+
+# --------------------------------------------------------------------------------------------
+# Threshold modes: the reference point as similarities, or as quantiles of the data
+# --------------------------------------------------------------------------------------------
+
+THRESHOLD_MODES = ("absolute", "quantile")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"threshold_mode must be 'absolute' or 'quantile', got {mode!r}")
+
+
+def sfw_candidates(candidates: pd.DataFrame, nsfw_rule: str = "paper") -> pd.DataFrame:
+    """Stage 02's candidates that pass its NSFW rule and have a text similarity (A17's pool)."""
+    from .selection import nsfw_mask
+
+    _columns(candidates, "NSFW", TEXT_COL)
+    return candidates[nsfw_mask(candidates["NSFW"], nsfw_rule)
+                      & candidates[TEXT_COL].notna().to_numpy()]
+
+
+def text_thresholds(text_similarity: np.ndarray, mode: str, t_ref: float,
+                    t_min: float) -> tuple[float, float]:
+    """The reference and lowest text thresholds (t_ref, t_min) as similarities.
+
+    ``absolute``: the given values. ``quantile``: those quantiles of ``text_similarity`` (the
+    SFW candidates' caption-to-synset similarity), for encoders whose scale differs from CLIP's.
+    """
+    _check_mode(mode)
+    if mode == "absolute":
+        return float(t_ref), float(t_min)
+    values = np.asarray(text_similarity)  # its own dtype: float32 similarities give float32 quantiles
+    return float(np.quantile(values, t_ref)), float(np.quantile(values, t_min))
+
+
+def image_threshold(df: pd.DataFrame, mode: str, i_ref: float, t_ref: float,
+                    text_col: str = TEXT_COL, image_col: str = IMAGE_COL) -> float:
+    """The reference image threshold as a similarity. ``quantile``: the ``i_ref`` quantile of
+    the image similarity of the rows whose text similarity is >= ``t_ref`` (the reference's
+    text side), so the reference keeps about 1 - i_ref of its text-selected rows."""
+    _check_mode(mode)
+    if mode == "absolute":
+        return float(i_ref)
+    _columns(df, text_col, image_col)
+    ref = df.loc[passes(df[text_col].to_numpy(), t_ref, True), image_col].to_numpy()
+    if len(ref) == 0:
+        raise ValueError(f"no row has text similarity >= t_ref={t_ref:.4f}: lower t_ref")
+    return float(np.quantile(ref, i_ref))
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets A-D vs ImageNet: intra-class similarity on the classes all of them have (B15)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class VariantComparison:
+    """Intra-class similarity of the datasets A-D and a reference on their common classes.
+
+    ``per_class``: pairwise_stats rows (wnid, n, mean, ...) plus ``dataset``; ``shares``: the
+    share of classes at or below the reference per dataset; ``pooled``: dataset (and the
+    reference) -> pooled resampled pair similarities; ``classes``: the common classes.
+    """
+
+    per_class: pd.DataFrame
+    shares: pd.DataFrame
+    pooled: dict[str, np.ndarray]
+    classes: list[str]
+
+    def averages(self) -> pd.DataFrame:
+        """dataset, avg_similarity (mean of the pooled values), in ``pooled`` order."""
+        return pd.DataFrame({"dataset": list(self.pooled),
+                             "avg_similarity": [float(np.mean(v)) for v in self.pooled.values()]})
+
+
+def compare_variants(by_dataset: Mapping[str, Mapping[str, np.ndarray]],
+                     reference: Mapping[str, np.ndarray], seed: int = 0, n_values: int = 100,
+                     reference_name: str = "ImageNet") -> VariantComparison:
+    """The datasets A-D (name -> {wnid: embeddings}) vs the reference on the classes every dataset has
+    with >= 2 images and the reference has: per-class means, share at or below the reference
+    (A17 c/d), and ``n_values`` pooled pair similarities per class for the histograms."""
+    from .similarity import pairwise_stats, pooled_resample
+
+    common = common_classes(reference, *[{w for w, E in b.items() if len(E) >= 2}
+                                         for b in by_dataset.values()])
+    ref_stats = pairwise_stats({w: reference[w] for w in common}).set_index("wnid")["mean"]
+    per_class = pd.concat([pairwise_stats({w: b[w] for w in common}).assign(dataset=name)
+                           for name, b in by_dataset.items()], ignore_index=True)
+    shares = share_at_or_below(per_class, ref_stats)
+    pooled = {name: pooled_resample(b, n_values, seed, classes=common)["similarity"].to_numpy()
+              for name, b in {**by_dataset, reference_name: reference}.items()}
+    return VariantComparison(per_class, shares, pooled, common)
+
+
+def combine(results: Mapping[str, VariantComparison]) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                  pd.DataFrame]:
+    """One table each over encoders (encoder name -> ``compare_variants`` result):
+    per-class statistics, shares at or below the reference (with ``n_common``) and the
+    average similarity per dataset (encoder, dataset, avg_similarity)."""
+    per_class = pd.concat([r.per_class.assign(encoder=e) for e, r in results.items()],
+                          ignore_index=True)
+    shares = pd.concat([r.shares.assign(encoder=e, n_common=len(r.classes))
+                        for e, r in results.items()], ignore_index=True)
+    avg = pd.concat([r.averages().assign(encoder=e)[["encoder", "dataset", "avg_similarity"]]
+                     for e, r in results.items()], ignore_index=True)
+    return per_class, shares, avg
+
+
+def coverage(rows: pd.DataFrame, text_thresholds: Sequence[float],
+             embed: Callable[[pd.DataFrame], Mapping[str, np.ndarray]],
+             reference: Mapping[str, np.ndarray], seed: int = 0, inclusive: bool = False,
+             n_values: int = 100, text_col: str = TEXT_COL,
+             class_col: str = CLASS_COL) -> pd.DataFrame:
+    """Text-only selection at each threshold (no image bar): how many classes survive and how
+    homogeneous they are. ``embed(kept rows)`` gives {wnid: embeddings} (e.g. a
+    ``image_embeddings.ClassSampler``); classes with >= 2 images count.
+
+    Columns: text_threshold, n_rows, n_classes, avg_similarity (pooled ``n_values`` pairs per
+    class), share_at_or_below (the reference's class means); ``attrs["reference_avg_similarity"]``
+    is the reference's average the same way.
+    """
+    from .similarity import pairwise_stats, pooled_resample
+
+    _columns(rows, text_col, class_col)
+    ref_stats = pairwise_stats(reference).set_index("wnid")["mean"]
+    ref_avg = float(pooled_resample(reference, n_values, seed)["similarity"].mean())
+    out = []
+    for t in text_thresholds:
+        kept = rows[passes(rows[text_col].to_numpy(), t, inclusive)]
+        by = {w: E for w, E in embed(kept).items() if len(E) >= 2}
+        share = share_at_or_below(pairwise_stats(by).assign(dataset=f"{t:.4f}"), ref_stats)
+        out.append({"text_threshold": float(t), "n_rows": len(kept),
+                    "n_classes": kept[class_col].nunique(),
+                    "avg_similarity": float(pooled_resample(by, n_values, seed)["similarity"].mean()),
+                    "share_at_or_below": float(share["share_at_or_below"].iloc[0]) if len(share)
+                    else np.nan})
+    table = pd.DataFrame(out)
+    table.attrs["reference_avg_similarity"] = ref_avg
+    return table
+
+
+def trend(avg: pd.DataFrame, shares: pd.DataFrame, summary: pd.DataFrame) -> dict:
+    """The D -> A check: average similarity, share at or below ImageNet and image threshold per
+    dataset in ``summary`` order (one encoder's ``avg`` and ``shares``), and whether the
+    strongest image link (first) is more homogeneous than the weakest (last)."""
+    order = list(summary["dataset"])
+    sim = avg.set_index("dataset").loc[order, "avg_similarity"]
+    return {"avg_similarity": sim.round(4).to_dict(),
+            "share_at_or_below": shares.set_index("dataset").loc[order, "share_at_or_below"]
+            .round(3).to_dict(),
+            "image_threshold": summary.set_index("dataset")["image_threshold"].round(4).to_dict(),
+            "homogeneity_decreases": bool(sim.iloc[0] > sim.iloc[-1])}
+
+
+def relevance_summary(laionet: pd.DataFrame, imagenet: pd.DataFrame,
+                      col: str = IMAGE_COL, class_col: str = CLASS_COL) -> dict:
+    """B19: image-to-synset similarity of LAIONet vs ImageNet rows: per-class means compared on
+    the classes both have, and the overall means."""
+    m = pd.DataFrame({"LAIONet": laionet.groupby(class_col)[col].mean(),
+                      "ImageNet": imagenet.groupby(class_col)[col].mean()}).dropna()
+    return {"n_classes": len(m), "share_laionet_higher": float((m["LAIONet"] > m["ImageNet"]).mean()),
+            "mean_laionet": float(laionet[col].mean()), "mean_imagenet": float(imagenet[col].mean())}
+
+
+def zero_shot_recall(eval_dir, model: str) -> tuple[pd.DataFrame | None, str]:
+    """Per-class recall@1 of stage 04's ``model`` on LAIONet and ImageNet (wnid x dataset), or
+    (None, why) when stage 04's results or the model are not there."""
+    from pathlib import Path
+
+    from .evaluation.aggregate import per_class_recall
+
+    files = [Path(eval_dir) / f"results_{d}.parquet" for d in ("laionet", "imagenet")] if eval_dir else []
+    if not model or not files or not all(f.is_file() for f in files):
+        return None, (f"skipped: zero_shot_model={model!r}, stage 04 results present: "
+                      f"{[f.is_file() for f in files]}")
+    res = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    res = res[res["model"] == model]
+    if res.empty:
+        return None, (f"stage 04 has no model {model!r}: set its zero_shot_encoder, or "
+                      "zero_shot_model here to one of its models")
+    rec = per_class_recall(res, 1).pivot(index="wnid", columns="dataset", values="recall").dropna()
+    return rec, (f"{len(rec)} classes; LAIONet recall lower in "
+                 f"{(rec['LAIONet'] < rec['ImageNet']).mean():.1%}")

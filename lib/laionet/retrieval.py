@@ -1,10 +1,10 @@
 """§4.4: ImageNet recreated by searching LAION with ImageNet's captions (paper_spec A19, B18, C.6).
 
 A faiss inner-product index over L2-normalised LAION caption embeddings (so scores are cosine
-similarities), keyed by the global row key ``part * 100_000_000 + row``. Each ImageNet-Captions
-caption is a query (k = 1); the retrieved LAION row gets the caption's class; rows whose
-caption-to-caption similarity passes a threshold (0.7 in the paper) form the "LAION | ImageNet
-texts" dataset.
+similarities), keyed by the global row key (``laionet.keys.row_key``: part * KEY_STRIDE + row).
+Each ImageNet-Captions caption is a query (k = 1); the retrieved LAION row gets the caption's
+class; rows whose caption-to-caption similarity passes a threshold (0.7 in the paper) form the
+"LAION | ImageNet texts" dataset.
 
 The index is exact (``Flat``) on small data and approximate (``IVF...,PQ...`` or ``HNSW``) at
 LAION scale. It is built part by part: ``add_part`` records which LAION parts are in, ``save``
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ import pandas as pd
 from .io import atomic_path, read_json, write_json
 
 META = "meta.json"
+#: The paper's B18 sweep of the caption-to-caption threshold.
+PAPER_SWEEP = tuple(float(t) for t in np.round(np.linspace(0.5, 0.75, 20), 4))
 
 
 def suggest_factory(n_vectors: int, dim: int) -> str:
@@ -216,3 +219,100 @@ def threshold_sweep(labelled: pd.DataFrame, thresholds: Sequence[float],
         rows.append({"threshold": float(t), "n_rows": int(kept["key"].nunique()),
                      "n_classes": int(kept["wnid"].nunique()), "n_tested": n_tested, **shares})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the caption index from the LAION parts
+# --------------------------------------------------------------------------------------------
+
+def build_index(parts: Mapping[int, str | os.PathLike], encoder: Any, store: Any,
+                folder: str | os.PathLike, factory: str = "", nprobe: int = 32,
+                batch_size: int = 64) -> TextIndex:
+    """The index of every caption of ``parts`` (part number -> parquet file with ``TEXT``),
+    built part by part and saved after each, so a rerun resumes after the last saved part.
+
+    Captions are embedded through ``store`` (an ``EmbeddingStore`` of ``encoder``, keyed by
+    row key and caption: captions another stage embedded are not embedded again). ``factory``
+    empty: ``suggest_factory`` for the total caption count. An approximate index is trained on
+    the first part it adds. Raises when the saved index does not hold every caption (a folder
+    left by other parts).
+    """
+    import pyarrow.parquet as pq
+
+    from .embedding_store import embed_with_store
+    from .keys import row_key
+
+    n_rows = {int(p): pq.ParquetFile(f).metadata.num_rows for p, f in parts.items()}
+    factory = factory or suggest_factory(sum(n_rows.values()), encoder.dim)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    index = TextIndex.open(folder, encoder.dim, factory, nprobe=nprobe)
+    for part, f in sorted(parts.items()):
+        if int(part) in index.parts:
+            continue
+        text = pq.read_table(f, columns=["TEXT"]).column("TEXT")
+        keys = row_key(int(part), np.arange(len(text)))
+        emb = embed_with_store(encoder, keys, text, store, batch_size=batch_size)
+        if len(emb):
+            index.train(emb)  # IVF-PQ: trained on the first part (a no-op once trained, or Flat)
+        index.add_part(part, emb, keys)
+        index.save(folder)
+    if index.ntotal != sum(n_rows.values()) or not index.parts >= set(n_rows):
+        raise RuntimeError(f"{folder}: holds {index.ntotal} captions of parts {sorted(index.parts)}, "
+                           f"the LAION parts have {sum(n_rows.values())} in parts {sorted(n_rows)}; "
+                           "delete the folder and rerun")
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# The retrieved rows' images and their comparison with ImageNet
+# --------------------------------------------------------------------------------------------
+
+def sample_retrieved(retrieved: pd.DataFrame, n_per_class: int = 100, seed: int = 0) -> pd.DataFrame:
+    """Up to ``n_per_class`` seeded (class, row) pairs per class of ``retrieved_dataset``'s
+    table: a row retrieved for two classes is a candidate of both, so the pair is sampled."""
+    from .similarity import sample_per_class
+
+    pairs = retrieved.assign(pair=retrieved["wnid"] + ":" + retrieved["key"].astype(str))
+    return sample_per_class(pairs, n_per_class, seed, key="pair").drop(columns="pair")
+
+
+def rows_to_download(sample: pd.DataFrame, parts: Mapping[int, str | os.PathLike]) -> pd.DataFrame:
+    """key, wnid (the first class of the row in ``sample``), URL (read from the LAION parts)
+    of each distinct row of ``sample``, in key order: the input of ``download_laionet``."""
+    import pyarrow as pa
+
+    from .keys import split_key
+    from .selection import join_laion_columns
+
+    rows = sample.drop_duplicates("key").sort_values("key", kind="stable")
+    key = rows["key"].to_numpy(np.int64)
+    part, row = split_key(key)
+    table = pa.table({"key": key, "part": part, "row": row})
+    urls = join_laion_columns(table, dict(parts), ["URL"]).column("URL").to_pylist()
+    return pd.DataFrame({"key": key, "wnid": rows["wnid"].to_numpy(), "URL": urls})
+
+
+class ClassComparer:
+    """The retrieved rows of each class vs a reference dataset's classes (ImageNet).
+
+    ``by_class(kept)``: {wnid: embeddings} of the kept (class, row) pairs that have an image
+    embedding (a row can serve two classes); calling it with ``kept`` gives
+    ``similarity.compare_classes`` against the reference, the ``compare`` of
+    ``threshold_sweep``.
+    """
+
+    def __init__(self, keys: Sequence, emb: np.ndarray, reference: Mapping[str, np.ndarray],
+                 method: str = "bootstrap", min_pairs: int = 7, seed: int = 0):
+        self.emb_by_key = dict(zip(np.asarray(keys).tolist(), emb))
+        self.reference = reference
+        self.method, self.min_pairs, self.seed = method, min_pairs, seed
+
+    def by_class(self, kept: pd.DataFrame) -> dict[str, np.ndarray]:
+        kept = kept[kept["key"].isin(set(self.emb_by_key))]
+        return {w: np.stack([self.emb_by_key[x] for x in g["key"]]) for w, g in kept.groupby("wnid")}
+
+    def __call__(self, kept: pd.DataFrame) -> pd.DataFrame:
+        from .similarity import compare_classes
+
+        return compare_classes(self.by_class(kept), self.reference, method=self.method,
+                               min_pairs=self.min_pairs, seed=self.seed)

@@ -1,6 +1,6 @@
 """Headless notebook runner behind ``run_all.sh``: jupytext text notebook -> papermill -> HTML.
 
-    python -m laionet.runner run [--profile demo] [--only 01,02] [-p NAME VALUE ...]
+    python -m laionet.runner run [--profile demo] [--only 01,02] [-p [NN.]NAME VALUE ...] [--force]
     python -m laionet.runner sweep NOTEBOOK PARAM VALUE [VALUE ...] [--profile demo]
     python -m laionet.runner list [--profile demo]
 
@@ -10,14 +10,19 @@ A profile (profiles/<name>.yaml) lists the notebooks to run and their parameters
     parameters: {profile: demo, seed: 0, ...}          # given to every notebook that declares them
     notebook_parameters: {01_synset_matching: {...}}   # given to one notebook
 
-A notebook receives only the parameters its ``parameters`` cell declares. The executed
-notebook and its HTML land in the stage's run folder (runs/<profile>/<notebook>/).
+A notebook receives only the parameters its ``parameters`` cell declares; every key of a
+profile and every ``-p`` must reach one (a typo is an error), with one meaning: a name that
+several selected notebooks declare differently must be scoped (``-p 02.threshold 0.8``).
+Stages whose parameters, inputs, notebook and library are unchanged are skipped (``laionet.stage``).
+The executed notebook and its HTML land in the stage's run folder (runs/<profile>/<notebook>/).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,8 +30,12 @@ from typing import Any
 
 import yaml
 
-from .paths import load_profile, profile_name, project_root
+from . import tether
 from .io import write_json
+from .params import Param, ParameterError, read_parameters, split_scoped
+from .paths import ProfileNotFound, load_profile, profile_name, project_root, resolve
+from .stage import MissingInput, plan_stage
+from .stages import SHARED, allowed, spec
 
 NOTEBOOK_DIR = "notebooks"
 
@@ -73,23 +82,85 @@ def to_ipynb(py_path: Path, dest: Path):
     return dest
 
 
-def declared_parameters(ipynb: Path) -> dict[str, dict]:
-    import papermill as pm
+def declared(py_path: Path) -> dict[str, Param]:
+    """The parameters a notebook's ``parameters`` cell declares (read from the .py file)."""
+    return read_parameters(py_path)
 
-    return pm.inspect_notebook(str(ipynb))
+
+def _scope_matches(scope: str, stem: str) -> bool:
+    return stem == scope or stem.startswith(f"{scope}_")
 
 
-def notebook_parameters(profile: dict, stem: str, declared: dict, overrides: dict) -> dict:
-    own = (profile.get("notebook_parameters") or {}).get(stem) or {}
-    unknown = sorted(set(own) - set(declared))
-    if unknown:  # a typo in a profile would otherwise be dropped without a word
-        raise SystemExit(f"profile {profile.get('name')!r}: notebook_parameters.{stem} has "
-                         f"{unknown}, which {stem} does not declare; it declares {sorted(declared)}")
-    params: dict[str, Any] = {}
-    params.update(profile.get("parameters") or {})
-    params.update((profile.get("notebook_parameters") or {}).get(stem) or {})
-    params.update(overrides)
-    return {k: v for k, v in params.items() if k in declared}
+def check_profile(profile: dict, decls: dict[str, dict[str, Param]]) -> None:
+    """Every key of a profile must reach a notebook, and reach it with one meaning."""
+    name = profile.get("name")
+    allowed = {"name", "description", "notebooks", "parameters", "notebook_parameters", "extends"}
+    extra = sorted(set(profile) - allowed)
+    if extra:
+        raise SystemExit(f"profile {name!r}: unknown top-level key(s) {extra}; a profile has {sorted(allowed)}")
+    _check_unscoped(profile.get("parameters") or {}, decls, f"profile {name!r}: parameters")
+    for stem, own in (profile.get("notebook_parameters") or {}).items():
+        if stem not in decls:
+            raise SystemExit(f"profile {name!r}: notebook_parameters.{stem}: no such notebook in the "
+                             f"profile; it runs {sorted(decls)}")
+        unknown = sorted(set(own or {}) - set(decls[stem]))
+        if unknown:  # a typo in a profile would otherwise be dropped without a word
+            raise SystemExit(f"profile {name!r}: notebook_parameters.{stem} has {unknown}, which "
+                             f"{stem} does not declare; it declares {sorted(decls[stem])}")
+
+
+def _check_unscoped(values: dict, decls: dict[str, dict[str, Param]], where: str) -> None:
+    for key in values:
+        users = {stem: d[key] for stem, d in decls.items() if key in d}
+        if not users:
+            raise SystemExit(f"{where}: {key!r} is declared by none of {sorted(decls)} "
+                             "(see `python -m laionet.runner list`)")
+        declared_as = {(p.type, repr(p.default), p.help) for p in users.values()}
+        if len(users) > 1 and key not in SHARED and len(declared_as) > 1:
+            listing = "; ".join(f"{stem}: {p.help}" for stem, p in users.items())
+            raise SystemExit(f"{where}: {key!r} means different things in {sorted(users)} ({listing}). "
+                             f"Scope it to one notebook, e.g. `-p {sorted(users)[0][:2]}.{key} VALUE` "
+                             "or under notebook_parameters in a profile")
+
+
+def check_overrides(overrides: dict, decls: dict[str, dict[str, Param]]) -> None:
+    plain, scoped = split_scoped(overrides)
+    _check_unscoped(plain, decls, "-p")
+    for scope, values in scoped.items():
+        stems = [s for s in decls if _scope_matches(scope, s)]
+        if len(stems) != 1:
+            raise SystemExit(f"-p {scope}.…: {scope!r} names {'several' if stems else 'none'} of the "
+                             f"selected notebooks {sorted(decls)}")
+        unknown = sorted(set(values) - set(decls[stems[0]]))
+        if unknown:
+            raise SystemExit(f"-p {scope}.{unknown[0]}: {stems[0]} declares no {unknown}; it "
+                             f"declares {sorted(decls[stems[0]])}")
+
+
+def notebook_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
+                        profile_key: str) -> tuple[dict, dict]:
+    """(every declared parameter's value, the ones that differ from the notebook's defaults).
+
+    Order, last wins: the cell's default, the profile's ``parameters``, its
+    ``notebook_parameters.<stem>``, ``-p name``, ``-p NN.name``. Each value is checked against
+    the declared type here, before any kernel starts."""
+    plain, scoped = split_scoped(overrides)
+    given: dict[str, Any] = {"profile": str(profile_key)} if "profile" in decl else {}
+    given.update({k: v for k, v in (profile.get("parameters") or {}).items() if k in decl})
+    given.update((profile.get("notebook_parameters") or {}).get(stem) or {})
+    given.update({k: v for k, v in plain.items() if k in decl})
+    for scope, values in scoped.items():
+        if _scope_matches(scope, stem):
+            given.update(values)
+    given = {k: decl[k].check(v, stem) for k, v in given.items()}
+    for k, v in given.items():
+        rule = allowed(k, v)
+        if rule:
+            raise ParameterError(f"{stem}: {k}={v!r} is not allowed: it must be {rule} "
+                                 f"(`{k}: {decl[k].type} = {decl[k].default!r}`  # {decl[k].help})")
+    full = {k: p.default for k, p in decl.items()}
+    full.update(given)
+    return full, {k: v for k, v in given.items() if v != decl[k].default or k == "profile"}
 
 
 def export_html(ipynb: Path) -> Path | None:
@@ -126,69 +197,125 @@ def failed_cell(ipynb: Path) -> str:
     return "no cell recorded an error (the kernel may have died: out of memory?)"
 
 
-def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | None = None,
-            figures_dir: Path | None = None, log_output: bool = False) -> Path:
-    """Run one notebook; returns the executed .ipynb. Raises RunFailed with the failing cell."""
-    import papermill as pm
+def _stop_kernels_quietly() -> None:
+    """Kill the running kernel(s) with their process groups, and keep the event loop quiet about
+    the cell that will never finish (no "Task was destroyed but it is pending" at exit)."""
+    import asyncio
+    import warnings
 
+    tether.kill_kernels()
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        asyncio.get_event_loop_policy().get_event_loop().set_exception_handler(lambda *_: None)
+
+
+def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | None = None,
+            figures_dir: Path | None = None, log_output: bool = False,
+            force: bool = False) -> Path | None:
+    """Run one notebook unless it is current; returns the executed .ipynb (None: skipped).
+
+    Before any kernel starts: parameters checked against their declared types, inputs resolved
+    (a missing one names the notebook that makes it). The runner writes the stage's manifest:
+    ``running`` before, ``done`` (with products and timings) or ``failed`` after.
+    Raises RunFailed with the failing cell."""
     profile = load_profile(profile_key)
     name = profile_name(profile_key)
     stem = py_path.stem
     root = project_root()
-    out_dir = out_dir or root / "runs" / name / stem
-    src = to_ipynb(py_path, out_dir / "_source" / f"{stem}.ipynb")
-    declared = declared_parameters(src)
+    decl = declared(py_path)
+    plain, scoped = split_scoped(overrides)
+    unknown = sorted(set(plain) - set(decl)) + sorted(
+        f"{sc}.{k}" for sc, vals in scoped.items() if _scope_matches(sc, stem) for k in vals if k not in decl)
+    if unknown:
+        raise SystemExit(f"{stem}: unknown parameter(s) {unknown}; it declares {sorted(decl)}")
     extra = dict(overrides)
-    extra.setdefault("profile", str(profile_key))
-    if out_dir != root / "runs" / name / stem:
+    default_out = root / "runs" / name / stem
+    out_dir = Path(out_dir) if out_dir else default_out
+    if out_dir != default_out:
         extra["out_dir"] = str(out_dir)
     if figures_dir is not None:
         extra["figures_dir"] = str(figures_dir)
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        raise SystemExit(f"{stem}: unknown parameter(s) {unknown}; it declares {sorted(declared)}")
-    params = notebook_parameters(profile, stem, declared, extra)
+    try:
+        full, params = notebook_parameters(profile, stem, decl, extra, profile_key)
+        if full.get("out_dir"):  # `-p 04.out_dir X` or a profile's: the folder the notebook uses
+            out_dir = resolve(full["out_dir"])
+        plan = plan_stage(stem, full, profile_key, out_dir)
+    except (ParameterError, MissingInput) as exc:
+        raise RunFailed(f"{stem} not started: {exc}") from None
+    if plan.current() and not force:
+        when = plan.recorded.get("written_at", "?")
+        print(f"[run_all] {stem}: up to date (parameters, inputs, notebook and library unchanged since "
+              f"{when}); skipped. --force reruns it", flush=True)
+        return None
+    removed = plan.begin()
+    if removed:
+        print(f"[run_all] {stem}: parameters or inputs changed; removed the old {removed}", flush=True)
+    import papermill as pm  # imported only when a kernel will run (seconds)
+
+    src = to_ipynb(py_path, out_dir / "_source" / f"{stem}.ipynb")
     dest = out_dir / f"{stem}.ipynb"
+    work = out_dir / f"{stem}.running.ipynb"  # the last good executed notebook stays until success
     print(f"[run_all] {stem}: profile={name} params={json.dumps(params, default=str)}", flush=True)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(dest), parameters=params, cwd=str(root),
+        # the kernel (and what it starts) dies with this process, even on SIGKILL: laionet.tether
+        pm.execute_notebook(str(src), str(work), parameters=params, cwd=str(root),
                             kernel_name="python3", progress_bar=sys.stderr.isatty(),
-                            log_output=log_output, request_save_on_cell_execute=True)
+                            log_output=log_output, request_save_on_cell_execute=True,
+                            kernel_manager_class=tether.kernel_manager_class())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (main): stop the kernel now, quietly; the
+        _stop_kernels_quietly()  # manifest stays `running`, so a rerun resumes
+        raise
     except Exception as exc:
-        export_html(dest) if dest.exists() else None
-        where = failed_cell(dest) if dest.exists() else str(exc)
+        plan.finish(time.perf_counter() - t0, status="failed")
+        failed = out_dir / f"{stem}.failed.ipynb"
+        if work.exists():
+            work.replace(failed)
+            export_html(failed)
+        where = failed_cell(failed) if failed.exists() else str(exc)
         raise RunFailed(f"{stem} failed after {time.perf_counter() - t0:.0f}s in {where}\n"
-                        f"  executed notebook: {dest}\n"
-                        f"  HTML:              {dest.with_suffix('.html')}") from exc
+                        f"  executed notebook: {failed}\n"
+                        f"  HTML:              {failed.with_suffix('.html')}") from exc
+    work.replace(dest)
+    (out_dir / f"{stem}.failed.ipynb").unlink(missing_ok=True)
+    (out_dir / f"{stem}.failed.html").unlink(missing_ok=True)
     export_html(dest)
+    try:
+        plan.finish(time.perf_counter() - t0)
+    except RuntimeError as exc:
+        raise RunFailed(str(exc)) from None
     print(f"[run_all] {stem}: done in {time.perf_counter() - t0:.1f}s -> {dest}", flush=True)
     return dest
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
+def _selected(profile: dict, only: str) -> list[Path]:
     order = list(profile.get("notebooks") or [])
     if not order:
         order = [p.stem for p in sorted((project_root() / NOTEBOOK_DIR).glob("[0-9][0-9]_*.py"))]
-    if args.only:
-        wanted = [k.strip() for k in args.only.split(",") if k.strip()]
-        order = [find_notebook(k).stem for k in wanted]
+    if only:
+        order = [k.strip() for k in only.split(",") if k.strip()]
+    return [find_notebook(key) for key in order]
+
+
+def _checked(profile_key: str, paths: list[Path], overrides: dict) -> dict:
+    """Load the profile and check it and the overrides before anything runs."""
+    profile = load_profile(profile_key)
+    everything = {p.stem: declared(p) for p in _selected(profile, "")}
+    check_profile(profile, everything)
+    check_overrides(overrides, {p.stem: declared(p) for p in paths})
+    return profile
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    paths = _selected(profile, args.only)
     overrides = {k: parse_value(v) for k, v in args.param}
-    paths = [find_notebook(key) for key in order]
-    if overrides:  # an override nobody declares is a typo, not something to drop silently
-        declared = set().union(*(_declared(p, args.profile) for p in paths))
-        unknown = sorted(set(overrides) - declared)
-        if unknown:
-            raise SystemExit(f"unknown parameter(s) {unknown}: no selected notebook declares them "
-                             f"(see `python -m laionet.runner list`)")
+    _checked(args.profile, paths, overrides)
     timings: dict[str, float] = {}
     for path in paths:
         t0 = time.perf_counter()
         try:
-            execute(path, args.profile,
-                    {k: v for k, v in overrides.items() if k in _declared(path, args.profile)},
-                    log_output=args.verbose)
+            execute(path, args.profile, overrides, log_output=args.verbose, force=args.force)
         except RunFailed as exc:
             print(f"[run_all] FAILED: {exc}", file=sys.stderr)
             return 1
@@ -201,19 +328,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _declared(path: Path, profile_key: str) -> set[str]:
-    """Names of the parameters a notebook's ``parameters`` cell declares."""
-    name = profile_name(profile_key)
-    src = to_ipynb(path, project_root() / "runs" / name / path.stem / "_source" / f"{path.stem}.ipynb")
-    return set(declared_parameters(src))
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     path = find_notebook(args.notebook)
     name = profile_name(args.profile)
+    overrides = {k: parse_value(v) for k, v in args.param_extra}
+    _checked(args.profile, [path], {**overrides, args.param: parse_value(args.values[0])})
     base = project_root() / "runs" / name / "sweeps" / path.stem / args.param
     fig_base = project_root() / "figures" / name / "sweeps" / path.stem / args.param
-    overrides = {k: parse_value(v) for k, v in args.param_extra}
     runs = []
     for raw in args.values:
         value = parse_value(raw)
@@ -221,7 +342,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out = base / label
         try:
             execute(path, args.profile, {**overrides, args.param: value}, out_dir=out,
-                    figures_dir=fig_base / label, log_output=args.verbose)
+                    figures_dir=fig_base / label, log_output=args.verbose, force=args.force)
         except RunFailed as exc:
             print(f"[run_all] FAILED: {exc}", file=sys.stderr)
             return 1
@@ -250,15 +371,17 @@ def summarize_sweep(stem: str, param: str, index: Path, fig_dir: Path, profile: 
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Every notebook of the profile, each parameter with its value and where it comes from."""
     profile = load_profile(args.profile)
-    for key in profile.get("notebooks") or []:
-        path = find_notebook(key)
-        src = to_ipynb(path, project_root() / "runs" / profile_name(args.profile) / path.stem
-                       / "_source" / f"{path.stem}.ipynb")
-        print(path.stem)
-        for pname, info in declared_parameters(src).items():
-            print(f"    {pname}: {info.get('inferred_type_name')} = {info.get('default')}"
-                  f"  {info.get('help') or ''}")
+    paths = _selected(profile, "")
+    _checked(args.profile, paths, {})
+    for path in paths:
+        decl = declared(path)
+        full, given = notebook_parameters(profile, path.stem, decl, {}, args.profile)
+        print(f"{path.stem}: {spec(path.stem).question}")
+        for pname, p in decl.items():
+            src = "profile" if pname in given else "default"
+            print(f"    {pname}: {p.type} = {full[pname]!r}  [{src}]  {p.help}")
     return 0
 
 
@@ -273,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                        nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                        help="override a notebook parameter (YAML value), repeatable")
         p.add_argument("-v", "--verbose", action="store_true", help="stream cell outputs")
+        p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
 
     run = sub.add_parser("run", help="run the profile's notebooks in order")
     common(run, "param")
@@ -285,7 +409,47 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="list the profile's notebooks and their parameters")
     ls.add_argument("--profile", default="demo")
     args = ap.parse_args(argv)
-    return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[args.cmd](args)
+    old_handlers = _interrupt_handlers()
+    try:
+        return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[args.cmd](args)
+    except (ProfileNotFound, ParameterError) as exc:
+        print(f"[run_all] {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        how = " (SIGTERM)" if isinstance(exc, Terminated) else ""
+        print(f"\n[run_all] interrupted{how}; rerun the same command to resume (finished stages "
+              "and finished parts are kept)", file=sys.stderr, flush=True)
+        return 143 if how else 130
+    finally:
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
+        tether.STOPPING.clear()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the kernel is stopped and the run can be resumed."""
+
+
+def _interrupt_handlers() -> dict:
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM ``Terminated``, both after telling
+    ``laionet.tether`` to kill kernels at once rather than wind them down. Returns the handlers
+    replaced (none outside the main thread, where signals cannot be handled)."""
+    def on_int(signum, frame):
+        tether.STOPPING.set()
+        raise KeyboardInterrupt()
+
+    def on_term(signum, frame):
+        tether.STOPPING.set()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the cleanup is not interrupted
+        raise Terminated()
+
+    old = {}
+    try:
+        for signum, handler in ((signal.SIGINT, on_int), (signal.SIGTERM, on_term)):
+            old[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread
+        pass
+    return old
 
 
 if __name__ == "__main__":

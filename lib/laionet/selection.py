@@ -16,7 +16,6 @@ Curves for the threshold figures (``threshold_curves``, ``lemma_similarities``,
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -27,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .io import read_json
+from .keys import KEY_STRIDE, part_numbers, row_key
 
 # Thresholds the authors used (A6, A9); the MiniLM demo threshold is calibrated in notebook 02.
 PAPER_THRESHOLDS = {"open_clip:ViT-B-32": 0.82, "clip-vit-base-patch32": 0.82,
@@ -38,8 +38,6 @@ CANDIDATE_COLUMNS = ["key", "part", "row", "wnid", "lemmas", "TEXT", "URL", "NSF
 NSFW_RULES = {"paper": ("UNLIKELY",),                     # A6: exactly "UNLIKELY"
               "unlikely_or_unsure": ("UNLIKELY", "UNSURE"),
               "ignore": None}                             # LAIONet v1 (arXiv v1): NSFW kept
-_PART_RE = re.compile(r"part-(\d+)")
-KEY_STRIDE = 100_000_000  # key = part * KEY_STRIDE + row (the authors' global index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,12 +94,7 @@ def part_files(laion_parts: str | Iterable[str | Path]) -> dict[int, Path]:
                        else [resolve(pattern)])
     else:
         files = [resolve(p) for p in laion_parts]
-    out: dict[int, Path] = {}
-    for f in files:
-        m = _PART_RE.search(Path(f).name)
-        if not m:
-            raise ValueError(f"{f}: LAION part files must be named part-%05d-...parquet")
-        out[int(m.group(1))] = Path(f)
+    out = {n: f for f, n in part_numbers(files).items()}  # laionet.keys: the one part rule
     if not out:
         raise FileNotFoundError(f"laion_parts {laion_parts!r} matches no file")
     return out
@@ -118,7 +111,7 @@ def join_laion_columns(rows: pa.Table, parts: dict[int, Path],
     part = rows["part"].to_numpy()
     row = rows["row"].to_numpy()
     key = rows["key"].to_numpy()
-    bad_key = np.flatnonzero(key != part.astype(np.int64) * KEY_STRIDE + row)
+    bad_key = np.flatnonzero(key != row_key(part, row))
     if len(bad_key):
         i = bad_key[0]
         raise ValueError(f"row key {key[i]} != part {part[i]} * {KEY_STRIDE} + row {row[i]}: "
@@ -165,10 +158,11 @@ def synset_texts(classes: pd.DataFrame, query: str = "name_def") -> pd.Series:
 
 
 def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
-                   cache, batch_size: int = 64, progress: bool = False) -> pd.DataFrame:
-    """Add ``similarity``: cosine of each caption (embedded through ``cache``, null -> "None")
-    and the synset text of its wnid (each class text embedded once)."""
-    from .encoders.cache import embed_with_cache
+                   store, batch_size: int = 64, progress: bool = False) -> pd.DataFrame:
+    """Add ``similarity``: cosine of each caption (embedded through ``store``, an
+    ``EmbeddingStore`` keyed by row key and caption; null -> "None") and the synset text of its
+    wnid (each class text embedded once)."""
+    from .embedding_store import embed_with_store
     from .encoders.common import cosine_rowwise
 
     unknown = sorted(set(candidates["wnid"]) - set(texts_by_wnid.index))
@@ -177,8 +171,8 @@ def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
                        "given to stage 02 differs from stage 01's `classes`")
     wnids = pd.Index(texts_by_wnid.index.unique())
     class_emb = encoder.embed_texts(texts_by_wnid.loc[wnids].tolist(), batch_size=batch_size)
-    cap_emb = embed_with_cache(encoder, candidates["key"].to_numpy(np.int64),
-                               candidates["TEXT"].to_numpy(object), cache,
+    cap_emb = embed_with_store(encoder, candidates["key"].to_numpy(np.int64),
+                               candidates["TEXT"].to_numpy(object), store,
                                batch_size=batch_size, progress=progress)
     out = candidates.copy()
     out["similarity"] = cosine_rowwise(cap_emb, class_emb[wnids.get_indexer(out["wnid"])])

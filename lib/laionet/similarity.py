@@ -1,248 +1,27 @@
-"""Intra-class image-image similarity (paper_spec A14-A16, B10-B12, A21).
+"""Intra-class image-image similarity statistics (paper_spec A14-A16, B10-B12, A21).
 
 Per class, the statistic is the mean cosine similarity over the strictly lower triangle of
 E·Eᵀ (every unordered pair of distinct images, the diagonal excluded). Everything here works on
-unit-norm embedding matrices grouped by class (``{wnid: float32 [n, d]}``):
+unit-norm embedding matrices grouped by class (``{wnid: float32 [n, d]}``, made by
+``laionet.image_embeddings``; figures are in ``laionet.similarity_plots``):
 
-- ``embed_dataset``      image embeddings, cached once per dataset and encoder;
 - ``sample_per_class``   seeded sampling of up to n images per class (fix of E.9);
 - ``pairwise_stats``     n_images, n_pairs, mean, std per class, exact and memory-bounded;
 - ``pooled_resample``    the pooled histogram values (A15: min(#pairs, 100) per class);
 - ``compare_classes``    per-class delta with the paper's bounds or an image bootstrap (E.10);
-- figure helpers         histograms, per-class deltas, proportions, scatter with Spearman rho.
+- ``compare_datasets``   all of the above for two datasets: stats, comparison, summary, pooled.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from .io import atomic_path, read_json, write_json, write_parquet
 
 Z95 = 1.96
-
-
-# --------------------------------------------------------------------------------------------
-# Embeddings, cached once per dataset and encoder
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class ImageEmbeddings:
-    """Unit-norm embeddings of one dataset, row i belonging to ``keys[i]``."""
-
-    keys: np.ndarray
-    emb: np.ndarray
-    encoder: str = ""
-    dataset: str = ""
-
-    def by_class(self, labels: Mapping | pd.Series) -> dict[str, np.ndarray]:
-        """Group rows by class (``labels``: image key -> wnid); a key without label is an error."""
-        lab = pd.Series(labels) if not isinstance(labels, pd.Series) else labels
-        wnid = pd.Series(self.keys).map(lab)
-        if wnid.isna().any():
-            bad = pd.Series(self.keys)[wnid.isna()].head(3).tolist()
-            raise KeyError(f"{self.dataset}: {int(wnid.isna().sum())} embedded keys have no "
-                           f"class label, e.g. {bad}")
-        return group_by_class(self.emb, wnid.to_numpy())
-
-
-def group_by_class(emb: np.ndarray, labels: Sequence[str] | np.ndarray) -> dict[str, np.ndarray]:
-    """{wnid: rows of ``emb``} in sorted wnid order, rows kept in their given order."""
-    labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
-    uniq, start = np.unique(labels[order], return_index=True)
-    bounds = list(start) + [len(order)]
-    return {str(w): emb[order[bounds[i]:bounds[i + 1]]] for i, w in enumerate(uniq)}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def image_cache_dir(profile: str) -> Path:
-    """runs/<profile>/cache/image_embeddings (shared by stages 05-09; one folder per dataset)."""
-    from .paths import stage_output
-
-    return stage_output("cache", profile) / "image_embeddings"
-
-
-class ImageEmbeddingCache:
-    """Append-only embeddings of one (dataset, encoder), keyed by image key (int or str).
-
-    Layout of ``<root>/<dataset>/<encoder name>/``: ``meta.json`` (encoder, dim) and shards
-    ``part-<digest>.emb.npy`` (float16, paper_spec E.14) + ``part-<digest>.keys.parquet``
-    (column image_key), the keys file written last as the commit mark, both atomically. A crash
-    loses at most the shard being written; reruns add only missing keys.
-    """
-
-    def __init__(self, root: str | os.PathLike, dataset: str, encoder_name: str):
-        self.encoder_name = encoder_name
-        self.dir = Path(root) / _safe(dataset) / _safe(encoder_name)
-        self._dim: int | None = None
-        meta = self.dir / "meta.json"
-        if meta.is_file():
-            m = read_json(meta)
-            if m.get("encoder") != encoder_name:
-                raise ValueError(f"{meta}: cache of encoder {m.get('encoder')!r}, not "
-                                 f"{encoder_name!r}; use another cache folder")
-            self._dim = int(m["dim"])
-        self._shards = sorted(self.dir.glob("part-*.keys.parquet"))
-        parts = [pq.read_table(p, columns=["image_key"]).column(0).to_numpy() for p in self._shards]
-        keys = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
-        self._where = pd.DataFrame({
-            "shard": np.repeat(np.arange(len(parts)), [len(p) for p in parts]),
-            "row": np.concatenate([np.arange(len(p)) for p in parts]) if parts else np.zeros(0, int),
-        }, index=pd.Index(keys)).loc[lambda d: ~d.index.duplicated()]
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def contains(self, keys: Sequence) -> np.ndarray:
-        return self._where.index.get_indexer(pd.Index(list(keys))) >= 0 if len(keys) else \
-            np.zeros(0, bool)
-
-    def get(self, keys: Sequence) -> np.ndarray:
-        """Unit-norm float32 rows aligned to ``keys``; every key must be cached."""
-        keys = list(keys)
-        pos = self._where.index.get_indexer(pd.Index(keys))
-        if (pos < 0).any():
-            missing = [k for k, p in zip(keys, pos) if p < 0][:5]
-            raise KeyError(f"{self.dir}: {int((pos < 0).sum())} keys not cached, e.g. {missing}")
-        out = np.zeros((len(keys), self._dim or 0), np.float32)
-        shard = self._where["shard"].to_numpy()[pos]
-        row = self._where["row"].to_numpy()[pos]
-        for s in np.unique(shard):
-            sel = np.flatnonzero(shard == s)
-            emb = np.load(_emb_path(self._shards[s]), mmap_mode="r")
-            out[sel] = emb[row[sel]]
-        return _unit(out)
-
-    def add(self, keys: Sequence, emb: np.ndarray) -> None:
-        keys = list(keys)
-        if not keys:
-            return
-        if emb.shape != (len(keys), emb.shape[1]):
-            raise ValueError(f"{self.dir}: {len(keys)} keys but embeddings of shape {emb.shape}")
-        if self._dim is None:
-            self._dim = int(emb.shape[1])
-            write_json({"encoder": self.encoder_name, "dim": self._dim, "dtype": "float16"},
-                       self.dir / "meta.json")
-        elif emb.shape[1] != self._dim:
-            raise ValueError(f"{self.dir}: cache holds dim {self._dim}, got {emb.shape[1]}")
-        digest = hashlib.sha1(repr(keys).encode()).hexdigest()[:16]
-        keys_path = self.dir / f"part-{digest}.keys.parquet"
-        with atomic_path(_emb_path(keys_path), suffix=".npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, np.asarray(emb, np.float16))  # a handle: np.save(path) would add ".npy"
-        write_parquet(pa.table({"image_key": keys}), keys_path)
-        self._shards.append(keys_path)
-        new = pd.DataFrame({"shard": len(self._shards) - 1, "row": np.arange(len(keys))},
-                           index=pd.Index(keys))
-        self._where = pd.concat([self._where, new]).loc[lambda d: ~d.index.duplicated()]
-
-
-def _emb_path(keys_path: Path) -> Path:
-    return keys_path.with_name(keys_path.name.replace(".keys.parquet", ".emb.npy"))
-
-
-def _safe(name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name)).strip("._")
-    if not safe:
-        raise ValueError(f"{name!r} gives an empty cache folder name")
-    return safe
-
-
-def embed_dataset(encoder: Any, items: Iterable, cache_dir: str | os.PathLike, dataset_name: str,
-                  keys: Sequence | None = None, batch_size: int = 64, shard_size: int = 2048,
-                  progress: bool = True) -> ImageEmbeddings:
-    """Embeddings of a dataset's images, computed once per (dataset, encoder) and cached.
-
-    ``items`` yields ``(key, PIL image)`` or ``(key, wnid, PIL image)`` (``iter_images``,
-    ``download.iter_downloaded``). The cache (:class:`ImageEmbeddingCache` under
-    ``cache_dir``) gets a shard every ``shard_size`` images, so an interrupted run resumes and
-    a rerun embeds nothing. When ``keys`` (the full key list) is given and all are cached,
-    ``items`` is not read at all; a lazy ``iter_images`` iterator also skips decoding cached
-    files. Returns unit-norm float32 rows aligned to ``keys`` (or to the order of ``items``).
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    cache = ImageEmbeddingCache(cache_dir, dataset_name, encoder.name)
-    if keys is not None:
-        keys = list(keys)
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"embed_dataset({dataset_name}): duplicate keys")
-        if cache.contains(keys).all():
-            return ImageEmbeddings(np.asarray(keys), cache.get(keys), encoder.name, dataset_name)
-    order: list | None = None  # the item order, when items is a lazy iter_images
-    cached_unread: set = set()
-    if hasattr(items, "skip_keys"):  # lazy iter_images: do not even decode cached images
-        order = [k for k in items.df["image_key"].tolist() if k not in items.skip_keys]
-        cached_unread = {k for k, c in zip(order, cache.contains(order)) if c}
-        items.skip_keys |= cached_unread
-    seen: list = []
-    pending: list = []  # keys embedded but not yet in a shard, with their rows in pend_emb
-    pend_emb: list[np.ndarray] = []
-    batch_keys: list = []
-    batch: list = []
-    queued: set = set()
-
-    def flush_batch() -> None:
-        if batch:
-            pend_emb.append(encoder.embed_images(torch.stack(batch)))
-            pending.extend(batch_keys)
-            batch.clear()
-            batch_keys.clear()
-
-    def flush_shard() -> None:
-        flush_batch()
-        if pending:
-            cache.add(pending, np.concatenate(pend_emb))
-            pending.clear()
-            pend_emb.clear()
-
-    total = len(items) if hasattr(items, "__len__") else None
-    with tqdm(total=total, desc=f"embed {dataset_name}", disable=not progress, unit="img") as bar:
-        for item in items:
-            key, image = item[0], item[-1]
-            seen.append(key)
-            bar.update(1)
-            if key in queued or cache.contains([key])[0]:
-                continue
-            queued.add(key)
-            batch.append(encoder.preprocess(image))
-            batch_keys.append(key)
-            if len(batch) >= batch_size:
-                flush_batch()
-            if len(pending) >= shard_size:
-                flush_shard()
-        flush_shard()
-    if keys is not None:
-        out_keys = keys
-    elif order is not None:
-        read = cached_unread | set(seen)
-        out_keys = [k for k in order if k in read]
-    else:
-        out_keys = list(dict.fromkeys(seen))
-    found = cache.contains(out_keys)
-    if not found.all():
-        missing = [k for k, f in zip(out_keys, found) if not f][:5]
-        raise KeyError(f"embed_dataset({dataset_name}): {int((~found).sum())} requested keys "
-                       f"were not among the images read, e.g. {missing} (skipped or undecodable "
-                       "upstream?)")
-    emb = cache.get(out_keys) if out_keys else np.zeros((0, cache._dim or 0), np.float32)
-    return ImageEmbeddings(np.asarray(out_keys), emb, encoder.name, dataset_name)
-
 
 # --------------------------------------------------------------------------------------------
 # Seeded sampling (fix of paper_spec E.9)
@@ -457,6 +236,35 @@ def summarize_comparison(cmp: pd.DataFrame) -> dict[str, Any]:
             "method": cmp.attrs.get("method", "")}
 
 
+@dataclass
+class DatasetComparison:
+    """Two datasets compared class by class (``compare_datasets``): per-class pairwise stats of
+    each (column ``dataset``), the per-class delta of a − b with intervals, its summary and the
+    pooled histogram values of each on their common classes (column ``dataset``)."""
+
+    stats: pd.DataFrame
+    comparison: pd.DataFrame
+    summary: dict[str, Any]
+    pooled: pd.DataFrame
+
+
+def compare_datasets(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
+                     names: tuple[str, str] = ("LAIONet", "ImageNet"), method: str = "bootstrap",
+                     min_pairs: int = 7, n_boot: int = 1000, seed: int = 0,
+                     n_values: int = 100) -> DatasetComparison:
+    """Stage 05's comparison of two datasets' class embeddings: ``pairwise_stats`` of each,
+    ``compare_classes`` (a − b), ``summarize_comparison`` and ``pooled_resample`` (up to
+    ``n_values`` pairs per class, on the classes both have)."""
+    groups = dict(zip(names, (a, b)))
+    stats = pd.concat([pairwise_stats(g).assign(dataset=d) for d, g in groups.items()],
+                      ignore_index=True)
+    cmp = compare_classes(a, b, method=method, min_pairs=min_pairs, n_boot=n_boot, seed=seed)
+    common = sorted(set(a) & set(b))
+    pooled = pd.concat([pooled_resample(g, n_values, seed, classes=common).assign(dataset=d)
+                        for d, g in groups.items()], ignore_index=True)
+    return DatasetComparison(stats, cmp, summarize_comparison(cmp), pooled)
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
     """(rho, p-value, n) over the pairs where both values are finite."""
     from scipy.stats import spearmanr
@@ -467,99 +275,3 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
         return float("nan"), float("nan"), int(ok.sum())
     res = spearmanr(x[ok], y[ok])
     return float(res.statistic), float(res.pvalue), int(ok.sum())
-
-
-# --------------------------------------------------------------------------------------------
-# Figures (saved by the notebooks through laionet.figures.save_figure)
-# --------------------------------------------------------------------------------------------
-
-def histogram_figure(samples: Mapping[str, np.ndarray], bins: int = 70,
-                     xlim: tuple[float, float] = (0.0, 0.99), colors: Mapping[str, str] | None = None,
-                     xlabel: str = "intra-class image-image similarity"):
-    """Overlaid density histograms (A15: 70 bins, alpha 0.3; LAIONet blue, ImageNet red)."""
-    import matplotlib.pyplot as plt
-
-    from .figures import DATASET_COLORS
-
-    colors = {**DATASET_COLORS, **(colors or {})}
-    fig, ax = plt.subplots(figsize=(3.4, 2.5))
-    edges = np.linspace(*xlim, bins + 1)
-    for label, values in samples.items():
-        ax.hist(np.asarray(values), bins=edges, density=True, alpha=0.3, label=label,
-                color=colors.get(label))
-    ax.set(xlim=xlim, xlabel=xlabel, ylabel="pdf")
-    ax.legend()
-    return fig
-
-
-def delta_figure(cmp: pd.DataFrame, label_a: str = "LAIONet", label_b: str = "ImageNet"):
-    """Sorted per-class delta with each class's OWN interval (not independently sorted bands,
-    fix of E.10), zero line and the counts of significantly lower / higher classes."""
-    import matplotlib.pyplot as plt
-
-    t = cmp[cmp["tested"]].sort_values("delta", kind="stable").reset_index(drop=True)
-    s = summarize_comparison(cmp)
-    x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    ax.fill_between(x, t["lcb"], t["ucb"], color="tab:gray", alpha=0.35, lw=0,
-                    label=f"per-class {int(100 * cmp.attrs.get('level', 0.95))}% CI "
-                          f"({cmp.attrs.get('method', '')})")
-    ax.plot(x, t["delta"], color="black", lw=1, label="Δ (sorted)")
-    ax.scatter(x[t["significantly_lower"]], t.loc[t["significantly_lower"], "delta"], s=4,
-               color="tab:blue", label=f"{label_a} lower: {s['n_lower']}/{s['n_tested']}", zorder=3)
-    ax.scatter(x[t["significantly_higher"]], t.loc[t["significantly_higher"], "delta"], s=4,
-               color="tab:red", label=f"{label_a} higher: {s['n_higher']}/{s['n_tested']}", zorder=3)
-    ax.axhline(0, ls="--", color="gray", lw=0.8)
-    ax.set(xlabel="class (sorted by Δ)", ylabel=f"Δ similarity ({label_a} − {label_b})")
-    ax.legend(loc="upper left")
-    return fig
-
-
-def proportions_figure(table: pd.DataFrame, x: str, label_a: str = "LAIONet",
-                       label_b: str = "ImageNet", kind: str = "bar", ax=None):
-    """Share of classes significantly lower (blue) / higher (red) per row of ``table`` (columns
-    ``x``, share_lower, share_higher): bars per encoder (App. H) or lines vs a number (§4.1)."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(3.6, 2.6))
-    lo, hi = f"{label_a} < {label_b}", f"{label_a} > {label_b}"
-    if kind == "bar":
-        pos = np.arange(len(table))
-        ax.bar(pos - 0.2, table["share_lower"], 0.4, color="tab:blue", label=lo)
-        ax.bar(pos + 0.2, table["share_higher"], 0.4, color="tab:red", label=hi)
-        ax.set_xticks(pos, table[x].astype(str), rotation=20, ha="right")
-    else:
-        ax.plot(table[x], table["share_lower"], "o-", color="tab:blue", label=lo)
-        ax.plot(table[x], table["share_higher"], "s-", color="tab:green", label=hi)
-        ax.set_xlabel(x.replace("_", " "))
-    ax.set(ylabel="proportion of classes", ylim=(0, 1))
-    ax.legend()
-    return fig if fig is not None else ax.figure
-
-
-def scatter_figure(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str,
-                   logx: bool = False, ax=None):
-    """Per-class scatter with Spearman's rho (and p, n) in the title."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(3.4, 2.6))
-    rho, p, n = spearman(x, y)
-    ax.scatter(x, y, s=8, alpha=0.6, color="tab:blue")
-    if logx:
-        ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n})")
-    return fig if fig is not None else ax.figure
-
-
-def encoder_label(spec: str) -> str:
-    """A short display name of an image-encoder spec: 'open_clip ViT-B-32', 'timm convnext_base',
-    'demo tower' (checkpoint paths left out)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "demo-tower":
-        return "demo tower"
-    arch = rest.split(":", 1)[0]
-    return f"{kind} {arch}" if arch else kind

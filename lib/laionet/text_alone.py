@@ -26,16 +26,14 @@ PAPER_P_AT = 0.05
 PAPER_SHARE_AT = 0.957
 
 
-def caption_ids(image_keys) -> np.ndarray:
-    """Stable int64 ids of ImageNet-Captions file names, the row keys of their text-embedding
-    cache (``laionet.encoders.EmbeddingCache`` is keyed by int64). A fixed 64-bit hash;
-    a collision among the given keys is refused."""
-    keys = pd.Index(pd.Series(image_keys).astype(str))
-    ids = pd.util.hash_array(keys.to_numpy(dtype=object), hash_key="laionet-captions",
-                             categorize=False).view(np.int64)
-    if len(np.unique(ids)) != len(keys.unique()):
-        raise ValueError("caption_ids: two different caption keys hash to the same id")
-    return ids
+def embed_captions(encoder, captions: pd.DataFrame, store, batch_size: int = 64) -> np.ndarray:
+    """Embeddings of ImageNet-Captions (``datasets.read_imagenet_captions``: image_key, text)
+    aligned to its rows, through an ``EmbeddingStore`` keyed by file name and caption (stages 08
+    and 09 share it: ``Stage.cache_dir("text_embeddings", "imagenet_captions", encoder.name)``)."""
+    from .embedding_store import embed_with_store
+
+    return embed_with_store(encoder, captions["image_key"].astype(str).to_numpy(object),
+                            captions["text"].to_numpy(object), store, batch_size=batch_size)
 
 
 def class_similarity_blocks(text_emb: np.ndarray, class_emb: np.ndarray,
@@ -145,3 +143,18 @@ def binned_proportion(own_similarity: np.ndarray, p: np.ndarray,
     return pd.DataFrame({"left": edges[:-1], "right": edges[1:],
                          "center": (edges[:-1] + edges[1:]) / 2, "n": n,
                          "mean_p": mean, "half_width": half})
+
+
+def own_class_similarity(text_emb: np.ndarray, wnids, class_texts: pd.Series,
+                         class_emb: np.ndarray, source: str = "") -> np.ndarray:
+    """Cosine similarity of each caption with its own class's synset text (B16, LAIONet side).
+
+    ``class_texts``: wnid -> synset text (its index gives the rows of ``class_emb``); a wnid
+    outside it is a KeyError naming ``source``.
+    """
+    idx = class_texts.index.get_indexer(pd.Index(wnids))
+    if (idx < 0).any():
+        bad = sorted(set(np.asarray(wnids)[idx < 0]))[:5]
+        raise KeyError(f"{source}: wnids {bad} are not in the class list; use stage 02's class "
+                       "list here")
+    return np.einsum("ij,ij->i", text_emb, class_emb[idx])

@@ -1,9 +1,13 @@
 """Checks of the demo world's causal structure against its hidden truth (notebook 00, tests).
 
-- typicality: image-selected ImageNet-mini vs text-selected LAION images of the same classes;
+- typicality: image-selected ImageNet-mini vs text-selected LAION images of the same classes
+  (``typicality_summary``; check ``typicality_raised``);
 - intra-class similarity: mean pairwise cosine within a class, on pixel vectors (always) or the
-  demo tower's embeddings (when trained);
-- classifier accuracy: ImageNet-mini val vs natural-distribution (LAION) images of the classes.
+  demo tower's embeddings (when trained) (``set_embeddings``, ``intra_class_summary``; check
+  ``imagenet_more_similar``);
+- classifier accuracy: ImageNet-mini val vs natural-distribution (LAION) images of the classes
+  (``accuracy_table``; check ``classifiers_lose_accuracy``).
+Each check returns a verdict the notebook asserts; the figures are ``laionet.demo.plots``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from PIL import Image
 from .world import WorldPaths
 
 TEXT_SELECTED_KINDS = ("unique", "nested", "two_classes")
+TEXT_SET, IMAGE_SET = "LAION text-selected", "ImageNet-mini train"  # text- vs image-selected
+VAL_SET, NATURAL_SET = "ImageNet-mini val", "LAION natural"
+MIN_TYPICALITY_GAP = 0.05  # image-based selection must raise mean typicality by more than this
 
 
 def comparison_sets(world: WorldPaths) -> pd.DataFrame:
@@ -132,3 +139,110 @@ def model_paths(world: WorldPaths) -> dict[str, Path]:
     out = {"image_tower": world.models / info["image_tower"]} if info.get("image_tower") else {}
     out.update({arch: world.models / rel for arch, rel in (info.get("classifiers") or {}).items()})
     return out
+
+
+def class_names(world: WorldPaths) -> dict[int, str]:
+    """World class index -> head name."""
+    classes = world.truth_table("classes")
+    return dict(zip(classes["label"], classes["head"]))
+
+
+def caption_samples(laion: pd.DataFrame, names: dict[int, str], seed: int = 0,
+                    per_kind: int = 3) -> pd.DataFrame:
+    """``per_kind`` LAION-mini rows of each caption kind (drawn with ``seed``): kind, TEXT, the
+    class the image shows and its typicality."""
+    from .sampling import KINDS
+
+    sample = pd.concat([laion[laion["kind"] == k].sample(min(per_kind, (laion["kind"] == k).sum()),
+                                                         random_state=seed) for k in KINDS])
+    sample["image shows"] = sample["label"].map(names).fillna("(no class)")
+    return sample[["kind", "TEXT", "image shows", "typicality"]]
+
+
+def typicality_summary(sets: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """count/mean/median typicality per set, and the mean gap image- minus text-selected."""
+    typ = sets.groupby("set")["typicality"].agg(["count", "mean", "median"])
+    return typ, typ.loc[IMAGE_SET, "mean"] - typ.loc[TEXT_SET, "mean"]
+
+
+def typicality_raised(gap: float) -> bool:
+    """Check 1: image-based selection keeps more typical images than text-based selection."""
+    return bool(gap > MIN_TYPICALITY_GAP)
+
+
+def set_embeddings(world: WorldPaths, sets: pd.DataFrame,
+                   names: tuple[str, ...] = (TEXT_SET, IMAGE_SET)
+                   ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The images of the ``names`` sets (rows of ``sets``, order kept) and their embeddings by
+    encoder: ``pixels`` always, ``demo tower`` when the world has a trained tower."""
+    compare = sets[sets["set"].isin(list(names))].reset_index(drop=True)
+    pixels = load_images(world, compare["path"])
+    embeddings = {"pixels": pixel_embeddings(pixels)}
+    tower = tower_embeddings(world, pixels)
+    if tower is not None:
+        embeddings["demo tower"] = tower
+    return compare, embeddings
+
+
+def _share_positive(d: pd.Series) -> float:
+    return (d > 0).mean()
+
+
+def intra_class_summary(compare: pd.DataFrame, embeddings: dict[str, np.ndarray],
+                        seed: int = 0) -> pd.DataFrame:
+    """Per encoder: mean intra-class similarity of LAION text-selected and ImageNet-mini train
+    images (means over classes), their mean per-class ``delta`` (ImageNet minus LAION) and the
+    share of classes where ImageNet-mini is more similar (``share_imagenet_higher``)."""
+    rows = []
+    for enc, emb in embeddings.items():
+        for s in (TEXT_SET, IMAGE_SET):
+            m = (compare["set"] == s).to_numpy()
+            r = intra_class_similarity(emb[m], compare["label"].to_numpy()[m], seed=seed)
+            rows.append(r.assign(encoder=enc, set=s))
+    sim = pd.concat(rows, ignore_index=True)
+    wide = sim.pivot_table(index=["encoder", "label"], columns="set", values="mean_similarity")
+    wide["delta"] = wide[IMAGE_SET] - wide[TEXT_SET]
+    return wide.groupby("encoder").agg(laion=(TEXT_SET, "mean"), imagenet=(IMAGE_SET, "mean"),
+                                       delta=("delta", "mean"),
+                                       share_imagenet_higher=("delta", _share_positive))
+
+
+def imagenet_more_similar(summary: pd.DataFrame) -> bool:
+    """Check 2: for every encoder, ImageNet-mini is more similar within classes on average."""
+    return bool((summary["delta"] > 0).all())
+
+
+def accuracy_table(world: WorldPaths, sets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top-1 of every trained classifier on ImageNet-mini val and on LAION natural images:
+    the long table (arch, n, top1, test) and the wide one (one row per arch, the two top-1s and
+    their ``drop``). Both empty when the world has no trained models."""
+    wide_cols = [VAL_SET, NATURAL_SET, "drop"]
+    if not model_paths(world):
+        return (pd.DataFrame(columns=["arch", "n", "top1", "test"]),
+                pd.DataFrame(columns=wide_cols, index=pd.Index([], name="arch")))
+    parts = []
+    for test in (VAL_SET, NATURAL_SET):
+        sub = sets[sets["set"] == test]
+        parts.append(classifier_accuracy(world, load_images(world, sub["path"]),
+                                         sub["label"].to_numpy()).assign(test=test))
+    acc = pd.concat(parts)
+    table = acc.pivot(index="arch", columns="test", values="top1")
+    table["drop"] = table[VAL_SET] - table[NATURAL_SET]
+    return acc, table
+
+
+def classifiers_lose_accuracy(table: pd.DataFrame, n_classes: int) -> tuple[bool | None, str]:
+    """Check 3: most classifiers that learnt something (val top-1 above twice chance) lose
+    accuracy on LAION natural images. None (with the reason) when nothing can be tested: no
+    models, or none above twice chance (a tiny world trained for a few epochs)."""
+    if table.empty:
+        return None, "no models trained (train_models=False): classifier check skipped"
+    chance2 = 2 / n_classes
+    trained = table[table[VAL_SET] > chance2]
+    if trained.empty:
+        return None, (f"no classifier beats 2x chance ({chance2:.2f}) on ImageNet-mini val: "
+                      "too little training for this check (use the demo size)")
+    losing = trained["drop"] > 0
+    return bool(losing.mean() >= 0.5), (f"{int(losing.sum())} of {len(trained)} classifier(s) above "
+                                        f"2x chance ({chance2:.2f}) on ImageNet-mini val lose "
+                                        "accuracy on LAION natural")

@@ -55,20 +55,17 @@ CLASS_SETS = {"demo": DEMO_WNIDS, "tiny": TINY_WNIDS}
 
 # Other senses of polysemous lemmas: (wnid, lemma as written, caption phrases using the other
 # sense). An image under such a caption is not of the class.
-POLYSEMES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("n02125311", "painter", ("portrait by a famous painter", "painter and decorator services",
-                              "the painter in her studio")),
-    ("n02229544", "cricket", ("cricket match highlights", "cricket bat and pads",
-                              "village cricket team")),
-    ("n03793489", "mouse", ("field mouse in the hedge", "cartoon mouse character",
-                            "a mouse eating cheese")),
-    ("n07747607", "orange", ("orange summer dress", "orange sunset over the city",
-                             "bright orange sofa")),
-    ("n02129604", "tiger", ("tiger balm ointment", "tiger economy report",
-                            "tiger print leggings")),
-    ("n02129165", "lion", ("the lion king poster", "lion dance festival",
-                           "British lion pub sign")),
-)
+_POLYSEME_TABLE = """
+n02125311 painter: portrait by a famous painter; painter and decorator services; the painter in her studio
+n02229544 cricket: cricket match highlights; cricket bat and pads; village cricket team
+n03793489 mouse: field mouse in the hedge; cartoon mouse character; a mouse eating cheese
+n07747607 orange: orange summer dress; orange sunset over the city; bright orange sofa
+n02129604 tiger: tiger balm ointment; tiger economy report; tiger print leggings
+n02129165 lion: the lion king poster; lion dance festival; British lion pub sign
+"""
+POLYSEMES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
+    (head.split(" ", 1)[0], head.split(" ", 1)[1], tuple(p.strip() for p in phrases.split(";")))
+    for head, phrases in (line.split(":", 1) for line in _POLYSEME_TABLE.strip().splitlines()))
 
 
 def class_wnids(size: str) -> tuple[str, ...]:

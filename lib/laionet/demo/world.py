@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from laionet.classes import class_table
 from laionet.io import read_json, write_json, write_text
+from laionet.keys import row_key
 from laionet.stage import Timings, fingerprint
 
 from . import captions, formats, sampling, v2
@@ -176,7 +177,7 @@ def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldP
             formats.write_laion_part(meta[part == p], paths.laion, p)
         _write_laion_files(pixels, status, rel, paths.http, frng)
     truth = pd.concat([pd.DataFrame({"part": part, "row": row,
-                                     "key": part.astype(np.int64) * 100_000_000 + row,
+                                     "key": row_key(part, row),
                                      "path": "http/" + rel, "file_status": status}),
                        s, parts.drop(columns=["text"]),
                        meta[["TEXT", "NSFW", "similarity"]]], axis=1)

@@ -1,19 +1,18 @@
-"""Text and image encoders behind one small interface, and the on-disk embedding cache.
+"""Text and image encoders behind one small interface.
 
     load_text_encoder(spec)  -> TextEncoder   (.name, .dim, .embed_texts(texts))
     load_image_encoder(spec) -> ImageEncoder  (.name, .dim, .preprocess(PIL), .embed_images(batch))
-    EmbeddingCache(root, encoder_name), embed_with_cache(encoder, keys, texts, cache)
     cosine_rowwise(a, b)
 
 Specs are documented in :mod:`.text` and :mod:`.image`. torch, open_clip, timm and
-sentence-transformers are imported only when an encoder is loaded.
+sentence-transformers are imported only when an encoder is loaded. Embeddings are stored by
+``laionet.embedding_store`` (captions: ``embed_with_store``; images: ``laionet.image_embeddings``).
 """
 
-from .cache import EmbeddingCache, embed_with_cache
 from .common import NULL_TEXT, cosine_rowwise, l2_normalize
 from .image import ImageEncoder, load_image_encoder
 from .text import MINILM_NAME, TextEncoder, load_text_encoder
 
-__all__ = ["EmbeddingCache", "embed_with_cache", "NULL_TEXT", "cosine_rowwise", "l2_normalize",
+__all__ = ["NULL_TEXT", "cosine_rowwise", "l2_normalize",
            "ImageEncoder", "load_image_encoder", "MINILM_NAME", "TextEncoder",
            "load_text_encoder"]

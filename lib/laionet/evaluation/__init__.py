@@ -3,8 +3,10 @@
     labels       label maps by wnid (timm's bundled synset lists, wnid files), coverage
     classifiers  Classifier specs, loading through timm (checkpoint file or hub tag), spec lists
     inference    decode-once batched evaluation -> one long per-image results table; zero-shot
-    aggregate    per-class recall, equally / LAION-weighted accuracy with Wilson SE, projection
+    aggregate    per-class recall, equally / LAION-weighted accuracy with Wilson SE, projection;
+                 stage 04's summary (accuracy and drop tables, per-class gaps)
     released     the authors' released correctness tables as our results table; their 978 keys
+    pipeline     stage 04's two routes (inference, released tables) and its products
     plots        the accuracy figures (B3, B5-B7, B9)
 """
 

@@ -15,7 +15,8 @@ Definitions (exact, as in the authors' ``utils/calc_utils.py``):
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -143,3 +144,76 @@ def drops_table(acc: pd.DataFrame, high: str = "ImageNet", low: str = "LAIONet")
         # Independent samples: the SE of a difference adds in quadrature.
         wide["drop_se"] = np.hypot(wide[f"se_{high}"], wide[f"se_{low}"])
     return wide
+
+
+def class_gaps(recalls: pd.DataFrame, model: str, k: int = 5, high: str = "ImageNet",
+               low: str = "LAIONet", min_images: int = 10) -> pd.DataFrame:
+    """Per-class recall gap ``low - high`` for one model (classes with >= min_images on both)."""
+    sub = recalls[(recalls["model"] == model) & (recalls["k"] == k) & (recalls["n"] >= min_images)]
+    wide = sub.pivot(index="wnid", columns="dataset", values="recall").dropna()
+    if high not in wide or low not in wide:
+        return pd.DataFrame(columns=["wnid", low, high, "gap"])
+    wide["gap"] = wide[low] - wide[high]
+    return wide[[low, high, "gap"]].sort_values("gap").reset_index()
+
+
+# ------------------------------------------------------------------------------ stage 04's summary
+
+
+@dataclass
+class Summary:
+    """Stage 04's aggregation: ``freq`` (LAIONet class frequencies, None without LAIONet rows),
+    ``acc`` (``accuracy_table`` + each model's group), ``drops`` (``drops_table`` + group) and
+    ``recalls`` (``per_class_recalls``), all with ImageNet projected onto the LAIONet keys."""
+
+    freq: pd.Series | None
+    acc: pd.DataFrame
+    drops: pd.DataFrame
+    recalls: pd.DataFrame
+
+
+def summarize(results: pd.DataFrame, laionet_wnids: pd.Series | Sequence[str], keys: Iterable[str],
+              groups: Mapping[str, str] | None = None, intersection: bool = False) -> Summary:
+    """The paper's accuracies (spec A12) of a results table: LAION weights from the class of
+    every LAIONet row (``laionet_wnids``), ImageNet projected onto ``keys``; ``intersection``
+    restricts both datasets to the classes present in both (fix of E.6)."""
+    freq = class_frequency(laionet_wnids) if len(laionet_wnids) else None
+    projections = {"ImageNet": list(keys)}
+    acc = accuracy_table(results, class_freq=freq, projections=projections,
+                         intersection=intersection)
+    recalls = per_class_recalls(results, projections=projections, intersection=intersection)
+    acc["group"] = acc["model"].map(dict(groups or {}))
+    drops = drops_table(acc)
+    drops["group"] = drops["model"].map(dict(groups or {}))
+    return Summary(freq, acc, drops, recalls)
+
+
+def result_counts(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows and evaluated rows (non-null top-1) per dataset and model."""
+    return results.groupby(["dataset", "model"])["correct1"].agg(rows="size", evaluated="count")
+
+
+def describe(summary: Summary, results: pd.DataFrame, keys: Sequence[str]) -> str:
+    """Markdown: how many classes each side has, then each model's drop from ImageNet to
+    LAIONet (equally weighted classes) with its 95 % interval."""
+    with_images = summary.recalls.groupby("dataset")["wnid"].nunique()
+    text = (f"ImageNet keys: {len(keys)}; ImageNet classes with images: "
+            f"{with_images.get('ImageNet', 0)}; LAIONet classes with images: "
+            f"{with_images.get('LAIONet', 0)}.")
+    d = summary.drops
+    if "drop" not in d:
+        return text
+    eq = d[(d["weighting"] == "equal") & d["drop"].notna()]
+    if not len(eq):
+        return text
+    n = results.groupby("dataset")["image_key"].nunique()
+    lines = [f"- **{r.model}** top-{r.k}: ImageNet {r.accuracy_ImageNet:.3f} \u2192 LAIONet "
+             f"{r.accuracy_LAIONet:.3f}, drop {r.drop:+.3f} \u00b1 {1.96 * r.drop_se:.3f} (95 %)"
+             for r in eq.itertuples()]
+    return (f"{text}\n\nDrop from ImageNet ({n['ImageNet']} images) to LAIONet ({n['LAIONet']} "
+            "images), equally weighted classes:\n\n" + "\n".join(lines))
+
+
+def pick_models(acc: pd.DataFrame, wanted: Sequence[str] = (), n: int = 4) -> list[str]:
+    """``wanted`` (blanks dropped), else the first ``n`` models of ``acc``."""
+    return [m for m in wanted if m] or list(dict.fromkeys(acc["model"]))[:n]

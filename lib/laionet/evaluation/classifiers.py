@@ -128,26 +128,26 @@ def specs_from_records(records: list[dict], base: Path, where: str) -> list[Clas
     return out
 
 
+def _demo_classifier(ckpt: Path) -> Classifier:
+    """One ``<arch>.pth`` of a demo model folder, with its label list and preprocessing."""
+    arch = ckpt.stem
+    meta_path = ckpt.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    cfg = {k: meta[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct",
+                                "crop_mode") if k in meta}
+    return Classifier(name=str(meta.get("name", arch)), arch=arch, checkpoint=str(ckpt),
+                      group=str(meta.get("group", "demo")), pretrained_cfg=cfg,
+                      output_wnids=tuple(read_wnid_file(ckpt.parent / f"{arch}.wnids.txt")))
+
+
 def demo_classifiers(directory: str | os.PathLike) -> list[Classifier]:
     """The demo world's classifiers: every ``<arch>.pth`` with its ``<arch>.wnids.txt`` and the
     preprocessing it was trained with (``<arch>.json``: input_size, mean, std, crop)."""
-    d = Path(directory)
-    ckpts = sorted(d.glob("*.pth"))
-    if not ckpts:
-        raise FileNotFoundError(f"no <arch>.pth classifiers in {d}: run notebook 00 (demo world)"
-                                " first, or point `classifiers` at another list")
-    out = []
-    for ckpt in ckpts:
-        arch = ckpt.stem
-        meta_path = ckpt.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        wnids = tuple(read_wnid_file(d / f"{arch}.wnids.txt"))
-        cfg = {k: meta[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct",
-                                    "crop_mode") if k in meta}
-        out.append(Classifier(name=str(meta.get("name", arch)), arch=arch, checkpoint=str(ckpt),
-                              group=str(meta.get("group", "demo")), output_wnids=wnids,
-                              pretrained_cfg=cfg))
-    return out
+    found = [_demo_classifier(ckpt) for ckpt in sorted(Path(directory).glob("*.pth"))]
+    if not found:
+        raise FileNotFoundError(f"no <arch>.pth classifiers in {directory}: run notebook 00 (demo "
+                                "world) first, or point `classifiers` at another list")
+    return found
 
 
 def paper_models() -> pd.DataFrame:

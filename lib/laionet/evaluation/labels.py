@@ -3,7 +3,8 @@
 The authors matched HF ``id2label`` texts to ImageNet lemma strings, which left ~132 classes
 unpredictable for 22k-output models and mapped "Siberian husky" to a wrong wnid (spec A11,
 E.4). Here every output gets its wnid from the wnid list of its label space, in output order:
-- ImageNet-1k: timm's bundled ``imagenet_synsets.txt`` (the class-index order, sorted wnids);
+- ImageNet-1k: ``laionet.classes.imagenet1k_wnids`` (timm's bundled ``imagenet_synsets.txt``,
+  the class-index order, sorted wnids), the project's one ImageNet-1k list;
 - ImageNet-21k / 22k / 12k: timm's bundled ``imagenet21k_goog_synsets.txt``,
   ``imagenet22k_synsets.txt``, ... (chosen by the output count, as timm does);
 - anything else (the demo's classifiers): a text file with one wnid per line.
@@ -42,6 +43,10 @@ def read_wnid_file(path: str | os.PathLike) -> list[str]:
 
 def label_space_wnids(space: str) -> list[str]:
     """The output wnids of a named label space (see LABEL_SPACES) or of a wnid file."""
+    if space == "imagenet1k":  # the one ImageNet-1k list (laionet.classes)
+        from ..classes import imagenet1k_wnids
+
+        return list(imagenet1k_wnids())
     if space in LABEL_SPACES:
         from timm.data import ImageNetInfo
 

@@ -1,19 +1,55 @@
-"""Glue for notebook 04: image records of each dataset, predictors from notebook parameters, and
-the per-dataset results files (evaluated once, reused while the manifest matches)."""
+"""Stage 04's two routes to the per-image results, and its products.
+
+- ``run_inference``: every classifier (and the zero-shot encoder) on the downloaded LAIONet and
+  on ImageNet val, decoding each image once;
+- ``released_evaluation``: the authors' released correctness tables instead (no model runs).
+
+Both write the stage's products into its folder (``PRODUCTS``: one results file per dataset,
+``groups.json`` with each model's group, ``coverage.json`` with each model's label-map coverage
+of the LAIONet classes) and return an ``Evaluation``, what the aggregation and figures need.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import write_parquet
-from .inference import Predictor, classifier_predictor, evaluate, zero_shot_predictor
+from ..io import write_json, write_parquet
+from .inference import (RESULT_SCHEMA, Predictor, classifier_predictor, evaluate,
+                        zero_shot_predictor)
 
 SUCCESS = "success"
+RESULT_FILES = {"LAIONet": "results_laionet.parquet", "ImageNet": "results_imagenet.parquet"}
+GROUPS, COVERAGE = "groups.json", "coverage.json"
+PRODUCTS = (*RESULT_FILES.values(), GROUPS, COVERAGE)
+
+
+@dataclass
+class Evaluation:
+    """What stage 04 evaluated: ``results`` (the long per-image table of both datasets),
+    ``laionet_wnids`` (the class of every LAIONet row: the class frequencies; empty when the
+    released route has no LAIONet table), ``keys`` (the classes ImageNet is projected onto),
+    ``groups`` (model -> group), ``coverage`` (model -> label-map coverage of the LAIONet
+    classes; empty on the released route) and ``heads`` (wnid -> readable class name)."""
+
+    results: pd.DataFrame
+    laionet_wnids: pd.Series
+    keys: list[str]
+    groups: dict[str, str]
+    coverage: dict[str, dict] = field(default_factory=dict)
+    heads: dict[str, str] = field(default_factory=dict)
+
+
+def _write_meta(out: Path, groups: dict, coverage: dict) -> None:
+    write_json(groups, out / GROUPS)
+    write_json(coverage, out / COVERAGE)
 
 
 def laionet_records(download_dir: str | os.PathLike) -> tuple[Iterator[tuple], int, int]:
@@ -59,6 +95,103 @@ def evaluate_to_file(records, total: int, predictors: Sequence[Predictor], datas
     return table.to_pandas(), errors
 
 
+def _timed(timings: Callable | None, name: str):
+    return timings(name) if timings is not None else contextlib.nullcontext()
+
+
+def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
+                  download_dir: str | os.PathLike,
+                  laionet_path: str | os.PathLike, imagenet_val_dir: str | os.PathLike,
+                  imagenet_devkit_dir: str | os.PathLike | None = None,
+                  class_counts_path: str | os.PathLike | None = None, universe: str | None = None,
+                  zero_shot_encoder: str | None = None, zero_shot_text_encoder: str = "minilm",
+                  zero_shot_name: str = "zero-shot", paper_nan_as_wrong: bool = False,
+                  batch_size: int = 64, device: str = "cpu",
+                  timings: Callable | None = None) -> Evaluation:
+    """The inference route: load ``classifiers`` (``laionet.evaluation.read_classifier_specs``),
+    restrict their outputs to ``universe`` (a label space or wnid file; default: the class
+    list), add the zero-shot predictor (``zero_shot_encoder`` with the class texts ``name_def``
+    embedded by ``zero_shot_text_encoder``) when one is given, evaluate every LAIONet row of
+    ``download_dir`` (not downloaded: a missing row) and every ImageNet val image, write the
+    products into ``out`` and return them. ``timings`` is a ``Stage.timings``-like callable."""
+    from ..classes import class_table
+    from ..datasets import read_imagenet_val
+    from .classifiers import read_classifier_specs
+    from .labels import label_map_coverage, label_space_wnids
+
+    out = Path(out)
+    laionet = pd.read_parquet(laionet_path, columns=["key", "wnid"])
+    specs = read_classifier_specs(classifiers)
+    groups = {c.name: c.group for c in specs}
+    table = class_table(classes)
+    label_universe = label_space_wnids(universe) if universe else list(table["wnid"])
+    zero_shot = None
+    if zero_shot_encoder:
+        from ..encoders import load_image_encoder, load_text_encoder
+
+        zero_shot = dict(name=zero_shot_name, image_encoder=load_image_encoder(zero_shot_encoder),
+                         text_embeddings=load_text_encoder(zero_shot_text_encoder)
+                         .embed_texts(list(table["name_def"])),
+                         class_wnids=list(table["wnid"]), paper_nan_as_wrong=paper_nan_as_wrong)
+        groups[zero_shot_name] = "clip"
+    predictors = build_predictors(specs, label_universe, zero_shot, device=device)
+    for p in predictors:
+        print(f"{p.name}: {p.info.get('n_mapped', len(p.output_wnids))} mapped outputs, "
+              f"preprocessing group {hash(p.transform_key) & 0xffff:04x}")
+    val = read_imagenet_val(imagenet_val_dir, imagenet_devkit_dir)
+    with _timed(timings, "evaluate_laionet"):
+        recs, n, n_missing = laionet_records(download_dir)
+        print(f"LAIONet: {n} rows, {n_missing} not downloaded (kept as missing)")
+        _, err_l = evaluate_to_file(recs, n, predictors, "LAIONet", out / RESULT_FILES["LAIONet"],
+                                    batch_size)
+    with _timed(timings, "evaluate_imagenet"):
+        recs, n = imagenet_records(val)
+        _, err_i = evaluate_to_file(recs, n, predictors, "ImageNet", out / RESULT_FILES["ImageNet"],
+                                    batch_size)
+    for name, errs in (("LAIONet", err_l), ("ImageNet", err_i)):
+        if errs:
+            print(f"{name}: {len(errs)} undecodable image(s), e.g. {errs[:3]}")
+    coverage = {p.name: {k: v for k, v in label_map_coverage(
+        p.output_wnids, laionet["wnid"].unique()).items() if k != "missing"} for p in predictors}
+    _write_meta(out, groups, coverage)
+    return Evaluation(read_results([out / f for f in RESULT_FILES.values()]), laionet["wnid"],
+                      class_keys(class_counts_path, laionet), groups, coverage,
+                      dict(zip(table["wnid"], table["head"])))
+
+
+def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
+                        imagename2wnid: str | os.PathLike | None,
+                        laionet_parquet: str | os.PathLike | None = None,
+                        lemma_map: str | os.PathLike | None = None) -> Evaluation:
+    """The released route: the authors' ImageNet val table (labels from ``imagename2wnid``) and,
+    when given, their LAIONet table as our results; the ImageNet keys are their 978 LAIONet
+    keys derived from ``lemma_map`` when given, else the LAIONet table's classes (without one:
+    every ImageNet class, no projection). Writes the
+    same products as ``run_inference`` (an empty LAIONet results file when there is no table;
+    no coverage: no label maps are involved)."""
+    from .classifiers import paper_models
+    from .released import paper_laionet_keys, read_lemma_pairs, read_released
+
+    out = Path(out)
+    parts = {"ImageNet": read_released(val_parquet, "ImageNet", labels=imagename2wnid)}
+    if laionet_parquet:
+        parts["LAIONet"] = read_released(laionet_parquet, "LAIONet")
+    results = pd.concat(list(parts.values()), ignore_index=True)
+    for dataset, name in RESULT_FILES.items():
+        frame = parts.get(dataset, results.iloc[:0])
+        write_parquet(pa.Table.from_pandas(frame, schema=RESULT_SCHEMA, preserve_index=False),
+                      out / name)
+    pm = paper_models()
+    groups = dict(zip(pm["paper_name"], pm["group"]))
+    _write_meta(out, groups, {})
+    dataset = "LAIONet" if laionet_parquet else "ImageNet"  # no LAIONet table: no projection
+    laionet = (parts["LAIONet"].drop_duplicates("image_key")["wnid"].reset_index(drop=True)
+               if laionet_parquet else pd.Series([], dtype=object, name="wnid"))
+    keys = (paper_laionet_keys(read_lemma_pairs(lemma_map)) if lemma_map
+            else sorted(results.loc[results["dataset"] == dataset, "wnid"].unique()))
+    return Evaluation(results, laionet, keys, groups)
+
+
 def read_results(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate results files (correctness as nullable booleans)."""
     frames = [pq.read_table(p).to_pandas() for p in paths]
@@ -83,3 +216,18 @@ def images_of(download_dir: str | os.PathLike, keys: Sequence[Any]) -> dict[str,
     from ..download import iter_downloaded
 
     return {str(k): im for k, _, im in iter_downloaded(download_dir, keys=[int(k) for k in keys])}
+
+
+def gallery(results: pd.DataFrame, model: str, wnid: str, download_dir: str | os.PathLike | None,
+            n: int = 10) -> tuple[list, list[bool], list[str]]:
+    """(images, correct@5, image keys) of up to ``n`` evaluated LAIONet images of class ``wnid``
+    for ``model``, in results order; empty without a download (the released route)."""
+    rows = results[(results["dataset"] == "LAIONet") & (results["model"] == model)
+                   & (results["wnid"] == wnid) & results["correct5"].notna()].head(n)
+    downloaded = download_dir is not None and (Path(download_dir) / "manifest.parquet").is_file()
+    if not len(rows) or not downloaded:
+        return [], [], []
+    ims = images_of(download_dir, rows["image_key"].tolist())
+    keep = [k for k in rows["image_key"] if k in ims]
+    ok = rows.set_index("image_key").loc[keep, "correct5"].astype(bool).tolist()
+    return [ims[k] for k in keep], ok, keep

@@ -1,5 +1,5 @@
 """The accuracy figures of §3.1 (spec B3, B5, B6, B7, B9). Each function returns a Figure; the
-notebook saves it with laionet.figures.save_figure.
+notebook saves it with ``Stage.figure`` (the profile in the title).
 
 Error bars are +-1.96 SE on both axes everywhere (the authors drew +-1 SE on the ImageNet axis
 of B5 and +-1.96 SE on the LAIONet axis, spec E.10); the captions say so.
@@ -39,50 +39,45 @@ def _scatter_pairs(ax, x, y, xse, yse, grp) -> None:
                     color=GROUP_COLORS.get(g, "tab:gray"), label=f"{g} models")
 
 
+def _paired_accuracy(acc: pd.DataFrame, ks: Sequence[int], fixed: tuple[str, str], across: str,
+                     x: str, y: str, labels: tuple[str, str], missing: str,
+                     groups: dict[str, str] | None) -> plt.Figure:
+    """One panel per k: accuracy with ``across == x`` against ``across == y`` (rows where
+    ``fixed[0] == fixed[1]``), one marker per model with both, y = x dashed."""
+    fig, axes = plt.subplots(1, len(ks), figsize=(3.4 * len(ks), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, k in zip(axes, ks):
+        sub = acc[(acc["k"] == k) & (acc[fixed[0]] == fixed[1])]
+        wide = sub.pivot(index="model", columns=across, values=["accuracy", "se"]).dropna()
+        if wide.empty or not {x, y} <= set(wide["accuracy"].columns):
+            ax.set_title(f"Top {k}: {missing}")
+            continue
+        xs, ys = wide[("accuracy", x)].to_numpy(), wide[("accuracy", y)].to_numpy()
+        _scatter_pairs(ax, xs, ys, wide[("se", x)].to_numpy(), wide[("se", y)].to_numpy(),
+                       _groups(wide.reset_index(), groups))
+        _identity(ax, xs, ys)
+        ax.set(xlabel=labels[0], ylabel=labels[1], title=f"Top {k} accuracy")
+    if axes[0].get_legend_handles_labels()[0]:  # the first panel has data
+        axes[0].legend(loc="upper left", title=ERRBAR_NOTE, title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_laionet_vs_imagenet(acc: pd.DataFrame, groups: dict[str, str] | None = None,
                              weighting: str = "equal", x: str = "LAIONet", y: str = "ImageNet",
                              ks: Sequence[int] = (1, 5)) -> plt.Figure:
     """B5: x = LAIONet accuracy, y = ImageNet accuracy, one marker per model, y = x dashed."""
-    fig, axes = plt.subplots(1, len(ks), figsize=(3.4 * len(ks), 3.6))
-    for ax, k in zip(np.atleast_1d(axes), ks):
-        sub = acc[(acc["k"] == k) & (acc["weighting"] == weighting)]
-        wide = sub.pivot(index="model", columns="dataset", values=["accuracy", "se"]).dropna()
-        if wide.empty:
-            ax.set_title(f"Top {k}: no model with both datasets")
-            continue
-        grp = _groups(wide.reset_index(), groups)
-        xs, ys = wide[("accuracy", x)].to_numpy(), wide[("accuracy", y)].to_numpy()
-        _scatter_pairs(ax, xs, ys, wide[("se", x)].to_numpy(), wide[("se", y)].to_numpy(), grp)
-        _identity(ax, xs, ys)
-        ax.set_xlabel(f"{x} accuracy ({weighting}ly weighted classes)")
-        ax.set_ylabel(f"{y} accuracy")
-        ax.set_title(f"Top {k} accuracy")
-    np.atleast_1d(axes)[0].legend(loc="upper left", title=ERRBAR_NOTE, title_fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _paired_accuracy(acc, ks, ("weighting", weighting), "dataset", x, y,
+                            (f"{x} accuracy ({weighting}ly weighted classes)", f"{y} accuracy"),
+                            "no model with both datasets", groups)
 
 
 def plot_weighted_vs_equal(acc: pd.DataFrame, dataset: str, groups: dict[str, str] | None = None,
                            ks: Sequence[int] = (1, 5)) -> plt.Figure:
     """B6: on one dataset, x = equally weighted, y = LAION-weighted accuracy."""
-    fig, axes = plt.subplots(1, len(ks), figsize=(3.4 * len(ks), 3.6))
-    for ax, k in zip(np.atleast_1d(axes), ks):
-        sub = acc[(acc["k"] == k) & (acc["dataset"] == dataset)]
-        wide = sub.pivot(index="model", columns="weighting", values=["accuracy", "se"]).dropna()
-        if wide.empty or "laion" not in wide["accuracy"]:
-            ax.set_title(f"Top {k}: no LAION weights")
-            continue
-        grp = _groups(wide.reset_index(), groups)
-        xs, ys = wide[("accuracy", "equal")].to_numpy(), wide[("accuracy", "laion")].to_numpy()
-        _scatter_pairs(ax, xs, ys, wide[("se", "equal")].to_numpy(),
-                       wide[("se", "laion")].to_numpy(), grp)
-        _identity(ax, xs, ys)
-        ax.set_xlabel(f"{dataset}: equally weighted classes")
-        ax.set_ylabel(f"{dataset}: LAION-weighted classes")
-        ax.set_title(f"Top {k} accuracy")
-    np.atleast_1d(axes)[0].legend(loc="upper left", title=ERRBAR_NOTE, title_fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _paired_accuracy(acc, ks, ("dataset", dataset), "weighting", "equal", "laion",
+                            (f"{dataset}: equally weighted classes",
+                             f"{dataset}: LAION-weighted classes"), "no LAION weights", groups)
 
 
 def plot_relative_frequency(freq: pd.Series, heads: dict[str, str] | None = None,
@@ -128,17 +123,6 @@ def plot_recall_vs_frequency(recalls: pd.DataFrame, freq: pd.Series, models: Seq
     axes[0][0].set_ylabel(f"{dataset} recall@{k}")
     fig.tight_layout()
     return fig
-
-
-def class_gaps(recalls: pd.DataFrame, model: str, k: int = 5, high: str = "ImageNet",
-               low: str = "LAIONet", min_images: int = 10) -> pd.DataFrame:
-    """Per-class recall gap ``low - high`` for one model (classes with >= min_images on both)."""
-    sub = recalls[(recalls["model"] == model) & (recalls["k"] == k) & (recalls["n"] >= min_images)]
-    wide = sub.pivot(index="wnid", columns="dataset", values="recall").dropna()
-    if high not in wide or low not in wide:
-        return pd.DataFrame(columns=["wnid", low, high, "gap"])
-    wide["gap"] = wide[low] - wide[high]
-    return wide[[low, high, "gap"]].sort_values("gap").reset_index()
 
 
 def plot_gap_distribution(gaps: pd.DataFrame, model: str, k: int = 5,
