@@ -176,10 +176,15 @@ def resolve_input(inp: st.Input, params: Mapping[str, Any], world, profile_key: 
     return str(path) if inp.kind == "classes" else path
 
 
-def resolve_inputs(name: str, params: Mapping[str, Any], profile_key: str) -> dict[str, Any]:
-    spec = st.spec(name)
-    world = world_of(profile_key)
-    return {i.name: resolve_input(i, params, world, profile_key, name) for i in spec.inputs}
+def resolve_inputs(name: str, params: Mapping[str, Any], profile_key: str,
+                   world: Any = ...) -> dict[str, Any]:
+    """Every input of a stage (``world``: the profile's world when already known)."""
+    world = world_of(profile_key) if world is ... else world
+    return {i.name: resolve_input(i, params, world, profile_key, name) for i in st.spec(name).inputs}
+
+
+def input_fingerprints(name: str, inputs: Mapping[str, Any], profile_key: str) -> dict[str, str | None]:
+    return {i.name: input_fingerprint(i, inputs[i.name], profile_key) for i in st.spec(name).inputs}
 
 
 def input_fingerprint(inp: st.Input, value: Any, profile_key: str) -> str | None:
@@ -305,7 +310,7 @@ def plan_stage(name: str, params: Mapping[str, Any], profile_key: str,
     spec = st.spec(name)
     out = Path(out_dir) if out_dir else stage_dir(name, profile_key)
     inputs = resolve_inputs(name, params, profile_key)
-    fps = {i.name: input_fingerprint(i, inputs[i.name], profile_key) for i in spec.inputs}
+    fps = input_fingerprints(name, inputs, profile_key)
     upstream_state = {i.upstream: read_manifest(stage_dir(i.upstream, profile_key)).get("status")
                       for i in spec.inputs if i.upstream and inputs.get(i.name) is not None
                       and not (params.get(i.name) if i.param else None)}
@@ -378,11 +383,19 @@ class Stage:
     profile_key: str       # as given (a name or a YAML path)
     params: dict[str, Any]
     inputs: Inputs
-    input_fps: dict[str, str | None]
     world: Any             # laionet.demo.WorldPaths, or None on real data
     out: Path
     figures: Path
     timings: Timings
+    _fps: dict[str, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def input_fps(self) -> dict[str, str | None]:
+        """Input fingerprints, computed on first use (the runner already checked currency; only
+        cached sub-steps need them in the kernel)."""
+        if self._fps is None:
+            self._fps = input_fingerprints(self.name, self.inputs, self.profile_key)
+        return self._fps
 
     @property
     def cache_root(self) -> Path:
@@ -440,8 +453,8 @@ def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
     figs = resolve(params["figures_dir"]) if params.get("figures_dir") else project_root() / "figures" / pname
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
-    inputs = resolve_inputs(name, params, profile_key)
-    fps = {i.name: input_fingerprint(i, inputs[i.name], profile_key) for i in spec.inputs}
+    world = world_of(profile_key)
+    inputs = resolve_inputs(name, params, profile_key, world)
     style()
-    return Stage(name, spec, pname, profile_key, params, Inputs(inputs), fps, world_of(profile_key),
+    return Stage(name, spec, pname, profile_key, params, Inputs(inputs), world,
                  out, figs, Timings(out / STATE_DIR / "timings.json"))
