@@ -19,6 +19,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 LOCK="$ROOT/requirements.lock"
+LOCK_NODEPS="$ROOT/requirements-nodeps.lock"
 VENV="${LAIONET_VENV:-$ROOT/.venv}"
 
 # Offline by default: nothing is fetched from model hubs unless the user asks for it.
@@ -31,7 +32,7 @@ export PYTHONUNBUFFERED=1
 export LAIONET_ROOT="$ROOT"
 
 lock_hash() {
-    sha256sum <"$LOCK" | cut -c1-16
+    cat "$LOCK" "$LOCK_NODEPS" | sha256sum | cut -c1-16
 }
 
 env_ok() {  # $1 = python; succeeds when it can import everything pinned
@@ -61,6 +62,7 @@ create_venv() {
     "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
     # requirements.lock pins every package (torch 2.14.1 + torchvision 0.29.1, a working CPU pair).
     "$VENV/bin/python" -m pip install --quiet -r "$LOCK"
+    "$VENV/bin/python" -m pip install --quiet --no-deps -r "$LOCK_NODEPS"
     # The stamp is written last: an interrupted install is redone on the next run.
     lock_hash >"$VENV/.laionet-lock-hash"
 }
