@@ -67,19 +67,29 @@ create_venv() {
     lock_hash >"$VENV/.laionet-lock-hash"
 }
 
+apt_install() {  # $1 = what needs it, then Debian packages; says what it does before doing it
+    local why="$1"; shift
+    if [ "${LAIONET_NO_APT:-0}" = 1 ]; then
+        echo "[run_all] $why needs the Debian package(s) $*; LAIONET_NO_APT=1, so not installing them"
+        return 1
+    fi
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "[run_all] $why needs the Debian package(s) $*: install them (sudo apt-get install $*)"
+        return 1
+    fi
+    echo "[run_all] $why needs the Debian package(s) $*: installing them with apt-get" \
+         "(set LAIONET_NO_APT=1 to skip)"
+    apt-get install -y -qq "$@" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1; } \
+        || { echo "[run_all] could not install $*"; return 1; }
+}
+
 ensure_wordnet() {
     # WordNet 3.0 (Debian's wordnet-base) backs the "unique in WordNet" lemma rule and
-    # synset lists beyond ImageNet-1k. Installed when missing, if we may (root + apt-get);
-    # LAIONET_NO_APT=1 skips this. Without it those features explain how to get it.
+    # synset lists beyond ImageNet-1k. Without it those features explain how to get it.
     [ -f /usr/share/wordnet/data.noun ] && return 0
     [ -n "${LAIONET_WORDNET:-}" ] && return 0
-    [ "${LAIONET_NO_APT:-0}" = 1 ] && return 0
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "[run_all] installing Debian's wordnet-base (WordNet 3.0 data files)"
-        (apt-get install -y -qq wordnet-base >/dev/null 2>&1 \
-            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wordnet-base >/dev/null 2>&1; }) \
-            || echo "[run_all] could not install wordnet-base; WordNet-based features will be skipped"
-    fi
+    apt_install "WordNet 3.0 (the synset texts and the unique-lemma rule)" wordnet-base || true
 }
 
 pick_python() {
