@@ -24,6 +24,15 @@
 # weighted accuracy with Wilson standard errors; LAION-weighted accuracy (class weights =
 # LAIONet relative frequency); ImageNet projected onto the LAIONet class keys.
 #
+# **Text in the image (TMLR, spec A7)**: as the paper's TMLR version, the accuracies leave out the
+# LAIONet rows whose image shows its class's name as text (stage 03's `recognized_text.parquet`;
+# flag `wnid_is_in_recognized_text`: the WordNet head name, punctuation stripped, space padded, in
+# the lower-cased recognised text). `drop_recognised_text=False` keeps them;
+# `recognised_text_rule="lemmas"` also flags every lemma of the class (a fix; the authors check
+# the head name only). The per-image results keep every row; the table `04_accuracy_recognised_text`
+# gives LAIONet's accuracy with and without the flagged rows. (Stage 05's intra-class similarity
+# keeps them, as the paper does.)
+#
 # **Released route**: with `released_val_parquet` set, the authors' per-image correctness
 # tables replace inference (no model runs) and the same tables and figures are produced.
 #
@@ -59,11 +68,14 @@ gap_model: str = ""  # model of the gap histogram and gallery; empty: the first 
 min_images: int = 10  # classes with fewer evaluated images are left out of B7 and B9
 top_classes: int = 500  # classes shown in the relative-frequency bar chart (B3)
 gallery_size: int = 10  # images in the gap gallery
+drop_recognised_text: bool = True  # leave out LAIONet rows whose image shows the class name (TMLR, A7); False: keep them
+recognised_text_rule: str = "head"  # head: the authors' rule (WordNet head name) | lemmas: every lemma too (fix)
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
+from laionet import recognised_text
 from laionet.evaluation import aggregate, pipeline, plots
 from laionet.stage import open_stage
 
@@ -96,18 +108,37 @@ else:
 display(aggregate.result_counts(ev.results))
 
 # %% [markdown]
+# ## LAIONet rows showing their class name as text (A7)
+# The rows flagged by the recognised text; the accuracies below leave them out (unless
+# `drop_recognised_text=False`).
+
+# %%
+results = ev.results
+if drop_recognised_text and not released_val_parquet:
+    excl = recognised_text.Exclusion.of_download(S.inputs.download_dir, S.inputs.classes,
+                                                 rule=recognised_text_rule)
+    results = excl.drop(ev.results)
+    S.table(excl.summary(), "04_recognised_text", float_format="%.4f")
+    display(excl.summary(), excl.examples())
+
+# %% [markdown]
 # ## Accuracy (spec A12)
 # LAIONet: every class with evaluated images. ImageNet: projected onto the LAIONet keys (the
 # classes with any caption match), as the authors did; `intersection=True` restricts both sides
 # to the classes present in both.
 
 # %%
-summary = aggregate.summarize(ev.results, ev.laionet_wnids, ev.keys, ev.groups, intersection)
+summary = aggregate.summarize(results, ev.laionet_wnids, ev.keys, ev.groups, intersection)
 acc, drops, recalls, freq = summary.acc, summary.drops, summary.recalls, summary.freq
 S.table(acc, "04_accuracy", float_format="%.6f")
 S.table(drops, "04_accuracy_drops", float_format="%.4f")
 display(drops[drops["weighting"] == "equal"])
-display(Markdown(aggregate.describe(summary, ev.results, ev.keys)))
+display(Markdown(aggregate.describe(summary, results, ev.keys)))
+if results is not ev.results:  # the TMLR exclusion's effect: LAIONet with every row vs without
+    acc_all = aggregate.summarize(ev.results, ev.laionet_wnids, ev.keys, ev.groups, intersection).acc
+    effect = recognised_text.accuracy_effect(acc_all, acc)
+    S.table(effect, "04_accuracy_recognised_text", float_format="%.6f")
+    display(effect[effect["weighting"] == "equal"])
 
 # %% [markdown]
 # ## Figures (spec B3, B5, B6, B7, B9)
@@ -155,7 +186,7 @@ if len(gaps):
              title=f"Per-class recall@5 gap, LAIONet \u2212 ImageNet ({gm})")
     display(gaps.head(10))
     worst = gaps.iloc[0]["wnid"]
-    ims, ok, keys = pipeline.gallery(ev.results, gm, worst, S.inputs.download_dir, gallery_size)
+    ims, ok, keys = pipeline.gallery(results, gm, worst, S.inputs.download_dir, gallery_size)
     if ims:
         S.figure(plots.plot_gallery(ims, ok, titles=keys), "04_gap_gallery",
                  title=f"LAIONet images of the largest gap class {ev.heads.get(worst, worst)} "

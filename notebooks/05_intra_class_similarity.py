@@ -29,6 +29,10 @@
 # per-class intervals plotted as such, not as independently sorted bands (E.10); non-RGB
 # images converted, not dropped (`paper_rgb_only=True` restores it, E.7). LAIONet is sampled
 # among the images that downloaded (stage 03), so a class keeps up to n images.
+#
+# LAIONet images that show their class's name as text (stage 03's recognised text, spec A7) are
+# **kept** here, as in the paper: the TMLR version drops them from the accuracies (stage 04) only,
+# not from the intra-class similarity.
 
 # %% tags=["parameters"]
 profile: str = "demo"  # profile name (or YAML path); figures carry it in their titles

@@ -47,6 +47,8 @@ CHOICES = {
     "threshold_mode": ("absolute", "quantile"),
     "precision": ("fp32", "fp16", "bf16"),
     "distributor": ("multiprocessing", "pyspark", "ray"),
+    "ocr_engine": ("easyocr", "rapidocr", "tesseract"),                # recognised_text.ENGINES
+    "recognised_text_rule": ("head", "lemmas"),                         # recognised_text.RULES
 }
 RANGES = {
     "threshold": (-1.0, 1.0), "t_ref": (-1.0, 1.0), "i_ref": (-1.0, 1.0), "t_min": (-1.0, 1.0),
@@ -54,7 +56,7 @@ RANGES = {
     "n_per_class": (2, None), "n_boot": (1, None), "min_pairs": (1, None), "image_size": (1, None),
     "k": (1, None), "nprobe": (1, None), "processes_count": (1, None), "thread_count": (1, None),
     "number_sample_per_shard": (1, None), "retries": (0, None), "timeout": (1, None),
-    "n_grid": (2, None), "bins": (1, None), "hist_bins": (1, None),
+    "n_grid": (2, None), "bins": (1, None), "hist_bins": (1, None), "ocr_batch_size": (1, None),
 }
 
 
@@ -143,8 +145,9 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec(
         _D03, "Download LAIONet's images once, and account for every row",
         inputs=(LAIONET, HTTP),
-        products=("manifest.parquet", "download_input.json"),  # + shards/<input fingerprint>/
-        caches=("shards",)),
+        # + shards/<input fingerprint>/; recognized_text.parquet: the text read in each image (A7)
+        products=("manifest.parquet", "download_input.json", "recognized_text.parquet"),
+        caches=("shards", "recognised_text")),
     StageSpec(
         _E04, "Do ImageNet classifiers lose accuracy on LAIONet?",
         inputs=(CLASSES,

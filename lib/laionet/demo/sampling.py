@@ -73,7 +73,7 @@ def nested_lemmas(classes: pd.DataFrame) -> set[str]:
     return out
 
 
-def _pick_lemma(world: World, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def pick_lemma(world: World, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One lemma of each row's class, uniformly among the class's lemmas (vectorised)."""
     lemmas = world.classes["lemmas"].to_list()
     n_lem = np.array([len(x) for x in lemmas])
@@ -105,14 +105,14 @@ def draw(world: World, n: int, rng: np.random.Generator, *, query: np.ndarray | 
         kind = np.where((kind == "polysemous") & ~has_poly, "lemma", kind)
     mention = label.copy()
     mention2 = np.full(n, -1)
-    lemma = _pick_lemma(world, label, rng)
+    lemma = pick_lemma(world, label, rng)
     lemma2 = np.full(n, "", dtype=object)
     phrase = np.full(n, "", dtype=object)
 
     two = kind == "two_classes"
     other = (label + 1 + rng.integers(0, world.n_classes - 1, n)) % world.n_classes
     mention2[two] = other[two]
-    lemma2[two] = _pick_lemma(world, other[two], rng)
+    lemma2[two] = pick_lemma(world, other[two], rng)
 
     poly = kind == "polysemous"
     if poly.any():

@@ -32,7 +32,7 @@ from .classes import world_classes
 
 GENERATOR_VERSION = 1
 STREAMS = ("world", "laion", "laion_pixels", "laion_files", "imagenet", "imagenet_pixels",
-           "imagenetv2", "imagenetv2_pixels", "models")
+           "imagenetv2", "imagenetv2_pixels", "models", "laion_text")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,10 @@ LICENSES = {"?": 0.97, "https://creativecommons.org/licenses/by/4.0/": 0.02,
             "https://creativecommons.org/licenses/by-nc-sa/4.0/": 0.01}
 TEXT_NULL_SHARE = 0.005
 VAL_GREY_SHARE = 0.02   # real ImageNet val has grey-scale / CMYK files the paper skips
+# LAION images showing their own class as text (a label, a caption burnt in): the truth of the
+# recognised-text exclusion (paper_spec A7). Half of them show the WordNet head name (what the
+# authors' rule looks for), half a lemma drawn from the class's lemmas (which may differ from it).
+TEXT_IN_IMAGE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldP
         parts = captions.compose(world, s, rng)
     with timings("laion_render"):
         pixels = sampling.render(world, s, _rng(seed, "laion_pixels"))
+        pixels, written = _write_class_text(world, s, pixels, _rng(seed, "laion_text"))
     part = (np.arange(n) * cfg.n_parts // n).astype(np.int32)
     row = (np.arange(n) - np.searchsorted(part, part)).astype(np.int64)
     frng = _rng(seed, "laion_files")
@@ -180,8 +185,29 @@ def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldP
                                      "key": row_key(part, row),
                                      "path": "http/" + rel, "file_status": status}),
                        s, parts.drop(columns=["text"]),
-                       meta[["TEXT", "NSFW", "similarity"]]], axis=1)
+                       meta[["TEXT", "NSFW", "similarity"]], written], axis=1)
     return truth
+
+
+def _write_class_text(world: sampling.World, samples: pd.DataFrame, pixels: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
+    """Write a name of the shown class into ``TEXT_IN_IMAGE_SHARE`` of the images that show a
+    class (its own stream, so every other pixel and draw stays as it was). Returns the pixels and
+    the truth columns ``text_in_image`` (the written string, else null) and ``text_is_head``."""
+    from .text import write_texts
+
+    label = samples["label"].to_numpy()
+    chosen = (label >= 0) & (rng.random(len(label)) < TEXT_IN_IMAGE_SHARE)
+    heads = world.classes["head"].to_numpy(dtype=object)
+    lemma = sampling.pick_lemma(world, np.where(label >= 0, label, 0), rng)
+    use_head = rng.random(len(label)) < 0.5
+    text = np.where(use_head, heads[np.where(label >= 0, label, 0)], lemma).astype(object)
+    text[~chosen] = None
+    pixels, _ = write_texts(pixels, list(text), rng)
+    is_head = np.array([t is not None and t == h for t, h in
+                        zip(text, heads[np.where(label >= 0, label, 0)])])
+    return pixels, pd.DataFrame({"text_in_image": pd.Series(text, dtype=object),
+                                 "text_is_head": is_head & chosen})
 
 
 def _write_laion_files(pixels: np.ndarray, status: np.ndarray, rel: np.ndarray, http: Path,
