@@ -59,6 +59,7 @@ import pandas as pd
 from IPython.display import display
 
 from laionet import download, download_plots, recognised_text
+from laionet.demo import truth as demo_truth
 from laionet.stage import open_stage
 
 S = open_stage("03_download", globals())
@@ -112,3 +113,12 @@ print(f"{texts.attrs.get('recognised', 0):,} images read by {texts.attrs.get('en
 S.table(recognised_text.outcomes(texts), "03_download_recognised_text", float_format="%.4f")
 display(recognised_text.outcomes(texts), texts[texts[recognised_text.TEXT_COL].str.len().gt(0)
         & ~texts[recognised_text.TEXT_COL].isin(recognised_text.SPECIAL)].head(10))
+
+# %% [markdown]
+# On the demo world, whose hidden truth says which images got their class's name written into
+# them: how many of those names the engine found (read here only, to judge the engine).
+
+# %%
+truth = demo_truth.text_truth(S.inputs.truth) if S.inputs.truth and recognise_text else None
+if truth is not None:
+    display(demo_truth.text_recall(texts, truth))

@@ -175,10 +175,34 @@ def test_draw_text_writes_inside_the_image_and_leaves_the_rest():
     out = np.asarray(draw_text(im, "siberian husky", style))
     changed = (out != np.asarray(im)).any(-1)
     assert changed.sum() > 40
-    ys, xs = np.nonzero(changed)
+    xs = np.nonzero(changed)[1]
     assert xs.min() > 0 and xs.max() < 63  # fits: not clipped at the edges
     big = draw_text(im, "x", TextStyle(font_px=30, angle=90.0, centre=(1.0, 1.0)))
     assert big.size == im.size
+
+
+def test_demo_world_writes_class_names_into_a_small_share_and_records_them():
+    from laionet.demo import sampling
+    from laionet.demo import world as W
+
+    classes = pd.DataFrame({"wnid": ["n01", "n02", "n03"], "cid": [0, 1, 2],
+                            "lemmas": [["tiger cat"], ["teddy", "teddy bear"], ["mouse"]],
+                            "head": ["tiger cat", "teddy", "mouse"], "label": [0, 1, 2]})
+    wd = sampling.make_world(classes, W._rng(0, "world"))
+    s = sampling.draw(wd, 200, W._rng(0, "laion"))
+    px = sampling.render(wd, s, W._rng(0, "laion_pixels"))
+    out, truth = W._write_class_text(wd, s, px, W._rng(0, "laion_text"))
+    has = truth["text_in_image"].notna().to_numpy()
+    assert 0.01 < has.mean() < 0.1 and (s["label"].to_numpy()[has] >= 0).all()
+    changed = (out != px).reshape(len(px), -1).any(1)
+    assert (changed == has).all()  # only the chosen images change
+    heads = wd.classes["head"].to_numpy()[s["label"].to_numpy()[has]]
+    lemmas = wd.classes["lemmas"].to_numpy()[s["label"].to_numpy()[has]]
+    written = truth["text_in_image"].to_numpy()[has]
+    assert all(t == h or t in lem for t, h, lem in zip(written, heads, lemmas))
+    assert (truth["text_is_head"].to_numpy()[has] == (written == heads)).all()
+    again, _ = W._write_class_text(wd, s, px, W._rng(0, "laion_text"))
+    assert (again == out).all()  # seeded
 
 
 # ------------------------------------------------------------------------------ real photos

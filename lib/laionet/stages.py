@@ -144,7 +144,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
         caches=("text_embeddings",)),
     StageSpec(
         _D03, "Download LAIONet's images once, and account for every row",
-        inputs=(LAIONET, HTTP),
+        inputs=(LAIONET, HTTP, Input("truth", world="truth", optional=True, param=False)),
         # + shards/<input fingerprint>/; recognized_text.parquet: the text read in each image (A7)
         products=("manifest.parquet", "download_input.json", "recognized_text.parquet"),
         caches=("shards", "recognised_text")),

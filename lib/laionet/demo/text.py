@@ -11,8 +11,8 @@ the same on every machine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -76,7 +76,7 @@ def draw_text(image: Image.Image, text: str, style: TextStyle) -> Image.Image:
     cx = min(max(style.centre[0] * w, lw / 2), w - lw / 2) if lw < w else w / 2
     cy = min(max(style.centre[1] * h, lh / 2), h - lh / 2) if lh < h else h / 2
     out = base.copy()
-    out.paste(layer, (int(round(cx - lw / 2)), int(round(cy - lh / 2))), layer)
+    out.paste(layer, (round(cx - lw / 2), round(cy - lh / 2)), layer)
     return out
 
 
@@ -88,7 +88,7 @@ def sample_style(rng: np.random.Generator, image_size: tuple[int, int], *,
     of the smaller side, one of ``angles``, a palette colour (with a contrasting outline with
     probability ``outline_p``), a centre in the middle 70 % of the image, a random case."""
     short = min(image_size)
-    font_px = int(round(rng.uniform(*font_frac) * short))
+    font_px = round(rng.uniform(*font_frac) * short)
     fill_i = int(rng.integers(len(PALETTE)))
     fill = PALETTE[fill_i]
     outline = None
