@@ -22,6 +22,12 @@
 # class and only a little of the image. ImageNet-mini is found by text but **kept by annotators
 # who look at the image** (acceptance rises with typicality); LAION-mini is whatever the web
 # shows. Everything here is simulated: these numbers test the pipeline, not the real world.
+#
+# A small share of the LAION images (`laionet.demo.world.TEXT_IN_IMAGE_SHARE`, 5 %) also shows
+# its class's name as text (the WordNet head name or one of the class's lemmas, drawn into the
+# pixels; the truth columns `text_in_image`, `text_is_head`), so the recognised-text exclusion of
+# the paper's TMLR version (stage 03 reads the text, stage 04 drops the flagged rows) has
+# something to find. Captions never see it.
 
 # %% tags=["parameters"]
 profile: str = "demo"          # profile name (folder names and figure titles)
@@ -50,6 +56,9 @@ pd.Series(info["counts"]).to_frame("count")
 classes = world.truth_table("classes")
 laion = world.truth_table("laion")
 names = checks.class_names(world)
+written = laion["text_in_image"].notna()
+print(f"{int(written.sum())} of {len(laion)} LAION images show a class name as text "
+      f"({int(laion['text_is_head'].sum())} of them the head name)")
 classes[["wnid", "cid", "head", "lemmas", "class_freq"]]
 
 # %% [markdown]
