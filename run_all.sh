@@ -106,8 +106,21 @@ pick_python() {
             create_venv
         fi
         PY="$VENV/bin/python"
+        ensure_jupyter "$PY"
     fi
     ensure_editable "$PY"
+}
+
+ensure_jupyter() {  # $1 = the project venv's python: JupyterLab opens text notebooks as notebooks
+    # Writes two files inside the venv only (nothing in $HOME), idempotent; README "Working in
+    # JupyterLab" says how to undo it. An environment of the user's own is left as it is.
+    PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$1" -m laionet.jupyter_setup install --quiet \
+        || echo "[run_all] could not set up JupyterLab in $VENV (see above); notebooks still run"
+}
+
+ensure_chromium() {  # the real-browser test (tests/test_browser.py) drives Debian's chromium
+    command -v chromium >/dev/null 2>&1 && return 0
+    apt_install "the real-browser test (tests/test_browser.py; it skips without it)" chromium || true
 }
 
 cmd="${1:-run}"
@@ -115,6 +128,7 @@ case "$cmd" in
     test)
         shift
         pick_python
+        ensure_chromium
         exec "$PY" -m pytest "$@"
         ;;
     env)

@@ -130,3 +130,27 @@ class HashTextEncoder:
 def hash_text_encoder():
     """The ``HashTextEncoder`` class."""
     return HashTextEncoder
+
+
+# ---------------------------------------------------------------- the tiny profile, run once
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """Every notebook of the ``tiny`` profile through the real runner, once per session, in a
+    scratch project (symlinks to notebooks/, profiles/ and pyproject.toml): (exit code, folder).
+    Shared by the notebook smoke tests, the report tests and the browser test."""
+    from laionet import runner
+
+    scratch = tmp_path_factory.mktemp("tiny_project")
+    for name in ("notebooks", "profiles", "pyproject.toml"):
+        (scratch / name).symlink_to(ROOT / name)
+    old = os.environ.get("LAIONET_ROOT")
+    os.environ["LAIONET_ROOT"] = str(scratch)
+    try:
+        rc = runner.main(["run", "--profile", "tiny"])
+    finally:
+        if old is None:
+            os.environ.pop("LAIONET_ROOT", None)
+        else:
+            os.environ["LAIONET_ROOT"] = old
+    return rc, scratch

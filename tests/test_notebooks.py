@@ -1,7 +1,9 @@
 """Smoke run of every notebook of the `tiny` profile through the real runner (papermill kernels).
 
-The run happens in a scratch project folder (symlinks to notebooks/, profiles/ and pyproject.toml),
-so it starts from nothing, like a clean clone, and leaves the checkout's runs/ alone.
+The run (the session fixture ``tiny_run`` in conftest.py, shared with the report and browser
+tests) happens in a scratch project folder (symlinks to notebooks/, profiles/ and
+pyproject.toml), so it starts from nothing, like a clean clone, and leaves the checkout's runs/
+alone.
 """
 
 from __future__ import annotations
@@ -16,23 +18,6 @@ import yaml
 from laionet import runner
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    scratch = tmp_path_factory.mktemp("tiny_project")
-    for name in ("notebooks", "profiles", "pyproject.toml"):
-        (scratch / name).symlink_to(ROOT / name)
-    old = os.environ.get("LAIONET_ROOT")
-    os.environ["LAIONET_ROOT"] = str(scratch)
-    try:
-        rc = runner.main(["run", "--profile", "tiny"])
-    finally:
-        if old is None:
-            os.environ.pop("LAIONET_ROOT", None)
-        else:
-            os.environ["LAIONET_ROOT"] = old
-    return rc, scratch
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import time
@@ -34,7 +35,7 @@ from . import tether
 from .io import write_json
 from .params import Param, ParameterError, read_parameters, split_scoped
 from .paths import ProfileNotFound, load_profile, profile_name, project_root, resolve
-from .stage import MissingInput, plan_stage
+from .stage import RUNNER_MARKER, MissingInput, plan_stage
 from .stages import SHARED, allowed, spec
 
 NOTEBOOK_DIR = "notebooks"
@@ -47,6 +48,16 @@ SWEEP_SUMMARIES = {
 
 class RunFailed(RuntimeError):
     pass
+
+
+class _MarkerIsKnown(logging.Filter):
+    """Papermill warns about every parameter the cell does not declare; RUNNER_MARKER is meant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return RUNNER_MARKER not in record.getMessage()
+
+
+logging.getLogger("papermill").addFilter(_MarkerIsKnown())
 
 
 def find_notebook(key: str) -> Path:
@@ -137,21 +148,40 @@ def check_overrides(overrides: dict, decls: dict[str, dict[str, Param]]) -> None
                              f"declares {sorted(decls[stems[0]])}")
 
 
-def notebook_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
-                        profile_key: str) -> tuple[dict, dict]:
-    """(every declared parameter's value, the ones that differ from the notebook's defaults).
-
-    Order, last wins: the cell's default, the profile's ``parameters``, its
-    ``notebook_parameters.<stem>``, ``-p name``, ``-p NN.name``. Each value is checked against
-    the declared type here, before any kernel starts."""
+def parameter_layers(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
+                     profile_key: str) -> list[tuple[str, dict]]:
+    """The values one notebook is given, as (where from, values) layers in merge order, last wins:
+    the profile's name, its ``parameters``, its ``notebook_parameters.<stem>``, ``-p name``,
+    ``-p NN.name``. Only names the notebook declares."""
     plain, scoped = split_scoped(overrides)
-    given: dict[str, Any] = {"profile": str(profile_key)} if "profile" in decl else {}
-    given.update({k: v for k, v in (profile.get("parameters") or {}).items() if k in decl})
-    given.update((profile.get("notebook_parameters") or {}).get(stem) or {})
-    given.update({k: v for k, v in plain.items() if k in decl})
-    for scope, values in scoped.items():
-        if _scope_matches(scope, stem):
-            given.update(values)
+    name = profile.get("name") or profile_name(profile_key)
+    layers = [("profile", {"profile": str(profile_key)} if "profile" in decl else {}),
+              (f"profile {name}: parameters",
+               {k: v for k, v in (profile.get("parameters") or {}).items() if k in decl}),
+              (f"profile {name}: notebook_parameters.{stem}",
+               dict((profile.get("notebook_parameters") or {}).get(stem) or {})),
+              ("-p", {k: v for k, v in plain.items() if k in decl})]
+    layers += [(f"-p {scope}.", dict(values)) for scope, values in scoped.items()
+               if _scope_matches(scope, stem)]
+    return layers
+
+
+def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
+                       profile_key: str, cell: dict | None = None) -> tuple[dict, dict, dict]:
+    """(every declared parameter's value, the ones that differ from the notebook's defaults,
+    where each value came from: a ``parameter_layers`` label, ``cell edit`` or ``default``).
+
+    ``cell``: values edited in the notebook's parameters cell, by a user running it in
+    JupyterLab (``laionet.stage.open_stage``); they win over every layer. Each value is checked
+    against the declared type here, before any kernel starts."""
+    layers = parameter_layers(profile, stem, decl, overrides, profile_key)
+    if cell:
+        layers.append(("cell edit", dict(cell)))
+    given: dict[str, Any] = {}
+    sources: dict[str, str] = {k: "default" for k in decl}
+    for label, values in layers:
+        given.update(values)
+        sources.update(dict.fromkeys(values, label))
     given = {k: decl[k].check(v, stem) for k, v in given.items()}
     for k, v in given.items():
         rule = allowed(k, v)
@@ -160,7 +190,19 @@ def notebook_parameters(profile: dict, stem: str, decl: dict[str, Param], overri
                                  f"(`{k}: {decl[k].type} = {decl[k].default!r}`  # {decl[k].help})")
     full = {k: p.default for k, p in decl.items()}
     full.update(given)
-    return full, {k: v for k, v in given.items() if v != decl[k].default or k == "profile"}
+    changed = {k: v for k, v in given.items() if v != decl[k].default or k == "profile"}
+    return full, changed, sources
+
+
+def notebook_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
+                        profile_key: str) -> tuple[dict, dict]:
+    """(every declared parameter's value, the ones that differ from the notebook's defaults).
+
+    Order, last wins: the cell's default, the profile's ``parameters``, its
+    ``notebook_parameters.<stem>``, ``-p name``, ``-p NN.name`` (``parameter_layers``). Each
+    value is checked against the declared type here, before any kernel starts."""
+    full, changed, _ = resolve_parameters(profile, stem, decl, overrides, profile_key)
+    return full, changed
 
 
 def export_html(ipynb: Path) -> Path | None:
@@ -259,7 +301,9 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
     t0 = time.perf_counter()
     try:
         # the kernel (and what it starts) dies with this process, even on SIGKILL: laionet.tether
-        pm.execute_notebook(str(src), str(work), parameters=params, cwd=str(root),
+        # RUNNER_MARKER tells open_stage that these values are the runner's, already resolved
+        pm.execute_notebook(str(src), str(work), parameters={**params, RUNNER_MARKER: True},
+                            cwd=str(root),
                             kernel_name="python3", progress_bar=sys.stderr.isatty(),
                             log_output=log_output, request_save_on_cell_execute=True,
                             kernel_manager_class=tether.kernel_manager_class())
@@ -318,6 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             execute(path, args.profile, overrides, log_output=args.verbose, force=args.force)
         except RunFailed as exc:
             print(f"[run_all] FAILED: {exc}", file=sys.stderr)
+            report_page(args.profile)  # what did finish, and the failed notebook's HTML
             return 1
         timings[path.stem] = round(time.perf_counter() - t0, 1)
     name = profile_name(args.profile)
@@ -325,7 +370,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                project_root() / "runs" / name / "run_all_timings.json")
     print(f"[run_all] all {len(timings)} notebook(s) done: "
           + ", ".join(f"{k} {v}s" for k, v in timings.items()))
+    report_page(args.profile)
     return 0
+
+
+def report_page(profile_key: str, sweep: tuple[Path, Path] | None = None) -> Path | None:
+    """Write the run's (or a sweep's) report page (``laionet.report``) and print its path as
+    the last line. Like the HTML export, a convenience: a failure is said, never fatal."""
+    from . import report
+
+    try:
+        page = report.write_sweep_report(*sweep) if sweep else report.write_run_report(profile_key)
+    except Exception as exc:
+        print(f"[run_all] could not write the report page: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    print(f"[run_all] report: {page}", flush=True)
+    return page
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -351,6 +411,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        base / "sweep.json")
     print(f"[run_all] sweep done: {len(runs)} run(s); index at {index}")
     summarize_sweep(path.stem, args.param, index, fig_base, name)
+    report_page(args.profile, sweep=(index, fig_base))
     return 0
 
 

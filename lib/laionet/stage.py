@@ -35,7 +35,13 @@ from .io import read_json, write_json
 from .paths import load_profile, profile_name, project_root, resolve
 
 MANIFEST = "manifest.json"
-STATE_DIR = "_stage"          # per-run scratch of the stage object: timings, steps
+STATE_DIR = "_stage"          # per-run scratch of the stage object: timings, steps, outputs
+OUTPUTS = "outputs.json"      # in STATE_DIR: every figure and table the stage saved (laionet.report)
+# Passed by the runner, with the parameters it resolved, to papermill, which injects it into the
+# kernel. Papermill injects nothing when run interactively, and by itself leaves no trace in the
+# kernel that it did inject, so the marker is how open_stage tells the two apart: without it the
+# parameters cell's values are a user's, and open_stage applies their profile (see there).
+RUNNER_MARKER = "_params_from_runner"
 SMALL_FILE = 64 << 20         # files up to this size are fingerprinted by their bytes
 VOLATILE = {MANIFEST, STATE_DIR, "_source"}  # never part of a folder's fingerprint
 _VERSIONED = ("laionet", "numpy", "pandas", "pyarrow", "torch", "timm", "open_clip_torch",
@@ -251,6 +257,8 @@ class Plan:
                     target.unlink()
                     removed.append(p)
             (self.out / STATE_DIR / "timings.json").unlink(missing_ok=True)
+        # the record of saved figures and tables is this run's alone (the report reads it)
+        (self.out / STATE_DIR / OUTPUTS).unlink(missing_ok=True)
         self._write("running")
         return removed
 
@@ -387,6 +395,8 @@ class Stage:
     out: Path
     figures: Path
     timings: Timings
+    resolved_by: str = "runner"   # who resolved the parameters: runner | interactive (open_stage)
+    sources: dict[str, str] = field(default_factory=dict)  # where each value came from (interactive)
     _fps: dict[str, str | None] | None = field(default=None, repr=False)
 
     @property
@@ -419,13 +429,29 @@ class Stage:
         """Save as PNG + PDF in the run's figure folder, the profile in the title."""
         from .figures import save_figure
 
-        return save_figure(fig, name, self.figures, self.profile, title=title)
+        return self._record(name, "figure", save_figure(fig, name, self.figures, self.profile, title=title))
 
     def table(self, df, name: str, **kw: Any):
         """Save as CSV + Markdown in the run's figure folder."""
         from .figures import save_table
 
-        return save_table(df, name, self.figures, **kw)
+        return self._record(name, "table", save_table(df, name, self.figures, **kw))
+
+    def _record(self, name: str, kind: str, files: list[Path]) -> list[Path]:
+        """Note a saved figure or table in ``_stage/outputs.json``: the run's report
+        (``laionet.report``) lists it with this stage, its parameters and its executed notebook."""
+        path = self.out / STATE_DIR / OUTPUTS
+        try:
+            outputs = [o for o in read_json(path)["outputs"] if o.get("name") != name]
+        except (OSError, ValueError, KeyError, TypeError):
+            outputs = []
+        outputs.append({  # in the order the notebook saves them: the order of its story
+            "name": name, "kind": kind, "figures_dir": str(self.figures),
+            "files": [os.path.relpath(f, self.figures) for f in files],
+            "by": self.resolved_by, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "params": {k: v for k, v in self.params.items() if k not in _NOT_FINGERPRINTED}})
+        write_json({"stage": self.name, "outputs": outputs}, path)
+        return files
 
     def __repr__(self) -> str:
         lines = [f"stage {self.name} (profile {self.profile}): {self.spec.question}",
@@ -440,6 +466,13 @@ def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
 
     Reads the notebook's declared parameters from ``namespace``, resolves every input
     (MissingInput names what to run or set), makes the folders and applies the figure style.
+
+    Run by the runner, the namespace holds the values it resolved (``RUNNER_MARKER`` says so).
+    Run by hand (JupyterLab, or papermill without the runner), the parameters cell's ``profile``
+    is applied as ``./run_all.sh --profile X --only NN`` would apply it, by the runner's own merge
+    (``laionet.runner.resolve_parameters``); a value edited in the cell wins; the values are
+    written back into ``namespace`` (the notebook's later cells read them) and printed with
+    where each came from.
     """
     from .figures import style
     from .params import read_parameters
@@ -447,6 +480,13 @@ def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
     spec = st.spec(name)
     declared = read_parameters(notebook_file(name))
     params = {k: namespace[k] for k in declared if k in namespace}
+    resolved_by, sources = "runner", {}
+    if not namespace.get(RUNNER_MARKER):
+        resolved_by = "interactive"
+        params, sources, report = interactive_parameters(name, declared, params)
+        if hasattr(namespace, "__setitem__"):
+            namespace.update(params)  # type: ignore[attr-defined]
+        print(report)
     profile_key = str(params.get("profile") or "demo")
     pname = profile_name(profile_key)
     out = resolve(params["out_dir"]) if params.get("out_dir") else stage_dir(name, profile_key)
@@ -457,4 +497,80 @@ def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
     inputs = resolve_inputs(name, params, profile_key, world)
     style()
     return Stage(name, spec, pname, profile_key, params, Inputs(inputs), world,
-                 out, figs, Timings(out / STATE_DIR / "timings.json"))
+                 out, figs, Timings(out / STATE_DIR / "timings.json"), resolved_by, sources)
+
+
+# ------------------------------------------------------------------------------ run by hand
+def committed_defaults(path: Path) -> dict[str, Any] | None:
+    """The parameters cell's defaults as committed (git HEAD), or None outside a git checkout
+    or for a notebook git does not know.
+
+    "Edited in the cell" means "differs from the committed cell", not "differs from the file on
+    disk": JupyterLab autosaves the .py file, so after a minute or two the file holds the user's
+    edit and would no longer show it as one."""
+    import subprocess
+    import tempfile
+
+    from .params import read_parameters
+
+    try:
+        text = subprocess.run(["git", "-C", str(path.resolve().parent), "show", f"HEAD:./{path.name}"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:  # read_parameters reads a file
+        copy = Path(tmp) / path.name
+        copy.write_text(text)
+        try:
+            return {k: p.default for k, p in read_parameters(copy).items()}
+        except (ValueError, SyntaxError):
+            return None
+
+
+def interactive_parameters(name: str, declared: Mapping[str, Any], cell: Mapping[str, Any]
+                           ) -> tuple[dict[str, Any], dict[str, str], str]:
+    """(parameters, where each came from, a printable account) for a notebook run by hand.
+
+    ``cell``: the values the parameters cell left in the kernel. Its ``profile`` is applied by
+    the runner's own merge (``laionet.runner.resolve_parameters``, profiles read by
+    ``laionet.paths.load_profile``), exactly as ``./run_all.sh --profile X --only NN`` applies
+    it; a value that differs from the committed cell (``committed_defaults``, else the file's)
+    is an edit, and wins."""
+    from .runner import resolve_parameters
+
+    baseline = committed_defaults(notebook_file(name)) or {}
+    base = {k: baseline.get(k, p.default) for k, p in declared.items()}
+    profile_key = str(cell.get("profile") or "demo")
+    edits = {k: v for k, v in cell.items() if k != "profile" and v != base[k]}
+    profile = load_profile(profile_key)
+    full, _, sources = resolve_parameters(profile, name, dict(declared), {}, profile_key, cell=edits)
+    runner_full, _, _ = resolve_parameters(profile, name, dict(declared), {}, profile_key)
+    for k, src in sources.items():  # not set by the profile: the cell's value (the committed one)
+        if src == "default" and k in cell:
+            full[k] = cell[k]
+    if "profile" in sources:  # the profile is the cell's own choice, never the profile's
+        sources["profile"] = "cell edit" if profile_key != base.get("profile") else "default"
+    return full, sources, _account(name, profile_key, full, sources, runner_full)
+
+
+def _account(name: str, profile_key: str, full: Mapping[str, Any], sources: Mapping[str, str],
+             runner_full: Mapping[str, Any]) -> str:
+    lines = [f"{name}: parameters of profile {profile_key!r}, as `./run_all.sh --profile "
+             f"{profile_key} --only {name[:2]}` gives them (resolved by laionet.runner; no "
+             "papermill injection), with this cell's edits on top:"]
+    width = max((len(k) for k in full), default=0)
+    defaults = []
+    for k, v in full.items():
+        src = sources.get(k, "default")
+        if src == "default":
+            defaults.append(k)
+            continue
+        note = src
+        if src == "cell edit" and k != "profile" and runner_full.get(k) != v:
+            note += f" (run_all.sh would give {runner_full.get(k)!r})"
+        elif src == "cell edit" and k != "profile":
+            note += " (the same as run_all.sh's)"
+        lines.append(f"  {k:<{width}} = {v!r:<12}  from {note}")
+    if defaults:
+        lines.append(f"  from the parameters cell's defaults: {', '.join(defaults)}")
+    return "\n".join(lines)

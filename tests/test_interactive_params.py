@@ -1,0 +1,117 @@
+"""A notebook run by hand (JupyterLab, no papermill injection) gets its profile's parameters as
+the runner would give them; an edit in the parameters cell wins (laionet.stage.open_stage).
+Toy projects, no kernels; tests/test_browser.py and test_report.py run real ones."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import textwrap
+
+import pytest
+
+from laionet import runner, stage
+from laionet.params import ParameterError, read_parameters
+
+NOTEBOOK = '''\
+# %% tags=["parameters"]
+profile: str = "demo"  # profile name
+out_dir: str = ""  # run folder override
+figures_dir: str = ""  # figure folder override
+threshold: float = 0.5  # a threshold
+label: str = "x"  # a label
+seed: int = 0  # seed
+
+# %%
+from laionet.stage import open_stage
+S = open_stage("01_toy", globals())
+'''
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='toy'\n")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "notebooks" / "01_toy.py").write_text(NOTEBOOK)
+    (tmp_path / "profiles" / "toy.yaml").write_text(textwrap.dedent("""\
+        name: toy
+        notebooks: [01_toy]
+        parameters: {threshold: 0.25, seed: 3}
+        notebook_parameters: {01_toy: {label: from-profile}}
+        """))
+    monkeypatch.setenv("LAIONET_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def _cell(project, **edits):
+    """The kernel namespace after running the parameters cell as it is on disk, plus edits."""
+    ns = {k: p.default for k, p in read_parameters(project / "notebooks" / "01_toy.py").items()}
+    ns.update(edits)
+    return ns
+
+
+def _runner_values(project, profile="toy"):
+    decl = read_parameters(project / "notebooks" / "01_toy.py")
+    full, _ = runner.notebook_parameters(runner.load_profile(profile), "01_toy", decl, {}, profile)
+    return full
+
+
+def test_the_cells_profile_applies_as_the_runner_would(project, capsys):
+    ns = _cell(project, profile="toy")
+    S = stage.open_stage("01_toy", ns)
+    assert S.params == _runner_values(project) and S.resolved_by == "interactive"
+    assert S.params["threshold"] == 0.25 and S.params["label"] == "from-profile"
+    assert ns["threshold"] == 0.25 and ns["seed"] == 3  # the notebook's later cells see them
+    assert S.out == project / "runs" / "toy" / "01_toy"
+    out = capsys.readouterr().out
+    assert "`./run_all.sh --profile toy --only 01`" in out
+    assert re.search(r"threshold +(= 0.25) +from profile toy: parameters\n", out), out
+    assert re.search(r"label +(= 'from-profile') +from profile toy: notebook_parameters.01_toy", out)
+    assert re.search(r"profile +(= 'toy') +from cell edit\n", out)
+    assert "from the parameters cell's defaults: out_dir, figures_dir" in out
+
+
+def test_an_edit_in_the_cell_wins_and_is_named(project, capsys):
+    ns = _cell(project, profile="toy", threshold=0.75, label="x")
+    S = stage.open_stage("01_toy", ns)
+    assert S.params["threshold"] == 0.75  # edited: wins over the profile's 0.25
+    assert S.params["label"] == "from-profile"  # as committed ("x"): the profile's applies
+    assert S.params["seed"] == 3
+    assert S.sources["threshold"] == "cell edit" and S.sources["seed"] == "profile toy: parameters"
+    out = capsys.readouterr().out
+    assert re.search(r"threshold += 0.75 +from cell edit \(run_all.sh would give 0.25\)", out), out
+
+
+def test_the_default_profile_applies_too(project):
+    (project / "profiles" / "demo.yaml").write_text("name: demo\nnotebooks: [01_toy]\n"
+                                                    "parameters: {seed: 7}\n")
+    S = stage.open_stage("01_toy", _cell(project))
+    assert S.params["seed"] == 7 and S.params["profile"] == "demo"
+    assert S.sources["profile"] == "default"
+
+
+def test_values_the_runner_injected_are_taken_as_they_are(project, capsys):
+    ns = _cell(project, profile="toy", threshold=0.5)
+    ns[stage.RUNNER_MARKER] = True
+    S = stage.open_stage("01_toy", ns)
+    assert S.params["threshold"] == 0.5 and S.resolved_by == "runner"
+    assert capsys.readouterr().out == ""
+
+
+def test_a_saved_edit_is_still_an_edit_against_the_committed_cell(project):
+    """JupyterLab autosaves the .py: the edit then sits in the file on disk too."""
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "notebooks/01_toy.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "nb"], check=True)
+    nb = project / "notebooks" / "01_toy.py"
+    nb.write_text(NOTEBOOK.replace("threshold: float = 0.5", "threshold: float = 0.9"))
+    S = stage.open_stage("01_toy", _cell(project, profile="toy"))
+    assert S.params["threshold"] == 0.9 and S.sources["threshold"] == "cell edit"
+    assert _runner_values(project)["threshold"] == 0.25  # the runner: the profile over the file
+
+
+def test_an_edit_of_the_wrong_type_is_refused(project):
+    with pytest.raises(ParameterError, match="threshold must be float"):
+        stage.open_stage("01_toy", _cell(project, profile="toy", threshold="high"))
