@@ -110,12 +110,12 @@ def stage_run(stem: str, out: Path, label: str = "") -> StageRun:
 def unclaimed(folder: Path, runs: Iterable[StageRun]) -> list[Output]:
     """Figures and tables in ``folder`` (not below it) that no stage run recorded."""
     claimed = {f.resolve() for r in runs for o in r.outputs for f in o.files}
-    by_stem: dict[str, list[Path]] = {}
+    found: dict[tuple[str, str], list[Path]] = {}
     for p in sorted(folder.glob("*")):
         if p.is_file() and p.suffix in FIGURE_EXTS + TABLE_EXTS and p.resolve() not in claimed:
-            by_stem.setdefault(p.stem, []).append(p)
-    return [Output(stem, "figure" if any(f.suffix in FIGURE_EXTS for f in files) else "table",
-                   files, fc.lookup(stem)) for stem, files in by_stem.items()]
+            kind = "figure" if p.suffix in FIGURE_EXTS else "table"
+            found.setdefault((p.stem, kind), []).append(p)
+    return [Output(stem, kind, files, fc.lookup(stem)) for (stem, kind), files in found.items()]
 
 
 def _profile_stems(profile_key: str, runs_dir: Path) -> list[str]:
@@ -194,7 +194,8 @@ def _summary(runs: list[StageRun], here: Path) -> str:
         outs = by_paper.get(paper, [])
         if paper in ("?", fc.EXTENSION) and not outs:
             continue
-        links = ", ".join(f"<a href='#{_anchor(o)}'>{_e(o.name)}</a>" for o in outs) or \
+        links = ", ".join(f"<a href='#{_anchor(o)}'>{_e(o.name)}</a>"
+                          + (" (table)" if o.kind == "table" else "") for o in outs) or \
             "<span class='missing'>not made by this run</span>"
         label = "not in the catalogue" if paper == "?" else paper
         rows.append(f"<tr><th>{_e(label)}</th><td>{links}</td></tr>")
@@ -285,7 +286,7 @@ def _section_id(stem: str, label: str = "") -> str:
 
 
 def _anchor(o: Output) -> str:
-    return quote(f"{o.section}-{o.name}", safe="")
+    return quote(f"{o.section}-{o.name}-{o.kind}", safe="")
 
 
 def _href(target: Path, here: Path) -> str:

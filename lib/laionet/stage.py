@@ -442,7 +442,8 @@ class Stage:
         (``laionet.report``) lists it with this stage, its parameters and its executed notebook."""
         path = self.out / STATE_DIR / OUTPUTS
         try:
-            outputs = [o for o in read_json(path)["outputs"] if o.get("name") != name]
+            outputs = [o for o in read_json(path)["outputs"]  # a figure and a table may
+                       if (o.get("name"), o.get("kind")) != (name, kind)]  # share a name
         except (OSError, ValueError, KeyError, TypeError):
             outputs = []
         outputs.append({  # in the order the notebook saves them: the order of its story
