@@ -20,9 +20,10 @@ import argparse
 import html
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from . import figure_catalog as fc
@@ -164,15 +165,15 @@ def _write(dest: Path, title: str, intro: str, runs: list[StageRun], other: list
     here.mkdir(parents=True, exist_ok=True)
     figures_md = project_root() / "docs" / "FIGURES.md"
     body = [f"<h1>{_e(title)}</h1>",
-            f"<p>{intro} Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Paper figure numbers "
-            f"B1-B20 are those of {_link(figures_md, here, 'docs/FIGURES.md')} (which lists every "
-            "figure of the paper, its notebook and parameters); <em>extension</em>: not in the "
-            "paper.</p>",
+            (f"<p>{intro} Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Paper figure numbers "
+             f"B1-B20 are those of {_link(figures_md, here, 'docs/FIGURES.md')} (which lists every "
+             "figure of the paper, its notebook and parameters); <em>extension</em>: not in the "
+             "paper.</p>"),
             _summary(runs + ([StageRun("other", here, outputs=other)] if other else []), here)]
     for run in runs:
         body.append(_stage_section(run, here))
     if other:
-        body.append(f"<section id='other'><h2>Other files in this folder</h2><p>Not recorded by "
+        body.append("<section id='other'><h2>Other files in this folder</h2><p>Not recorded by "
                     "the latest run of any notebook above: left from an older run (a figure that "
                     "is no longer made, or made under other parameters), or saved by other "
                     "code.</p>")
@@ -274,7 +275,7 @@ def _table_preview(csv: Path) -> str:
 
     try:
         df = pd.read_csv(csv)
-    except Exception as exc:  # a preview only; the link to the file stays
+    except Exception as exc:  # noqa: BLE001 (a preview only; the link to the file stays)
         return f"<p class='missing'>could not read {_e(csv.name)}: {_e(str(exc))}</p>"
     more = f"<p class='note'>first {TABLE_PREVIEW_ROWS} of {len(df)} rows</p>" if len(df) > TABLE_PREVIEW_ROWS else ""
     return df.head(TABLE_PREVIEW_ROWS).to_html(index=False, border=0, classes="preview",

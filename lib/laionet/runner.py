@@ -381,8 +381,9 @@ def report_page(profile_key: str, sweep: tuple[Path, Path] | None = None) -> Pat
 
     try:
         page = report.write_sweep_report(*sweep) if sweep else report.write_run_report(profile_key)
-    except Exception as exc:
-        print(f"[run_all] could not write the report page: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 (said, not fatal: the run's results are made)
+        print(f"[run_all] could not write the report page: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
         return None
     print(f"[run_all] report: {page}", flush=True)
     return page

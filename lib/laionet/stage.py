@@ -556,9 +556,9 @@ def interactive_parameters(name: str, declared: Mapping[str, Any], cell: Mapping
 
 def _account(name: str, profile_key: str, full: Mapping[str, Any], sources: Mapping[str, str],
              runner_full: Mapping[str, Any]) -> str:
-    lines = [f"{name}: parameters of profile {profile_key!r}, as `./run_all.sh --profile "
-             f"{profile_key} --only {name[:2]}` gives them (resolved by laionet.runner; no "
-             "papermill injection), with this cell's edits on top:"]
+    lines = [(f"{name}: parameters of profile {profile_key!r}, as `./run_all.sh --profile "
+              f"{profile_key} --only {name[:2]}` gives them (laionet.runner's merge; papermill "
+              "injected none), with this cell's edits on top:")]
     width = max((len(k) for k in full), default=0)
     defaults = []
     for k, v in full.items():
