@@ -14,7 +14,10 @@ A notebook receives only the parameters its ``parameters`` cell declares; every 
 profile and every ``-p`` must reach one (a typo is an error), with one meaning: a name that
 several selected notebooks declare differently must be scoped (``-p 02.threshold 0.8``).
 Stages whose parameters, inputs, notebook and library are unchanged are skipped (``laionet.stage``).
-The executed notebook and its HTML land in the stage's run folder (runs/<profile>/<notebook>/).
+The executed notebook and its HTML land in the stage's run folder (runs/<profile>/<notebook>/);
+at the end of a run (or sweep) the report page figures/<profile>/index.html (``laionet.report``)
+shows every figure and table with its paper number, its notebook and parameters; its path is
+printed last.
 """
 
 from __future__ import annotations
