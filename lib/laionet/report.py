@@ -164,9 +164,11 @@ def _write(dest: Path, title: str, intro: str, runs: list[StageRun], other: list
     here = dest.parent
     here.mkdir(parents=True, exist_ok=True)
     figures_md = project_root() / "docs" / "FIGURES.md"
+    figures_link = (_link(figures_md, here, "docs/FIGURES.md") if figures_md.is_file()
+                    else "<code>docs/FIGURES.md</code>")
     body = [f"<h1>{_e(title)}</h1>",
             (f"<p>{intro} Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Paper figure numbers "
-             f"B1-B20 are those of {_link(figures_md, here, 'docs/FIGURES.md')} (which lists every "
+             f"B1-B20 are those of {figures_link} (which lists every "
              "figure of the paper, its notebook and parameters); <em>extension</em>: not in the "
              "paper.</p>"),
             _summary(runs + ([StageRun("other", here, outputs=other)] if other else []), here)]
