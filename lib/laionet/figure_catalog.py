@@ -59,10 +59,13 @@ CATALOG: dict[str, E] = {
     "03_download_per_class": E(X, "Rows and downloaded images per class."),
     "03_download_success": E(X, "Download success and failures per error kind."),
     "03_download_examples": E(X, "One downloaded LAIONet image per class, read back from the shards."),
+    "03_download_recognised_text": E(X, "Text read in the downloaded images (OCR, paper_spec A7): images read, with text, naming their class."),
     # 04: evaluation (paper §3.1)
     "04_accuracy": E("B5", "Top-1/top-5 accuracy per model on LAIONet and ImageNet, equally and LAION-weighted (zero-shot rows: B4).",
                      also=("B4", "B6")),
     "04_accuracy_drops": E("B5", "Accuracy drop from ImageNet to LAIONet per model and weighting."),
+    "04_recognised_text": E(X, "LAIONet rows whose image shows its class's name as text (TMLR rule, A7), left out of the accuracies."),
+    "04_accuracy_recognised_text": E("B5", "LAIONet accuracy with every row vs without the rows showing their class name (the TMLR exclusion's effect)."),
     "04_relative_frequency": E("B3", "Relative frequency of the evaluated LAIONet classes (stage 04's view of B3)."),
     "04_laionet_vs_imagenet_accuracy": E("B5", "Top-1 and top-5 accuracy, LAIONet (equal class weights) vs ImageNet val, per model."),
     "04_laionet_weighted_vs_equal": E("B6", "LAIONet: LAION-weighted vs equally weighted accuracy per model."),
