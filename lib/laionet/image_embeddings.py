@@ -14,7 +14,9 @@ bytes as served, before the resize: it would not tell the settings apart.)
 
 Stores are ``EmbeddingStore.at(cache_root, dataset, encoder.name)`` with ``cache_root`` =
 ``Stage.cache_dir("image_embeddings")``, i.e. ``Stage.cache_dir("image_embeddings", dataset,
-encoder.name)``, float16 (paper_spec E.14). ``ImageEmbeddings.by_class`` gives the
+encoder.name)``, float32 like the caption stores (float16 would move cosines by up to ~1e-3,
+while Section 4.2 thresholds image-to-synset similarities to 4 decimals; a store written in
+float16 by an older version is not reused: its dtype is part of the folder check). ``ImageEmbeddings.by_class`` gives the
 ``{wnid: float32 [n, d]}`` matrices the intra-class statistics (``laionet.similarity``) take.
 """
 
@@ -35,7 +37,7 @@ from .embedding_store import EmbeddingStore, content_hash
 LAION = "laion"                # LAION rows' images, whoever downloaded them (row keys)
 IMAGENET_VAL = "imagenet_val"  # ImageNet val files (file names)
 IMAGENET_TRAIN = "imagenet_train"
-IMAGE_DTYPE = "float16"        # paper_spec E.14
+IMAGE_DTYPE = "float32"        # as captions: 4.2 thresholds these similarities to 4 decimals
 
 
 def imagenetv2_dataset(version: str) -> str:
@@ -44,8 +46,15 @@ def imagenetv2_dataset(version: str) -> str:
 
 
 def image_store(cache_root: str | os.PathLike, dataset: str, encoder_name: str) -> EmbeddingStore:
-    """The store of one dataset's images under ``Stage.cache_dir("image_embeddings")``."""
-    return EmbeddingStore.at(cache_root, dataset, encoder_name, dtype=IMAGE_DTYPE)
+    """The store of one dataset's images under ``Stage.cache_dir("image_embeddings")``, in
+    ``IMAGE_DTYPE``. A store that an older version wrote in float16 keeps its folder and is left
+    alone: the float32 store then lives beside it (``<encoder>@float32``), so no float16 vector
+    is ever served to a float32 run."""
+    store = EmbeddingStore.at(cache_root, dataset, encoder_name, dtype=IMAGE_DTYPE)
+    if store.dtype != np.dtype(IMAGE_DTYPE):
+        store = EmbeddingStore(store.dir.with_name(f"{store.dir.name}@{IMAGE_DTYPE}"),
+                               encoder_name, IMAGE_DTYPE)
+    return store
 
 
 def shard_names(image_size: int, resize_only_if_bigger: bool) -> tuple[str, str, str]:

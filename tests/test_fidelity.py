@@ -1,0 +1,25 @@
+"""Departures from the paper found by reading the code (issue 12, section 2): each test here
+fails on the code before the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from laionet import image_embeddings as emb_mod
+from laionet.embedding_store import EmbeddingStore
+
+
+def test_image_embeddings_are_stored_in_float32(tmp_path):
+    # Section 4.2 thresholds image-to-synset cosines to 4 decimals: float16 (~1e-3) moves them
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    store = emb_mod.image_store(tmp_path, emb_mod.LAION, "enc")
+    store.add([1, 2, 3], x, contents=[7, 8, 9])
+    back = emb_mod.image_store(tmp_path, emb_mod.LAION, "enc").get([1, 2, 3], [7, 8, 9])
+    assert back.dtype == np.float32 and np.abs(back - x).max() < 1e-6  # float16: ~1e-3
+    # a float16 store written by an older version is never served to a float32 run
+    old = EmbeddingStore.at(tmp_path, emb_mod.IMAGENET_VAL, "enc", dtype="float16")
+    old.add(["a.JPEG"], x[:1], contents=[1])
+    new = emb_mod.image_store(tmp_path, emb_mod.IMAGENET_VAL, "enc")
+    assert new.dtype == np.float32 and not new.contains(["a.JPEG"], [1]).any()
