@@ -87,8 +87,9 @@ laionet = selection.select_laionet(candidates, threshold, nsfw_rule=nsfw_rule)
 skim = selection.skim_top_k(laionet, k=top_k)
 write_parquet(laionet, S.out / "laionet.parquet")
 write_parquet(skim, S.out / f"laionet_top{top_k}.parquet")
-n_matched = int(candidates["wnid"].nunique())
-summ = selection.summary(candidates, laionet, counts, threshold, n_matched)
+summ = selection.summary(candidates, laionet, counts, threshold)
+n_matched = summ["n_classes_single_label"]  # classes a threshold can keep (single-label rows)
+print(f"classes with any match: {summ['n_classes_matched']}; with single-label rows: {n_matched}")
 summ.update(encoder=text_encoder, nsfw_rule=nsfw_rule, query=query, n_top_k=len(skim),
             n_classes_full_top_k=int((skim["wnid"].value_counts() == top_k).sum()),
             n_classes_in_list=len(class_tab))
@@ -113,7 +114,7 @@ S.figure(plots.similarity_threshold_figure(ok["similarity"], curves, threshold),
 S.table(curves, "02_threshold_curves")
 rule = calibration.class_share_threshold(candidates, n_matched, nsfw_rule)
 if rule:
-    print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {n_matched} matched "
+    print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {n_matched} single-label "
           f"classes: {rule['threshold']:.3f} ({rule['n_rows']:,} rows, {rule['row_share']:.1%} of "
           f"single-label SFW rows); this run uses {threshold}")
 
@@ -174,5 +175,6 @@ freq = selection.class_frequency(laionet)
 S.figure(plots.class_frequency_figure(freq), "02_B3_relative_class_frequency",
          title=f"LAIONet class frequency (n = {len(laionet):,})")
 S.table(freq, "02_B3_relative_class_frequency")
-print(f"LAIONet: {len(laionet):,} rows, {laionet['wnid'].nunique()} of {n_matched} matched classes; "
+print(f"LAIONet: {len(laionet):,} rows, {laionet['wnid'].nunique()} of {n_matched} classes with "
+      f"single-label rows ({summ['n_classes_matched']} matched); "
       f"top-{top_k}: {len(skim):,} rows")

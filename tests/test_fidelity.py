@@ -23,3 +23,31 @@ def test_image_embeddings_are_stored_in_float32(tmp_path):
     old.add(["a.JPEG"], x[:1], contents=[1])
     new = emb_mod.image_store(tmp_path, emb_mod.IMAGENET_VAL, "enc")
     assert new.dtype == np.float32 and not new.contains(["a.JPEG"], [1]).any()
+
+
+def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from laionet import selection as sel
+    from test_selection import LION, _write_world
+
+    tiger = "n02129604"  # only in a multi-label row ("tiger" and "lion"): matched, never kept
+    m01, parts = _write_world(tmp_path)
+    for sub, extra in (("rows", {"wnids": [[LION, tiger]], "n_classes": pa.array([2], pa.int16()),
+                                 "multi_label": [True]}),
+                       ("matches", None)):
+        f = m01 / sub / "part-00000.parquet"
+        t = pq.read_table(f)
+        base = {"part": pa.array([0], pa.int32()), "row": pa.array([5], pa.int64()),
+                "key": pa.array([5], pa.int64())}
+        if extra:
+            add = pa.table({**base, **extra}, schema=t.schema)
+        else:
+            add = pa.table({"part": pa.array([0, 0], pa.int32()), "row": pa.array([5, 5], pa.int64()),
+                            "key": pa.array([5, 5], pa.int64()), "lemma": ["lion", "tiger"],
+                            "wnid": [LION, tiger]}, schema=t.schema)
+        pq.write_table(pa.concat_tables([t, add]), f)
+    cand, counts = sel.load_candidates(m01, parts)
+    summ = sel.summary(cand, cand.iloc[:0], counts, 0.5)
+    assert (summ["n_classes_matched"], summ["n_classes_single_label"]) == (4, 3)

@@ -79,7 +79,8 @@ def _write_world(tmp_path):
 def test_candidates_drop_multi_label_and_join_by_part_row(tmp_path):
     m01, parts = _write_world(tmp_path)
     cand, counts = sel.load_candidates(m01, parts)
-    assert counts == {"n_matched_rows": 5, "n_single_label": 4, "n_multi_label_dropped": 1}
+    assert counts == {"n_matched_rows": 5, "n_single_label": 4, "n_multi_label_dropped": 1,
+                      "n_classes_matched": 3, "n_classes_single_label": 3}
     assert cand["key"].tolist() == [1, 2, 7 * S, 7 * S + 3]
     assert cand["wnid"].tolist() == [COUGAR, LION, GUITAR, COUGAR]
     assert [list(x) for x in cand["lemmas"]] == [["puma", "cougar"], ["lion"],

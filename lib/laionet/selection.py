@@ -78,8 +78,12 @@ def single_label_rows(matches_dir: str | Path) -> tuple[pa.Table, dict]:
         bad = single.filter(pc.is_null(single["lemmas"]))["key"][0].as_py()
         raise ValueError(f"{matches_dir}: row key {bad} is in rows/ but has no lemma in "
                          "matches/; stage 01 outputs are inconsistent, rerun stage 01")
+    # classes with any matched row (the authors' labels-dict keys, 978 on LAION-400M) and
+    # classes with single-label rows (those stage 02 can keep)
     counts = {"n_matched_rows": rows.num_rows, "n_single_label": single.num_rows,
-              "n_multi_label_dropped": rows.num_rows - single.num_rows}
+              "n_multi_label_dropped": rows.num_rows - single.num_rows,
+              "n_classes_matched": len(pc.unique(pc.list_flatten(rows["wnids"]))),
+              "n_classes_single_label": len(pc.unique(single["wnid"]))}
     return single, counts
 
 
@@ -281,13 +285,19 @@ def class_frequency(laionet: pd.DataFrame) -> pd.DataFrame:
     return n
 
 
-def summary(candidates: pd.DataFrame, laionet: pd.DataFrame, counts: dict, threshold: float,
-            n_classes_matched: int) -> dict:
-    """The numbers of stage 02 in one JSON-able dict (written as summary.json)."""
-    return {**counts, "threshold": float(threshold), "n_candidates": int(len(candidates)),
+def summary(candidates: pd.DataFrame, laionet: pd.DataFrame, counts: dict,
+            threshold: float) -> dict:
+    """The numbers of stage 02 in one JSON-able dict (written as summary.json).
+
+    ``n_classes_matched``: classes with any matched row, multi-label ones included (the paper's
+    978); ``n_classes_single_label``: classes with single-label rows (the candidates' classes,
+    those a threshold can keep); both from ``counts`` (``single_label_rows``) when given there.
+    """
+    return {"n_classes_matched": int(candidates["wnid"].nunique()), **counts,
+            "n_classes_single_label": int(candidates["wnid"].nunique()),
+            "threshold": float(threshold), "n_candidates": int(len(candidates)),
             "n_nsfw_unlikely": int((candidates["NSFW"] == "UNLIKELY").sum()),
-            "n_laionet": int(len(laionet)), "n_classes_laionet": int(laionet["wnid"].nunique()),
-            "n_classes_matched": int(n_classes_matched)}
+            "n_laionet": int(len(laionet)), "n_classes_laionet": int(laionet["wnid"].nunique())}
 
 
 def summarize_sweep(sweep_json_path: str | Path) -> pd.DataFrame:
