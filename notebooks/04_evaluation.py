@@ -63,8 +63,9 @@ released_val_parquet: str = ""  # authors' ILSVRC2012_val.parquet: when set, the
 released_imagename2wnid: str = ""  # authors' val_imagename2wnid.json (labels of the released val table)
 released_lemma_map: str = ""  # authors' lemma2wnid json: derives their 978 LAIONet keys
 released_laionet_parquet: str = ""  # authors' LAIONet parquet with top_k_is_correct_* columns (optional)
-recall_models: list = []  # models of the recall-vs-frequency panels; empty: the first 4
-gap_model: str = ""  # model of the gap histogram and gallery; empty: the first of recall_models
+recall_models: list = ["resnet-50", "convnext-base-224", "convnext-base-224-22k-1k", "vit-base-patch16-224"]  # B7 panels (the paper's four); none evaluated: the first 4
+gap_model: str = "vit-base-patch16-224"  # B9 gap histogram and gallery (paper); not evaluated: the first of recall_models
+gallery_skip_predicted: list = ["n06359193", "n07248320"]  # B9 gallery skips images predicted as these (paper: web site, book jacket); []: none
 min_images: int = 10  # classes with fewer evaluated images are left out of B7 and B9
 top_classes: int = 500  # classes shown in the relative-frequency bar chart (B3)
 gallery_size: int = 10  # images in the gap gallery
@@ -169,6 +170,8 @@ for ds in [d for d in ("LAIONet", "ImageNet") if freq is not None and d in set(a
 
 # %%
 models = aggregate.pick_models(acc, recall_models)
+print(f"recall panels: {models}" + ("" if set(models) <= set(recall_models) else
+      f" (none of {recall_models} evaluated: the first {len(models)} models)"))
 for ds in [d for d in ("LAIONet", "ImageNet") if freq is not None and d in set(recalls["dataset"])]:
     S.figure(plots.plot_recall_vs_frequency(recalls, freq, models, ds, min_images=min_images),
              f"04_{ds.lower()}_recall_vs_frequency",
@@ -179,14 +182,15 @@ for ds in [d for d in ("LAIONet", "ImageNet") if freq is not None and d in set(r
 # and LAIONet images of the class with the largest gap (green: correct@5, red: wrong).
 
 # %%
-gm = gap_model or models[0]
+gm = aggregate.pick_gap_model(acc, gap_model, models)
 gaps = aggregate.class_gaps(recalls, gm, k=5, min_images=min_images)
 if len(gaps):
     S.figure(plots.plot_gap_distribution(gaps, gm, heads=ev.heads), "04_gap_distribution",
              title=f"Per-class recall@5 gap, LAIONet \u2212 ImageNet ({gm})")
     display(gaps.head(10))
     worst = gaps.iloc[0]["wnid"]
-    ims, ok, keys = pipeline.gallery(results, gm, worst, S.inputs.download_dir, gallery_size)
+    ims, ok, keys = pipeline.gallery(results, gm, worst, S.inputs.download_dir, gallery_size,
+                                     skip_predicted=gallery_skip_predicted)
     if ims:
         S.figure(plots.plot_gallery(ims, ok, titles=keys), "04_gap_gallery",
                  title=f"LAIONet images of the largest gap class {ev.heads.get(worst, worst)} "

@@ -358,7 +358,8 @@ def test_summarize_describe_and_counts():
     counts = aggregate.result_counts(df)
     assert counts.loc[("LAIONet", "m")].tolist() == [4, 3]
     assert aggregate.pick_models(s.acc) == ["m"]
-    assert aggregate.pick_models(s.acc, ["x", ""]) == ["x"]
+    assert aggregate.pick_models(s.acc, ["x", "", "m"]) == ["m"]  # evaluated ones, in order
+    assert aggregate.pick_models(s.acc, ["x", ""]) == ["m"]  # none evaluated: the first
 
 
 def test_gallery_needs_a_download(tmp_path):

@@ -51,3 +51,25 @@ def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path):
     cand, counts = sel.load_candidates(m01, parts)
     summ = sel.summary(cand, cand.iloc[:0], counts, 0.5)
     assert (summ["n_classes_matched"], summ["n_classes_single_label"]) == (4, 3)
+
+
+def test_b7_b9_use_the_papers_models_and_the_gallery_skips_web_site(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from laionet.evaluation import aggregate, pipeline
+
+    names = ["beit-base-patch16-224", "convnext-base-224", "convnext-base-224-22k-1k",
+             "convnext-tiny-224", "resnet-18", "resnet-50", "vit-base-patch16-224"]
+    acc = pd.DataFrame({"model": names})  # alphabetical, as timm lists them
+    assert aggregate.pick_models(acc) == ["resnet-50", "convnext-base-224",
+                                          "convnext-base-224-22k-1k", "vit-base-patch16-224"]
+    assert aggregate.pick_gap_model(acc) == "vit-base-patch16-224"
+    # B9's gallery leaves out images the model calls web site / book jacket
+    results = pd.DataFrame({
+        "image_key": ["1", "2", "3", "4"], "dataset": "LAIONet", "model": "m", "wnid": "a",
+        "top5": [["n06359193", "a"], ["a"], ["n07248320"], ["b", "a"]],
+        "correct5": pd.array([True, True, False, True], dtype="boolean")})
+    (tmp_path / "manifest.parquet").touch()
+    monkeypatch.setattr(pipeline, "images_of", lambda d, keys: {k: f"im{k}" for k in keys})
+    ims, ok, keys = pipeline.gallery(results, "m", "a", tmp_path, n=10)
+    assert keys == ["2", "4"] and ims == ["im2", "im4"] and ok == [True, True]

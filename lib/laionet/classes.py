@@ -56,9 +56,16 @@ _LEXNAMES = (
 _WORDNET_FILES = ("data.noun", "index.noun", "data.verb", "index.verb", "data.adj", "index.adj",
                   "data.adv", "index.adv")
 WORDNET_HELP = (
-    "WordNet 3.0 was not found. Install it (Debian/Ubuntu: `apt-get install wordnet-base`, which "
-    "puts it in /usr/share/wordnet) or set LAIONET_WORDNET to a folder holding WordNet 3.0's "
+    "WordNet 3.0 was not found. Install it: `./run_all.sh env` does (apt_install wordnet-base, "
+    "unless LAIONET_NO_APT=1), or by hand `apt-get install wordnet-base` (Debian/Ubuntu, puts it "
+    "in /usr/share/wordnet); or set LAIONET_WORDNET to a folder holding WordNet 3.0's "
     "data.noun/index.noun/... files (an nltk_data corpora/wordnet folder works too)."
+)
+HEAD_SOURCES = ("wordnet", "timm")
+TIMM_FALLBACK_HELP = (
+    "To run without WordNet anyway, accept timm's first ImageNet lemma as the head name with "
+    "`-p head_source timm` (class_table(head_source='timm')): the synset texts of 112 of the "
+    "1,000 ImageNet classes then differ from the authors'."
 )
 
 
@@ -258,7 +265,7 @@ def _lemmas_of(wnid: str, wn) -> list[str]:
 
 
 def class_table(classes: str | os.PathLike | Sequence[str] = "imagenet1k",
-                authors_class_list: bool = False, head_source: str = "auto") -> pd.DataFrame:
+                authors_class_list: bool = False, head_source: str = "wordnet") -> pd.DataFrame:
     """One row per class: wnid, lemmas, head, definition, name_def and the other query forms.
 
     classes: "imagenet1k", a path to a class list (one wnid per line, or the authors'
@@ -266,19 +273,21 @@ def class_table(classes: str | os.PathLike | Sequence[str] = "imagenet1k",
         Row order is the list's order (timm's sorted order for imagenet1k).
     authors_class_list: reproduce the authors' two deviations (drop n03126707, husky as
         n02112837). Default False: the true ILSVRC-2012 devkit wnids.
-    head_source: "wordnet" (exact, needs WordNet 3.0), "timm" (first ImageNet lemma; differs from
-        the authors' head for 112 classes) or "auto" (WordNet when present, else timm with a
-        warning).
+    head_source: "wordnet" (the authors' head names; needs WordNet 3.0 and is an error naming
+        the fix without it) or "timm" (the first ImageNet lemma, an explicit choice: it differs
+        from the authors' head for 112 classes, so their synset texts change).
     The table's ``attrs`` record authors_class_list and head_source (used by ``lemma_map``).
     """
-    if head_source not in ("auto", "wordnet", "timm"):
-        raise ValueError(f"head_source must be auto, wordnet or timm, not {head_source!r}")
+    if head_source not in HEAD_SOURCES:
+        raise ValueError(f"head_source must be one of {HEAD_SOURCES}, not {head_source!r}")
     wnids = _resolve_classes(classes, authors_class_list)
-    wn = None if head_source == "timm" else wordnet(required=head_source == "wordnet")
-    if head_source == "auto" and wn is None:
-        warnings.warn(f"class_table: using timm's first lemma as the head name, which differs from "
-                      f"the authors' synset text for 112 ImageNet classes. {WORDNET_HELP}",
-                      stacklevel=2)
+    wn = None
+    if head_source == "wordnet":
+        wn = wordnet(required=False)
+        if wn is None:  # never a silent fallback: 112 synset texts would change
+            tried = ", ".join(str(p) for p in _wordnet_candidates())
+            raise RuntimeError(f"class_table: the synset texts need WordNet's head names. "
+                               f"{WORDNET_HELP} Looked in: {tried}. {TIMM_FALLBACK_HELP}")
     defs = _timm_definitions()
     rows = []
     for wnid in wnids:

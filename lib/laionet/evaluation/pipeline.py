@@ -218,12 +218,24 @@ def images_of(download_dir: str | os.PathLike, keys: Sequence[Any]) -> dict[str,
     return {str(k): im for k, _, im in iter_downloaded(download_dir, keys=[int(k) for k in keys])}
 
 
+# B9's gallery skips images the model calls "web site" or "book jacket" (spec A21)
+GALLERY_SKIP_PREDICTED = ("n06359193", "n07248320")
+
+
 def gallery(results: pd.DataFrame, model: str, wnid: str, download_dir: str | os.PathLike | None,
-            n: int = 10) -> tuple[list, list[bool], list[str]]:
+            n: int = 10, skip_predicted: Sequence[str] = GALLERY_SKIP_PREDICTED
+            ) -> tuple[list, list[bool], list[str]]:
     """(images, correct@5, image keys) of up to ``n`` evaluated LAIONet images of class ``wnid``
-    for ``model``, in results order; empty without a download (the released route)."""
+    for ``model``, in results order, leaving out images whose top-1 prediction is one of
+    ``skip_predicted`` (the paper: web site, book jacket); empty without a download (the
+    released route)."""
     rows = results[(results["dataset"] == "LAIONet") & (results["model"] == model)
-                   & (results["wnid"] == wnid) & results["correct5"].notna()].head(n)
+                   & (results["wnid"] == wnid) & results["correct5"].notna()]
+    if len(skip_predicted) and len(rows) and "top5" in rows:
+        skip = set(skip_predicted)
+        top1 = rows["top5"].map(lambda t: t[0] if t is not None and len(t) else None)
+        rows = rows[~top1.isin(skip)]
+    rows = rows.head(n)
     downloaded = download_dir is not None and (Path(download_dir) / "manifest.parquet").is_file()
     if not len(rows) or not downloaded:
         return [], [], []
