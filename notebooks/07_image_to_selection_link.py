@@ -45,9 +45,8 @@ coverage_thresholds: list = []   # extension: text-only thresholds for coverage;
 zero_shot_model: str = "zero-shot"  # extension: stage 04's model for per-class recall; "": skip
 eval_dir: str = ""               # stage 04's results (zero-shot extension); empty: stage 04's
 seed: int = 0                    # sampling and resampling seed
-download_processes: int = 2      # img2dataset processes
-image_size: int = 256            # downloaded images: smaller side (as stage 03: the same bytes
-resize_only_if_bigger: bool = True  # share its image embeddings; other settings are embedded anew)
+download_dir: str = ""           # stage 03's download (its rows are reused as they are); empty: stage 03's folder
+download_processes: int = 2      # img2dataset processes (rows stage 03 never had, with its resize settings)
 
 # %%
 import numpy as np
@@ -57,17 +56,16 @@ from laionet import frontier as fr
 from laionet import frontier_plots as frp
 from laionet.classes import class_table
 from laionet.datasets import read_imagenet_val
-from laionet.download import download_laionet, report
+from laionet.download import download_beyond, report
 from laionet.encoders.image import load_image_encoder
 from laionet.encoders.text import load_text_encoder
-from laionet.image_embeddings import ClassSampler, ImageSource, shard_names
+from laionet.image_embeddings import ClassSampler, ImageSource
 from laionet.io import write_json, write_parquet
 from laionet.selection import synset_texts
 from laionet.stage import open_stage
 
 S = open_stage("07_image_to_selection_link", globals())
 print(S)
-download_dir = S.cache_dir("shards", *shard_names(image_size, resize_only_if_bigger))
 
 # %% [markdown]
 # ## Candidates (stage 02's single-label SFW rows) and the large subset: text above t_min (A17
@@ -82,20 +80,22 @@ print(f"{len(cand):,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref
 
 # %% [markdown]
 # ## Images of the large subset and their image-to-synset-text similarity
-# Downloaded once into the shared shard cache (reruns resume); the similarity is a row-wise cosine
-# with the row's own synset text (no B x B logits: E.13).
+# Rows stage 03 downloaded (or failed to) are read from its folder as they are, so LAIONet has
+# the same images here as in Section 3 (E.8); only the rows below LAIONet's threshold are
+# downloaded, with stage 03's resize settings, into the shared shard cache (reruns resume). The
+# similarity is a row-wise cosine with the row's own synset text (no B x B logits: E.13).
 
 # %%
 with S.timings("download"):
-    manifest = download_laionet(large[["key", "wnid", "URL"]], download_dir,
-                                serve_root=S.inputs.http_root, processes_count=download_processes,
-                                image_size=image_size, resize_only_if_bigger=resize_only_if_bigger)
+    manifest, download_dirs = download_beyond(
+        large[["key", "wnid", "URL"]], S.inputs.download_dir, S.cache_dir("shards"),
+        serve_root=S.inputs.http_root, processes_count=download_processes)
 ok_keys = manifest.loc[manifest["status"].eq("success"), "key"].to_numpy(np.int64)
 print(*(report(manifest)[k].to_string(index=False) for k in ("overall", "error_kinds")), sep="\n")
 texts = synset_texts(class_table(sorted(large["wnid"].unique())))
 with S.timings("image_to_synset"):
     class_emb = load_text_encoder(text_encoder).embed_texts(texts.tolist())
-    clip = ClassSampler(load_image_encoder(S.inputs.image_encoder), ImageSource.laion(download_dir),
+    clip = ClassSampler(load_image_encoder(S.inputs.image_encoder), ImageSource.laion(download_dirs),
                         S.cache_dir("image_embeddings"), n_per_class, seed)
     rows = large.set_index("key").loc[ok_keys].reset_index()
     rows["image_similarity"] = fr.image_to_synset_similarity(

@@ -41,9 +41,7 @@ ci_method: str = "bootstrap"     # per-class interval: bootstrap (E.10 fix) or p
 min_pairs: int = 7               # classes need at least min_pairs pairs in both to be tested
 seed: int = 0                    # sampling and resampling seed
 batch_size: int = 64             # text-embedding batch size
-download_processes: int = 2      # img2dataset processes
-image_size: int = 256            # downloaded images: smaller side (as stage 03: the same bytes
-resize_only_if_bigger: bool = True  # share its image embeddings; other settings are embedded anew)
+download_processes: int = 2      # img2dataset processes (rows stage 03 never had, with its resize settings)
 
 # %%
 import numpy as np
@@ -53,11 +51,11 @@ from laionet import retrieval as rt
 from laionet import retrieval_plots as rtp
 from laionet import text_alone as ta
 from laionet.datasets import read_imagenet_captions, read_imagenet_train
-from laionet.download import download_laionet, load_manifest, report
+from laionet.download import download_beyond, load_manifest, report
 from laionet.embedding_store import EmbeddingStore
 from laionet.encoders.image import load_image_encoder
 from laionet.encoders.text import load_text_encoder
-from laionet.image_embeddings import ClassSampler, ImageSource, shard_names
+from laionet.image_embeddings import ClassSampler, ImageSource
 from laionet.io import write_json, write_parquet
 from laionet.selection import part_files
 from laionet.similarity import compare_classes, summarize_comparison
@@ -100,16 +98,16 @@ labelled["similarity"].describe().round(3)
 
 # %% [markdown]
 # ## Images: up to n_per_class retrieved (class, row) pairs per class (seeded), downloaded once
+# (rows stage 03 has are read from its download, the others fetched with its resize settings).
 # A row retrieved for two classes is a candidate of both. Then the embeddings of the retrieved
 # LAION images and of the ImageNet-Captions train images.
 
 # %%
 sample = rt.sample_retrieved(everything, n_per_class, seed)
-shards = S.cache_dir("shards", *shard_names(image_size, resize_only_if_bigger))
-with S.timings("download"):
-    manifest = download_laionet(rt.rows_to_download(sample, parts), shards,
-                                serve_root=S.inputs.http_root, processes_count=download_processes,
-                                image_size=image_size, resize_only_if_bigger=resize_only_if_bigger)
+with S.timings("download"):  # stage 03's rows as they are; the others with its settings
+    manifest, shards = download_beyond(
+        rt.rows_to_download(sample, parts), S.inputs.download_dir, S.cache_dir("shards"),
+        serve_root=S.inputs.http_root, processes_count=download_processes)
 print(*(report(manifest)[t].to_string(index=False) for t in ("overall", "error_kinds")), sep="\n")
 sample = sample[sample["key"].isin(manifest.loc[manifest["status"].eq("success"), "key"])]
 with S.timings("embed_images"):

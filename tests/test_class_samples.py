@@ -75,8 +75,12 @@ def test_other_download_settings_are_never_served_the_other_settings_embedding(
 
 
 def test_shard_names_key_the_download_settings():
-    assert ie.shard_names(256, True) == ("laion", "size256", "only_if_bigger=True")
-    assert ie.shard_names(256, True) != ie.shard_names(256, False) != ie.shard_names(128, False)
+    from laionet.download import shards_cache_names as names
+
+    s = {"image_size": 256, "resize_mode": "keep_ratio", "resize_only_if_bigger": True,
+         "encode_format": "jpg"}
+    assert names(s) == ("laion", "size256", "keep_ratio", "only_if_bigger=True", "jpg")
+    assert names(s) != names({**s, "resize_only_if_bigger": False}) != names({**s, "image_size": 128})
     src = ie.ImageSource.laion("/x")
     assert src.dataset == ie.LAION and str(src.download_dir) == "/x"
     assert ie.ImageSource.imagenetv2("top-images").dataset == "imagenetv2-top-images"

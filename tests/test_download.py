@@ -119,6 +119,9 @@ def test_manifest_counts_every_outcome(world, downloaded):
     assert list(man.columns) == dl.MANIFEST_COLUMNS
     on_disk = pd.read_parquet(out / dl.MANIFEST)
     assert len(on_disk) == len(man)
+    # stages 07/09 download what stage 03 lacks with these same settings (download_beyond)
+    assert dl.download_settings(out) == {"image_size": 32, "resize_mode": "keep_ratio",
+                                         "resize_only_if_bigger": False, "encode_format": "jpg"}
     counts = man["status"].value_counts().to_dict()
     assert counts.get("success") == 5 * N_PER_MODE
     assert counts.get("failed_to_download") == N_404 + N_UNREACHABLE

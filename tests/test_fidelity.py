@@ -73,3 +73,62 @@ def test_b7_b9_use_the_papers_models_and_the_gallery_skips_web_site(tmp_path, mo
     monkeypatch.setattr(pipeline, "images_of", lambda d, keys: {k: f"im{k}" for k in keys})
     ims, ok, keys = pipeline.gallery(results, "m", "a", tmp_path, n=10)
     assert keys == ["2", "4"] and ims == ["im2", "im4"] and ok == [True, True]
+
+
+def _hand_download(folder, rows, settings):
+    """A download folder as ``download_laionet`` leaves it: download_input.json (with the
+    settings), shards/<fp>/00000.tar and manifest.parquet; ``rows``: key -> image bytes or None
+    (a failed row)."""
+    import io
+    import json
+    import tarfile
+
+    import pandas as pd
+
+    shards = folder / "shards" / "fp"
+    shards.mkdir(parents=True)
+    (folder / "download_input.json").write_text(json.dumps(
+        {"fingerprint": "fp", "n_rows": len(rows), "number_sample_per_shard": 1000,
+         "settings": settings}))
+    with tarfile.open(shards / "00000.tar", "w") as tf:
+        for key, data in rows.items():
+            if data is not None:
+                info = tarfile.TarInfo(f"{key:09d}.jpg")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    (shards / "00000_stats.json").write_text("{}")
+    pd.DataFrame({"key": list(rows), "wnid": "n02125311",
+                  "status": ["success" if d is not None else "failed_to_download"
+                             for d in rows.values()],
+                  "shard": "00000", "member": [f"{k:09d}" for k in rows]}).to_parquet(
+        folder / "manifest.parquet")
+
+
+def test_stages_07_09_reuse_stage03_downloads_and_its_settings(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from laionet import download as dl
+
+    settings = {"image_size": 384, "resize_mode": "keep_ratio", "resize_only_if_bigger": False,
+                "encode_format": "jpg"}
+    stage03 = tmp_path / "03"  # LAIONet rows 0, 1 and a failed row 4
+    _hand_download(stage03, {0: b"zero", 1: b"one", 4: None}, settings)
+    calls = []
+
+    def fake_download(table, out_dir, **kw):  # records what 07/09 would fetch, and how
+        calls.append((sorted(table["key"]), kw))
+        _hand_download(out_dir, {int(k): b"new%d" % k for k in table["key"]}, settings)
+        return dl.load_manifest(out_dir)
+
+    monkeypatch.setattr(dl, "download_laionet", fake_download)
+    table = pd.DataFrame({"key": [0, 1, 2, 3, 4], "wnid": "n02125311", "URL": "http://x/y.jpg"})
+    man, dirs = dl.download_beyond(table, stage03, tmp_path / "cache", processes_count=1)
+    assert len(calls) == 1 and calls[0][0] == [2, 3]  # only the rows stage 03 never had
+    assert {k: calls[0][1][k] for k in settings} == settings  # ... with stage 03's settings
+    assert dirs[0] == stage03 and dirs[1].is_relative_to(tmp_path / "cache")
+    assert man.set_index("key")["status"].to_dict() == {0: "success", 1: "success", 2: "success",
+                                                        3: "success", 4: "failed_to_download"}
+    assert dict(emb_mod.read_downloads(dirs, [0, 1, 2, 3, 4])) == {
+        0: b"zero", 1: b"one", 2: b"new2", 3: b"new3"}  # 03's bytes, 03's failure kept
+    src = emb_mod.ImageSource.laion(dirs)
+    assert src.download_dir == dirs

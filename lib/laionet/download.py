@@ -182,7 +182,10 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
     fingerprint = _input_fingerprint(prepared, number_sample_per_shard)
     url_file = write_parquet(prepared, out_dir / "_input" / f"urls-{fingerprint}.parquet")
     write_json({"fingerprint": fingerprint, "n_rows": prepared.num_rows,
-                "number_sample_per_shard": number_sample_per_shard}, out_dir / INPUT_FINGERPRINT)
+                "number_sample_per_shard": number_sample_per_shard,
+                "settings": {"image_size": int(image_size), "resize_mode": resize_mode,
+                             "resize_only_if_bigger": bool(resize_only_if_bigger),
+                             "encode_format": encode_format}}, out_dir / INPUT_FINGERPRINT)
     shards = shard_dir(out_dir)
     confirmed = _Confirmed(shards, fresh=not incremental)
     if incremental and shards.is_dir():
@@ -469,6 +472,59 @@ def load_manifest(download_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: run stage 03 (notebooks/03_download.py)"
                                 " first, or point download_dir at its output folder")
     return pd.read_parquet(path)
+
+
+def download_settings(download_dir: str | Path) -> dict:
+    """The resize settings (image_size, resize_mode, resize_only_if_bigger, encode_format) a
+    ``download_laionet`` folder was downloaded with (its ``download_input.json``)."""
+    path = Path(download_dir) / INPUT_FINGERPRINT
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    if "settings" not in meta:
+        raise FileNotFoundError(f"{path} does not record the download settings: rerun stage 03 "
+                                "(notebooks/03_download.py), which writes them")
+    return dict(meta["settings"])
+
+
+def download_beyond(table: pd.DataFrame, base_dir: str | Path, cache_root: str | Path,
+                    **kwargs) -> tuple[pd.DataFrame, tuple[Path, ...]]:
+    """Stages 07 and 09: the images of ``table`` (key, wnid, URL) as stage 03 has them, plus
+    the rows stage 03 never had, downloaded with stage 03's own settings.
+
+    Every row of ``base_dir``'s manifest (stage 03's folder) is taken from there as it is, failed
+    ones included, so LAIONet's rows have the same images (and the same gaps) in Sections 3 and
+    4; only the others are downloaded, into ``cache_root/<settings>`` (``shards_cache_names``),
+    which any stage asking for more rows with the same settings shares. Returns the manifest
+    of ``table``'s rows (base rows first, then the new ones, by key) and the download folders to
+    read them from (``image_embeddings.ImageSource.laion(folders)``). ``kwargs`` go to
+    ``download_laionet`` (processes, serve_root, ...), never the resize settings.
+    """
+    clash = sorted(set(kwargs) & {"image_size", "resize_mode", "resize_only_if_bigger",
+                                  "encode_format"})
+    if clash:
+        raise ValueError(f"download_beyond: {clash} come from stage 03's download, not from "
+                         "the caller (the same settings are what makes the images the same)")
+    base_dir = Path(base_dir)
+    settings = download_settings(base_dir)
+    base = load_manifest(base_dir)
+    keys = pd.Index(table["key"].astype("int64"))
+    have = base[base["key"].isin(keys)]
+    rest = table[~keys.isin(base["key"])]
+    extra_dir = Path(cache_root).joinpath(*shards_cache_names(settings))
+    parts, dirs = [have], [base_dir]
+    if len(rest):
+        parts.append(download_laionet(rest, extra_dir, **settings, **kwargs))
+        dirs.append(extra_dir)
+    print(f"[download] {len(have):,} of {len(table):,} row(s) from stage 03's download "
+          f"({base_dir}), {len(rest):,} downloaded with its settings into {extra_dir}")
+    return pd.concat(parts, ignore_index=True), tuple(dirs)
+
+
+def shards_cache_names(settings: dict) -> tuple[str, ...]:
+    """Folder names of the shared ``shards`` cache for rows downloaded with ``settings``: one
+    folder per settings, so other settings never mix."""
+    return ("laion", f"size{int(settings['image_size'])}", str(settings["resize_mode"]),
+            f"only_if_bigger={bool(settings['resize_only_if_bigger'])}",
+            str(settings["encode_format"]))
 
 
 # --------------------------------------------------------------------------------------------

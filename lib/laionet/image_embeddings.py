@@ -57,13 +57,6 @@ def image_store(cache_root: str | os.PathLike, dataset: str, encoder_name: str) 
     return store
 
 
-def shard_names(image_size: int, resize_only_if_bigger: bool) -> tuple[str, str, str]:
-    """The names of the ``shards`` cache folder where 07 and 09 download LAION rows
-    (``Stage.cache_dir("shards", *shard_names(...))``): one folder per download settings, so
-    rows downloaded by one stage are reused by the other and other settings never mix."""
-    return LAION, f"size{int(image_size)}", f"only_if_bigger={bool(resize_only_if_bigger)}"
-
-
 # --------------------------------------------------------------------------------------------
 # Embeddings and their classes
 # --------------------------------------------------------------------------------------------
@@ -118,13 +111,24 @@ def read_files(table: pd.DataFrame) -> Iterator[tuple[Any, bytes]]:
         yield key, data
 
 
-def read_downloads(download_dir: str | os.PathLike, keys: Sequence[int] | None = None,
+def read_downloads(download_dir: str | os.PathLike | Sequence[str | os.PathLike],
+                   keys: Sequence[int] | None = None,
                    encode_format: str = "jpg") -> Iterator[tuple[int, bytes]]:
     """(row key, stored image bytes) of the downloaded rows of a ``download_laionet`` folder
     (``keys``: only those), read from the tar members its manifest names, shard by shard in
-    member order (the order of ``download.iter_downloaded``). Reads only the local tars."""
+    member order (the order of ``download.iter_downloaded``). Reads only the local tars.
+    Several folders (``download.download_beyond``): each row from the first that lists it."""
     from .download import load_manifest, shard_dir
 
+    if not isinstance(download_dir, (str, os.PathLike)):
+        seen: set[int] = set()
+        for d in download_dir:
+            left = None if keys is None else [k for k in keys if int(k) not in seen]
+            listed = load_manifest(d)["key"]
+            seen.update(int(k) for k in (listed if left is None else listed[listed.isin(left)]))
+            if left is None or left:
+                yield from read_downloads(d, left, encode_format)
+        return
     man = load_manifest(download_dir)
     man = man[man["status"].eq("success")]
     if keys is not None:
@@ -265,11 +269,15 @@ class ImageSource:
     """
 
     dataset: str
-    download_dir: str | os.PathLike | None = None
+    download_dir: str | os.PathLike | tuple | None = None
     paper_rgb_only: bool = False
 
     @classmethod
-    def laion(cls, download_dir: str | os.PathLike) -> ImageSource:
+    def laion(cls, download_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> ImageSource:
+        """LAION rows of one download folder, or of several (``download.download_beyond``:
+        stage 03's first, each row read from the first folder whose manifest lists it)."""
+        if not isinstance(download_dir, (str, os.PathLike)):
+            download_dir = tuple(download_dir)
         return cls(LAION, download_dir)
 
     @classmethod

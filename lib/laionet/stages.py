@@ -190,7 +190,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec(
         "07_image_to_selection_link",
         "Does thresholding the image as well as the text make a dataset look like ImageNet?",
-        inputs=(_up("candidates_dir", _C02), HTTP, VAL, DEVKIT,
+        inputs=(_up("candidates_dir", _C02), DOWNLOAD, HTTP, VAL, DEVKIT,
                 Input("image_encoder", world=TOWER, fallback=CLIP_B32, kind="spec"),
                 _up("eval_dir", _E04, optional=True)),
         products=("image_similarity.parquet", "frontier.parquet", "datasets.parquet",
