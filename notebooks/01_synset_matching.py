@@ -34,7 +34,8 @@ laion_parts: str = ""             # glob of LAION parquet parts (relative: proje
 classes: str = ""                 # class list file or imagenet1k; empty: the demo world's list, else imagenet1k
 lemma_rule: str = "unique_in_imagenet"  # unique_in_imagenet (paper) | unique_in_wordnet (needs WordNet 3.0)
 mode: str = "paper"               # paper (authors' exact matching) | normalized (NFKC + casefold + punctuation)
-authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837)
+authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
+head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 n_workers: int = 2                # processes matching parts in parallel (1: in this kernel)
 batch_size: int = 65536           # captions read and matched at a time (bounds memory per worker)
 
@@ -54,11 +55,25 @@ print(S, f"{len(parts)} part(s), e.g. {parts[0]}", sep="\n")
 # ## Classes and lemmas
 
 # %%
-table = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list)
+table = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list,
+                       head_source=head_source)
 pairs = lc.lemma_map(table, lemma_rule)
 print(f"{len(table)} classes, {len(pairs)} lemmas for {len({w for _, w in pairs})} classes "
       f"(rule {lemma_rule}); synset text example:\n  {table['name_def'].iloc[0]}")
 table.head()
+
+# %% [markdown]
+# ### Classes no unique lemma can reach, and why
+# Under the unique-in-ImageNet rule a class whose every lemma is also another class's lemma gets
+# no lemma at all: no caption can ever match it. With the true 1,000-class list that includes
+# crane the bird (its only lemma "crane" is also the machine's); the authors' 999-class list
+# (`authors_class_list=True`) removes the machine, so the bird is reachable there.
+
+# %%
+without = lc.classes_without_unique_lemma(table, lemma_rule)
+S.table(without.assign(lemmas=without["lemmas"].map(", ".join)), "01_classes_without_unique_lemma")
+print(f"{len(without)} of {len(table)} classes have no unique lemma ({lemma_rule})")
+without
 
 # %% [markdown]
 # ## Matching, part by part

@@ -33,6 +33,8 @@ figures_dir: str = ""           # empty: figures/<profile>/
 matches_dir: str = ""           # stage 01's folder; empty: stage 01's product
 laion_parts: str = ""           # glob of LAION parquet parts; empty: the demo world's (as stage 01)
 classes: str = ""               # imagenet1k or a file of wnids; empty: the demo world's, else imagenet1k
+authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
+head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 text_encoder: str = "minilm"    # minilm | sentence-transformers:<name|path> | open_clip:<arch>:<tag|file>
 threshold: float = 0.6          # keep similarity > threshold (paper: 0.82 CLIP B/32, 0.58 mpnet; MiniLM demo: 0.6, calibrated below)
 query: str = "name_def"         # synset text form: name_def (paper) | name | lemmas_or | a_photo_of_name_def ...
@@ -66,7 +68,8 @@ S
 # through the shared store (only (row, caption) pairs not stored yet), each synset text once.
 
 # %%
-class_tab = lc.class_table(S.inputs.classes)
+class_tab = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list,
+                           head_source=head_source)
 with S.timings("load"):
     candidates, counts = selection.load_candidates(S.inputs.matches_dir, S.inputs.laion_parts)
 with S.timings("embed"):

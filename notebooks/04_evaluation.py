@@ -45,6 +45,8 @@ profile: str = "demo"  # profile name (or YAML path); figures carry it in their 
 out_dir: str = ""  # where results go; empty: runs/<profile>/04_evaluation
 figures_dir: str = ""  # where figures and tables go; empty: figures/<profile>
 classes: str = ""  # class list (wnid file or 'imagenet1k'); empty: the demo world's list, else imagenet1k
+authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
+head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 download_dir: str = ""  # stage 03 folder (shards + manifest.parquet); empty: stage 03's
 laionet_path: str = ""  # laionet.parquet (class frequencies); empty: stage 02's
 class_counts_path: str = ""  # class_counts.parquet (LAIONet keys of the projection); empty: stage 01's if any
@@ -57,6 +59,7 @@ zero_shot_text_encoder: str = "minilm"  # text encoder of the zero-shot synset t
 zero_shot_name: str = "zero-shot"  # the zero-shot model's name in tables
 paper_nan_as_wrong: bool = False  # True: reproduce the authors' bug counting missing images as wrong (E.5)
 intersection: bool = False  # True: both datasets on the classes present in both (fix of E.6)
+resolution_parity: bool = False  # True: ImageNet val resized and re-encoded as stage 03 stored LAIONet (its image_size); False: full size (paper)
 batch_size: int = 64  # images per inference batch
 device: str = "cpu"  # torch device for classifiers
 released_val_parquet: str = ""  # authors' ILSVRC2012_val.parquet: when set, the released route (no inference)
@@ -97,13 +100,14 @@ if released_val_parquet:
 else:
     ev = pipeline.run_inference(
         S.out, classes=S.inputs.classes, classifiers=S.inputs.classifiers,
+        authors_class_list=authors_class_list, head_source=head_source,
         download_dir=S.inputs.download_dir, laionet_path=S.inputs.laionet_path,
         imagenet_val_dir=S.inputs.imagenet_val_dir,
         imagenet_devkit_dir=S.inputs.imagenet_devkit_dir,
         class_counts_path=S.inputs.class_counts_path, universe=S.inputs.universe,
         zero_shot_encoder=S.inputs.zero_shot_encoder, zero_shot_text_encoder=zero_shot_text_encoder,
         zero_shot_name=zero_shot_name, paper_nan_as_wrong=paper_nan_as_wrong,
-        batch_size=batch_size, device=device, timings=S.timings)
+        resolution_parity=resolution_parity, batch_size=batch_size, device=device, timings=S.timings)
     print("label-map coverage of the LAIONet classes:")
     display(pd.DataFrame(ev.coverage).T)
 display(aggregate.result_counts(ev.results))

@@ -28,6 +28,8 @@ figures_dir: str = ""            # empty: figures/<profile>/
 captions_json: str = ""          # imagenet_captions.json; empty: the demo world's
 laionet_path: str = ""           # LAIONet (key, wnid, TEXT); empty: stage 02's laionet.parquet
 classes: str = ""                # wnid file or imagenet1k; empty: the demo world's, else imagenet1k
+authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
+head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 exclude_wnids: list = []         # classes left out of the comparison set (paper: [n03126707])
 paper_denominator: bool = False  # True: the authors' (all classes incl. own, p 0 if excluded: E.17)
 text_encoder: str = "open_clip:ViT-B-32:openai"  # the papers CLIP ViT-B/32 text tower
@@ -60,7 +62,8 @@ print(S)
 
 # %%
 caps = read_imagenet_captions(S.inputs.captions_json)
-texts = synset_texts(class_table(S.inputs.classes), query)
+texts = synset_texts(class_table(S.inputs.classes, authors_class_list=authors_class_list,
+                                 head_source=head_source), query)
 excluded = texts.index.isin(list(exclude_wnids))
 true_index = texts.index.get_indexer(caps["wnid"])      # -1: class not in the comparison set
 print(f"{len(caps):,} captions ({caps.attrs.get('n_duplicates_dropped', 0)} duplicate file names "

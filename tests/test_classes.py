@@ -150,8 +150,12 @@ def test_missing_wordnet_gives_the_fix(monkeypatch, tmp_path):
     try:
         with pytest.raises(RuntimeError, match="apt-get install wordnet-base"):
             lc.lemma_map(lc.class_table(["n02119789"], head_source="timm"), "unique_in_wordnet")
-        with pytest.warns(UserWarning, match="LAIONET_WORDNET"):
-            t = lc.class_table([lc.HUSKY_TRUE])  # auto: falls back to timm's first lemma
+        # no silent fallback: 112 synset texts would change; the error says how to get WordNet
+        # and names the explicit parameter that accepts timm's lemma instead
+        with pytest.raises(RuntimeError, match=r"(?s)run_all\.sh.*LAIONET_WORDNET.*head_source timm"):
+            lc.class_table([lc.HUSKY_TRUE])
+        t = lc.class_table([lc.HUSKY_TRUE], head_source="timm")  # the explicit choice
         assert t["head"].iloc[0] == "Siberian husky"  # WordNet's name is "siberian husky"
+        assert t.attrs["head_source"] == "timm"
     finally:
         lc.wordnet.cache_clear()

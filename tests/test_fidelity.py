@@ -132,3 +132,34 @@ def test_stages_07_09_reuse_stage03_downloads_and_its_settings(tmp_path, monkeyp
         0: b"zero", 1: b"one", 2: b"new2", 3: b"new3"}  # 03's bytes, 03's failure kept
     src = emb_mod.ImageSource.laion(dirs)
     assert src.download_dir == dirs
+
+
+def test_stage01_lists_the_classes_no_unique_lemma_reaches_and_why():
+    from laionet import classes as lc
+
+    true = lc.classes_without_unique_lemma(lc.class_table(head_source="timm")).set_index("wnid")
+    assert {"n02012849", "n03126707"} <= set(true.index)  # crane: the bird and the machine
+    assert true.loc["n02012849", "why"] == "'crane' is also n03126707 (crane)"
+    authors = lc.classes_without_unique_lemma(
+        lc.class_table(authors_class_list=True, head_source="timm"))
+    assert "n02012849" not in set(authors["wnid"]) and len(authors) == len(true) - 2
+
+
+def test_stage04_resolution_parity_resizes_imagenet_like_the_download(tmp_path):
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from laionet.evaluation import inference, pipeline
+
+    Image.new("RGB", (500, 375), (200, 30, 30)).save(tmp_path / "v.JPEG")
+    val = pd.DataFrame({"image_key": ["v.JPEG"], "wnid": ["n1"], "path": [str(tmp_path / "v.JPEG")]})
+    full, _ = pipeline.imagenet_records(val)  # the paper: the file at full size
+    assert inference.decode_image(next(full)[2]).size == (500, 375)
+    settings = {"image_size": 256, "resize_mode": "keep_ratio", "resize_only_if_bigger": False,
+                "encode_format": "jpg"}
+    same, _ = pipeline.imagenet_records(val, resize=settings)  # as stage 03 stored LAIONet
+    data = next(same)[2]
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+    assert inference.decode_image(data).size == (341, 256)

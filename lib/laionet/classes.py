@@ -249,7 +249,9 @@ def _resolve_classes(classes: str | os.PathLike | Sequence[str],
         wnids = [HUSKY_AUTHORS if w == HUSKY_TRUE else w for w in wnids if w != CRANE_MACHINE]
     elif HUSKY_AUTHORS in wnids:
         raise ValueError(f"classes: {HUSKY_AUTHORS} is the authors' wrong wnid for Siberian husky "
-                         f"(ILSVRC uses {HUSKY_TRUE}); pass authors_class_list=True to keep it")
+                         f"(ILSVRC uses {HUSKY_TRUE}); this is the authors' class list: set "
+                         "authors_class_list=True (`-p authors_class_list true`, read by every "
+                         "stage that builds the class table) to keep it")
     return wnids
 
 
@@ -359,6 +361,42 @@ def lemma_map(table: pd.DataFrame, rule: str = "unique_in_imagenet") -> list[tup
     if rule == "unique_in_wordnet":
         return _unique_in_wordnet(table, wordnet(required=True))
     raise ValueError(f"lemma rule must be one of {LEMMA_RULES}, not {rule!r}")
+
+
+def classes_without_unique_lemma(table: pd.DataFrame, rule: str = "unique_in_imagenet"
+                                 ) -> pd.DataFrame:
+    """The classes of ``table`` no caption can ever match under ``rule``, and why.
+
+    Columns wnid, head, lemmas, why: for "unique_in_imagenet", every lemma of such a class is a
+    lemma of another class of the universe too (``lemma_map``'s: ImageNet-1k, the authors' 999
+    with ``authors_class_list``), and ``why`` names them, e.g. "'crane' is also n03126707
+    (crane)"; with the default 1,000-class list crane the bird (n02012849) is one of them, with
+    the authors' list (machine crane removed) it is not. "unique_in_wordnet" extends an empty
+    class with its hypernym's name, so no class is left out (an empty table).
+    """
+    cols = ["wnid", "head", "lemmas", "why"]
+    reached = {w for _, w in lemma_map(table, rule)}
+    left = table[~table["wnid"].isin(reached)]
+    if not len(left):
+        return pd.DataFrame(columns=cols)
+    universe = class_table("imagenet1k", table.attrs.get("authors_class_list", False),
+                           head_source="timm")
+    both = pd.concat([universe[["wnid", "head", "lemmas"]], table[["wnid", "head", "lemmas"]]])
+    both = both.drop_duplicates("wnid")
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for w, h, ls in zip(both["wnid"], both["head"], both["lemmas"]):
+        for lem in ls:
+            owners.setdefault(lem, []).append((w, h))
+
+    def why(wnid: str, lemmas: Sequence[str]) -> str:
+        if not lemmas:
+            return "the class has no lemma"
+        return "; ".join(f"{lem!r} is also " + ", ".join(f"{w} ({h})" for w, h in owners[lem]
+                                                          if w != wnid) for lem in lemmas)
+
+    out = left[["wnid", "head", "lemmas"]].copy()
+    out["why"] = [why(w, ls) for w, ls in zip(out["wnid"], out["lemmas"])]
+    return out.reset_index(drop=True)
 
 
 def _unique_in_wordnet(table: pd.DataFrame, wn) -> list[tuple[str, str]]:

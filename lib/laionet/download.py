@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import functools
 import hashlib
 import importlib.util
 import io
@@ -517,6 +518,26 @@ def download_beyond(table: pd.DataFrame, base_dir: str | Path, cache_root: str |
     print(f"[download] {len(have):,} of {len(table):,} row(s) from stage 03's download "
           f"({base_dir}), {len(rest):,} downloaded with its settings into {extra_dir}")
     return pd.concat(parts, ignore_index=True), tuple(dirs)
+
+
+def resize_like_download(data: bytes, settings: dict) -> bytes:
+    """``data`` (an encoded image) through img2dataset's own resizer with a download's
+    ``settings`` (``download_settings``): the bytes that download would have stored. Stage 04's
+    resolution parity runs ImageNet val through it, so both datasets reach the classifiers
+    resized and re-encoded alike. Raises ValueError when the resizer rejects the image."""
+    resizer = _resizer(int(settings["image_size"]), str(settings["resize_mode"]),
+                       bool(settings["resize_only_if_bigger"]), str(settings["encode_format"]))
+    out, *_, err = resizer(io.BytesIO(data))
+    if err is not None:
+        raise ValueError(f"img2dataset's resizer rejected the image: {err}")
+    return out
+
+
+@functools.cache
+def _resizer(image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str):
+    from img2dataset.resizer import Resizer
+
+    return Resizer(image_size, resize_mode, resize_only_if_bigger, encode_format=encode_format)
 
 
 def shards_cache_names(settings: dict) -> tuple[str, ...]:

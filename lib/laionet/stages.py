@@ -30,7 +30,8 @@ SHARED = frozenset({
     "imagenet_val_dir", "imagenet_devkit_dir", "imagenet_ground_truth", "imagenet_train_dir",
     "captions_json", "imagenetv2_root", "laionet_path", "download_dir", "eval_dir",
     "matches_dir", "candidates_dir", "similarity_dir", "class_counts_path", "image_size",
-    "resize_only_if_bigger", "world_size", "download_processes",
+    "resize_only_if_bigger", "world_size", "download_processes", "authors_class_list",
+    "head_source",
 })
 
 
@@ -46,6 +47,7 @@ CHOICES = {
     "ci_method": ("bootstrap", "paper"),
     "threshold_mode": ("absolute", "quantile"),
     "precision": ("fp32", "fp16", "bf16"),
+    "head_source": ("wordnet", "timm"),                              # classes.HEAD_SOURCES
     "distributor": ("multiprocessing", "pyspark", "ray"),
     "ocr_engine": ("easyocr", "rapidocr", "tesseract"),                # recognised_text.ENGINES
     "recognised_text_rule": ("head", "lemmas"),                         # recognised_text.RULES

@@ -70,9 +70,17 @@ def laionet_records(download_dir: str | os.PathLike) -> tuple[Iterator[tuple], i
     return gen(), len(man), int((~ok).sum())
 
 
-def imagenet_records(val: pd.DataFrame) -> tuple[Iterator[tuple], int]:
-    """(records, total) of an ImageNet-style table (image_key, path, wnid)."""
-    return ((k, w, p) for k, w, p in val[["image_key", "wnid", "path"]].itertuples(index=False)), len(val)
+def imagenet_records(val: pd.DataFrame, resize: dict | None = None) -> tuple[Iterator[tuple], int]:
+    """(records, total) of an ImageNet-style table (image_key, path, wnid). ``resize``: the
+    settings of LAIONet's download (``download.download_settings``): each file is first resized
+    and re-encoded as that download stored LAIONet's images (resolution parity); None: the files
+    as they are, at full size (the paper)."""
+    rows = val[["image_key", "wnid", "path"]].itertuples(index=False)
+    if resize is None:
+        return ((k, w, p) for k, w, p in rows), len(val)
+    from ..download import resize_like_download
+
+    return ((k, w, resize_like_download(Path(p).read_bytes(), resize)) for k, w, p in rows), len(val)
 
 
 def build_predictors(classifiers, universe: Sequence[str] | None, zero_shot: dict | None = None,
@@ -100,20 +108,23 @@ def _timed(timings: Callable | None, name: str):
 
 
 def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
+                  authors_class_list: bool = False, head_source: str = "wordnet",
                   download_dir: str | os.PathLike,
                   laionet_path: str | os.PathLike, imagenet_val_dir: str | os.PathLike,
                   imagenet_devkit_dir: str | os.PathLike | None = None,
                   class_counts_path: str | os.PathLike | None = None, universe: str | None = None,
                   zero_shot_encoder: str | None = None, zero_shot_text_encoder: str = "minilm",
                   zero_shot_name: str = "zero-shot", paper_nan_as_wrong: bool = False,
-                  batch_size: int = 64, device: str = "cpu",
+                  resolution_parity: bool = False, batch_size: int = 64, device: str = "cpu",
                   timings: Callable | None = None) -> Evaluation:
     """The inference route: load ``classifiers`` (``laionet.evaluation.read_classifier_specs``),
     restrict their outputs to ``universe`` (a label space or wnid file; default: the class
     list), add the zero-shot predictor (``zero_shot_encoder`` with the class texts ``name_def``
     embedded by ``zero_shot_text_encoder``) when one is given, evaluate every LAIONet row of
-    ``download_dir`` (not downloaded: a missing row) and every ImageNet val image, write the
-    products into ``out`` and return them. ``timings`` is a ``Stage.timings``-like callable."""
+    ``download_dir`` and every ImageNet val image (with ``resolution_parity``, resized and
+    re-encoded first with the download's own settings; default: at full size, the paper), write
+    the products into ``out`` and return them (a row not downloaded is a missing row).
+    ``timings`` is a ``Stage.timings``-like callable."""
     from ..classes import class_table
     from ..datasets import read_imagenet_val
     from .classifiers import read_classifier_specs
@@ -123,7 +134,7 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
     laionet = pd.read_parquet(laionet_path, columns=["key", "wnid"])
     specs = read_classifier_specs(classifiers)
     groups = {c.name: c.group for c in specs}
-    table = class_table(classes)
+    table = class_table(classes, authors_class_list=authors_class_list, head_source=head_source)
     label_universe = label_space_wnids(universe) if universe else list(table["wnid"])
     zero_shot = None
     if zero_shot_encoder:
@@ -145,7 +156,10 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
         _, err_l = evaluate_to_file(recs, n, predictors, "LAIONet", out / RESULT_FILES["LAIONet"],
                                     batch_size)
     with _timed(timings, "evaluate_imagenet"):
-        recs, n = imagenet_records(val)
+        from ..download import download_settings
+
+        recs, n = imagenet_records(val, download_settings(download_dir) if resolution_parity
+                                   else None)
         _, err_i = evaluate_to_file(recs, n, predictors, "ImageNet", out / RESULT_FILES["ImageNet"],
                                     batch_size)
     for name, errs in (("LAIONet", err_l), ("ImageNet", err_i)):
