@@ -42,18 +42,22 @@ seed: int = 0  # seed of resampling and bootstrap (the authors used 111 here)
 hist_bins: int = 40  # bins of the V2 histograms (A16)
 classifiers: str = ""  # classifiers evaluated on V2 (as stage 04); empty: the demo world's, none on real data
 eval_dir: str = ""  # stage 04 folder (LAIONet per-image results); empty: stage 04's product
+class_counts_path: str = ""  # class_counts.parquet (LAIONet keys B13 projects V2 onto, as stage 04); empty: stage 01's if any
+laionet_path: str = ""  # laionet.parquet (its classes are the keys without stage 01); empty: stage 02's if any
 sf_thresholds: list = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # selection-frequency thresholds of the curve
 min_images_curve: int = 5  # a class enters the curve at a threshold when it keeps this many images
 batch_size: int = 64  # images per embedding / inference batch
 device: str = "auto"  # torch device
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
 from laionet import intra_class as ic
 from laionet import selection_frequency as sf
 from laionet import similarity_plots as plots
 from laionet.encoders import load_image_encoder
+from laionet.evaluation import pipeline
 from laionet.image_embeddings import embed_samples
 from laionet.io import write_parquet
 from laionet.stage import open_stage
@@ -132,13 +136,17 @@ display(curve)
 # ## Accuracy on each release vs LAIONet (B13)
 # Stage 04's classifiers evaluated on each release (a cached sub-step, redone only when the
 # classifiers or the releases change); V2 accuracy is equally weighted and projected onto the
-# LAIONet classes, as in A16.
+# LAIONet keys (every class with a caption match, stage 01), as stage 04 projects ImageNet (A16).
 
 # %%
+keys = (pipeline.class_keys(S.inputs.class_counts_path,
+                           pd.read_parquet(S.inputs.laionet_path, columns=["wnid"]))
+        if S.inputs.laionet_path else None)  # None: the classes with LAIONet results
+print(f"V2 projected onto {len(keys) if keys is not None else 'the LAIONet results'} keys")
 with S.timings("accuracy"):
     acc = sf.accuracy_on_releases(S.inputs.classifiers, S.inputs.eval_dir, v2, S.out,
                                   S.step("accuracy", uses=["classifiers", "imagenetv2_root", "class_info"]),
-                                  device=device, batch_size=batch_size)
+                                  device=device, batch_size=batch_size, keys=keys)
 write_parquet(acc, S.out / "accuracy.parquet")
 wide = sf.accuracy_wide(acc)
 if len(acc):

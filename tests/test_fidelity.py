@@ -163,3 +163,24 @@ def test_stage04_resolution_parity_resizes_imagenet_like_the_download(tmp_path):
     data = next(same)[2]
     assert Image.open(io.BytesIO(data)).format == "JPEG"
     assert inference.decode_image(data).size == (341, 256)
+
+
+def test_b13_projects_imagenetv2_onto_laionets_keys(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from laionet import selection_frequency as sf
+
+    def results(dataset, wnids, correct):
+        return pd.DataFrame({"image_key": [f"{dataset}{i}" for i in range(len(wnids))],
+                             "dataset": dataset, "model": "m", "wnid": wnids,
+                             "top5": [[w] for w in wnids], "correct1": correct, "correct5": correct})
+
+    results("LAIONet", ["a", "b"], [True, True]).to_parquet(tmp_path / "laionet.parquet")
+    files = sf.release_results_files(tmp_path)
+    for v in sf.VERSIONS:  # c: a LAIONet key (a caption matched it) without LAIONet results
+        results(f"ImageNetV2-{v.letter}", ["a", "b", "c", "d"], [True, True, False, False]
+                ).to_parquet(files[v.name])
+    acc = sf.release_accuracy(tmp_path / "laionet.parquet", files, keys=["a", "b", "c"])
+    top1 = acc[acc["k"] == 1].set_index("dataset")["accuracy"]
+    assert top1["ImageNetV2-b"] == pytest.approx(2 / 3)  # not 1.0 (a, b only); d is no key

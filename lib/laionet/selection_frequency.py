@@ -188,24 +188,30 @@ def evaluate_releases(classifiers: str, v2: Mapping[str, pd.DataFrame],
                                   batch_size)
 
 
-def release_accuracy(laionet_results: str | os.PathLike, files: Mapping[str, Path]
-                     ) -> pd.DataFrame:
+def release_accuracy(laionet_results: str | os.PathLike, files: Mapping[str, Path],
+                     keys: Sequence[str] | None = None) -> pd.DataFrame:
     """Equally weighted accuracy of every model on LAIONet and on each release, the releases
-    projected onto LAIONet's classes (A16)."""
+    projected onto LAIONet's keys (A16: the classes with any caption match, as stage 04
+    projects ImageNet: ``evaluation.pipeline.class_keys``). ``keys`` None: the classes with
+    LAIONet results (not the paper's projection; for callers without stage 01's counts)."""
     from .evaluation import accuracy_table, pipeline
 
     results = pipeline.read_results([laionet_results] + [files[v.name] for v in VERSIONS])
-    keys = sorted(results.loc[results["dataset"] == "LAIONet", "wnid"].unique())
+    if keys is None:
+        keys = sorted(results.loc[results["dataset"] == "LAIONet", "wnid"].unique())
+    keys = sorted(keys)
     acc = accuracy_table(results, projections={f"ImageNetV2-{v.letter}": keys for v in VERSIONS})
     return acc[acc["weighting"] == "equal"].reset_index(drop=True)
 
 
 def accuracy_on_releases(classifiers: str | None, eval_dir: str | os.PathLike | None,
                          v2: Mapping[str, pd.DataFrame], out: str | os.PathLike, step: Any,
-                         device: str = "auto", batch_size: int = 64) -> pd.DataFrame:
-    """B13: ``release_accuracy``, evaluating the releases first unless ``step`` (a
-    ``Stage.step`` keyed by the classifiers and the releases) is current and its files exist.
-    Empty (with a note) without classifiers or without stage 04's LAIONet results."""
+                         device: str = "auto", batch_size: int = 64,
+                         keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """B13: ``release_accuracy`` (releases projected onto ``keys``, LAIONet's keys), evaluating
+    the releases first unless ``step`` (a ``Stage.step`` keyed by the classifiers and the
+    releases) is current and its files exist. Empty (with a note) without classifiers or
+    without stage 04's LAIONet results."""
     laionet_results = Path(eval_dir) / "results_laionet.parquet" if eval_dir else None
     if not classifiers or laionet_results is None or not laionet_results.is_file():
         print(f"accuracy skipped: classifiers={classifiers!r}, LAIONet results "
@@ -218,7 +224,7 @@ def accuracy_on_releases(classifiers: str | None, eval_dir: str | os.PathLike | 
     else:
         evaluate_releases(classifiers, v2, files, device, batch_size)
         step.done(files=[f.name for f in files.values()])
-    return release_accuracy(laionet_results, files)
+    return release_accuracy(laionet_results, files, keys)
 
 
 def accuracy_wide(acc: pd.DataFrame) -> pd.DataFrame:

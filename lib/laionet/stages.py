@@ -185,7 +185,10 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                 _up("similarity_dir", _S05), DOWNLOAD,
                 Input("image_encoder", kind="spec", optional=True),  # empty: 05's first encoder
                 Input("classifiers", world="classifiers", kind="spec", optional=True),
-                _up("eval_dir", _E04, optional=True)),
+                _up("eval_dir", _E04, optional=True),
+                # B13 projects the releases onto LAIONet's keys, as stage 04 projects ImageNet
+                _up("class_counts_path", _M01, "class_counts.parquet", optional=True),
+                _up("laionet_path", _C02, "laionet.parquet", optional=True)),
         products=("comparison.parquet", "proportions.parquet", "selection_frequency_curve.parquet",
                   "accuracy.parquet"),
         caches=("image_embeddings",)),
