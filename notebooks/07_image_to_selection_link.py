@@ -43,6 +43,8 @@ nsfw_rule: str = "paper"         # NSFW rule of stage 02 (paper: only UNLIKELY)
 authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
 head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 n_per_class: int = 100           # images per class for intra-class similarity (A14)
+b19_n_per_class: int = 50        # B19 histogram: LAIONet resampled to this many per class (paper: 50, ImageNet val's count)
+b19_min_images: int = 7          # B19 per-class delta test: classes with this many images on both sides (paper: 7)
 coverage_thresholds: list = []   # extension: text-only thresholds for coverage; [] -> the grid
 zero_shot_model: str = "zero-shot"  # extension: stage 04's model for per-class recall; "": skip
 eval_dir: str = ""               # stage 04's results (zero-shot extension); empty: stage 04's
@@ -64,6 +66,7 @@ from laionet.encoders.text import load_text_encoder
 from laionet.image_embeddings import ClassSampler, ImageSource
 from laionet.io import write_json, write_parquet
 from laionet.selection import synset_texts
+from laionet.similarity_plots import delta_figure
 from laionet.stage import open_stage
 
 S = open_stage("07_image_to_selection_link", globals())
@@ -178,16 +181,24 @@ pd.Series(check, name="D -> A")  # homogeneity_decreases: stronger image thresho
 # ## B19 · Image-to-synset similarity: LAIONet vs ImageNet (A20)
 # LAIONet = the rows above the reference text threshold. Were its images less relevant to their
 # synsets than ImageNet's, its lower homogeneity could be label noise; the paper finds them not.
+# As the authors: LAIONet resampled per class to `b19_n_per_class` (50, ImageNet val's count) for
+# the histogram, and a per-class delta test (mean ± 1.96·std/sqrt(n − 1), >= 7 images each).
 
 # %%
 val_in = val[val["wnid"].isin(texts.index)].reset_index(drop=True)
 val_in["image_similarity"] = fr.image_to_synset_similarity(
     clip.embed(val_in, VAL).emb, class_emb, texts.index.get_indexer(val_in["wnid"]))
 laionet_rows = rows[fr.passes(rows["similarity"].to_numpy(), t_ref_v, inclusive)]
-b19 = fr.relevance_summary(laionet_rows, val_in)
+b19_cmp = fr.relevance_comparison(laionet_rows, val_in, min_images=b19_min_images)
+b19 = fr.relevance_summary(laionet_rows, val_in, comparison=b19_cmp)
 print(b19)
-S.figure(frp.relevance_figure(laionet_rows["image_similarity"], val_in["image_similarity"]),
-         "07_B19_image_to_synset_similarity", title="Image-to-synset similarity")
+b19_sample = fr.relevance_resample(laionet_rows, val_in, b19_n_per_class, seed)
+S.figure(frp.relevance_figure(b19_sample["image_similarity"],
+                              val_in[val_in["wnid"].isin(set(b19_sample["wnid"]))]["image_similarity"]),
+         "07_B19_image_to_synset_similarity",
+         title=f"Image-to-synset similarity (LAIONet resampled to {b19_n_per_class} per class)")
+S.figure(delta_figure(b19_cmp, "LAIONet", "ImageNet"), "07_B19b_image_to_synset_delta",
+         title="Per-class image-to-synset similarity, LAIONet - ImageNet")
 
 # %% [markdown]
 # ## Extension · LAIONet at several text thresholds: class coverage vs intra-class similarity

@@ -184,3 +184,26 @@ def test_b13_projects_imagenetv2_onto_laionets_keys(tmp_path):
     acc = sf.release_accuracy(tmp_path / "laionet.parquet", files, keys=["a", "b", "c"])
     top1 = acc[acc["k"] == 1].set_index("dataset")["accuracy"]
     assert top1["ImageNetV2-b"] == pytest.approx(2 / 3)  # not 1.0 (a, b only); d is no key
+
+
+def test_b19_resamples_laionet_to_50_per_class_and_tests_each_class():
+    import pandas as pd
+
+    from laionet import frontier as fr
+
+    rng = np.random.default_rng(0)
+    lai = pd.DataFrame({"wnid": ["a"] * 8 + ["b"] * 120 + ["c"] * 3 + ["z"] * 9,
+                        "image_similarity": np.r_[rng.normal(0.2, 0.01, 8), rng.normal(0.35, 0.01, 120),
+                                                  rng.normal(0.3, 0.01, 3), rng.normal(0.3, 0.01, 9)]})
+    inet = pd.DataFrame({"wnid": ["a"] * 50 + ["b"] * 50 + ["c"] * 50,
+                         "image_similarity": np.r_[rng.normal(0.3, 0.01, 50), rng.normal(0.3, 0.01, 50),
+                                                   rng.normal(0.3, 0.01, 50)]})
+    sample = fr.relevance_resample(lai, inet, 50, seed=1)
+    assert sample["wnid"].value_counts().to_dict() == {"a": 50, "b": 50, "c": 50}  # z: no ImageNet
+    again = fr.relevance_resample(lai, inet, 50, seed=1)
+    assert sample.equals(again)
+    cmp = fr.relevance_comparison(lai, inet).set_index("wnid")
+    assert cmp["tested"].to_dict() == {"a": True, "b": True, "c": False}  # c: 3 < 7 images
+    assert cmp.loc["a", "significantly_lower"] and cmp.loc["b", "significantly_higher"]
+    s = fr.relevance_summary(lai, inet, comparison=cmp.reset_index())["delta_test"]
+    assert (s["n_tested"], s["n_lower"], s["n_higher"]) == (2, 1, 1)

@@ -433,13 +433,71 @@ def trend(avg: pd.DataFrame, shares: pd.DataFrame, summary: pd.DataFrame) -> dic
 
 
 def relevance_summary(laionet: pd.DataFrame, imagenet: pd.DataFrame,
-                      col: str = IMAGE_COL, class_col: str = CLASS_COL) -> dict:
+                      col: str = IMAGE_COL, class_col: str = CLASS_COL,
+                      comparison: pd.DataFrame | None = None) -> dict:
     """B19: image-to-synset similarity of LAIONet vs ImageNet rows: per-class means compared on
-    the classes both have, and the overall means."""
+    the classes both have, the overall means and, given ``relevance_comparison``'s table, its
+    counts of classes significantly lower / higher."""
+    from .similarity import summarize_comparison
+
     m = pd.DataFrame({"LAIONet": laionet.groupby(class_col)[col].mean(),
                       "ImageNet": imagenet.groupby(class_col)[col].mean()}).dropna()
-    return {"n_classes": len(m), "share_laionet_higher": float((m["LAIONet"] > m["ImageNet"]).mean()),
-            "mean_laionet": float(laionet[col].mean()), "mean_imagenet": float(imagenet[col].mean())}
+    out = {"n_classes": len(m), "share_laionet_higher": float((m["LAIONet"] > m["ImageNet"]).mean()),
+           "mean_laionet": float(laionet[col].mean()), "mean_imagenet": float(imagenet[col].mean())}
+    if comparison is not None:
+        out["delta_test"] = summarize_comparison(comparison)
+    return out
+
+
+B19_N_PER_CLASS = 50   # A20: LAIONet resampled per class to ImageNet val's 50 images
+B19_MIN_IMAGES = 7     # A20: the per-class delta test needs >= 7 images on each side
+
+
+def relevance_resample(laionet: pd.DataFrame, imagenet: pd.DataFrame, n_per_class: int =
+                       B19_N_PER_CLASS, seed: int = 0, col: str = IMAGE_COL,
+                       class_col: str = CLASS_COL) -> pd.DataFrame:
+    """B19's histogram sample (A20): for every class both have, ``n_per_class`` LAIONet values
+    drawn with replacement (the authors' 45,900 = 918 x 50), seeded per class; ImageNet's rows
+    stay as they are. Columns wnid and ``col``, classes in sorted order."""
+    from .similarity import _class_rng
+
+    common = sorted(set(laionet[class_col]) & set(imagenet[class_col]))
+    by = laionet.groupby(class_col)[col]
+    parts = [pd.DataFrame({class_col: w, col: _class_rng(seed, w).choice(
+        by.get_group(w).to_numpy(), n_per_class, replace=True)}) for w in common]
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame({class_col: [], col: []}))
+
+
+def relevance_comparison(laionet: pd.DataFrame, imagenet: pd.DataFrame,
+                         min_images: int = B19_MIN_IMAGES, col: str = IMAGE_COL,
+                         class_col: str = CLASS_COL) -> pd.DataFrame:
+    """B19's per-class delta test (A20): per class and dataset the mean image-to-synset
+    similarity ± 1.96·std/sqrt(n − 1), delta = LAIONet − ImageNet with the half-widths in
+    quadrature, on the classes both have; ``tested``: >= ``min_images`` on each side. Columns as
+    ``similarity.compare_classes`` (``n_pairs_*`` = the image counts), so its summary and
+    delta figure apply."""
+    from .similarity import Z95
+
+    g = {name: df.groupby(class_col)[col].agg(["size", "mean", "std"])
+         for name, df in (("a", laionet), ("b", imagenet))}
+    common = sorted(set(g["a"].index) & set(g["b"].index))
+    a, b = g["a"].reindex(common), g["b"].reindex(common)
+    out = pd.DataFrame({"wnid": common, "n_images_a": a["size"].to_numpy(),
+                        "n_images_b": b["size"].to_numpy()})
+    out["n_pairs_a"], out["n_pairs_b"] = out["n_images_a"], out["n_images_b"]
+    out["mean_a"], out["mean_b"] = a["mean"].to_numpy(), b["mean"].to_numpy()
+    out["delta"] = out["mean_a"] - out["mean_b"]
+    out["tested"] = (out["n_images_a"] >= min_images) & (out["n_images_b"] >= min_images)
+    h = np.hypot(*(Z95 * s["std"].to_numpy(float) / np.sqrt(np.maximum(s["size"].to_numpy() - 1, 1))
+                   for s in (a, b)))
+    t = out["tested"].to_numpy()
+    out["lcb"] = np.where(t, out["delta"] - h, np.nan)
+    out["ucb"] = np.where(t, out["delta"] + h, np.nan)
+    out["significantly_lower"] = t & (out["ucb"] < 0)
+    out["significantly_higher"] = t & (out["lcb"] > 0)
+    out.attrs.update(method="paper", min_pairs=min_images, level=0.95)
+    return out
 
 
 def zero_shot_recall(eval_dir, model: str) -> tuple[pd.DataFrame | None, str]:
