@@ -207,3 +207,24 @@ def test_b19_resamples_laionet_to_50_per_class_and_tests_each_class():
     assert cmp.loc["a", "significantly_lower"] and cmp.loc["b", "significantly_higher"]
     s = fr.relevance_summary(lai, inet, comparison=cmp.reset_index())["delta_test"]
     assert (s["n_tested"], s["n_lower"], s["n_higher"]) == (2, 1, 1)
+
+
+def test_b4_counts_classes_significantly_lower_and_higher():
+    import pandas as pd
+
+    from laionet.evaluation import aggregate
+
+    def rows(dataset, wnid, n, n_ok):
+        return pd.DataFrame({"image_key": [f"{dataset}{wnid}{i}" for i in range(n)],
+                             "dataset": dataset, "model": "zs", "wnid": wnid,
+                             "correct1": pd.array([i < n_ok for i in range(n)], dtype="boolean"),
+                             "correct5": pd.array([True] * n, dtype="boolean")})
+
+    res = pd.concat([rows("LAIONet", "a", 100, 10), rows("ImageNet", "a", 50, 45),   # lower
+                     rows("LAIONet", "b", 100, 95), rows("ImageNet", "b", 50, 10),   # higher
+                     rows("LAIONet", "c", 100, 50), rows("ImageNet", "c", 50, 26),   # neither
+                     rows("LAIONet", "d", 10, 5)], ignore_index=True)                # one side
+    t = aggregate.per_class_significance(aggregate.per_class_recalls(res), "zs").set_index("k")
+    assert t.loc[1, ["n_classes", "n_lower", "n_higher"]].tolist() == [3, 1, 1]
+    assert t.loc[1, "share_delta_positive"] == 1 / 3
+    assert t.loc[5, ["n_lower", "n_higher"]].tolist() == [0, 0]

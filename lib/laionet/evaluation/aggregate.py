@@ -157,6 +157,34 @@ def class_gaps(recalls: pd.DataFrame, model: str, k: int = 5, high: str = "Image
     return wide[[low, high, "gap"]].sort_values("gap").reset_index()
 
 
+def per_class_significance(recalls: pd.DataFrame, model: str, ks: Iterable[int] = KS,
+                           high: str = "ImageNet", low: str = "LAIONet",
+                           min_images: int = 1) -> pd.DataFrame:
+    """B4 (A13's per-class table): for each k, on the classes both datasets evaluated (>=
+    ``min_images`` each), how many have ``low``'s recall significantly lower / higher than
+    ``high``'s and the share with a positive mean difference. A class is significantly lower
+    when the 95 % interval of the difference, delta ± 1.96·sqrt(se_low² + se_high²) with the
+    Wilson SEs of A12, lies below 0 (higher: above 0); A13 gives the counts, not the test.
+    Columns: model, k, n_classes, n_lower, share_lower, n_higher, share_higher,
+    share_delta_positive."""
+    rows = []
+    for k in ks:
+        sub = recalls[(recalls["model"] == model) & (recalls["k"] == k) & (recalls["n"] >= min_images)]
+        wide = sub.pivot(index="wnid", columns="dataset", values=["recall", "se"]).dropna()
+        n = len(wide)
+        if n and {high, low} <= set(wide["recall"].columns):
+            d = wide["recall"][low] - wide["recall"][high]
+            h = 1.96 * np.hypot(wide["se"][low], wide["se"][high])
+            lower, higher, pos = int((d + h < 0).sum()), int((d - h > 0).sum()), float((d > 0).mean())
+        else:
+            n, lower, higher, pos = 0, 0, 0, float("nan")
+        share = (lambda c: c / n) if n else (lambda c: float("nan"))
+        rows.append({"model": model, "k": k, "n_classes": n, "n_lower": lower,
+                     "share_lower": share(lower), "n_higher": higher, "share_higher": share(higher),
+                     "share_delta_positive": pos})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------ stage 04's summary
 
 
