@@ -44,6 +44,10 @@ authors_class_list: bool = False  # True: the authors' 999 classes (crane machin
 head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 n_per_class: int = 100           # images per class for intra-class similarity (A14)
 b19_n_per_class: int = 50        # B19 histogram: LAIONet resampled to this many per class (paper: 50, ImageNet val's count)
+b2_wnid: str = "n02125311"       # B2 image grid: the class (paper: cougar) ...
+b2_lemma: str = "puma"           # ... and its lemma whose images are shown by similarity bin (paper: puma)
+b2_bins: int = 4                 # B2: similarity bins (rows of the grid)
+b2_per_bin: int = 5              # B2: images per bin
 b19_min_images: int = 7          # B19 per-class delta test: classes with this many images on both sides (paper: 7)
 coverage_thresholds: list = []   # extension: text-only thresholds for coverage; [] -> the grid
 zero_shot_model: str = "zero-shot"  # extension: stage 04's model for per-class recall; "": skip
@@ -53,8 +57,11 @@ download_dir: str = ""           # stage 03's download (its rows are reused as t
 download_processes: int = 2      # img2dataset processes (rows stage 03 never had, with its resize settings)
 
 # %%
+import io
+
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from laionet import frontier as fr
 from laionet import frontier_plots as frp
@@ -63,7 +70,7 @@ from laionet.datasets import read_imagenet_val
 from laionet.download import download_beyond, report
 from laionet.encoders.image import load_image_encoder
 from laionet.encoders.text import load_text_encoder
-from laionet.image_embeddings import ClassSampler, ImageSource
+from laionet.image_embeddings import ClassSampler, ImageSource, read_downloads
 from laionet.io import write_json, write_parquet
 from laionet.selection import synset_texts
 from laionet.similarity_plots import delta_figure
@@ -91,10 +98,13 @@ print(f"{len(cand):,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref
 # similarity is a row-wise cosine with the row's own synset text (no B x B logits: E.13).
 
 # %%
-with S.timings("download"):
+b2_rows = fr.lemma_gallery_rows(cand, b2_wnid, b2_lemma, b2_bins, b2_per_bin, seed)  # B2's grid
+with S.timings("download"):  # one download: the large subset and B2's rows at every similarity
+    wanted = pd.concat([large[["key", "wnid", "URL"]], b2_rows[["key", "wnid", "URL"]]])
     manifest, download_dirs = download_beyond(
-        large[["key", "wnid", "URL"]], S.inputs.download_dir, S.cache_dir("shards"),
+        wanted.drop_duplicates("key"), S.inputs.download_dir, S.cache_dir("shards"),
         serve_root=S.inputs.http_root, processes_count=download_processes)
+manifest = manifest[manifest["key"].isin(large["key"])]
 ok_keys = manifest.loc[manifest["status"].eq("success"), "key"].to_numpy(np.int64)
 print(*(report(manifest)[k].to_string(index=False) for k in ("overall", "error_kinds")), sep="\n")
 texts = synset_texts(class_table(sorted(large["wnid"].unique()), authors_class_list=authors_class_list,
@@ -110,6 +120,21 @@ i_ref_v = fr.image_threshold(rows, threshold_mode, i_ref, t_ref_v)
 write_parquet(rows[["key", "part", "row", "wnid", "similarity", "image_similarity"]],
               S.out / "image_similarity.parquet")
 print(rows[["similarity", "image_similarity"]].describe().round(3).to_string())
+
+# %% [markdown]
+# ## B2 · The lemma's images by text similarity (the paper: puma images of cougar)
+# Stage 02 shows the per-lemma similarity histograms; here the images of one lemma's rows, one row
+# per similarity bin, labelled green above LAIONet's text threshold, red below: "puma" below the
+# threshold shows what the text filter drops.
+
+# %%
+if len(b2_rows):
+    b2_images = {k: Image.open(io.BytesIO(b)).convert("RGB") for k, b in
+                 read_downloads(download_dirs, b2_rows["key"].tolist())}
+    S.figure(frp.lemma_gallery_figure(b2_rows, b2_images, t_ref_v), "07_B2_lemma_gallery",
+             title=f"'{b2_lemma}' images of {b2_wnid} by text similarity (threshold {t_ref_v:.3f})")
+else:
+    print(f"no candidate of {b2_wnid} matched {b2_lemma!r}: B2 gallery skipped")
 
 # %% [markdown]
 # ## The frontiers (B14): fixed dataset size and fixed number of classes

@@ -228,3 +228,22 @@ def test_b4_counts_classes_significantly_lower_and_higher():
     assert t.loc[1, ["n_classes", "n_lower", "n_higher"]].tolist() == [3, 1, 1]
     assert t.loc[1, "share_delta_positive"] == 1 / 3
     assert t.loc[5, ["n_lower", "n_higher"]].tolist() == [0, 0]
+
+
+def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin():
+    import pandas as pd
+    from PIL import Image
+
+    from laionet import frontier as fr
+    from laionet import frontier_plots as frp
+
+    cand = pd.DataFrame({"key": range(12), "wnid": ["n02125311"] * 10 + ["n02129165"] * 2,
+                         "URL": "u", "similarity": np.r_[np.linspace(0.1, 0.9, 10), 0.5, 0.6],
+                         "lemmas": [["puma"]] * 8 + [["cougar"]] * 2 + [["puma"]] * 2})
+    rows = fr.lemma_gallery_rows(cand, "n02125311", "puma", n_bins=2, per_bin=3, seed=0)
+    assert rows["bin"].value_counts().to_dict() == {0: 3, 1: 3}  # both bins, low and high
+    assert set(rows["key"]) <= set(range(8))  # only the class's puma rows
+    assert (rows["similarity"] >= rows["bin_lo"]).all() and (rows["similarity"] <= rows["bin_hi"]).all()
+    images = {int(k): Image.new("RGB", (8, 8)) for k in rows["key"]}
+    fig = frp.lemma_gallery_figure(rows, images, threshold=0.5)
+    assert sum(bool(ax.images) for ax in fig.axes) == 6

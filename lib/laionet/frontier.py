@@ -449,6 +449,25 @@ def relevance_summary(laionet: pd.DataFrame, imagenet: pd.DataFrame,
     return out
 
 
+def lemma_gallery_rows(candidates: pd.DataFrame, wnid: str, lemma: str, n_bins: int = 4,
+                       per_bin: int = 5, seed: int = 0) -> pd.DataFrame:
+    """B2's image grid: the candidate rows of class ``wnid`` that matched ``lemma`` (the paper:
+    puma for cougar), in ``n_bins`` equal-width bins of their text-to-synset similarity, up to
+    ``per_bin`` rows of each drawn with ``seed``. Columns key, wnid, URL, similarity, bin,
+    bin_lo, bin_hi, by bin then similarity; empty when the lemma has no rows."""
+    has = candidates["lemmas"].map(lambda ls: ls is not None and lemma in list(ls))
+    rows = candidates[candidates["wnid"].eq(wnid) & has & candidates["similarity"].notna()]
+    cols = ["key", "wnid", "URL", "similarity", "bin", "bin_lo", "bin_hi"]
+    if not len(rows):
+        return pd.DataFrame(columns=cols)
+    edges = np.linspace(rows["similarity"].min(), rows["similarity"].max(), n_bins + 1)
+    b = np.clip(np.searchsorted(edges, rows["similarity"].to_numpy(), "right") - 1, 0, n_bins - 1)
+    rows = rows.assign(bin=b, bin_lo=edges[b], bin_hi=edges[b + 1])
+    picked = pd.concat([g.sample(min(per_bin, len(g)), random_state=seed)
+                        for _, g in rows.groupby("bin")])
+    return picked.sort_values(["bin", "similarity"])[cols].reset_index(drop=True)
+
+
 B19_N_PER_CLASS = 50   # A20: LAIONet resampled per class to ImageNet val's 50 images
 B19_MIN_IMAGES = 7     # A20: the per-class delta test needs >= 7 images on each side
 

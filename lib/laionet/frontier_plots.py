@@ -12,6 +12,31 @@ import pandas as pd
 DATASET_COLORS = {"A": "tab:blue", "B": "tab:green", "D": "tab:red"}
 
 
+def lemma_gallery_figure(rows: pd.DataFrame, images: Mapping[int, object], threshold: float):
+    """B2 (right): the lemma's images, one row per similarity bin (``frontier.lemma_gallery_rows``),
+    each row labelled with its range and coloured by the threshold: green above it, red below,
+    orange across; a bin whose images did not download shows empty cells."""
+    import matplotlib.pyplot as plt
+
+    bins = sorted(rows["bin"].unique()) if len(rows) else []
+    ncols = max([int((rows["bin"] == b).sum()) for b in bins] or [1])
+    fig, axes = plt.subplots(max(len(bins), 1), ncols, figsize=(1.3 * ncols + 0.8, 1.3 * max(len(bins), 1)),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    for i, b in enumerate(reversed(bins)):  # highest similarity on top
+        g = rows[rows["bin"] == b]
+        lo, hi = float(g["bin_lo"].iloc[0]), float(g["bin_hi"].iloc[0])
+        color = "tab:green" if lo > threshold else "tab:red" if hi <= threshold else "tab:orange"
+        axes[i, 0].set_ylabel(f"[{lo:.2f}, {hi:.2f}]", fontsize=7, color=color)
+        for j, key in enumerate(g["key"]):
+            if int(key) in images:
+                axes[i, j].imshow(images[int(key)])
+    return fig
+
+
 def frontier_figure(fixed_size: pd.DataFrame, fixed_classes: pd.DataFrame):
     """B14: image threshold vs text threshold along the two frontiers."""
     import matplotlib.pyplot as plt
