@@ -247,3 +247,35 @@ def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin():
     images = {int(k): Image.new("RGB", (8, 8)) for k in rows["key"]}
     fig = frp.lemma_gallery_figure(rows, images, threshold=0.5)
     assert sum(bool(ax.images) for ax in fig.axes) == 6
+
+
+def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from laionet.params import read_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "FIGURES.md").read_text()
+    header = next(ln for ln in text.splitlines() if ln.startswith("| fig |"))
+    col = [c.strip() for c in header.strip("|").split("|")].index(
+        "paper fidelity (how to restore the paper's choice)")
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in text.splitlines() if re.match(r"\| B\d+ \|", ln)}
+    assert sorted(rows, key=lambda b: int(b[1:])) == [f"B{i}" for i in range(1, 21)]
+    named = 0
+    for fig, cells in rows.items():
+        fidelity = cells[col]
+        assert re.match(r"(faithful|deviation|as B\d+)\b", fidelity), (fig, fidelity)
+        if fidelity.startswith("deviation"):
+            assert "paper: `" in fidelity, f"{fig}: a deviation names the parameter restoring it"
+        for stem, name, value in re.findall(r"`(\d\d)\.([a-z0-9_]+)(?: ([^`]+))?`", fidelity):
+            nb = next((root / "notebooks").glob(f"{stem}_*.py"))
+            params = read_parameters(nb)
+            assert name in params, f"{fig}: {nb.name} declares no parameter {name!r}"
+            if value:
+                params[name].check(yaml.safe_load(value), f"FIGURES.md {fig}")
+            named += 1
+    assert named >= 15
