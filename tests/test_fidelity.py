@@ -279,3 +279,33 @@ def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
                 params[name].check(yaml.safe_load(value), f"FIGURES.md {fig}")
             named += 1
     assert named >= 15
+
+
+def test_the_authors_class_list_reaches_every_stage_that_builds_the_class_table(reference):
+    import re
+    from pathlib import Path
+
+    from laionet import classes as lc
+    from laionet import stages
+    from laionet.params import read_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    users = [nb for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.py"))
+             if "class_table(" in nb.read_text()]
+    assert {nb.stem[:2] for nb in users} >= {"01", "02", "07", "08"}
+    for nb in users + [root / "notebooks" / "04_evaluation.py"]:  # 04: through its pipeline
+        params, src = read_parameters(nb), nb.read_text()
+        for name in ("authors_class_list", "head_source"):
+            assert name in params, f"{nb.name} does not declare {name}"
+            assert f"{name}={name}" in src, f"{nb.name} does not pass {name} on"
+    assert {"authors_class_list", "head_source"} <= stages.SHARED  # one -p reaches them all
+    # the authors' file itself (husky as n02112837): refused with the parameter to set ...
+    path = reference("eval-on-laion", "ILSVRC2012_synsets.txt")
+    try:
+        lc.class_table(path, head_source="timm")
+        raise AssertionError("the authors' husky wnid must need authors_class_list")
+    except ValueError as exc:
+        assert "-p authors_class_list true" in str(exc)
+    # ... and accepted with it, crane the bird reachable
+    t = lc.class_table(path, authors_class_list=True, head_source="timm")
+    assert len(t) == 999 and "n02012849" in {w for _, w in lc.lemma_map(t)}
