@@ -282,7 +282,6 @@ def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
 
 
 def test_the_authors_class_list_reaches_every_stage_that_builds_the_class_table(reference):
-    import re
     from pathlib import Path
 
     from laionet import classes as lc

@@ -178,9 +178,9 @@ def per_class_significance(recalls: pd.DataFrame, model: str, ks: Iterable[int] 
             lower, higher, pos = int((d + h < 0).sum()), int((d - h > 0).sum()), float((d > 0).mean())
         else:
             n, lower, higher, pos = 0, 0, 0, float("nan")
-        share = (lambda c: c / n) if n else (lambda c: float("nan"))
         rows.append({"model": model, "k": k, "n_classes": n, "n_lower": lower,
-                     "share_lower": share(lower), "n_higher": higher, "share_higher": share(higher),
+                     "share_lower": lower / n if n else float("nan"), "n_higher": higher,
+                     "share_higher": higher / n if n else float("nan"),
                      "share_delta_positive": pos})
     return pd.DataFrame(rows)
 
