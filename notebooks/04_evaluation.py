@@ -80,6 +80,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from laionet import recognised_text
+from laionet.classes import class_table
 from laionet.evaluation import aggregate, pipeline, plots
 from laionet.stage import open_stage
 
@@ -120,8 +121,9 @@ display(aggregate.result_counts(ev.results))
 # %%
 results = ev.results
 if drop_recognised_text and not released_val_parquet:
-    excl = recognised_text.Exclusion.of_download(S.inputs.download_dir, S.inputs.classes,
-                                                 rule=recognised_text_rule)
+    excl = recognised_text.Exclusion.of_download(
+        S.inputs.download_dir, class_table(S.inputs.classes, authors_class_list=authors_class_list,
+                                           head_source=head_source), rule=recognised_text_rule)
     results = excl.drop(ev.results)
     S.table(excl.summary(), "04_recognised_text", float_format="%.4f")
     display(excl.summary(), excl.examples())
