@@ -119,6 +119,39 @@ def test_sweep_writes_one_folder_per_value(project):
     assert [r["value"] for r in index["runs"]] == [0.7, 0.9]
 
 
+def test_a_sweep_over_an_unknown_parameter_leaves_no_folder(project):
+    """Refused before anything is made (issue 13 item 8: it used to leave an empty folder)."""
+    with pytest.raises(SystemExit, match="'treshold' is declared by none"):
+        runner.main(["sweep", "01", "treshold", "0.7", "0.9", "--profile", "toy"])
+    with pytest.raises(SystemExit, match="01_toy declares no"):
+        runner.main(["sweep", "01", "threshold", "0.7", "--profile", "toy", "-p", "01.nope", "1"])
+    assert not (project / "runs").exists() and not (project / "figures").exists()
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from laionet.io import atomic_path
+with atomic_path(sys.argv[1], suffix=sys.argv[2]) as tmp:
+    tmp.write_text("half written")
+    os.kill(os.getpid(), signal.SIGKILL)  # a hard kill between the write and the rename
+"""
+
+
+def test_a_stage_start_removes_the_temp_files_a_hard_kill_left(project, capsys):
+    out = project / "runs" / "toy" / "01_toy"
+    for dest, suffix in ((out / "result.json", ""), (out / "sub" / "emb.npy", ".npy")):
+        r = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(dest), suffix])
+        assert r.returncode == -9
+    stray = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert len(stray) == 2 and all(n.startswith(".") and ".tmp" in n for n in stray), stray
+    (out / "sub" / "notes.tmp.txt").write_text("a user's file, not a temp file of ours")
+    assert runner.main(["run", "--profile", "toy"]) == 0
+    assert "removed 2 temporary file(s) a killed run left" in capsys.readouterr().out
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if ".tmp" in p.name)
+    assert left == ["sub/notes.tmp.txt"]
+    assert json.loads((out / "result.json").read_text())["label"] == "from-profile"
+
+
 def toy_sweep_table(index_path):
     import pandas as pd
 

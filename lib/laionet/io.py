@@ -1,7 +1,10 @@
-"""Atomic writes: a reader never sees a half-written file.
+"""Atomic writes (a reader never sees a half-written file) and reading LAION parts.
 
 Every writer goes to a temporary file in the destination folder and is renamed into place
-(rename is atomic on POSIX within one file system).
+(rename is atomic on POSIX within one file system). A process killed between the two leaves
+its temporary file (``.<name>.<random>.tmp[suffix]``): ``remove_stale_temp_files`` clears a
+folder of them before a stage starts again. ``read_part`` reads columns of a LAION part and
+turns any reading error into a ``PartError`` naming the file with the full cause.
 """
 
 from __future__ import annotations
@@ -15,6 +18,39 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+TEMP_GLOB = ".*.tmp*"  # the names ``atomic_path`` gives its temporary files
+
+
+class PartError(RuntimeError):
+    """A part that cannot be processed (unreadable, wrong schema); the message names the file."""
+
+
+def read_part(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """``columns`` of a parquet part; a missing column or an unreadable file (truncated, corrupt
+    pages) is a ``PartError`` with the file and pyarrow's whole message."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise PartError(f"{path}: cannot read {columns or 'the part'} ({type(exc).__name__}: "
+                        f"{str(exc).strip()}); re-copy or remove the part") from exc
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files ``atomic_path`` left under ``folder`` when its process was
+    killed between writing and renaming (never a finished file). Call it only while no writer
+    runs there (the runner does, before a stage starts). Returns what was removed."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for p in sorted(root.rglob(TEMP_GLOB)):
+        if p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import read_json
+from .io import read_json, read_part
 from .keys import KEY_STRIDE, part_numbers, row_key
 
 # Thresholds the authors used (A6, A9); the MiniLM demo threshold is calibrated in notebook 02.
@@ -123,7 +123,7 @@ def join_laion_columns(rows: pa.Table, parts: dict[int, Path],
             raise FileNotFoundError(f"part {int(p)} has matches but no LAION file among "
                                     f"laion_parts (have parts {sorted(parts)}); fix laion_parts")
         sel = order[np.searchsorted(part[order], p, "left"):np.searchsorted(part[order], p, "right")]
-        table = pq.read_table(parts[int(p)], columns=list(columns))
+        table = read_part(parts[int(p)], columns=list(columns))
         too_far = row[sel] >= table.num_rows
         if too_far.any():
             raise IndexError(f"{parts[int(p)]}: row {int(row[sel][too_far][0])} is past its "
