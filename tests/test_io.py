@@ -47,3 +47,18 @@ def test_read_part_names_the_file_and_the_whole_cause(tmp_path):
     with pytest.raises(PartError, match=r"(?s)part-00000-x\.parquet: cannot read \['TEXT'\].*"
                                         r"Deserializing page header failed"):
         read_part(path, ["TEXT"])
+
+
+def test_rewriting_the_same_table_keeps_the_file_and_its_mtime(tmp_path):
+    """Stage 02 rerun with nothing changed must not touch laionet.parquet: a large file is
+    fingerprinted by size and mtime, so a rewrite would make stages 03-05 redo their work."""
+    import os
+
+    df = pd.DataFrame({"key": [3, 1, 2], "wnid": ["a", "b", "c"]})
+    dest = write_parquet(df, tmp_path / "laionet.parquet")
+    os.utime(dest, ns=(1_000_000_000, 1_000_000_000))
+    write_parquet(df.copy(), dest)
+    assert dest.stat().st_mtime_ns == 1_000_000_000
+    write_parquet(df.iloc[:2], dest)
+    assert dest.stat().st_mtime_ns != 1_000_000_000 and len(pd.read_parquet(dest)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["laionet.parquet"]

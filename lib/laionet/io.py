@@ -53,13 +53,32 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def same_bytes(a: str | os.PathLike, b: str | os.PathLike, chunk: int = 1 << 20) -> bool:
+    """True when both files exist and hold the same bytes (compared chunk by chunk)."""
+    try:
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(chunk), fb.read(chunk)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike, suffix: str = "", keep_same: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success rename it onto ``dest``.
 
     On an exception the temporary file is removed and ``dest`` is left untouched.
     The temporary name ends with ``suffix`` (e.g. ".npy"), so writers that append their own
     extension when it is missing (``numpy.save``) write to exactly this path.
+    keep_same: when ``dest`` already holds exactly the new bytes, keep it (and its modification
+    time, which fingerprints of large files use), so a rerun that makes the same table does not
+    make downstream stages redo their work.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +87,10 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, dest)
+        if keep_same and same_bytes(tmp_path, dest):
+            tmp_path.unlink()
+        else:
+            os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -76,10 +98,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def write_parquet(table: pa.Table | Any, dest: str | os.PathLike, **kwargs: Any) -> Path:
-    """Write a pyarrow Table or pandas DataFrame to ``dest`` atomically."""
+    """Write a pyarrow Table or pandas DataFrame to ``dest`` atomically; a file already holding
+    exactly these bytes is kept as it is (its modification time too)."""
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, keep_same=True) as tmp:  # the same table: the file is left alone
         pq.write_table(table, tmp, **kwargs)
     return Path(dest)
 
