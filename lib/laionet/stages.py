@@ -47,6 +47,7 @@ CHOICES = {
     "threshold_mode": ("absolute", "quantile"),
     "precision": ("fp32", "fp16", "bf16"),
     "distributor": ("multiprocessing", "pyspark", "ray"),
+    "on_error": ("raise", "skip"),
 }
 RANGES = {
     "threshold": (-1.0, 1.0), "t_ref": (-1.0, 1.0), "i_ref": (-1.0, 1.0), "t_min": (-1.0, 1.0),
