@@ -307,3 +307,35 @@ def test_every_notebook_declares_typed_documented_parameters(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _apt_install_in_bash(tmp_path, env_extra):
+    """Run run_all.sh's own apt_install function (cut out of the script, so nothing else of it
+    runs) with an ``apt-get`` stub first on PATH that records what it was asked to do."""
+    import os
+    import re
+
+    script = (Path(__file__).resolve().parents[1] / "run_all.sh").read_text()
+    func = re.search(r"^apt_install\(\) \{.*?^\}$", script, re.S | re.M)
+    assert func, "run_all.sh defines apt_install()"
+    stubs = tmp_path / "bin"
+    stubs.mkdir(parents=True)
+    log = tmp_path / "apt.log"
+    for name in ("apt-get", "id"):
+        body = {"apt-get": f'echo "apt-get $*" >> {log}', "id": "echo 0"}[name]
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", **env_extra}
+    r = subprocess.run(["bash", "-c", func.group(0) + '\napt_install "WordNet 3.0 (synset texts)" '
+                        'wordnet-base; echo "rc=$?"'], capture_output=True, text=True, env=env)
+    return r.stdout, log.read_text() if log.exists() else ""
+
+
+def test_apt_install_says_what_and_why_and_honours_laionet_no_apt(tmp_path):
+    out, apt = _apt_install_in_bash(tmp_path / "no", {"LAIONET_NO_APT": "1"})
+    assert "WordNet 3.0 (synset texts) needs the Debian package(s) wordnet-base" in out
+    assert "LAIONET_NO_APT=1, so not installing them" in out and "rc=1" in out
+    assert apt == "", "nothing installed"
+    out, apt = _apt_install_in_bash(tmp_path / "yes", {"LAIONET_NO_APT": "0"})
+    assert "installing them with apt-get (set LAIONET_NO_APT=1 to skip)" in out and "rc=0" in out
+    assert apt == "apt-get install -y -qq wordnet-base\n"
