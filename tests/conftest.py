@@ -162,7 +162,8 @@ def offline_prefix() -> tuple[list[str] | None, str]:
     for flags in (["-n"], ["-rn"]):
         cmd = ["unshare", *flags, sys.executable, "-c", _NETNS_LAUNCHER]
         try:
-            r = subprocess.run([*cmd, "true"], capture_output=True, text=True, timeout=30)
+            r = subprocess.run([*cmd, "true"], capture_output=True, text=True, timeout=30,
+                               check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             why = str(exc)
             continue

@@ -17,10 +17,10 @@ Each runner run is bounded in time, and the test kills whatever it left before m
 from __future__ import annotations
 
 import contextlib
-import re
 import functools
 import http.server
 import os
+import re
 import signal
 import subprocess
 import sys

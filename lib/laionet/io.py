@@ -13,12 +13,12 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 
 TEMP_GLOB = ".*.tmp*"  # the names ``atomic_path`` gives its temporary files
 

@@ -164,7 +164,6 @@ def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
     """Add ``similarity``: cosine of each caption (embedded through ``store``, an
     ``EmbeddingStore`` keyed by row key and caption; null -> "None") and the synset text of its
     wnid (each class text embedded once)."""
-    from .embedding_store import embed_with_store
     from .encoders.common import cosine_rowwise
 
     unknown = sorted(set(candidates["wnid"]) - set(texts_by_wnid.index))
