@@ -83,12 +83,14 @@ with S.timings("load"):
 with S.timings("embed"):
     encoder = load_text_encoder(text_encoder, device=device, precision=precision)
     store = EmbeddingStore(S.cache_dir("text_embeddings", "laion", encoder.name), encoder.name)
+    embedded = {}
     candidates = selection.add_similarity(candidates, selection.synset_texts(class_tab, query),
-                                          encoder, store, batch_size=batch_size, progress=True)
+                                          encoder, store, batch_size=batch_size, progress=True,
+                                          stats=embedded)
 candidates["lemmas"] = candidates["lemmas"].map(list)
 write_parquet(candidates, S.out / "candidates.parquet")
-print(f"captions: {candidates.attrs.get('n_embedded', 0)} embedded now, the other "
-      f"{len(candidates) - candidates.attrs.get('n_embedded', 0)} from the store;", counts)
+print(f"captions: {embedded['n_embedded']} embedded now, the other "
+      f"{len(candidates) - embedded['n_embedded']} from the store;", counts)
 candidates.head()
 
 # %% [markdown]

@@ -67,12 +67,13 @@ def test_a_stage_runs_offline_from_papermill_by_hand(tiny_run, stem, tmp_path):
         pytest.skip(f"cannot remove networking: {NOT_OFFLINE_WHY}")
     rc, scratch = tiny_run
     assert rc == 0
-    src = runner.to_ipynb(ROOT / "notebooks" / f"{stem}.py", tmp_path / f"{stem}.ipynb")
+    lab = scratch / "lab"  # a folder of the project, as notebooks/ is in a clone (the kernel's cwd)
+    src = runner.to_ipynb(ROOT / "notebooks" / f"{stem}.py", lab / f"{stem}.ipynb")
     keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
     cmd = [*OFFLINE, sys.executable, "-m", "papermill", str(src), str(tmp_path / "out.ipynb"),
            "-k", "python3", "-p", "profile", "tiny", "-p", "out_dir", str(tmp_path / "run"),
-           "-p", "figures_dir", str(tmp_path / "figures"), "--cwd", str(scratch / "notebooks")]
+           "-p", "figures_dir", str(tmp_path / "figures"), "--cwd", str(lab)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
                        check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

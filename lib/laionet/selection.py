@@ -160,10 +160,12 @@ def synset_texts(classes: pd.DataFrame, query: str = "name_def") -> pd.Series:
 
 
 def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
-                   store, batch_size: int = 64, progress: bool = False) -> pd.DataFrame:
+                   store, batch_size: int = 64, progress: bool = False,
+                   stats: dict | None = None) -> pd.DataFrame:
     """Add ``similarity``: cosine of each caption (embedded through ``store``, an
     ``EmbeddingStore`` keyed by row key and caption; null -> "None") and the synset text of its
-    wnid (each class text embedded once)."""
+    wnid (each class text embedded once). ``stats`` (a dict) gets ``n_embedded``, the captions
+    embedded by this call (per part: ``embed_captions_by_part``)."""
     from .encoders.common import cosine_rowwise
 
     unknown = sorted(set(candidates["wnid"]) - set(texts_by_wnid.index))
@@ -177,7 +179,8 @@ def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
                                             batch_size=batch_size, progress=progress)
     out = candidates.copy()
     out["similarity"] = cosine_rowwise(cap_emb, class_emb[wnids.get_indexer(out["wnid"])])
-    out.attrs["n_embedded"] = n_new  # captions embedded now (the others came from the store)
+    if stats is not None:  # not in out.attrs: pandas would write them into the parquet files
+        stats["n_embedded"] = n_new  # captions embedded now (the others came from the store)
     return out
 
 
