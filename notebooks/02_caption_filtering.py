@@ -25,6 +25,13 @@
 # scale; its threshold is calibrated below with the same plots. Caption embeddings are cached on
 # disk per encoder, so a threshold sweep (`./run_all.sh sweep 02 threshold 0.4 0.5 0.6`) costs
 # seconds per value.
+#
+# One cleanup the authors need not do: a part holding the same row twice (same URL and caption,
+# e.g. mirrored twice into one file) would put the image into LAIONet twice. Such exact duplicates
+# are dropped (`drop_duplicates=False` keeps them), the smallest key kept; both they and URLs shared
+# by rows with different captions are counted in summary.json and warned about. LAION-400M was
+# built with URL+caption duplicates removed, so on its parts this drops nothing (no deviation).
+# An empty LAIONet (a threshold above every similarity) is an error naming the best one seen.
 
 # %% tags=["parameters"]
 profile: str = "demo"           # profile name or YAML path (figure titles, default folders)
@@ -44,6 +51,7 @@ batch_size: int = 64            # text-embedding batch size (the authors 64)
 example_wnid: str = "n02125311"  # class for the per-lemma histograms (cougar: puma, painter, ...)
 device: str = "auto"            # auto | cpu | cuda
 precision: str = "fp32"         # fp32 | fp16 | bf16 (CUDA only; open_clip towers)
+drop_duplicates: bool = True    # drop rows repeating an earlier row's URL and caption (exact duplicates; counted, warned)
 
 # %%
 import numpy as np
@@ -65,21 +73,27 @@ S
 # %% [markdown]
 # ## Candidates and their similarity
 # Single-label matched rows joined to their LAION columns by (part, row); captions embedded
-# through the shared store (only (row, caption) pairs not stored yet), each synset text once.
+# through the shared store (only (row, caption) pairs not stored yet, one store shard per LAION part:
+# a killed run resumes at the part it was in), each synset text once.
 
 # %%
 class_tab = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list,
                            head_source=head_source)
 with S.timings("load"):
     candidates, counts = selection.load_candidates(S.inputs.matches_dir, S.inputs.laion_parts)
+    candidates, duplicates = selection.drop_duplicate_rows(candidates, drop=drop_duplicates)
+    counts.update(duplicates)
 with S.timings("embed"):
     encoder = load_text_encoder(text_encoder, device=device, precision=precision)
     store = EmbeddingStore(S.cache_dir("text_embeddings", "laion", encoder.name), encoder.name)
+    embedded = {}
     candidates = selection.add_similarity(candidates, selection.synset_texts(class_tab, query),
-                                          encoder, store, batch_size=batch_size, progress=True)
+                                          encoder, store, batch_size=batch_size, progress=True,
+                                          stats=embedded)
 candidates["lemmas"] = candidates["lemmas"].map(list)
 write_parquet(candidates, S.out / "candidates.parquet")
-print(counts, dict(S.timings))
+print(f"captions: {embedded['n_embedded']} embedded now, the other "
+      f"{len(candidates) - embedded['n_embedded']} from the store;", counts)
 candidates.head()
 
 # %% [markdown]
@@ -87,6 +101,7 @@ candidates.head()
 
 # %%
 laionet = selection.select_laionet(candidates, threshold, nsfw_rule=nsfw_rule)
+selection.check_not_empty(laionet, candidates, threshold, nsfw_rule)  # empty: an error saying why
 skim = selection.skim_top_k(laionet, k=top_k)
 write_parquet(laionet, S.out / "laionet.parquet")
 write_parquet(skim, S.out / f"laionet_top{top_k}.parquet")

@@ -48,6 +48,7 @@ n_per_class: int = 100  # images sampled per class and dataset (A14: 100)
 seed: int = 0  # seed of the per-class sampling, the histogram resampling and the bootstrap
 paper_first_n: bool = False  # True: the first n images per class in key order instead of a seeded sample (E.9)
 paper_rgb_only: bool = False  # True: skip non-RGB ImageNet images as the authors did (E.7)
+on_error: str = "raise"  # an undecodable image: 'raise' (stop, naming it) | 'skip' (left out, listed as skipped)
 ci_method: str = "bootstrap"  # per-class interval: 'bootstrap' over images (default) or 'paper' (pairs independent)
 n_boot: int = 1000  # bootstrap resamples per class and dataset
 min_pairs: int = 7  # classes need at least this many pairs in both datasets to be tested (A15)
@@ -100,7 +101,7 @@ study = ic.run_study(encoders, samples, {"LAIONet": ImageSource.laion(S.inputs.d
                                          "ImageNet": ImageSource.imagenet_val(paper_rgb_only)},
                      S.cache_dir("image_embeddings"), method=ci_method, min_pairs=min_pairs,
                      n_boot=n_boot, seed=seed, batch_size=batch_size, device=device,
-                     timings=S.timings)
+                     timings=S.timings, on_error=on_error)
 study.write(S.out)
 S.table(study.summary, "05_intra_class_similarity_summary")
 display(study.summary)

@@ -132,18 +132,69 @@ def hash_text_encoder():
     return HashTextEncoder
 
 
+# ---------------------------------------------------------------- networking removed
+
+# Run inside a new network namespace: bring loopback up (kernels, the demo's image host and the
+# tests' hosts use 127.0.0.1), prove a non-loopback address is unreachable, then exec the command.
+_NETNS_LAUNCHER = """
+import errno, fcntl, os, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, struct.pack("16sh", b"lo", 0))[:18])[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sh", b"lo", flags | 1))  # SIOCSIFFLAGS: lo up
+probe = socket.socket()
+probe.settimeout(2)
+reached = probe.connect_ex(("192.0.2.1", 80))  # TEST-NET-1: only a real network routes it
+if reached != errno.ENETUNREACH:
+    sys.exit(f"[netns] networking is not removed: connect gave {reached}")
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+def offline_prefix() -> tuple[list[str] | None, str]:
+    """A command prefix that runs a command with networking removed (``unshare -n`` as root,
+    else ``unshare -rn``), loopback up; or (None, why not) where this machine does not allow it."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare"):
+        return None, "no unshare(1) on this machine"
+    for flags in (["-n"], ["-rn"]):
+        cmd = ["unshare", *flags, sys.executable, "-c", _NETNS_LAUNCHER]
+        try:
+            r = subprocess.run([*cmd, "true"], capture_output=True, text=True, timeout=30,
+                               check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = str(exc)
+            continue
+        if r.returncode == 0:
+            return cmd, ""
+        why = (r.stderr or r.stdout).strip()
+    return None, f"cannot remove networking here (unshare -n / -rn: {why})"
+
+
 # ---------------------------------------------------------------- the tiny profile, run once
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """Every notebook of the ``tiny`` profile through the real runner, once per session, in a
     scratch project (symlinks to notebooks/, profiles/ and pyproject.toml): (exit code, folder).
-    Shared by the notebook smoke tests, the report tests and the browser test."""
+    Shared by the notebook smoke tests, the report tests and the browser test;
+    networking removed where the machine allows it."""
     from laionet import runner
+
+    import subprocess
+    import sys
 
     scratch = tmp_path_factory.mktemp("tiny_project")
     for name in ("notebooks", "profiles", "pyproject.toml"):
         (scratch / name).symlink_to(ROOT / name)
+    offline, _ = offline_prefix()
+    if offline:  # as run_all.sh starts it, with networking removed (issue 13: stages run offline)
+        cmd = [*offline, sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny"]
+        rc = subprocess.run(cmd, cwd=scratch, env=dict(os.environ, LAIONET_ROOT=str(scratch)),
+                            check=False).returncode
+        return rc, scratch
     old = os.environ.get("LAIONET_ROOT")
     os.environ["LAIONET_ROOT"] = str(scratch)
     try:

@@ -159,3 +159,15 @@ def test_missing_wordnet_gives_the_fix(monkeypatch, tmp_path):
         assert t.attrs["head_source"] == "timm"
     finally:
         lc.wordnet.cache_clear()
+
+
+@needs_wordnet
+def test_an_unknown_wnid_names_the_file_line_and_wnid(tmp_path):
+    """A wnid that is no synset (a typo of cougar's n02125311) is refused naming where it is,
+    not an AttributeError from inside nltk (issue 13)."""
+    path = tmp_path / "classes.txt"
+    path.write_text("# my classes\nn02125311\n\nn02125312\n")
+    with pytest.raises(lc.UnknownWnid, match=rf"{path}:4: 'n02125312' is no WordNet 3.0 noun synset"):
+        lc.class_table(path)
+    with pytest.raises(lc.UnknownWnid, match=r"^classes: 'n99999999'"):
+        lc.class_table(["n02125311", "n99999999"])

@@ -30,3 +30,35 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
 def test_write_parquet_accepts_pandas(tmp_path):
     dest = write_parquet(pd.DataFrame({"a": [1, 2]}), tmp_path / "t.parquet")
     assert pd.read_parquet(dest)["a"].tolist() == [1, 2]
+
+
+def test_read_part_names_the_file_and_the_whole_cause(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from laionet.io import PartError, read_part
+
+    path = tmp_path / "part-00000-x.parquet"
+    pq.write_table(pa.table({"TEXT": [f"caption {i}" for i in range(50)]}), path, compression="none")
+    assert read_part(path, ["TEXT"]).num_rows == 50
+    data = bytearray(path.read_bytes())
+    data[4:40] = b"\xff" * 36  # the first page header
+    path.write_bytes(bytes(data))
+    with pytest.raises(PartError, match=r"(?s)part-00000-x\.parquet: cannot read \['TEXT'\].*"
+                                        r"Deserializing page header failed"):
+        read_part(path, ["TEXT"])
+
+
+def test_rewriting_the_same_table_keeps_the_file_and_its_mtime(tmp_path):
+    """Stage 02 rerun with nothing changed must not touch laionet.parquet: a large file is
+    fingerprinted by size and mtime, so a rewrite would make stages 03-05 redo their work."""
+    import os
+
+    df = pd.DataFrame({"key": [3, 1, 2], "wnid": ["a", "b", "c"]})
+    dest = write_parquet(df, tmp_path / "laionet.parquet")
+    os.utime(dest, ns=(1_000_000_000, 1_000_000_000))
+    write_parquet(df.copy(), dest)
+    assert dest.stat().st_mtime_ns == 1_000_000_000
+    write_parquet(df.iloc[:2], dest)
+    assert dest.stat().st_mtime_ns != 1_000_000_000 and len(pd.read_parquet(dest)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["laionet.parquet"]

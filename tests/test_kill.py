@@ -20,6 +20,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -372,3 +373,194 @@ def test_the_download_stops_with_the_process_that_runs_it(project, how):
         run.close()
     if how == "interrupt":
         assert "KeyboardInterrupt" in text, text
+
+
+# ------------------------------------------------------------------------------ stages 01 and 02
+# A real SIGKILL of the runner's group in the middle of stage 01's matching (some parts have
+# their done marker, not all), the rerun killed again in the middle of stage 02's caption
+# embedding (some parts' store shards written, not all), then a rerun to the end: every product
+# of 01 and 02 equals an uninterrupted run's row for row, and no finished part is redone.
+# The tiny world's two parts are split into four (the smallest data with several parts);
+# stage 01 matches one caption per batch in the kernel (n_workers 1), so a part takes long
+# enough for a signal to land between two parts. Each project has its own embedding cache.
+
+N_PARTS = 4
+MATCH_LIMIT_S = 600  # one runner run of 01 and 02 on a loaded machine
+TEXT_STORE = "runs/tiny/cache/text_embeddings/laion"
+PRODUCTS_01 = ("class_counts.parquet", "lemma_counts.parquet", "summary.json")
+PRODUCTS_02 = ("candidates.parquet", "laionet.parquet", "laionet_top50.parquet", "summary.json")
+
+
+def _split_parts(world_laion: Path, dest: Path) -> str:
+    """The world's parts, each cut in two halves: parts 0..3 (their own row keys)."""
+    import pyarrow.parquet as pq
+
+    dest.mkdir()
+    n = 0
+    for src in sorted(world_laion.glob("part-*.parquet")):
+        t = pq.read_table(src)
+        half = t.num_rows // 2
+        for piece in (t.slice(0, half), t.slice(half)):
+            pq.write_table(piece, dest / f"part-{n:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36"
+                                         "-c000.snappy.parquet")
+            n += 1
+    assert n == N_PARTS
+    return str(dest / "part-*.parquet")
+
+
+def _new_project(scratch: Path, name: str) -> Path:
+    """A project of its own (runs/, cache) on the module's demo world."""
+    proj = scratch / name
+    (proj / "runs" / "tiny").mkdir(parents=True)
+    for item in ("notebooks", "profiles", "pyproject.toml"):
+        (proj / item).symlink_to(ROOT / item)
+    (proj / "runs" / "tiny" / "00_demo_world").symlink_to(scratch / "runs" / "tiny" / "00_demo_world")
+    return proj
+
+
+def _run_01_02(proj: Path, parts: str, name: str, *extra: str) -> Run:
+    args = [sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny", "--only", "01,02",
+            "-p", "laion_parts", parts, "-p", "01.n_workers", "1", "-p", "01.batch_size", "1",
+            *extra]
+    return Run(proj, proj / f"{name}.log", args)
+
+
+def _count(folder: Path, pattern: str) -> int:
+    return len(list(folder.glob(pattern)))
+
+
+def _kill_when(run: Run, folder: Path, pattern: str) -> int:
+    """SIGKILL the runner's group as soon as one file matching ``pattern`` exists; returns how
+    many there are once everything is dead."""
+    while _count(folder, pattern) < 1:
+        assert run.proc.poll() is None, f"the runner ended early:\n{run.output()}"
+        assert time.monotonic() - run.t0 < MATCH_LIMIT_S, f"nothing after {MATCH_LIMIT_S}s"
+        time.sleep(0.02)
+    run.signal_group(signal.SIGKILL)
+    run.proc.wait()
+    _assert_nothing_left(run, "SIGKILL of the group")
+    return _count(folder, pattern)
+
+
+def _finish(run: Run) -> str:
+    try:
+        rc = run.proc.wait(timeout=MATCH_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the runner ran past {MATCH_LIMIT_S}s:\n{run.output()}") from None
+    text = run.output()
+    _assert_nothing_left(run, "normal end")
+    run.close()
+    return rc, text
+
+
+def _tables(out: Path) -> dict[str, object]:
+    """Every data product of a stage folder, comparable across runs (timings left out)."""
+    import json
+
+    got = {}
+    for p in sorted(out.rglob("*")):
+        rel = str(p.relative_to(out))
+        if rel.split("/")[0] in ("_stage", "_source") or p.suffix in (".ipynb", ".html", ".log"):
+            continue
+        if p.suffix == ".parquet":
+            got[rel] = pd.read_parquet(p)
+        elif p.suffix == ".json" and p.name != "manifest.json":
+            data = json.loads(p.read_text())
+            if rel.startswith("done/"):
+                data["stats"].pop("seconds")
+            got[rel] = data
+    return got
+
+
+def _assert_same(ours: Path, theirs: Path) -> None:
+    a, b = _tables(ours), _tables(theirs)
+    assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+    for name in a:
+        if isinstance(a[name], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+        else:
+            assert a[name] == b[name], name
+    ma, mb = read_manifest(ours), read_manifest(theirs)
+    assert ma["status"] == mb["status"] == "done"
+    assert ma["params"] == mb["params"] and sorted(ma["products"]) == sorted(mb["products"])
+
+
+@pytest.fixture(scope="module")
+def matching_reference(project):
+    """Stages 01 and 02 uninterrupted, on the four parts, in a project of their own."""
+    scratch, _ = project
+    parts = _split_parts(scratch / "runs" / "tiny" / "00_demo_world" / "world" / "laion",
+                         scratch / "parts4")
+    proj = _new_project(scratch, "reference_01_02")
+    rc, text = _finish(_run_01_02(proj, parts, "reference"))
+    assert rc == 0, text
+    return proj, parts
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stage_01_then_mid_stage_02_resumes_to_the_same_products(project,
+                                                                            matching_reference):
+    import re
+
+    from laionet.embedding_store import EmbeddingStore
+
+    ref, parts = matching_reference
+    scratch, _ = project
+    proj = _new_project(scratch, "killed_01_02")
+    m01, c02 = proj / "runs" / "tiny" / "01_synset_matching", proj / "runs" / "tiny" / "02_caption_filtering"
+
+    first = _run_01_02(proj, parts, "killed-in-01")
+    try:
+        n_done = _kill_when(first, m01 / "done", "part-*.json")
+    finally:
+        first.close()
+    assert 1 <= n_done < N_PARTS, f"killed in the middle of stage 01 ({n_done} of {N_PARTS} parts)"
+    assert read_manifest(m01)["status"] == "running"
+    done_before = {p.name: p.stat().st_mtime_ns for p in (m01 / "done").glob("part-*.json")}
+
+    second = _run_01_02(proj, parts, "killed-in-02")
+    try:
+        n_shards = _kill_when(second, proj / TEXT_STORE, "*/[0-9]*-*.keys.parquet")
+    finally:
+        second.close()
+    assert 1 <= n_shards < N_PARTS, f"killed in the middle of stage 02 ({n_shards} of {N_PARTS})"
+    assert read_manifest(m01)["status"] == "done" and read_manifest(c02)["status"] == "running"
+    nb01 = (m01 / "01_synset_matching.ipynb").read_text()
+    assert f"matched {N_PARTS - n_done} part(s), resumed {n_done}" in nb01
+    assert {p.name: p.stat().st_mtime_ns for p in (m01 / "done").glob("part-*.json")
+            if p.name in done_before} == done_before  # finished parts were not matched again
+    store_dir = next((proj / TEXT_STORE).iterdir())
+    stored = len(EmbeddingStore(store_dir, read_json_name(store_dir)))
+
+    rc, text = _finish(_run_01_02(proj, parts, "resumed"))
+    assert rc == 0, text
+    assert "01_synset_matching: up to date" in text
+    _assert_same(m01, ref / "runs" / "tiny" / "01_synset_matching")
+    _assert_same(c02, ref / "runs" / "tiny" / "02_caption_filtering")
+    cand = pd.read_parquet(c02 / "candidates.parquet")
+    assert cand["key"].is_unique and sorted(set(cand["part"])) == list(range(N_PARTS))
+    said = re.search(r"captions: (\d+) embedded now", (c02 / "02_caption_filtering.ipynb").read_text())
+    assert said and int(said.group(1)) == len(cand) - stored, "only the parts not stored were embedded"
+    # written deterministically: the same LAIONet is the same bytes (stages 03-05 stay current)
+    for name in ("laionet.parquet", "candidates.parquet"):
+        assert (c02 / name).read_bytes() == (ref / "runs" / "tiny" / "02_caption_filtering" / name).read_bytes()
+
+
+def read_json_name(store_dir: Path) -> str:
+    """The encoder name a store folder was written for (its meta.json)."""
+    import json
+
+    return json.loads((store_dir / "meta.json").read_text())["encoder"]
+
+
+@pytest.mark.slow
+def test_an_empty_laionet_fails_stage_02_naming_the_threshold(matching_reference):
+    proj, parts = matching_reference
+    out = proj / "runs" / "high_threshold"
+    rc, text = _finish(Run(proj, proj / "high.log", [
+        sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny", "--only", "02",
+        "-p", "laion_parts", parts, "-p", "02.threshold", "0.99", "-p", "02.out_dir", str(out)]))
+    assert rc == 1, text
+    assert "EmptyLAIONet: LAIONet is empty: threshold=0.99 keeps none of the" in text, text
+    assert re.search(r"the best similarity seen is 0\.\d{4} \(class n\d{8}\)", text), text
+    assert read_manifest(out)["status"] == "failed" and not (out / "laionet.parquet").exists()

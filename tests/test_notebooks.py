@@ -10,14 +10,54 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from laionet import runner
+from conftest import offline_prefix
+from laionet import runner, stages
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+OFFLINE, NOT_OFFLINE_WHY = offline_prefix()
+
+
+@pytest.mark.slow
+def test_every_stage_runs_with_networking_removed_from_the_runner(tiny_run):
+    if not OFFLINE:
+        pytest.skip(f"the tiny run had networking: {NOT_OFFLINE_WHY}")
+    rc, _ = tiny_run
+    assert rc == 0, "a stage failed without networking: see the [run_all] FAILED message above"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ["02_caption_filtering", "03_download"])
+def test_a_stage_runs_offline_from_papermill_by_hand(tiny_run, stem, tmp_path):
+    """JupyterLab's kind of entry point: papermill executes one notebook, cwd notebooks/, none of
+    the runner's or the tests' environment variables (HF_HUB_OFFLINE, NO_ALBUMENTATIONS_UPDATE,
+    LAIONET_ROOT, ...), networking removed. 02 loads sentence-transformers, 03 img2dataset
+    (whose albumentations import phones home unless the library prevents it); the other stages
+    run offline through the runner above."""
+    if not OFFLINE:
+        pytest.skip(f"cannot remove networking: {NOT_OFFLINE_WHY}")
+    rc, scratch = tiny_run
+    assert rc == 0
+    lab = scratch / "lab"  # a folder of the project, as notebooks/ is in a clone (the kernel's cwd)
+    src = runner.to_ipynb(ROOT / "notebooks" / f"{stem}.py", lab / f"{stem}.ipynb")
+    keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    cmd = [*OFFLINE, sys.executable, "-m", "papermill", str(src), str(tmp_path / "out.ipynb"),
+           "-k", "python3", "-p", "profile", "tiny", "-p", "out_dir", str(tmp_path / "run"),
+           "-p", "figures_dir", str(tmp_path / "figures"), "--cwd", str(lab)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                       check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    products = [p for p in stages.spec(stem).products if "{" not in p]
+    assert all((tmp_path / "run" / p).exists() for p in products), products
 
 
 @pytest.mark.slow

@@ -119,6 +119,39 @@ def test_sweep_writes_one_folder_per_value(project):
     assert [r["value"] for r in index["runs"]] == [0.7, 0.9]
 
 
+def test_a_sweep_over_an_unknown_parameter_leaves_no_folder(project):
+    """Refused before anything is made (issue 13 item 8: it used to leave an empty folder)."""
+    with pytest.raises(SystemExit, match="'treshold' is declared by none"):
+        runner.main(["sweep", "01", "treshold", "0.7", "0.9", "--profile", "toy"])
+    with pytest.raises(SystemExit, match="01_toy declares no"):
+        runner.main(["sweep", "01", "threshold", "0.7", "--profile", "toy", "-p", "01.nope", "1"])
+    assert not (project / "runs").exists() and not (project / "figures").exists()
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from laionet.io import atomic_path
+with atomic_path(sys.argv[1], suffix=sys.argv[2]) as tmp:
+    tmp.write_text("half written")
+    os.kill(os.getpid(), signal.SIGKILL)  # a hard kill between the write and the rename
+"""
+
+
+def test_a_stage_start_removes_the_temp_files_a_hard_kill_left(project, capsys):
+    out = project / "runs" / "toy" / "01_toy"
+    for dest, suffix in ((out / "result.json", ""), (out / "sub" / "emb.npy", ".npy")):
+        r = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(dest), suffix], check=False)
+        assert r.returncode == -9
+    stray = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert len(stray) == 2 and all(n.startswith(".") and ".tmp" in n for n in stray), stray
+    (out / "sub" / "notes.tmp.txt").write_text("a user's file, not a temp file of ours")
+    assert runner.main(["run", "--profile", "toy"]) == 0
+    assert "removed 2 temporary file(s) a killed run left" in capsys.readouterr().out
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if ".tmp" in p.name)
+    assert left == ["sub/notes.tmp.txt"]
+    assert json.loads((out / "result.json").read_text())["label"] == "from-profile"
+
+
 def toy_sweep_table(index_path):
     import pandas as pd
 
@@ -274,3 +307,35 @@ def test_every_notebook_declares_typed_documented_parameters(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _apt_install_in_bash(tmp_path, env_extra):
+    """Run run_all.sh's own apt_install function (cut out of the script, so nothing else of it
+    runs) with an ``apt-get`` stub first on PATH that records what it was asked to do."""
+    import os
+    import re
+
+    script = (Path(__file__).resolve().parents[1] / "run_all.sh").read_text()
+    func = re.search(r"^apt_install\(\) \{.*?^\}$", script, re.DOTALL | re.MULTILINE)
+    assert func, "run_all.sh defines apt_install()"
+    stubs = tmp_path / "bin"
+    stubs.mkdir(parents=True)
+    log = tmp_path / "apt.log"
+    for name in ("apt-get", "id"):
+        body = {"apt-get": f'echo "apt-get $*" >> {log}', "id": "echo 0"}[name]
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", **env_extra}
+    r = subprocess.run(["bash", "-c", func.group(0) + '\napt_install "WordNet 3.0 (synset texts)" '
+                        'wordnet-base; echo "rc=$?"'], capture_output=True, text=True, env=env, check=False)
+    return r.stdout, log.read_text() if log.exists() else ""
+
+
+def test_apt_install_says_what_and_why_and_honours_laionet_no_apt(tmp_path):
+    out, apt = _apt_install_in_bash(tmp_path / "no", {"LAIONET_NO_APT": "1"})
+    assert "WordNet 3.0 (synset texts) needs the Debian package(s) wordnet-base" in out
+    assert "LAIONET_NO_APT=1, so not installing them" in out and "rc=1" in out
+    assert apt == "", "nothing installed"
+    out, apt = _apt_install_in_bash(tmp_path / "yes", {"LAIONET_NO_APT": "0"})
+    assert "installing them with apt-get (set LAIONET_NO_APT=1 to skip)" in out and "rc=0" in out
+    assert apt == "apt-get install -y -qq wordnet-base\n"

@@ -270,3 +270,57 @@ def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
     fresh = sel.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "fresh", enc.name))
     np.testing.assert_allclose(again["similarity"], fresh["similarity"], atol=1e-6)
     assert abs(again["similarity"][0] - out["similarity"][0]) > 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# issue 13: duplicates, an empty LAIONet, per-part caption embedding
+
+
+def test_exact_duplicate_rows_are_dropped_and_counted_shared_urls_warned():
+    df = _table(key=np.array([5, 1, 2, 3], np.int64), URL=["u1", "u1", "u2", "u2"],
+                TEXT=["a lion", "a lion", "a lion", "another lion"])
+    with pytest.warns(UserWarning, match="1 candidate row.*URL and caption.*dropped"):
+        out, counts = sel.drop_duplicate_rows(df)
+    assert out["key"].tolist() == [1, 2, 3]  # of the two exact copies, the smaller key stays
+    assert counts == {"n_exact_duplicates": 1, "n_exact_duplicates_dropped": 1,
+                      "n_duplicate_urls": 1}  # u2: two captions, both kept (and warned)
+    with pytest.warns(UserWarning, match="kept"):
+        kept, counts = sel.drop_duplicate_rows(df, drop=False)
+    assert len(kept) == 4 and counts["n_exact_duplicates_dropped"] == 0
+    clean = df.iloc[[1, 2]]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no duplicates: no warning
+        assert sel.drop_duplicate_rows(clean)[1] == {"n_exact_duplicates": 0,
+                                                     "n_exact_duplicates_dropped": 0,
+                                                     "n_duplicate_urls": 0}
+
+
+def test_an_empty_laionet_is_an_error_naming_the_threshold_and_the_best_similarity():
+    df = _table(similarity=[0.31, 0.87, 0.5], wnid=["n1", "n2", "n1"],
+                NSFW=["UNLIKELY", "UNLIKELY", "NSFW"])
+    sel.check_not_empty(sel.select_laionet(df, 0.6), df, 0.6)  # not empty: fine
+    with pytest.raises(sel.EmptyLAIONet, match=r"threshold=0.99 keeps none of the 2 single-label "
+                                               r"candidates.*best similarity seen is 0.8700 "
+                                               r"\(class n2\).*-p 02.threshold"):
+        sel.check_not_empty(sel.select_laionet(df, 0.99), df, 0.99)
+    with pytest.raises(sel.EmptyLAIONet, match="passes nsfw_rule='paper'"):
+        sel.check_not_empty(df.iloc[:0], df.assign(NSFW="NSFW"), 0.5)
+    with pytest.raises(sel.EmptyLAIONet, match="no single-label candidate"):
+        sel.check_not_empty(df.iloc[:0], df.iloc[:0], 0.5)
+
+
+def test_captions_are_embedded_one_store_shard_per_part(tmp_path, hash_text_encoder):
+    from laionet.embedding_store import EmbeddingStore
+
+    enc = hash_text_encoder()
+    store = EmbeddingStore(tmp_path / "store", enc.name)
+    k = np.array([2 * S + 4, 0 * S + 1, 2 * S + 0, 5 * S + 3], np.int64)
+    texts = np.array(["c", "a", None, "d"], dtype=object)
+    emb, n_new = sel.embed_captions_by_part(enc, k[:3], texts[:3], store)
+    assert n_new == 3 and len(list(store.dir.glob("*.keys.parquet"))) == 2  # parts 0 and 2
+    assert enc.seen == ["a", "c", None]
+    emb2, n_new = sel.embed_captions_by_part(enc, k, texts, store)
+    assert n_new == 1 and enc.seen[3:] == ["d"]  # finished parts are never embedded again
+    np.testing.assert_array_equal(emb2[:3], emb)
+    assert len(list(store.dir.glob("*.keys.parquet"))) == 3

@@ -204,3 +204,29 @@ def test_stage_01_figures(parts, tmp_path):
     fig = matching_plots.multi_label(summary["multi_label_share"], per_caption)
     assert [p.get_height() for p in fig.axes[1].patches] == per_caption.tolist()
     plt.close("all")
+
+
+def _corrupt_page_header(path):
+    """Overwrite the first page header after the magic bytes: pyarrow's message for it spans
+    two lines ("Couldn't deserialize thrift: ...\\nDeserializing page header failed.\\n")."""
+    data = bytearray(path.read_bytes())
+    data[4:40] = b"\xff" * 36
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_part_with_corrupt_pages_reports_the_whole_cause(tmp_path):
+    """The failure names the file and carries pyarrow's whole message, not its last line ")"."""
+    src = tmp_path / "laion"
+    src.mkdir()
+    bad = src / "part-00005-x.parquet"  # TEXT first: its page header right after the magic
+    pq.write_table(pa.table({"TEXT": [f"a lion number {i}" for i in range(50)]}), bad,
+                   compression="none")
+    _corrupt_page_header(bad)
+    out = tmp_path / "out"
+    with pytest.raises(shards.PartError) as err:
+        shards.map_parts(_task(out), [bad], out, n_workers=1)
+    text = str(err.value)
+    assert str(bad) in text and "reading TEXT failed after 0 rows" in text, text
+    assert "Couldn't deserialize thrift" in text and "Deserializing page header failed" in text
+    assert not text.rstrip().endswith(": )"), text

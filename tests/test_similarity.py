@@ -3,6 +3,8 @@ embeddings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -215,6 +217,28 @@ def test_an_image_replaced_in_place_is_embedded_again(tmp_path, colour_encoder):
     assert enc.n == 3  # only the replaced file is embedded again
     assert after.emb[0] @ before.emb[0] < 0.9 and after.emb[0][2] > after.emb[0][0]
     np.testing.assert_array_equal(after.emb[1], before.emb[1])
+
+
+def test_an_undecodable_image_stops_stage_05_saying_how_to_skip_it(tmp_path, colour_encoder,
+                                                                   downloads):
+    """Issue 13: the advice names a parameter notebook 05 has (on_error, default 'raise'); with
+    'skip' the image is left out and listed, from downloads and from files alike."""
+    from PIL import Image
+
+    from laionet.params import read_parameters
+
+    assert read_parameters(Path(__file__).resolve().parents[1] / "notebooks" /
+                           "05_intra_class_similarity.py")["on_error"].default == "raise"
+    folder = downloads(tmp_path / "dl", {1: Image.new("RGB", (4, 4), (200, 0, 0)),
+                                         2: b"not an image", 3: Image.new("RGB", (4, 4), (0, 0, 9))})
+    sample = pd.DataFrame({"image_key": [1, 2, 3], "wnid": ["w"] * 3})
+    source = emb_mod.ImageSource.laion(folder)
+    with pytest.raises(OSError, match=r"cannot decode image 2.*-p 05.on_error skip"):
+        emb_mod.embed_sample(colour_encoder(), sample, source, tmp_path / "c", progress=False)
+    e = emb_mod.embed_sample(colour_encoder(), sample, source, tmp_path / "c", progress=False,
+                             on_error="skip")
+    assert list(e.keys) == [1, 3] and list(e.skipped) == [2]
+    assert e.skipped[2].startswith("undecodable")
 
 
 # ---------------------------------------------------------------- datasets compared, the study

@@ -202,3 +202,89 @@ def test_input_parameters_default_to_empty():
         for inp in spec.inputs:
             if inp.param and inp.name in declared:
                 assert declared[inp.name].default in ("", []), f"{name}: {inp.name} must default to empty"
+
+
+# ------------------------------------------------------------------ what a change invalidates
+# Issue 13: a changed caption, a changed image and a removed part each invalidate exactly the
+# stages that depend on them (the real declarations of 01, 02, 03 and 05, no kernels). At the
+# row level the caches do the same: a changed caption or image is embedded again, alone
+# (test_embedding_store / test_similarity: test_a_changed_caption..., test_an_image_replaced...).
+
+P01 = {"laion_parts": "", "classes": ""}
+P02 = {"matches_dir": "", "laion_parts": "", "classes": "", "top_k": 50}
+P03 = {"laionet_path": ""}
+
+
+def _p05(root: Path) -> dict:
+    return {"download_dir": "", "laionet_path": "", "imagenet_val_dir": "",
+            "imagenet_devkit_dir": "", "imagenet_ground_truth": "", "eval_dir": "",
+            "image_encoders": [f"demo-tower:{root / 'tower.safetensors'}"]}
+
+
+def _run_stage(name: str, params: dict, laionet: bytes = b"laionet v1") -> None:
+    """What the runner does around a notebook, the notebook writing its declared products
+    (stage 02's laionet.parquet with ``laionet`` as its bytes, through the atomic writer)."""
+    from laionet.io import atomic_path
+
+    plan = plan_stage(name, params, "p")
+    plan.begin()
+    for rel in plan.products:
+        target = plan.out / rel
+        if "." not in rel:
+            (target / "x").parent.mkdir(parents=True, exist_ok=True)
+            (target / "x").write_text(name)
+        else:
+            with atomic_path(target, keep_same=True) as tmp:
+                tmp.write_bytes(laionet if rel == "laionet.parquet" else name.encode())
+    plan.finish(1.0)
+
+
+def _current(root: Path) -> dict[str, bool]:
+    return {name[:2]: plan_stage(name, params, "p").current() for name, params in
+            (("01_synset_matching", P01), ("02_caption_filtering", P02),
+             ("03_download", P03), ("05_intra_class_similarity", _p05(root)))}
+
+
+@pytest.fixture
+def pipeline(world_project):
+    world = world_project / "runs" / "p" / "00_demo_world" / "world"
+    (world / "laion" / "part-00001.parquet").write_bytes(b"part 1: a lion in the grass")
+    for folder, name in ((world / "imagenet" / "val", "ILSVRC2012_val_00000001.JPEG"),
+                         (world / "imagenet" / "devkit", "meta.txt")):
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(b"an image")
+    (world_project / "tower.safetensors").write_bytes(b"weights")
+    for name, params in (("01_synset_matching", P01), ("02_caption_filtering", P02),
+                         ("03_download", P03), ("05_intra_class_similarity", _p05(world_project))):
+        _run_stage(name, params)
+    assert _current(world_project) == {"01": True, "02": True, "03": True, "05": True}
+    return world_project, world
+
+
+def test_a_changed_caption_reruns_01_and_02_and_downstream_only_if_laionet_changed(pipeline):
+    root, world = pipeline
+    (world / "laion" / "part-00001.parquet").write_bytes(b"part 1: a lion on the grass")
+    assert _current(root) == {"01": False, "02": False, "03": True, "05": True}
+    _run_stage("01_synset_matching", P01)
+    _run_stage("02_caption_filtering", P02)  # the same LAIONet: the same bytes
+    assert _current(root) == {"01": True, "02": True, "03": True, "05": True}
+    (world / "laion" / "part-00001.parquet").write_bytes(b"part 1: a tiger on the grass")
+    _run_stage("01_synset_matching", P01)
+    _run_stage("02_caption_filtering", P02, laionet=b"laionet v2")  # this row changed LAIONet
+    assert _current(root) == {"01": True, "02": True, "03": False, "05": False}
+
+
+def test_a_changed_image_reruns_only_the_stages_reading_it(pipeline):
+    root, world = pipeline
+    (world / "imagenet" / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"another image")
+    assert _current(root) == {"01": True, "02": True, "03": True, "05": False}
+
+
+def test_a_removed_part_reruns_01_without_its_old_products_and_02(pipeline):
+    root, world = pipeline
+    out01 = root / "runs" / "p" / "01_synset_matching"
+    (world / "laion" / "part-00001.parquet").unlink()
+    assert _current(root) == {"01": False, "02": False, "03": True, "05": True}
+    assert plan_stage("01_synset_matching", P01, "p").begin() == list(stages.spec(
+        "01_synset_matching").products)  # nothing of the removed part is counted again
+    assert not (out01 / "matches").exists() and not (out01 / "done").exists()

@@ -190,10 +190,21 @@ def wordnet_available() -> bool:
     return wordnet(required=False) is not None
 
 
+class UnknownWnid(ValueError):
+    """A wnid that names no WordNet 3.0 noun synset (a typo, or a synset of another WordNet)."""
+
+
 def _synset(wn, wnid: str):
     if wnid == HUSKY_AUTHORS:  # the authors' special case (A1): their husky wnid is a different synset
         return wn.synsets("siberian_husky")[0]
-    return wn.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+    with warnings.catch_warnings():  # nltk warns, then returns None: the error below says more
+        warnings.simplefilter("ignore", UserWarning)
+        syn = wn.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+    if syn is None:
+        raise UnknownWnid(f"{wnid!r} is no WordNet 3.0 noun synset (nor in timm's ImageNet-21k "
+                          "list): fix or remove it (ImageNet wnids are n + the 8-digit offset "
+                          "of a noun synset)")
+    return syn
 
 
 def _head(synset) -> str:
@@ -230,13 +241,26 @@ def parse_class_file(path: str | os.PathLike) -> list[tuple[str, list[str] | Non
     return out
 
 
+def _class_file_lines(path: Path) -> dict[str, str]:
+    """wnid -> "file:line" of its first occurrence in a class list (for error messages)."""
+    where: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        wnid = line.split("#", 1)[0].strip().partition(": ")[0].strip()
+        where.setdefault(wnid, f"{path}:{lineno}")
+    return where
+
+
 def _resolve_classes(classes: str | os.PathLike | Sequence[str],
-                     authors_class_list: bool) -> list[str]:
+                     authors_class_list: bool, where: dict[str, str] | None = None) -> list[str]:
+    """The wnids of a class source; ``where`` (when given) gets wnid -> "file:line"."""
     if isinstance(classes, str) and classes == "imagenet1k":
         wnids = list(imagenet1k_wnids())
     elif isinstance(classes, (str, os.PathLike)):
         from .paths import resolve
-        wnids = [w for w, _ in parse_class_file(resolve(classes))]
+        path = resolve(classes)
+        wnids = [w for w, _ in parse_class_file(path)]
+        if where is not None:
+            where.update(_class_file_lines(path))
     else:
         wnids = [str(w) for w in classes]
         bad = [w for w in wnids if not _WNID.match(w)]
@@ -282,7 +306,8 @@ def class_table(classes: str | os.PathLike | Sequence[str] = "imagenet1k",
     """
     if head_source not in HEAD_SOURCES:
         raise ValueError(f"head_source must be one of {HEAD_SOURCES}, not {head_source!r}")
-    wnids = _resolve_classes(classes, authors_class_list)
+    where: dict[str, str] = {}
+    wnids = _resolve_classes(classes, authors_class_list, where)
     wn = None
     if head_source == "wordnet":
         wn = wordnet(required=False)
@@ -293,9 +318,12 @@ def class_table(classes: str | os.PathLike | Sequence[str] = "imagenet1k",
     defs = _timm_definitions()
     rows = []
     for wnid in wnids:
-        lemmas = _lemmas_of(wnid, wn)
-        if wn is not None:
-            syn = _synset(wn, wnid)
+        try:
+            lemmas = _lemmas_of(wnid, wn)
+            syn = _synset(wn, wnid) if wn is not None else None
+        except UnknownWnid as exc:
+            raise UnknownWnid(f"{where.get(wnid, 'classes')}: {exc}") from None
+        if syn is not None:
             head, definition = _head(syn), syn.definition()
         else:
             head, definition = lemmas[0], defs.get(HUSKY_TRUE if wnid == HUSKY_AUTHORS else wnid)

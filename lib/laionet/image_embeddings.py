@@ -228,8 +228,10 @@ def embed_dataset(encoder: Any, items: Iterable[tuple[Any, bytes]], store: Embed
             image, why = decode_image(data, paper_rgb_only)
         except (OSError, ValueError) as exc:
             if on_error == "raise":
-                raise OSError(f"embed_dataset({dataset}): cannot decode image {key!r}: "
-                              f"{exc}") from exc
+                raise OSError(f"embed_dataset({dataset}): cannot decode image {key!r}: {exc}; "
+                              "replace the file, or leave undecodable images out with "
+                              "on_error='skip' (notebook 05: `-p 05.on_error skip`; they are "
+                              "listed as skipped)") from exc
             image, why = None, f"undecodable: {exc}"
         if image is None:
             skipped[key] = why
@@ -238,7 +240,7 @@ def embed_dataset(encoder: Any, items: Iterable[tuple[Any, bytes]], store: Embed
         if not cached:
             pending.push(key, c, image)
     pending.write_shard()
-    out_keys = list(contents) if keys is None else keys
+    out_keys = list(contents) if keys is None else [k for k in keys if k not in skipped]
     missing = [k for k in out_keys if k not in contents]
     if keys is not None and missing:
         raise KeyError(f"embed_dataset({dataset}): {len(missing)} requested keys were not among "
@@ -295,35 +297,38 @@ class ImageSource:
 
 def embed_sample(encoder: Any, sample: pd.DataFrame, source: ImageSource,
                  cache_root: str | os.PathLike, batch_size: int = 64,
-                 progress: bool = True) -> ImageEmbeddings:
+                 progress: bool = True, on_error: str = "raise") -> ImageEmbeddings:
     """A per-class sample of one dataset (columns image_key, wnid; path for image files)
     embedded through ``encoder`` and labelled, rows in sample order (``.by_class()`` groups
     them), through the store ``image_store(cache_root, source.dataset, encoder.name)``. Images
-    the source skips are left out and listed in ``.skipped``."""
+    the source skips (and undecodable ones under ``on_error="skip"``) are left out and listed
+    in ``.skipped``."""
     store = image_store(cache_root, source.dataset, encoder.name)
     labels = sample.set_index("image_key")["wnid"]
     if source.download_dir is not None:
         keys = sample["image_key"].astype("int64").tolist()
         labels.index = labels.index.astype("int64")
         out = embed_dataset(encoder, read_downloads(source.download_dir, keys), store, keys=keys,
-                            batch_size=batch_size, progress=progress, dataset=source.dataset)
+                            on_error=on_error, batch_size=batch_size, progress=progress,
+                            dataset=source.dataset)
     else:
         out = embed_dataset(encoder, read_files(sample), store,
-                            paper_rgb_only=source.paper_rgb_only, batch_size=batch_size,
-                            progress=progress, dataset=source.dataset)
+                            paper_rgb_only=source.paper_rgb_only, on_error=on_error,
+                            batch_size=batch_size, progress=progress, dataset=source.dataset)
     out.labels = labels
     return out
 
 
 def embed_samples(encoder: Any, samples: Mapping[str, pd.DataFrame],
                   sources: Mapping[str, ImageSource], cache_root: str | os.PathLike,
-                  batch_size: int = 64, progress: bool = True) -> dict[str, ImageEmbeddings]:
+                  batch_size: int = 64, progress: bool = True,
+                  on_error: str = "raise") -> dict[str, ImageEmbeddings]:
     """``embed_sample`` of every named sample (``sources`` has the same names)."""
     missing = sorted(set(samples) - set(sources))
     if missing:
         raise KeyError(f"embed_samples: no ImageSource for {missing} (have {sorted(sources)})")
-    return {name: embed_sample(encoder, df, sources[name], cache_root, batch_size, progress)
-            for name, df in samples.items()}
+    return {name: embed_sample(encoder, df, sources[name], cache_root, batch_size, progress,
+                               on_error) for name, df in samples.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,12 +100,14 @@ def run_study(encoders: Mapping[str, str], samples: Mapping[str, pd.DataFrame],
               sources: Mapping[str, ImageSource], cache_root: str | os.PathLike,
               method: str = "bootstrap", min_pairs: int = 7, n_boot: int = 1000, seed: int = 0,
               batch_size: int = 64, device: str = "auto",
-              timings: Callable[[str], Any] | None = None, load: Callable | None = None) -> Study:
+              timings: Callable[[str], Any] | None = None, load: Callable | None = None,
+              on_error: str = "raise") -> Study:
     """For each encoder (label -> spec): embed the two samples (``samples`` and ``sources``:
     the dataset compared, then the reference, e.g. LAIONet and ImageNet) and compare them with
     ``compare_datasets``; embeddings go through the stores under ``cache_root``
     (``Stage.cache_dir("image_embeddings")``). ``timings`` is a step timer (``Stage.timings``); ``load`` loads an
-    encoder from its spec (default ``laionet.encoders.load_image_encoder``)."""
+    encoder from its spec (default ``laionet.encoders.load_image_encoder``). ``on_error``: an
+    undecodable image stops the study ("raise", naming it) or is left out and listed ("skip")."""
     if load is None:
         from .encoders import load_image_encoder as load
     timer = timings or (lambda name: nullcontext())
@@ -117,7 +119,8 @@ def run_study(encoders: Mapping[str, str], samples: Mapping[str, pd.DataFrame],
         with timer(f"load {label}"):
             encoder = load(spec, device=device)
         with timer(f"embed {label}"):
-            emb = embed_samples(encoder, samples, sources, cache_root, batch_size=batch_size)
+            emb = embed_samples(encoder, samples, sources, cache_root, batch_size=batch_size,
+                                on_error=on_error)
         for d, e in emb.items():
             if e.skipped:
                 print(f"{d}: {len(e.skipped)} image(s) skipped: "

@@ -59,8 +59,8 @@ def _open_text_column(path: Path) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:
-        raise PartError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); "
-                        "re-copy or remove the part") from exc
+        raise PartError(f"{path}: not a readable parquet file ({type(exc).__name__}: "
+                        f"{str(exc).strip()}); re-copy or remove the part") from exc
     schema = pf.schema_arrow
     if schema.get_field_index(TEXT) < 0:
         raise PartError(f"{path}: no {TEXT} column (columns: {schema.names}); a LAION part holds "
@@ -103,7 +103,8 @@ def match_part(part_path: str | os.PathLike, lemma_pairs: Sequence[tuple[str, st
         raise
     except (OSError, pa.ArrowException) as exc:
         raise PartError(f"{path}: reading {TEXT} failed after {base} rows "
-                        f"({type(exc).__name__}: {exc})") from exc
+                        f"({type(exc).__name__}: {str(exc).strip()}); re-copy or remove the "
+                        "part") from exc
     row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     lid = np.concatenate(lids) if lids else np.zeros(0, np.int32)
     matches = _matches_table(part, row, lid, index.lemmas, wnid_of_lemma)

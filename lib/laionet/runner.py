@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from . import tether
-from .io import write_json
+from .io import remove_stale_temp_files, write_json
 from .params import Param, ParameterError, read_parameters, split_scoped
 from .paths import ProfileNotFound, load_profile, profile_name, project_root, resolve
 from .stage import RUNNER_MARKER, MissingInput, plan_stage
@@ -292,6 +292,10 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
         print(f"[run_all] {stem}: up to date (parameters, inputs, notebook and library unchanged since "
               f"{when}); skipped. --force reruns it", flush=True)
         return None
+    stale = remove_stale_temp_files(out_dir)  # left by a hard kill between write and rename
+    if stale:
+        print(f"[run_all] {stem}: removed {len(stale)} temporary file(s) a killed run left "
+              f"in {out_dir}", flush=True)
     removed = plan.begin()
     if removed:
         print(f"[run_all] {stem}: parameters or inputs changed; removed the old {removed}", flush=True)

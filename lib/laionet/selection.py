@@ -7,7 +7,9 @@ Pipeline, each step a function:
 2. ``add_similarity``: cosine of the L2-normalised caption embedding (through the on-disk
    embedding cache, so sweeps cost seconds) and the embedding of its class's synset text
    (``name_def`` = "<head> which is <definition>" by default).
-3. ``select_laionet``: NSFW == "UNLIKELY" exactly, similarity strictly above the threshold.
+3. ``select_laionet``: NSFW == "UNLIKELY" exactly, similarity strictly above the threshold;
+   ``check_not_empty`` makes an empty result an error naming the best similarity seen.
+   (``drop_duplicate_rows`` first drops exact URL+caption duplicates, counted and warned.)
 4. ``skim_top_k``: the k most similar rows per class (Appendix B).
 Curves for the threshold figures (``threshold_curves``, ``lemma_similarities``,
 ``class_frequency``) are vectorised; ``summarize_sweep``/``plot_sweep`` compare sweep runs.
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import read_json
+from .io import read_json, read_part
 from .keys import KEY_STRIDE, part_numbers, row_key
 
 # Thresholds the authors used (A6, A9); the MiniLM demo threshold is calibrated in notebook 02.
@@ -127,7 +129,7 @@ def join_laion_columns(rows: pa.Table, parts: dict[int, Path],
             raise FileNotFoundError(f"part {int(p)} has matches but no LAION file among "
                                     f"laion_parts (have parts {sorted(parts)}); fix laion_parts")
         sel = order[np.searchsorted(part[order], p, "left"):np.searchsorted(part[order], p, "right")]
-        table = pq.read_table(parts[int(p)], columns=list(columns))
+        table = read_part(parts[int(p)], columns=list(columns))
         too_far = row[sel] >= table.num_rows
         if too_far.any():
             raise IndexError(f"{parts[int(p)]}: row {int(row[sel][too_far][0])} is past its "
@@ -162,11 +164,12 @@ def synset_texts(classes: pd.DataFrame, query: str = "name_def") -> pd.Series:
 
 
 def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
-                   store, batch_size: int = 64, progress: bool = False) -> pd.DataFrame:
+                   store, batch_size: int = 64, progress: bool = False,
+                   stats: dict | None = None) -> pd.DataFrame:
     """Add ``similarity``: cosine of each caption (embedded through ``store``, an
     ``EmbeddingStore`` keyed by row key and caption; null -> "None") and the synset text of its
-    wnid (each class text embedded once)."""
-    from .embedding_store import embed_with_store
+    wnid (each class text embedded once). ``stats`` (a dict) gets ``n_embedded``, the captions
+    embedded by this call (per part: ``embed_captions_by_part``)."""
     from .encoders.common import cosine_rowwise
 
     unknown = sorted(set(candidates["wnid"]) - set(texts_by_wnid.index))
@@ -175,16 +178,96 @@ def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
                        "given to stage 02 differs from stage 01's `classes`")
     wnids = pd.Index(texts_by_wnid.index.unique())
     class_emb = encoder.embed_texts(texts_by_wnid.loc[wnids].tolist(), batch_size=batch_size)
-    cap_emb = embed_with_store(encoder, candidates["key"].to_numpy(np.int64),
-                               candidates["TEXT"].to_numpy(object), store,
-                               batch_size=batch_size, progress=progress)
+    cap_emb, n_new = embed_captions_by_part(encoder, candidates["key"].to_numpy(np.int64),
+                                            candidates["TEXT"].to_numpy(object), store,
+                                            batch_size=batch_size, progress=progress)
     out = candidates.copy()
     out["similarity"] = cosine_rowwise(cap_emb, class_emb[wnids.get_indexer(out["wnid"])])
+    if stats is not None:  # not in out.attrs: pandas would write them into the parquet files
+        stats["n_embedded"] = n_new  # captions embedded now (the others came from the store)
     return out
+
+
+def embed_captions_by_part(encoder, keys: np.ndarray, texts: np.ndarray, store,
+                           batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, int]:
+    """Caption embeddings aligned to ``keys``, embedded through ``store`` one LAION part at a
+    time (the part is ``key // KEY_STRIDE``): each part's new embeddings are one store shard,
+    written as soon as they are made, so a killed stage 02 resumes at the part it was in and
+    never embeds a finished part again. Returns the rows and how many captions were embedded."""
+    from .embedding_store import embed_with_store
+
+    keys = np.asarray(keys, np.int64)
+    out = np.zeros((len(keys), store.dim or 0), np.float32)
+    before = len(store)
+    for part in np.unique(keys // KEY_STRIDE):
+        idx = np.flatnonzero(keys // KEY_STRIDE == part)
+        emb = embed_with_store(encoder, keys[idx], texts[idx], store, batch_size=batch_size,
+                               progress=progress)
+        if out.shape[1] != emb.shape[1]:
+            out = np.zeros((len(keys), emb.shape[1]), np.float32)
+        out[idx] = emb
+    return out, len(store) - before
 
 
 # --------------------------------------------------------------------------------------------
 # 3. selection and 4. skim
+
+
+def drop_duplicate_rows(candidates: pd.DataFrame, drop: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Rows repeating an earlier row's URL *and* caption (exact duplicates, e.g. a part mirrored
+    twice into one file) are dropped when ``drop``, the one with the smallest key kept; either
+    way they are counted and warned about, as are URLs still shared by rows with other captions.
+
+    Not a deviation from the paper: LAION-400M was built with URL+caption duplicates removed,
+    so on its parts nothing is dropped (the authors have no such step because they need none).
+    Returns the table (order kept) and counts for summary.json.
+    """
+    import warnings
+
+    order = candidates.sort_values("key", kind="stable")
+    repeat = order.duplicated(["URL", "TEXT"]).reindex(candidates.index).to_numpy(bool)
+    n_exact = int(repeat.sum())
+    out = candidates[~repeat].reset_index(drop=True) if drop else candidates
+    n_urls = int(out.duplicated("URL").sum())
+    if n_exact:
+        warnings.warn(f"{n_exact} candidate row(s) repeat an earlier row's URL and caption "
+                      f"(exact duplicates): {'dropped' if drop else 'kept (drop_duplicates=False)'}",
+                      stacklevel=2)
+    if n_urls:
+        warnings.warn(f"{n_urls} candidate row(s) share their URL with an earlier row but not "
+                      "its caption: kept (the same image may be downloaded twice)", stacklevel=2)
+    return out, {"n_exact_duplicates": n_exact, "n_exact_duplicates_dropped": n_exact if drop else 0,
+                 "n_duplicate_urls": n_urls}
+
+
+class EmptyLAIONet(ValueError):
+    """No candidate passes the selection: an error, not an empty table downstream stages run on."""
+
+
+def check_not_empty(laionet: pd.DataFrame, candidates: pd.DataFrame, threshold: float,
+                    nsfw_rule: str = "paper") -> None:
+    """Raise ``EmptyLAIONet`` saying why and what to change when ``laionet`` has no row: no
+    single-label candidate, none passing the NSFW rule, or the best similarity seen is not above
+    the threshold (its value and class named)."""
+    if len(laionet):
+        return
+    if not len(candidates):
+        raise EmptyLAIONet("LAIONet is empty: stage 01 left no single-label candidate (no caption "
+                           "matched the lemmas of exactly one class); check laion_parts and classes")
+    ok = candidates[nsfw_mask(candidates["NSFW"], nsfw_rule)]
+    if not len(ok):
+        raise EmptyLAIONet(f"LAIONet is empty: none of the {len(candidates)} single-label "
+                           f"candidates passes nsfw_rule={nsfw_rule!r}; try "
+                           "`-p 02.nsfw_rule unlikely_or_unsure` (or check the NSFW column)")
+    sims = ok["similarity"].astype("float64")
+    if sims.isna().all():
+        raise EmptyLAIONet(f"LAIONet is empty: all {len(ok)} candidates have no similarity")
+    best = ok.loc[sims.idxmax()]
+    raise EmptyLAIONet(
+        f"LAIONet is empty: threshold={threshold} keeps none of the {len(ok)} single-label "
+        f"candidates passing nsfw_rule={nsfw_rule!r}; the best similarity seen is "
+        f"{float(best['similarity']):.4f} (class {best['wnid']}). Lower the threshold below "
+        "that (`-p 02.threshold VALUE`; the paper: 0.82 for CLIP ViT-B/32, 0.58 for mpnet)")
 
 
 def nsfw_mask(nsfw: pd.Series, rule: str = "paper") -> np.ndarray:

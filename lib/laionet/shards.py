@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import read_json, write_json
+from .io import PartError, read_json, write_json
 from .keys import part_numbers
 from .stage import file_fingerprint
 from .stage import fingerprint as params_fingerprint
@@ -31,8 +31,6 @@ __all__ = ["MapResult", "PartError", "done_stats", "is_done", "map_parts", "part
            "part_numbers"]
 
 
-class PartError(RuntimeError):
-    """A part that cannot be processed (unreadable, wrong schema); the message names the file."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,9 +63,13 @@ class MapResult:
     skipped: list[int] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # part path -> error message
 
+    tracebacks: dict[str, str] = field(default_factory=dict)  # part path -> worker traceback
+
     def raise_for_failures(self) -> None:
+        """One PartError listing every failed part with its whole message (a pyarrow message
+        can span lines: its last line alone may be a lone ")")."""
         if self.failed:
-            lines = "\n".join(f"  {p}: {msg.strip().splitlines()[-1]}"
+            lines = "\n".join(f"  {p}: " + msg.strip().replace("\n", "\n    ")
                               for p, msg in self.failed.items())
             raise PartError(f"{len(self.failed)} part(s) failed (finished parts are kept; rerun "
                             f"to resume):\n{lines}")
@@ -78,7 +80,8 @@ def _call(fn: Callable[..., dict], path: Path, part: int) -> dict:
     try:
         return {"ok": True, "stats": fn(path, part=part)}
     except Exception as exc:  # noqa: BLE001 - reported with the path, never swallowed
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()}
 
 
 def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
@@ -126,6 +129,7 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
                 result.done[part] = stats
             else:
                 result.failed[str(path)] = out["error"]
+                result.tracebacks[str(path)] = out.get("traceback", "")
             bar.update(1)
     finally:
         bar.close()

@@ -51,6 +51,7 @@ CHOICES = {
     "distributor": ("multiprocessing", "pyspark", "ray"),
     "ocr_engine": ("easyocr", "rapidocr", "tesseract"),                # recognised_text.ENGINES
     "recognised_text_rule": ("head", "lemmas"),                         # recognised_text.RULES
+    "on_error": ("raise", "skip"),
 }
 RANGES = {
     "threshold": (-1.0, 1.0), "t_ref": (-1.0, 1.0), "i_ref": (-1.0, 1.0), "t_min": (-1.0, 1.0),
