@@ -93,3 +93,30 @@ def test_runner_reports_a_cycle_in_one_line(root, capsys):
     _write(root, "x", "extends: x\n")
     assert runner.main(["list", "--profile", "x"]) == 2
     assert "cycle: x -> x" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage, param, extra", [
+    ("01", "laion_parts", {}),
+    ("05", "imagenet_val_dir", {"download_dir": ".", "laionet_path": "pyproject.toml"}),
+    ("06", "imagenetv2_root", {"similarity_dir": ".", "download_dir": "."}),
+    ("08", "captions_json", {"laionet_path": "pyproject.toml"}),
+])
+def test_a_wrong_path_in_a_lab_profile_names_the_parameter_and_the_file(stage, param, extra, tmp_path,
+                                                                       monkeypatch, capsys):
+    """README 'Running on your data': a lab profile is `extends: full` plus paths; a wrong one is
+    refused before any kernel starts, naming the parameter and the file."""
+    from laionet.paths import project_root
+
+    monkeypatch.setenv("LAIONET_ROOT", str(project_root()))
+    wrong = tmp_path / "nowhere" / ("part-*.parquet" if param == "laion_parts" else "x")
+    where = "parameters" if param != "imagenetv2_root" else "notebook_parameters"
+    body = (f"parameters: {{{param}: {wrong}}}\n" if where == "parameters" else
+            f"notebook_parameters: {{06_imagenetv2_selection_frequency: {{{param}: {wrong}}}}}\n")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("extends: full\n" + body)
+    args = ["run", "--profile", str(lab), "--only", stage]
+    for k, v in extra.items():
+        args += ["-p", f"{stage}.{k}", str(project_root() / v)]
+    assert runner.main(args) == 1
+    err = capsys.readouterr().err
+    assert "not started" in err and param in err and str(wrong) in err, err

@@ -121,7 +121,8 @@ def _maker(stage: str) -> str:
 
 def _spec_files(value: str) -> list[Path]:
     """Local files named inside a model spec (``demo-tower:/x.safetensors``, ``demo:/models``)."""
-    return [Path(part) for part in str(value).split(":") if part.startswith("/") and Path(part).exists()]
+    parts = [p for p in str(value).split(":") if p and ("/" in p or p.startswith("~"))]
+    return [resolve(p) for p in parts if resolve(p).exists()]  # relative: from the project root
 
 
 def resolve_input(inp: st.Input, params: Mapping[str, Any], world, profile_key: str,

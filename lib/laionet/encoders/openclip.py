@@ -37,6 +37,7 @@ def is_random_weights(weights: str) -> bool:
     """True for the ``random`` tag and for checkpoint files marked by ``save_random_checkpoint``."""
     if weights == RANDOM:
         return True
+    weights = local_weights(weights)
     if not (str(weights).endswith(".safetensors") and os.path.isfile(weights)):
         return False
     from safetensors import safe_open
@@ -54,13 +55,25 @@ def random_weight_specs(values) -> list[str]:
         for s in (v if isinstance(v, (list, tuple)) else [v]):
             if isinstance(s, str) and s.startswith("open_clip:"):
                 arch, _, weights = s.partition(":")[2].partition(":")
-                if weights and is_random_weights(os.path.expanduser(weights)):
+                if weights and is_random_weights(local_weights(os.path.expanduser(weights))):
                     out.append(f"open_clip {arch}")
     return sorted(set(out))
 
 
+def local_weights(weights: str) -> str:
+    """A checkpoint path as given, or resolved against the project root when it is relative and
+    only exists there (profiles name files relative to the root; notebooks may run elsewhere)."""
+    if weights == RANDOM or os.path.isabs(weights) or os.path.isfile(weights):
+        return weights
+    from ..paths import resolve
+
+    cand = resolve(weights)
+    return str(cand) if cand.is_file() else weights
+
+
 def open_clip_name(arch: str, weights: str) -> str:
     """A stable cache id: ``open_clip-<arch>-<tag>``, the file's stem, or a loud RANDOM-INIT."""
+    weights = local_weights(weights)
     if weights == RANDOM:
         return f"open_clip-{arch}-RANDOM-INIT"
     if is_random_weights(weights):
@@ -79,6 +92,7 @@ def load_open_clip(arch: str, weights: str, device: str) -> tuple[Any, Any, Any]
     """
     import open_clip
 
+    weights = local_weights(weights)
     if arch not in open_clip.list_models():
         raise ValueError(f"open_clip has no architecture {arch!r}; see open_clip.list_models()")
     kwargs: dict[str, Any] = {}
