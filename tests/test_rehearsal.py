@@ -88,8 +88,9 @@ def test_notebooks_01_to_09_run_on_real_assets(scratch):
     for nb in NOTEBOOKS:
         assert json.loads((runs / nb / "manifest.json").read_text())["status"] == "done", nb
     # 03: every COCO photo LAIONet kept was downloaded; every padding row is a recorded 404
-    man = pd.read_parquet(runs / "03_download" / "manifest.parquet")
-    coco = man["url"].str.contains("/coco/") if "url" in man else man["URL"].str.contains("/coco/")
+    man = pd.read_parquet(runs / "03_download" / "manifest.parquet").merge(
+        pd.read_parquet(runs / "02_caption_filtering" / "laionet.parquet", columns=["key", "URL"]), on="key")
+    coco = man["URL"].str.contains("/coco/")
     status = man["status"].astype(str)
     assert (status[coco] == "success").all() and len(status[coco]) > 0
     assert (status[~coco] != "success").all()
