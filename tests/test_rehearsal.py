@@ -87,6 +87,11 @@ def test_notebooks_01_to_09_run_on_real_assets(scratch):
     print("rehearsal seconds per notebook:", timings)
     for nb in NOTEBOOKS:
         assert json.loads((runs / nb / "manifest.json").read_text())["status"] == "done", nb
+    # 02: the real mpnet at 0.58 drops the COCO captions of the wrong sense (kite the toy, the
+    # class is the hawk; pitcher the player, the class is the jug) and keeps some on-topic ones
+    by_lemma = pd.read_csv(scratch / "figures" / "rehearsal" / "02_kept_dropped_by_lemma.csv").set_index("lemma")
+    assert by_lemma.loc["kite", "n_candidates"] >= 5 and by_lemma.loc["kite", "n_kept"] == 0
+    assert by_lemma.loc["pitcher", "n_kept"] == 0 and by_lemma["n_kept"].sum() > 0
     # 03: every COCO photo LAIONet kept was downloaded; every padding row is a recorded 404
     man = pd.read_parquet(runs / "03_download" / "manifest.parquet").merge(
         pd.read_parquet(runs / "02_caption_filtering" / "laionet.parquet", columns=["key", "URL"]), on="key")
