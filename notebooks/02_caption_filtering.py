@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from laionet import calibration, selection
+from laionet import calibration, caption_review, selection
 from laionet import classes as lc
 from laionet import selection_plots as plots
 from laionet.demo.truth import caption_truth
@@ -167,6 +167,18 @@ else:
         print(f"smallest threshold with precision >= 0.95: {best['threshold']:.3f} "
               f"({int(best['n_rows']):,} rows, {best['n_rows'] / max(len(ok), 1):.1%} of "
               "single-label SFW rows)")
+
+# %% [markdown]
+# ## What the threshold keeps and drops, lemma by lemma
+# A lemma can name something else than its class ("kite" the toy, not the bird; "pitcher" the
+# player or the jug): per matched lemma, how many captions the threshold keeps, and its borderline
+# captions (the lowest kept, the highest dropped), on this run's own captions.
+
+# %%
+lemma_counts, lemma_examples = caption_review.kept_and_dropped(candidates, threshold, nsfw_rule)
+S.table(lemma_counts, "02_kept_dropped_by_lemma")
+S.table(lemma_examples, "02_kept_dropped_examples")
+display(lemma_examples[lemma_examples["lemma"].isin(lemma_counts["lemma"].head(8))])
 
 # %% [markdown]
 # ## B2 · Per-lemma similarity of one multi-lemma class

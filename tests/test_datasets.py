@@ -183,3 +183,44 @@ def test_iter_images_converts_or_skips_non_rgb(tmp_path):
     assert len(ds.iter_images(df)) == 3
     im, why = ds.decode_image(paths[1].read_bytes(), paper_rgb_only=True)
     assert im is None and why == "non-RGB mode L"
+
+
+# ---------------------------------------------------------------- ImageNet val as real labs keep it
+
+def test_imagenet_val_in_class_folders_and_plain_csv(tmp_path, reference):
+    """The real photos of ../shared/reference in <wnid>/ sub-folders (torchvision's ImageFolder
+    layout), labelled by the reference's plain file_name,wnid ground_truth.csv, by the folder names
+    alone, or by that CSV given where a devkit folder is expected (stages 04/05/07's parameter)."""
+    import os
+
+    src = reference("ilsvrc2012-val-sample", "ground_truth.csv")
+    gt = pd.read_csv(src).sort_values("file_name").head(5)
+    val = tmp_path / "val"
+    for i, (name, wnid) in enumerate(zip(gt["file_name"], gt["wnid"])):
+        dest = (val / name) if i == 0 else (val / wnid / name)   # one flat, four in class folders
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(src.parent / "images" / name, dest)
+    with pytest.warns(UserWarning, match=r"\d+ of 677 labelled"):
+        df = ds.read_imagenet_val(val, ground_truth=src)
+    assert df["image_key"].tolist() == gt["file_name"].tolist()
+    assert df["wnid"].tolist() == gt["wnid"].tolist()
+    with pytest.warns(UserWarning):
+        assert ds.read_imagenet_val(val, devkit_dir=src)["wnid"].tolist() == gt["wnid"].tolist()
+    (val / gt["file_name"].iloc[0]).rename(val / gt["wnid"].iloc[1] / gt["file_name"].iloc[0])
+    if gt["wnid"].iloc[0] != gt["wnid"].iloc[1]:  # now in the wrong class folder
+        with pytest.raises(ValueError, match="class folder that is not their label"), pytest.warns(UserWarning):
+            ds.read_imagenet_val(val, ground_truth=src)
+    (val / gt["wnid"].iloc[0]).mkdir(exist_ok=True)
+    (val / gt["wnid"].iloc[1] / gt["file_name"].iloc[0]).rename(
+        val / gt["wnid"].iloc[0] / gt["file_name"].iloc[0])
+    assert ds.read_imagenet_val(val)["wnid"].tolist() == gt["wnid"].tolist()   # folder names alone
+
+
+def test_imagenet_val_plain_csv_errors_name_the_file(tmp_path):
+    val = _val_tree(tmp_path, n=2)
+    bad = tmp_path / "labels.csv"
+    bad.write_text("name,class\nx,y\n")
+    with pytest.raises(ValueError, match=r"labels.csv: expected columns file_name,wnid"):
+        ds.read_imagenet_val(val, ground_truth=bad)
+    with pytest.raises(ValueError, match="pass devkit_dir"):
+        ds.read_imagenet_val(val)

@@ -271,3 +271,16 @@ def test_figures_are_built():
             frp.relevance_figure(rng.random(10), rng.random(10))]
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
     assert [t.get_text() for t in figs[5].axes[0].get_legend().get_texts()] == ["A", "D"]
+
+
+def test_compare_variants_with_an_empty_dataset_says_why():
+    """Found by the rehearsal: 07's absolute thresholds on a random-weight CLIP select no rows, and
+    the comparison died in pandas ("No objects to concatenate")."""
+    import numpy as np
+    import pytest
+
+    from laionet.frontier import compare_variants
+
+    ref = {"n01440764": np.eye(3, dtype=np.float32)}
+    with pytest.raises(ValueError, match=r"no class has >= 2 images.*'A \(reference\)': 0.*quantile"):
+        compare_variants({"A (reference)": {}, "B": {"n01440764": np.eye(3, dtype=np.float32)}}, ref)

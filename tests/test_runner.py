@@ -259,12 +259,12 @@ def test_second_run_skips_and_a_changed_parameter_reruns(project, capsys):
     assert man["params"]["label"] == "from-profile" and "versions" in man
 
 
-@pytest.mark.parametrize("profile", ["demo", "tiny", "full"])
+@pytest.mark.parametrize("profile", ["demo", "tiny", "full", "rehearsal"])
 def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
-    import yaml
+    from laionet.paths import load_profile
 
     root = Path(__file__).resolve().parents[1]
-    prof = yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text())
+    prof = load_profile(str(root / "profiles" / f"{profile}.yaml"))  # `extends` merged
     declared = {}
     for stem in prof["notebooks"]:
         path = root / "notebooks" / f"{stem}.py"

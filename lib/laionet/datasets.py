@@ -4,8 +4,9 @@ Every reader returns a tidy DataFrame with at least ``image_key`` (unique within
 ``path`` (absolute file path) and ``wnid``; the demo world writes the same formats, so nothing
 here branches on the profile.
 
-- ImageNet val: flat ``ILSVRC2012_val_%08d.JPEG`` files + a ground truth (devkit, JSON or
-  Kaggle's ``LOC_val_solution.csv``).
+- ImageNet val: ``ILSVRC2012_val_%08d.JPEG`` files, flat or in ``<wnid>/`` class sub-folders
+  (the layout of torchvision's ImageFolder preparation), + a ground truth (devkit, JSON, a plain
+  ``file_name,wnid`` CSV or Kaggle's ``LOC_val_solution.csv``).
 - ImageNet train: ``train/<wnid>/*.JPEG``.
 - ImageNetV2: ``imagenetv2-<version>-format-val/<class index>/*.jpeg``; folder names are integer
   class indices (folder "10" is class 10), never ranks in lexicographic order.
@@ -144,8 +145,13 @@ def _ground_truth_from_devkit(devkit_dir: Path) -> pd.Series:
     return pd.Series(pd.Series(ids).map(id2wnid).to_numpy(), index=names, name="wnid")
 
 
+_NAME_COLS = ("file_name", "filename", "file", "image", "image_key", "ImageId")
+_WNID_COLS = ("wnid", "label", "synset")
+
+
 def _ground_truth_from_file(path: Path) -> pd.Series:
-    """A JSON {file name: wnid} or Kaggle's LOC_val_solution.csv (ImageId, PredictionString)."""
+    """A JSON {file name: wnid}, a plain CSV (file_name, wnid) or Kaggle's LOC_val_solution.csv
+    (ImageId, PredictionString)."""
     if not path.is_file():
         raise FileNotFoundError(f"ImageNet val ground truth {path} does not exist")
     if path.suffix.lower() == ".json":
@@ -154,42 +160,77 @@ def _ground_truth_from_file(path: Path) -> pd.Series:
             raise ValueError(f"{path}: expected a JSON object {{file name: wnid}}, "
                              f"got {type(data).__name__}")
         return pd.Series(data, name="wnid", dtype=object)
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path)
-        if not {"ImageId", "PredictionString"} <= set(df.columns):
-            raise ValueError(f"{path}: expected Kaggle's LOC_val_solution.csv columns ImageId, "
-                             f"PredictionString; found {list(df.columns)}")
-        # PredictionString = "<wnid> x0 y0 x1 y1 <wnid> ..."; every box of a val image has its class.
-        wnid = df["PredictionString"].astype(str).str.split(" ", n=1).str[0]
-        return pd.Series(wnid.to_numpy(), index=df["ImageId"].astype(str) + ".JPEG", name="wnid")
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        df = pd.read_csv(path, sep=None, engine="python", dtype=str)
+        if {"ImageId", "PredictionString"} <= set(df.columns):
+            # PredictionString = "<wnid> x0 y0 x1 y1 <wnid> ..."; every box of a val image has its class.
+            wnid = df["PredictionString"].astype(str).str.split(" ", n=1).str[0]
+            return pd.Series(wnid.to_numpy(), index=df["ImageId"].astype(str) + ".JPEG", name="wnid")
+        name = next((c for c in _NAME_COLS if c in df.columns), None)
+        label = next((c for c in _WNID_COLS if c in df.columns), None)
+        if name is None or label is None:
+            raise ValueError(f"{path}: expected columns file_name,wnid (a plain ground truth) or "
+                             f"Kaggle's ImageId,PredictionString; found {list(df.columns)}")
+        files = df[name].astype(str).map(lambda f: f if f.lower().endswith(IMAGE_SUFFIXES) else f + ".JPEG")
+        return pd.Series(df[label].astype(str).to_numpy(), index=files.map(lambda f: Path(f).name),
+                         name="wnid")
     raise ValueError(f"{path}: unsupported ground truth format; use the devkit folder, a .json "
-                     "{file name: wnid} or Kaggle's LOC_val_solution.csv")
+                     "{file name: wnid}, a file_name,wnid .csv or Kaggle's LOC_val_solution.csv")
+
+
+def _val_files(val: Path) -> tuple[list[os.DirEntry], dict[str, str]]:
+    """The val images, flat or one level down in ``<wnid>/`` folders: (files sorted by name,
+    file name -> its folder's wnid for those in class folders)."""
+    files = _list_images(val)
+    folder_wnid: dict[str, str] = {}
+    with os.scandir(val) as it:
+        subdirs = sorted((e for e in it if e.is_dir() and _WNID.match(e.name)), key=lambda e: e.name)
+    for d in subdirs:
+        for e in _list_images(Path(d.path)):
+            if e.name in folder_wnid:
+                raise ValueError(f"ImageNet val folder {val}: {e.name} is in both {folder_wnid[e.name]}/ "
+                                 f"and {d.name}/")
+            folder_wnid[e.name] = d.name
+            files.append(e)
+    names = [e.name for e in files]
+    if len(set(names)) != len(names):
+        dup = pd.Index(names)[pd.Index(names).duplicated()][:3].tolist()
+        raise ValueError(f"ImageNet val folder {val}: {dup} are both flat and in a class folder")
+    return sorted(files, key=lambda e: e.name), folder_wnid
 
 
 def read_imagenet_val(val_dir: str | os.PathLike, devkit_dir: str | os.PathLike | None = None,
                       ground_truth: str | os.PathLike | None = None) -> pd.DataFrame:
     """ImageNet val images with their labels -> DataFrame(image_key, path, wnid), sorted by key.
 
+    The images are flat in ``val_dir`` or in ``<wnid>/`` class sub-folders of it (or both).
     ``image_key`` is the file name (``ILSVRC2012_val_00000001.JPEG``). Labels come from
-    ``ground_truth`` (a JSON {file name: wnid} such as the authors' val_imagename2wnid.json, or
-    Kaggle's LOC_val_solution.csv) or else from ``devkit_dir`` (its ground-truth ID list and
-    meta.mat). An image without a label is an error; labels of absent images are reported with
-    a warning (a partial val folder is allowed).
+    ``ground_truth`` (a JSON {file name: wnid} such as the authors' val_imagename2wnid.json, a
+    plain ``file_name,wnid`` CSV, or Kaggle's LOC_val_solution.csv), else from ``devkit_dir``
+    (its ground-truth ID list and meta.mat; a ground-truth *file* given as ``devkit_dir`` is read
+    as ``ground_truth``), else, when every image is in a class folder, from the folder names.
+    A class folder that disagrees with the ground truth is an error, and so is an image without
+    a label; labels of absent images are reported with a warning (a partial val folder is allowed).
     """
     val = _require_dir(val_dir, "ImageNet val folder")
+    if devkit_dir and not ground_truth and Path(devkit_dir).expanduser().is_file():
+        devkit_dir, ground_truth = None, devkit_dir
+    files, folder_wnid = _val_files(val)
+    if not files:
+        raise FileNotFoundError(f"ImageNet val folder {val}: no image files (flat or in <wnid>/ folders)")
+    names = pd.Index([e.name for e in files])
     if ground_truth:
         labels = _ground_truth_from_file(Path(ground_truth).expanduser())
         source = str(ground_truth)
     elif devkit_dir:
         labels = _ground_truth_from_devkit(_require_dir(devkit_dir, "ImageNet devkit"))
         source = str(devkit_dir)
+    elif len(folder_wnid) == len(names):
+        labels, source = pd.Series(folder_wnid, name="wnid"), f"{val} (class folder names)"
     else:
         raise ValueError("read_imagenet_val: pass devkit_dir (ILSVRC2012_devkit_t12) or "
-                         "ground_truth (JSON {file name: wnid} or LOC_val_solution.csv)")
-    files = _list_images(val)
-    if not files:
-        raise FileNotFoundError(f"ImageNet val folder {val}: no image files")
-    names = pd.Index([e.name for e in files])
+                         "ground_truth (JSON {file name: wnid}, a file_name,wnid CSV or "
+                         f"LOC_val_solution.csv); {val} is not entirely in <wnid>/ class folders")
     missing = names.difference(labels.index)
     if len(missing):
         raise ValueError(f"{source}: no label for {len(missing)} image(s) of {val}, e.g. "
@@ -201,6 +242,13 @@ def read_imagenet_val(val_dir: str | os.PathLike, devkit_dir: str | os.PathLike 
     df = pd.DataFrame({"image_key": names, "path": [e.path for e in files],
                        "wnid": labels.reindex(names).to_numpy()})
     _check_wnids(df["wnid"], source)
+    if folder_wnid:
+        in_folder = df["image_key"].map(folder_wnid)
+        wrong = df[in_folder.notna() & (in_folder != df["wnid"])]
+        if len(wrong):
+            r = wrong.iloc[0]
+            raise ValueError(f"{source}: {len(wrong)} val image(s) sit in a class folder that is not "
+                             f"their label, e.g. {r['path']} is labelled {r['wnid']}")
     df.attrs["source"] = source
     return df
 

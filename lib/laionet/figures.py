@@ -58,7 +58,8 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike, prof
     for ext in ("png", "pdf"):
         dest = Path(figures_dir) / f"{name}.{ext}"
         with atomic_path(dest, suffix=f".{ext}") as tmp:
-            fig.savefig(tmp, format=ext)
+            # the title also goes into the file's metadata: tests and tools read it from there
+            fig.savefig(tmp, format=ext, metadata={"Title": fig._suptitle.get_text()})
         out.append(dest)
     return out
 

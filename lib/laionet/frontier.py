@@ -363,6 +363,12 @@ def compare_variants(by_dataset: Mapping[str, Mapping[str, np.ndarray]],
 
     common = common_classes(reference, *[{w for w, E in b.items() if len(E) >= 2}
                                          for b in by_dataset.values()])
+    if not common:  # e.g. absolute thresholds on an encoder whose scale they do not fit
+        sizes = {name: sum(len(E) for E in b.values()) for name, b in by_dataset.items()}
+        raise ValueError(f"compare_variants: no class has >= 2 images in every dataset and in "
+                         f"{reference_name} (images per dataset: {sizes}); an empty dataset usually "
+                         "means its thresholds select nothing on this encoder: lower them or use "
+                         "threshold_mode: quantile")
     ref_stats = pairwise_stats({w: reference[w] for w in common}).set_index("wnid")["mean"]
     per_class = pd.concat([pairwise_stats({w: b[w] for w in common}).assign(dataset=name)
                            for name, b in by_dataset.items()], ignore_index=True)

@@ -37,7 +37,7 @@ import yaml
 from . import tether
 from .io import remove_stale_temp_files, write_json
 from .params import Param, ParameterError, read_parameters, split_scoped
-from .paths import ProfileNotFound, load_profile, profile_name, project_root, resolve
+from .paths import ProfileError, ProfileNotFound, load_profile, profile_name, project_root, resolve
 from .stage import RUNNER_MARKER, MissingInput, plan_stage
 from .stages import SHARED, allowed, spec
 
@@ -444,6 +444,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     paths = _selected(profile, "")
     _checked(args.profile, paths, {})
+    chain = profile.get("extends") or [profile.get("name")]
+    print(f"profile {' <- '.join(map(str, chain))}: {profile.get('description', '')}".rstrip(": "))
+    print("    notebooks: " + ", ".join(p.stem for p in paths))
     for path in paths:
         decl = declared(path)
         full, given = notebook_parameters(profile, path.stem, decl, {}, args.profile)
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     old_handlers = _interrupt_handlers()
     try:
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[args.cmd](args)
-    except (ProfileNotFound, ParameterError) as exc:
+    except (ProfileNotFound, ProfileError, ParameterError) as exc:
         print(f"[run_all] {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)

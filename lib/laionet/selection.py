@@ -176,7 +176,7 @@ def add_similarity(candidates: pd.DataFrame, texts_by_wnid: pd.Series, encoder,
     if unknown:
         raise KeyError(f"wnid(s) {unknown[:5]} have matches but no synset text; the class table "
                        "given to stage 02 differs from stage 01's `classes`")
-    wnids = pd.Index(texts_by_wnid.index.unique())
+    wnids = pd.Index(pd.unique(candidates["wnid"]))  # only classes with candidates: each text once
     class_emb = encoder.embed_texts(texts_by_wnid.loc[wnids].tolist(), batch_size=batch_size)
     cap_emb, n_new = embed_captions_by_part(encoder, candidates["key"].to_numpy(np.int64),
                                             candidates["TEXT"].to_numpy(object), store,

