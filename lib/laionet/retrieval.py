@@ -234,6 +234,9 @@ def threshold_sweep(labelled: pd.DataFrame, thresholds: Sequence[float],
 # top-k (faiss ``merge_ondisk`` would give one IVF file, but only for IVF indexes and by
 # rewriting every list: per-part files work for Flat too, and adding a part touches nothing
 # done). Peak memory: one part's index + one chunk of ``chunk_rows`` caption embeddings.
+# Cost of the layout: each part file repeats the trained quantizer (nlist x dim x 4 bytes:
+# 134 MB at IVF65536 over 512-d, +4.3 GB over 32 parts, ~50 bytes a caption all in instead of
+# 40; benchmarks/bench_index_bytes.py measures both).
 
 TRAINED = "trained.faiss"
 #: exact (Flat) search up to this many captions: 4 * dim + 8 bytes each (2 KB at 512-d; 200k
