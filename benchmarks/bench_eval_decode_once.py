@@ -7,7 +7,12 @@ runs N small random-init timm models that share one preprocessing config:
 - naive: ``evaluate`` once per model (each model decodes and transforms every image itself).
 Both paths produce identical results tables (checked). Prints images/s and the ratio.
 
-    python benchmarks/bench_eval_decode_once.py [--images 200] [--models 3]
+Then stage 04's path against the old one, in the same run (identical rows checked):
+- old: ``evaluate`` in the calling process, every result kept in memory, written at the end;
+- new: ``evaluate_shards``: per (model, shard) result files as they are made (resume), at most
+  ``--max-models`` loaded at once, decoding in ``--workers`` DataLoader worker processes.
+
+    python benchmarks/bench_eval_decode_once.py [--images 200] [--models 3] [--workers 2]
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--models", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--shard-size", type=int, default=50)
+    ap.add_argument("--max-models", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -79,6 +87,19 @@ def main() -> None:
                  for p in preds]
         t_naive = time.perf_counter() - t0
 
+        from laionet.evaluation.inference import evaluate_shards, shard_tables
+
+        shards = [(f"s{i:03d}", recs[i:i + args.shard_size])
+                  for i in range(0, len(recs), args.shard_size)]
+        t0 = time.perf_counter()
+        evaluate_shards(shards, preds, "bench", tmp / "parts", batch_size=args.batch_size,
+                        n_workers=args.workers, max_models=args.max_models, progress=False)
+        t_shards = time.perf_counter() - t0
+        import pyarrow as pa
+
+        sharded = pa.concat_tables(list(shard_tables(tmp / "parts", [s for s, _ in shards],
+                                                     [p.name for p in preds])))
+
     import pyarrow as pa
 
     same = pa.concat_tables(naive).sort_by([("model", "ascending"), ("image_key", "ascending")]) \
@@ -91,6 +112,13 @@ def main() -> None:
     print(f"decode per model: {t_naive:7.2f} s  {n / t_naive:8.1f} image-model evals/s "
           f"({args.images / t_naive:.1f} images/s for all models)")
     print(f"ratio (naive time / decode-once time): {t_naive / t_once:.2f}x; identical results: {same}")
+    key = [("model", "ascending"), ("image_key", "ascending")]
+    same04 = sharded.sort_by(key).equals(once.sort_by(key))
+    print(f"stage 04 old path (evaluate, in process):        {args.images / t_once:8.1f} rows/s "
+          f"(images x all models)")
+    print(f"stage 04 new path (evaluate_shards, {args.workers} workers): {args.images / t_shards:8.1f} "
+          f"rows/s, {len(shards)} shards on disk")
+    print(f"ratio (new rows/s / old rows/s): {t_once / t_shards:.2f}x; identical results: {same04}")
 
 
 if __name__ == "__main__":

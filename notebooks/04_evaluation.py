@@ -17,7 +17,7 @@
 # Every classifier (timm, from checkpoint files; the paper's 29 models are listed in
 # `lib/laionet/data/paper_models.csv` with their timm equivalents) and a zero-shot image/text
 # encoder classify each LAIONet image and each ImageNet val image. Images are decoded once per
-# batch and every model sharing a preprocessing runs on the same tensors. Outputs map to classes
+# batch (in worker processes) and every model sharing a preprocessing runs on the same tensors. Outputs map to classes
 # **by wnid** (timm's synset lists), which fixes the authors' text-matching bug for 22k models.
 #
 # Aggregation is the paper's (spec A12): per-class recall over classes with data; equally
@@ -62,6 +62,9 @@ intersection: bool = False  # True: both datasets on the classes present in both
 resolution_parity: bool = False  # True: ImageNet val resized and re-encoded as stage 03 stored LAIONet (its image_size); False: full size (paper)
 batch_size: int = 64  # images per inference batch
 device: str = "cpu"  # torch device for classifiers
+n_workers: int = 2  # image-decoding worker processes (1: decode in the notebook's own process)
+max_models: int = 8  # models loaded at once; more models: the images are decoded once per batch of models
+val_shard_size: int = 1000  # ImageNet val images per result shard (LAIONet: the download's tar shards)
 released_val_parquet: str = ""  # authors' ILSVRC2012_val.parquet: when set, the released route (no inference)
 released_imagename2wnid: str = ""  # authors' val_imagename2wnid.json (labels of the released val table)
 released_lemma_map: str = ""  # authors' lemma2wnid json: derives their 978 LAIONet keys
@@ -90,7 +93,10 @@ print(S)
 # %% [markdown]
 # ## Per-image results
 # One long table per dataset: image_key, dataset, model, wnid, top5, correct1, correct5
-# (null = image missing or undecodable: excluded, never counted wrong).
+# (null = image missing or undecodable: excluded, never counted wrong). Made shard by shard:
+# each (model, shard) result is saved as it is done (`results_parts/`), so an interrupted run
+# resumes where it stopped; at most `max_models` models are in memory, and `n_workers`
+# processes decode each image once for all of them.
 
 # %%
 if released_val_parquet:
@@ -108,7 +114,8 @@ else:
         class_counts_path=S.inputs.class_counts_path, universe=S.inputs.universe,
         zero_shot_encoder=S.inputs.zero_shot_encoder, zero_shot_text_encoder=zero_shot_text_encoder,
         zero_shot_name=zero_shot_name, paper_nan_as_wrong=paper_nan_as_wrong,
-        resolution_parity=resolution_parity, batch_size=batch_size, device=device, timings=S.timings)
+        resolution_parity=resolution_parity, batch_size=batch_size, device=device, n_workers=n_workers,
+        max_models=max_models, val_shard_size=val_shard_size, timings=S.timings)
     print("label-map coverage of the LAIONet classes:")
     display(pd.DataFrame(ev.coverage).T)
 display(aggregate.result_counts(ev.results))

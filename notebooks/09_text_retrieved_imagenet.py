@@ -31,8 +31,15 @@ laionet_path: str = ""           # LAIONet table (B20); empty: stage 02's laione
 download_dir: str = ""           # LAIONet's downloaded images (B20); empty: stage 03's folder
 text_encoder: str = "open_clip:ViT-B-32:openai"  # caption encoder of the index and the queries
 image_encoder: str = ""          # intra-class encoder; empty: the demo tower, else CLIP ViT-B/32
-index_factory: str = ""          # faiss factory (empty -> Flat up to 200k captions, else IVF-PQ)
+index_factory: str = ""          # faiss factory; empty: Flat (exact) up to 200k captions, else
+                                 # IVF<4 sqrt(n)>,PQ32 (40 bytes a caption, as the authors' 16 GB)
 nprobe: int = 32                 # IVF lists visited per query
+train_size: int = 0              # captions sampled across the parts to train IVF-PQ; 0: 40 per list
+chunk_rows: int = 65536          # captions read, embedded and added at a time (peak memory)
+keep_caption_embeddings: bool = False  # True: also keep every LAION caption's float32 embedding
+                                 # (2 KB a caption at 512-d: 850 GB for LAION-400M)
+exact_rescore: bool = True       # threshold exact caption-caption cosines; False: the index's own
+                                 # (PQ-approximate) scores, as the authors' autofaiss index gave
 k: int = 1                       # neighbours per caption (the paper: 1)
 threshold: float = 0.7           # keep retrieved rows with caption-to-caption similarity > this
 sweep_thresholds: list = []      # B18 sweep, [] -> linspace(0.5, 0.75, 20) as in the paper
@@ -67,33 +74,46 @@ print(S)
 parts = part_files(S.inputs.laion_parts)
 
 # %% [markdown]
-# ## The LAION caption index, built part by part (a rerun resumes after the last saved part)
-# Caption embeddings go through the text store shared with stage 02 ("laion": row key and
-# caption), so captions stage 02 embedded are not embedded again; the index is a shared cache.
+# ## The LAION caption index, one file per part (a rerun resumes after the last finished part)
+# Exact (Flat) on small data, IVF-PQ at LAION scale (`laionet.retrieval.suggest_factory`: the size
+# rule), trained once on a sample drawn across the parts; each part is embedded and added
+# `chunk_rows` captions at a time and committed once. Caption embeddings are not kept unless
+# `keep_caption_embeddings` (then through the text store shared with stage 02).
 
 # %%
 enc = load_text_encoder(text_encoder)
 laion_texts = EmbeddingStore(S.cache_dir("text_embeddings", "laion", enc.name), enc.name)
-index_dir = S.cache_dir("caption_index", "laion", enc.name, index_factory or "auto")
+factory = index_factory or rt.suggest_factory(rt.count_rows(parts), enc.dim)
 with S.timings("index"):
-    index = rt.build_index(parts, enc, laion_texts, index_dir, index_factory, nprobe, batch_size)
-print(f"index {index.factory}: {index.ntotal:,} captions from parts {sorted(index.parts)}")
+    index = rt.index_parts(parts, enc, S.cache_dir("caption_index", "laion", enc.name, factory),
+                           factory=factory, train_size=train_size, chunk_rows=chunk_rows,
+                           batch_size=batch_size, keep_embeddings=keep_caption_embeddings,
+                           store=laion_texts, nprobe=nprobe, seed=seed, progress=True)
+print(f"index {index.factory}: {index.ntotal:,} captions from parts {sorted(index.parts)}, "
+      f"{index.bytes_per_caption():.0f} bytes a caption on disk")
 
 # %% [markdown]
-# ## Query with every ImageNet caption (k nearest LAION captions)
+# ## Query with every ImageNet caption (k nearest LAION captions), then re-score exactly
+# The retrieved (ImageNet caption, LAION caption) pairs get their exact cosine similarity from
+# the caption embeddings (the retrieved LAION captions alone are embedded again when not kept):
+# an approximate index's scores are PQ reconstructions, not the caption-to-caption similarity.
 
 # %%
 caps = read_imagenet_captions(S.inputs.captions_json)
 with S.timings("query"):
     queries = EmbeddingStore(S.cache_dir("text_embeddings", "imagenet_captions", enc.name),
                              enc.name)
-    found, sims = index.search(ta.embed_captions(enc, caps, queries, batch_size), k=k)
-labelled = rt.label_retrieved(caps["image_key"], caps["wnid"], found, sims)
+    q_emb = ta.embed_captions(enc, caps, queries, batch_size)
+    found, index_sims = index.search(q_emb, k=k, parts=parts)
+    sims = (rt.exact_similarity(q_emb, found, lambda keys: rt.caption_embeddings(
+        keys, parts, enc, laion_texts, batch_size)) if exact_rescore else index_sims)
+labelled = rt.label_retrieved(caps["image_key"], caps["wnid"], found, sims, index_sims)
 write_parquet(labelled, S.out / "retrieved.parquet")
 everything = rt.retrieved_dataset(labelled, -np.inf)
 print(f"{len(caps):,} queries -> {labelled['key'].nunique():,} unique LAION rows "
       f"({len(everything):,} (class, row) pairs; rows retrieved for 2+ classes: "
-      f"{int(everything['key'].duplicated().sum())})")
+      f"{int(everything['key'].duplicated().sum())}); exact - index score: "
+      f"{(labelled['similarity'] - labelled['index_similarity']).abs().max():.2g} at most")
 labelled["similarity"].describe().round(3)
 
 # %% [markdown]
@@ -171,5 +191,6 @@ S.figure(delta_figure(cmp20, "LAIONet", "ImageNet-Captions"),
 
 # %%
 write_json({"threshold": threshold, "factory": index.factory, "n_index": index.ntotal,
+            "index_bytes_per_caption": index.bytes_per_caption(), "exact_rescore": exact_rescore,
             "n_queries": len(caps), "n_unique_retrieved": int(labelled["key"].nunique()),
             "B18": summary, "B20": summary20}, S.out / "summary.json")

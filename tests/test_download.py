@@ -164,6 +164,28 @@ def test_non_rgb_images_are_converted_and_kept(world, downloaded):
             assert np.asarray(im).std() > 10  # real content, not a blank conversion
 
 
+def test_a_few_keys_are_read_through_the_key_index_only(downloaded, monkeypatch):
+    """iter_downloaded(keys=...) opens only the tars holding them and reads just their bytes:
+    the same images as the full scan."""
+    import tarfile
+
+    out, man = downloaded
+    full = {k: (w, np.asarray(im)) for k, w, im in dl.iter_downloaded(out)}
+    ok = man[man["status"] == "success"].sort_values(["shard", "member"])
+    want = ok.groupby("shard").head(1)["key"].head(2).tolist()   # two rows of two shards
+    idx = dl.member_index(out, want)
+    assert idx["key"].tolist() == want and idx["tar"].nunique() == 2
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda p, *a, **k: opened.append(p) or real_open(p, *a, **k))
+    got = list(dl.iter_downloaded(out, keys=want))
+    assert len(set(map(str, opened))) == 2 < man["shard"].nunique()
+    assert [k for k, _, _ in got] == want
+    for k, w, im in got:
+        assert w == full[k][0] and np.array_equal(np.asarray(im), full[k][1])
+    assert dl.read_member(*idx.loc[0, ["tar", "offset", "size"]])[:2] == b"\xff\xd8"  # a JPEG
+
+
 def test_resume_redoes_only_unfinished_shards(world, tmp_path):
     table, rewrite, _ = world
     out = tmp_path / "dl"

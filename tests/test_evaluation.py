@@ -406,3 +406,85 @@ def test_class_gaps_needs_min_images_on_both_datasets():
     assert g["wnid"].tolist() == ["a", "b"]  # c: 1 LAIONet image; most negative gap first
     assert g["gap"].tolist() == pytest.approx([1 / 3 - 1, 0.0])
     assert class_gaps(per_class_recalls(df[df["dataset"] == "ImageNet"]), "m").empty
+
+
+# ---------------------------------------------------------------- per shard, resumable (04)
+
+def _colour_predictor(name, key, wnids, live):
+    import weakref
+
+    """Scores from the image's mean colour: real decoding decides the result."""
+    w = torch.arange(3 * len(wnids), dtype=torch.float32).reshape(3, len(wnids)).sin()
+
+    def transform(im):
+        return torch.from_numpy(np.asarray(im.resize((4, 4)), np.float32).copy()).permute(2, 0, 1) / 255
+
+    p = Predictor(name=name, group="g", transform=transform, transform_key=key,
+                  score=lambda x: x.mean(dim=(2, 3)) @ w, output_wnids=wnids)
+    live.append(weakref.ref(p))
+    return p
+
+
+def test_evaluate_shards_resumes_per_model_and_shard_with_bounded_models(tmp_path):
+    from laionet.evaluation.inference import evaluate_shards, shard_tables
+
+    rng = np.random.default_rng(0)
+    wn = [f"n{i}" for i in range(6)]
+    recs = []
+    for i in range(13):
+        p = tmp_path / f"im{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (9, 7, 3), dtype=np.uint8)).save(p)
+        recs.append((f"k{i}", wn[i % 6], p))
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    recs.append(("bad", "n0", tmp_path / "bad.jpg"))
+    shards = [("s0", recs[:5]), ("s1", []), ("s2", recs[5:]), ("missing", [("gone", "n1", None)])]
+    live = []
+    loads, most = [], [0]
+
+    def loader(name, key):
+        def load():
+            loads.append(name)
+            import gc
+            gc.collect()
+            most[0] = max(most[0], sum(r() is not None for r in live) + 1)
+            return _colour_predictor(name, key, wn, live)
+        return load
+
+    names = ["a", "b", "c"]
+    loaders = [loader("a", "cfg1"), loader("b", "cfg1"), loader("c", "cfg2")]
+    out = tmp_path / "parts"
+    errs = evaluate_shards(shards, loaders, "D", out, names=names, batch_size=4, max_models=2,
+                           progress=False)
+    assert errs and errs[0][0] == "bad"
+    assert loads == names and most[0] <= 2                 # never more than max_models at once
+    got = pa_concat(shard_tables(out, [s for s, _ in shards], names)).to_pandas()
+    ref = evaluate([r for _, rs in shards for r in rs],
+                   [_colour_predictor(n, k, wn, []) for n, k in zip(names, ["cfg1", "cfg1", "cfg2"])],
+                   "D", batch_size=3, progress=False).to_pandas()
+    key = ["model", "image_key"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                  ref.sort_values(key).reset_index(drop=True))
+    assert len(got) == 3 * 15 and not got.duplicated(key).any()
+    # resume: only the missing (model, shard) is computed, only its model loaded
+    stamps = {f: f.stat().st_mtime_ns for f in out.rglob("*.parquet")}
+    (out / "s2" / "b.parquet").unlink()
+    loads.clear()
+    evaluate_shards(shards, loaders, "D", out, names=names, batch_size=4, max_models=2,
+                    progress=False)
+    assert loads == ["b"]
+    changed = [f for f, t in stamps.items() if f.stat().st_mtime_ns != t]
+    assert changed == [out / "s2" / "b.parquet"]
+    again = pa_concat(shard_tables(out, [s for s, _ in shards], names)).to_pandas()
+    pd.testing.assert_frame_equal(again, got)
+    # decoding in worker processes gives the same rows
+    loads.clear()
+    evaluate_shards(shards, loaders, "D", tmp_path / "w", names=names, batch_size=4,
+                    max_models=3, n_workers=2, progress=False)
+    pd.testing.assert_frame_equal(
+        pa_concat(shard_tables(tmp_path / "w", [s for s, _ in shards], names)).to_pandas(), got)
+
+
+def pa_concat(tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(list(tables))

@@ -119,11 +119,6 @@ def test_label_dedupe_threshold_and_sweep():
     assert sw["share_higher"].tolist()[:2] == [0.5, 0.0]
 
 
-def test_suggest_factory():
-    assert rt.suggest_factory(1000, 384) == "Flat"
-    assert rt.suggest_factory(413_871_335, 512) == "IVF65536,PQ64"
-
-
 # ---------------------------------------------------------------- the index built from parts (09)
 
 def _laion_parts(folder, sizes):
@@ -140,28 +135,116 @@ def _laion_parts(folder, sizes):
     return parts
 
 
-def test_build_index_from_parts_resumes_and_reuses_the_store(tmp_path, hash_text_encoder):
+def test_the_size_rule_and_the_bytes_a_caption():
+    assert rt.suggest_factory(1000, 384) == "Flat"
+    assert rt.suggest_factory(rt.FLAT_MAX, 512) == "Flat"
+    assert rt.suggest_factory(413_871_335, 512) == "IVF65536,PQ32"   # the authors' 41 B/caption
+    assert rt.auto_train_size("IVF65536,PQ32", 413_871_335) == 40 * 65536
+    assert rt.auto_train_size("Flat", 10**9) == 0
+
+
+def _spy(enc_cls, dim=16):
+    enc = enc_cls(dim)
+    enc.calls = []
+    embed = enc.embed_texts
+
+    def spy(texts, batch_size=64, progress=False):
+        enc.calls.append(len(texts))
+        return embed(texts, batch_size, progress)
+
+    enc.embed_texts = spy
+    return enc
+
+
+def test_index_parts_one_file_per_part_resumes_and_merges_exactly(tmp_path, hash_text_encoder):
+    from laionet.embedding_store import EmbeddingStore
+
+    parts = _laion_parts(tmp_path / "laion", {0: 25, 3: 14})
+    enc = _spy(hash_text_encoder)
+    store = EmbeddingStore(tmp_path / "store", enc.name)
+    first = rt.index_parts({0: parts[0]}, enc, tmp_path / "index", store=store, chunk_rows=10)
+    assert first.parts == {0} and first.ntotal == 25 and first.factory == "Flat"
+    assert enc.calls == [10, 10, 5]                       # chunk by chunk, never a whole part
+    part0 = tmp_path / "index" / "part-00000.faiss"
+    stamp = part0.stat().st_mtime_ns
+    index = rt.index_parts(parts, enc, tmp_path / "index", store=store, chunk_rows=10)
+    assert index.parts == {0, 3} and index.ntotal == 39
+    assert enc.calls[3:] == [10, 4]                       # only part 3 embedded
+    assert part0.stat().st_mtime_ns == stamp              # a finished part is never rewritten
+    assert len(store) == 0                                # embeddings not kept unless asked
+    # the merged top-k of the parts = brute force over every caption
+    texts = [f"caption 0-{i}" for i in range(25)] + [f"caption 3-{i}" for i in range(14)]
+    keys = np.r_[np.arange(25), 3 * 100_000_000 + np.arange(14)]
+    emb = hash_text_encoder(16).embed_texts(texts)
+    q = unit(np.random.default_rng(1).normal(size=(12, 16)))
+    got_k, got_s = index.search(q, k=4)
+    bf = np.argsort(-(q @ emb.T), axis=1)[:, :4]
+    np.testing.assert_array_equal(got_k, keys[bf])
+    np.testing.assert_allclose(got_s, np.take_along_axis(q @ emb.T, bf, 1), atol=1e-5)
+    only3, _ = index.search(q, k=1, parts=[3])
+    assert (only3 // 100_000_000 == 3).all()
+    assert index.bytes_per_caption() > 4 * 16             # Flat: the float32 vectors + ids
+    again = rt.index_parts(parts, enc, tmp_path / "index", store=store)
+    assert again.ntotal == 39 and len(enc.calls) == 5     # nothing to do
+    with pytest.raises(ValueError, match="asked for IVF"):
+        rt.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4")
+    parts = _laion_parts(tmp_path / "laion", {3: 15})     # part 3 changed under the index
+    with pytest.raises(RuntimeError, match="delete part-00003"):
+        rt.index_parts(parts, enc, tmp_path / "index")
+
+
+def test_keep_embeddings_fills_the_store(tmp_path, hash_text_encoder):
     from laionet.embedding_store import EmbeddingStore
 
     parts = _laion_parts(tmp_path / "laion", {0: 5, 3: 4})
     enc = hash_text_encoder()
-    cache = EmbeddingStore(tmp_path / "cache", enc.name)
-    first = rt.build_index({0: parts[0]}, enc, cache, tmp_path / "index")   # part 0 only
-    assert first.parts == {0} and first.ntotal == 5 and first.factory == "Flat"
-    n_before = len(enc.seen)
-    index = rt.build_index(parts, enc, cache, tmp_path / "index")            # resumes: adds part 3
-    assert index.parts == {0, 3} and index.ntotal == 9
-    assert len(enc.seen) == n_before + 4                                     # only part 3 embedded
-    q = enc.embed_texts(["caption 3-2"])
-    keys, sims = index.search(q, k=1)
-    assert keys[0, 0] == 3 * 100_000_000 + 2 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
-    again = rt.build_index(parts, enc, cache, tmp_path / "index")            # nothing to do
-    assert again.ntotal == 9 and len(enc.seen) == n_before + 5               # (+ the query)
-    # the captions came through the store: a fresh build elsewhere embeds nothing
-    rt.build_index(parts, enc, EmbeddingStore(tmp_path / "cache", enc.name), tmp_path / "index2")
-    assert len(enc.seen) == n_before + 5
-    with pytest.raises(RuntimeError, match="delete the folder"):  # a folder left by other parts
-        rt.build_index({3: parts[3]}, enc, cache, tmp_path / "index")
+    store = EmbeddingStore(tmp_path / "store", enc.name)
+    rt.index_parts(parts, enc, tmp_path / "i1", store=store, keep_embeddings=True)
+    assert len(store) == 9
+    n = len(enc.seen)
+    rt.index_parts(parts, enc, tmp_path / "i2", store=store, keep_embeddings=True)
+    assert len(enc.seen) == n                             # read back from the store
+    with pytest.raises(ValueError, match="needs a store"):
+        rt.index_parts(parts, enc, tmp_path / "i3", keep_embeddings=True)
+
+
+def test_ivfpq_index_is_trained_on_a_sample_and_rescored_exactly(tmp_path, hash_text_encoder):
+    """IVF-PQ: trained once on a sample across the parts, 2 bytes of code (4 x 4 bits) + 8 of
+    key a caption; its scores differ from the cosine, the exact re-scoring equals it."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # k-means on a loaded 2-core machine: threads only spin
+    try:
+        parts = _laion_parts(tmp_path / "laion", {0: 400, 1: 300})
+        enc = hash_text_encoder(16)
+        index = rt.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4x4",
+                               train_size=300, chunk_rows=128, nprobe=4)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert index.ntotal == 700 and index.parts == {0, 1}
+    assert len(enc.seen) == 300 + 700                     # the sample, then every caption once
+    trained = (tmp_path / "index" / rt.TRAINED).stat().st_size
+    files = sum(r["bytes"] for r in index.records().values())
+    assert (files - 2 * trained) / 700 == pytest.approx(2 + 8, abs=0.5)
+    assert faiss.read_index(str(tmp_path / "index" / "part-00001.faiss")).ntotal == 300
+    texts = [f"caption 0-{i}" for i in range(10)] + [f"caption 1-{i}" for i in range(10)]
+    q = enc.embed_texts(texts)
+    found, approx = index.search(q, k=2)
+    exact = rt.exact_similarity(q, found, lambda keys: rt.caption_embeddings(keys, parts, enc))
+    direct = np.array([[float(q[i] @ enc.embed_texts([_caption(key)])[0]) for key in row]
+                       for i, row in enumerate(found)])
+    np.testing.assert_allclose(exact, direct, atol=1e-6)  # exact = a direct cosine
+    assert np.abs(approx - exact).max() > 1e-3            # the index's score is not
+    lab = rt.label_retrieved(np.arange(20), ["a"] * 20, found, exact, approx)
+    assert (lab["similarity"] != lab["index_similarity"]).any()
+    assert np.isnan(rt.exact_similarity(q[:1], np.array([[-1, found[0, 0]]]),
+                                        lambda keys: enc.embed_texts(
+                                            [_caption(x) for x in keys]))[0, 0])
+
+
+def _caption(key):
+    return f"caption {int(key) // 100_000_000}-{int(key) % 100_000_000}"
 
 
 def test_sample_and_rows_to_download(tmp_path):

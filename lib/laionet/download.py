@@ -552,18 +552,66 @@ def shards_cache_names(settings: dict) -> tuple[str, ...]:
 # reading back (every later stage)
 
 
+def member_index(download_dir: str | Path, keys: Sequence[int] | None = None,
+                 encode_format: str = "jpg") -> pd.DataFrame:
+    """The key -> (tar, member) index of a download: key, wnid, shard, tar (path), offset and
+    size (of the stored image's bytes inside the tar) of every downloaded row (``keys``: only
+    those), from the manifest and the headers of just the tars that hold them; in (shard,
+    member) order, the order of ``iter_downloaded``. ``read_member`` reads one image's bytes."""
+    man = load_manifest(download_dir)
+    man = man[man["status"].eq("success")]
+    if keys is not None:
+        man = man[man["key"].isin({int(k) for k in keys})]
+    man = man.sort_values(["shard", "member"], kind="stable")
+    shards = shard_dir(download_dir)
+    suffix = "." + encode_format
+    offset = np.zeros(len(man), np.int64)
+    size = np.zeros(len(man), np.int64)
+    tars = []
+    pos = 0
+    for name, rows in man.groupby("shard", sort=True):
+        tar_path = shards / f"{name}.tar"
+        with tarfile.open(tar_path) as tf:  # headers only
+            at = {m.name[: -len(suffix)]: (m.offset_data, m.size) for m in tf.getmembers()
+                  if m.name.endswith(suffix)}
+        for member in rows["member"].tolist():
+            if member not in at:
+                raise ValueError(f"{tar_path}: no image {member}{suffix} although the manifest "
+                                 f"lists it; the shard is damaged: delete {name}_stats.json and "
+                                 "rerun stage 03 to redo it")
+            offset[pos], size[pos] = at[member]
+            pos += 1
+        tars += [str(tar_path)] * len(rows)
+    return pd.DataFrame({"key": man["key"].to_numpy(np.int64), "wnid": man["wnid"].to_numpy(),
+                         "shard": man["shard"].to_numpy(), "tar": tars, "offset": offset,
+                         "size": size})
+
+
+def read_member(tar: str | Path, offset: int, size: int) -> bytes:
+    """The bytes of one tar member at ``offset`` (``member_index``): one seek, one read."""
+    with open(tar, "rb") as f:
+        f.seek(int(offset))
+        return f.read(int(size))
+
+
 def iter_downloaded(download_dir: str | Path, keys: Sequence[int] | None = None,
                     encode_format: str = "jpg") -> Iterator[tuple[int, str, "Image.Image"]]:
     """Yield (key, wnid, RGB PIL image) for every downloaded image, shard by shard in key order
-    within each shard. ``keys`` restricts to those row keys. Reads only the local tars.
+    within each shard. ``keys`` restricts to those row keys, read through the key -> (tar,
+    member) index (``member_index``): only their bytes are read. Reads only the local tars.
 
     img2dataset keeps grayscale images single-channel; they are converted to RGB here so every
     consumer sees RGB.
     """
     from PIL import Image
 
+    if keys is not None:
+        for key, wnid, tar, off, size in member_index(download_dir, keys, encode_format)[
+                ["key", "wnid", "tar", "offset", "size"]].itertuples(index=False):
+            with Image.open(io.BytesIO(read_member(tar, off, size))) as im:
+                yield int(key), wnid, im.convert("RGB")
+        return
     shards = shard_dir(download_dir)
-    wanted = None if keys is None else set(int(k) for k in keys)
     for name in finished_shards(shards):
         tar_path = shards / f"{name}.tar"
         with tarfile.open(tar_path) as tf:
@@ -572,8 +620,6 @@ def iter_downloaded(download_dir: str | Path, keys: Sequence[int] | None = None,
             for stem in stems:
                 meta = json.loads(tf.extractfile(members[stem + ".json"]).read())
                 key = int(meta[KEY_COL])
-                if wanted is not None and key not in wanted:
-                    continue
                 img_member = members.get(f"{stem}.{encode_format}")
                 if img_member is None:
                     raise ValueError(f"{tar_path}: sample {stem} has metadata but no "

@@ -6,17 +6,22 @@ Each ImageNet-Captions caption is a query (k = 1); the retrieved LAION row gets 
 class; rows whose caption-to-caption similarity passes a threshold (0.7 in the paper) form the
 "LAION | ImageNet texts" dataset.
 
-The index is exact (``Flat``) on small data and approximate (``IVF...,PQ...`` or ``HNSW``) at
-LAION scale. It is built part by part: ``add_part`` records which LAION parts are in, ``save``
-commits atomically (index file first, then the ``meta.json`` that names it), so an interrupted
-build resumes from the last saved part.
+The index is exact (``Flat``) on small data and approximate (IVF-PQ, 40 bytes a caption) at
+LAION scale (``suggest_factory``: the size rule). Stage 09 keeps it as one faiss file per LAION
+part (``PartedIndex``, built by ``index_parts``): trained once on a sample drawn across the parts,
+each part added chunk by chunk and committed once, a search merging the parts' top-k; a killed
+build resumes after its last finished part. ``TextIndex`` is one in-memory faiss index (a part's).
+
+The approximate index's scores are not the caption-to-caption similarity (PQ codes): the
+retrieved pairs are re-scored exactly (``exact_similarity`` with ``caption_embeddings``) before
+the threshold and the sweep.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +33,6 @@ from .io import atomic_path, read_json, write_json
 META = "meta.json"
 #: The paper's B18 sweep of the caption-to-caption threshold.
 PAPER_SWEEP = tuple(float(t) for t in np.round(np.linspace(0.5, 0.75, 20), 4))
-
-
-def suggest_factory(n_vectors: int, dim: int) -> str:
-    """Exact search up to 200k vectors; IVF-PQ beyond (about 4 sqrt(n) lists, 8-d sub-vectors).
-
-    For LAION-400M (4e8 x 512) this gives ``IVF65536,PQ64``, ~26 GB of codes; the authors'
-    autofaiss index was 16 GB. Pass your own factory string to trade memory for recall.
-    """
-    if n_vectors <= 200_000:
-        return "Flat"
-    nlist = 2 ** int(round(math.log2(4 * math.sqrt(n_vectors))))
-    m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if dim % m == 0)
-    return f"IVF{nlist},PQ{m}"
 
 
 class TextIndex:
@@ -167,8 +159,11 @@ class TextIndex:
 
 
 def label_retrieved(query_ids: Sequence, query_wnids: Sequence, keys: np.ndarray,
-                    sims: np.ndarray) -> pd.DataFrame:
-    """One row per (query, neighbour): image_key, wnid (the query caption's class), key, similarity.
+                    sims: np.ndarray, index_sims: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per (query, neighbour): image_key, wnid (the query caption's class), key,
+    similarity (what the threshold and the sweep use: the exact caption-to-caption cosine from
+    ``exact_similarity``, or the index's own score) and, when ``index_sims`` is given, the
+    index's score as ``index_similarity``.
 
     As the authors did, no substring check and no multi-label drop: a LAION row retrieved by
     captions of two classes belongs to both. Missing neighbours (key -1) are dropped.
@@ -179,6 +174,8 @@ def label_retrieved(query_ids: Sequence, query_wnids: Sequence, keys: np.ndarray
     out = pd.DataFrame({"image_key": np.repeat(np.asarray(query_ids), k),
                         "wnid": np.repeat(np.asarray(query_wnids), k),
                         "key": keys.ravel(), "similarity": sims.ravel()})
+    if index_sims is not None:
+        out["index_similarity"] = np.asarray(index_sims, dtype=np.float32).reshape(keys.shape).ravel()
     return out[out["key"] >= 0].reset_index(drop=True)
 
 
@@ -222,45 +219,366 @@ def threshold_sweep(labelled: pd.DataFrame, thresholds: Sequence[float],
 
 
 # --------------------------------------------------------------------------------------------
-# Building the caption index from the LAION parts
+# The LAION caption index, one index file per part (stage 09)
 # --------------------------------------------------------------------------------------------
+#
+# Layout of an index folder (``PartedIndex``):
+#   meta.json            factory, dim (written once, when the folder is made)
+#   trained.faiss        the trained, empty approximate index (IVF-PQ): trained once on a sample
+#                        drawn across the parts; absent for Flat
+#   part-NNNNN.faiss     the part's captions (a copy of trained.faiss + that part's vectors),
+#                        written once, atomically
+#   part-NNNNN.json      its commit marker (rows, source file, bytes): written after the .faiss,
+#                        so a part is either done (marker) or redone from scratch
+# A finished part is never rewritten; a search visits the parts one at a time and merges their
+# top-k (faiss ``merge_ondisk`` would give one IVF file, but only for IVF indexes and by
+# rewriting every list: per-part files work for Flat too, and adding a part touches nothing
+# done). Peak memory: one part's index + one chunk of ``chunk_rows`` caption embeddings.
+# Cost of the layout: each part file repeats the trained quantizer (nlist x dim x 4 bytes:
+# 134 MB at IVF65536 over 512-d, +4.3 GB over 32 parts, ~50 bytes a caption all in instead of
+# 40; benchmarks/bench_index_bytes.py measures both).
 
-def build_index(parts: Mapping[int, str | os.PathLike], encoder: Any, store: Any,
-                folder: str | os.PathLike, factory: str = "", nprobe: int = 32,
-                batch_size: int = 64) -> TextIndex:
-    """The index of every caption of ``parts`` (part number -> parquet file with ``TEXT``),
-    built part by part and saved after each, so a rerun resumes after the last saved part.
+TRAINED = "trained.faiss"
+#: exact (Flat) search up to this many captions: 4 * dim + 8 bytes each (2 KB at 512-d; 200k
+#: captions = 0.4 GB of index); beyond, IVF-PQ with PQ_BYTES bytes of code per caption.
+FLAT_MAX = 200_000
+PQ_BYTES = 32   # + 8 bytes of row key = 40 bytes per caption: the authors' 16 GB / 413.9M = 41
 
-    Captions are embedded through ``store`` (an ``EmbeddingStore`` of ``encoder``, keyed by
-    row key and caption: captions another stage embedded are not embedded again). ``factory``
-    empty: ``suggest_factory`` for the total caption count. An approximate index is trained on
-    the first part it adds. Raises when the saved index does not hold every caption (a folder
-    left by other parts).
-    """
+
+def suggest_factory(n_vectors: int, dim: int) -> str:
+    """The size rule: exact ``Flat`` up to ``FLAT_MAX`` captions (inner products of the full
+    float32 vectors, 4 * dim + 8 bytes a caption); beyond, ``IVF<nlist>,PQ32``: about
+    4 sqrt(n) inverted lists (a power of two) and 32 one-byte codes per caption, i.e. 32 bytes of
+    code + 8 of row key = 40 bytes a caption, as the authors' 16 GB index of 413.9M captions
+    (41 bytes a caption). LAION-400M (4.1e8 x 512): ``IVF65536,PQ32``, about 16.6 GB. Pass your
+    own factory string to trade memory for recall (``IVF65536,PQ64`` doubles the codes)."""
+    if n_vectors <= FLAT_MAX:
+        return "Flat"
+    nlist = 2 ** int(round(math.log2(4 * math.sqrt(n_vectors))))
+    m = PQ_BYTES if dim % PQ_BYTES == 0 else next(m for m in (dim // 8, dim // 4, dim // 2, dim)
+                                                  if dim % m == 0)
+    return f"IVF{nlist},PQ{m}"
+
+
+def count_rows(parts: Mapping[int, str | os.PathLike]) -> int:
+    """Rows of the LAION parts, from their parquet footers (nothing else is read)."""
     import pyarrow.parquet as pq
 
-    from .embedding_store import embed_with_store
+    return int(sum(pq.ParquetFile(f).metadata.num_rows for f in parts.values()))
+
+
+def n_lists(factory: str) -> int:
+    """The inverted-list count of an ``IVF<n>...`` factory string (0 for others)."""
+    import re
+
+    m = re.match(r"IVF(\d+)", factory.upper())
+    return int(m.group(1)) if m else 0
+
+
+def auto_train_size(factory: str, n_total: int) -> int:
+    """Training sample of an approximate index: 40 vectors per inverted list (faiss warns below
+    39), at least 2**16 (PQ codebooks: 256 centroids per sub-vector), at most every caption."""
+    nl = n_lists(factory)
+    return 0 if not nl else int(min(n_total, max(40 * nl, 2 ** 16)))
+
+
+def _gpu(index):
+    """``index`` on every GPU when GPU faiss is present (faiss.get_num_gpus() > 0), else itself;
+    an index type the GPU code does not take (HNSW, IDMap2) stays on the CPU."""
+    import faiss
+
+    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+        try:
+            return faiss.index_cpu_to_all_gpus(index)
+        except (RuntimeError, AttributeError):
+            return index
+    return index
+
+
+def _cpu(index):
+    import faiss
+
+    return faiss.index_gpu_to_cpu(index) if hasattr(faiss, "index_gpu_to_cpu") and \
+        type(index).__name__.startswith("Gpu") else index
+
+
+def _part_name(part: int) -> str:
+    return f"part-{int(part):05d}"
+
+
+class PartedIndex:
+    """A caption index kept as one faiss file per LAION part (see the layout above)."""
+
+    def __init__(self, folder: str | os.PathLike, factory: str, dim: int, nprobe: int = 32):
+        self.folder = Path(folder)
+        self.factory, self._dim, self.nprobe = factory, int(dim), nprobe
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, dim: int, factory: str = "Flat",
+             nprobe: int = 32) -> PartedIndex:
+        """The index in ``folder`` (made when missing); raises when it holds another factory/dim."""
+        folder = Path(folder)
+        meta = folder / META
+        if meta.is_file():
+            m = read_json(meta)
+            if m.get("layout") != "parted" or m["factory"] != factory or int(m["dim"]) != int(dim):
+                raise ValueError(f"{folder}: holds a {m.get('factory')} index over "
+                                 f"{m.get('dim')}-d vectors ({m.get('layout', 'one file')}), asked "
+                                 f"for {factory} over {dim}-d; use another folder or delete it")
+        else:
+            write_json({"layout": "parted", "factory": factory, "dim": int(dim)}, meta)
+        return cls(folder, factory, dim, nprobe)
+
+    # what is in ---------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def records(self) -> dict[int, dict]:
+        """part -> its marker (rows, file, bytes, source) of every finished part."""
+        out = {}
+        for f in sorted(self.folder.glob("part-*.json")):
+            r = read_json(f)
+            out[int(r["part"])] = r
+        return out
+
+    @property
+    def parts(self) -> set[int]:
+        return set(self.records())
+
+    @property
+    def ntotal(self) -> int:
+        return int(sum(r["rows"] for r in self.records().values()))
+
+    def bytes_per_caption(self) -> float:
+        """Bytes on disk (every part file) per caption indexed."""
+        rec = self.records().values()
+        n = sum(r["rows"] for r in rec)
+        return sum(r["bytes"] for r in rec) / n if n else float("nan")
+
+    @property
+    def needs_training(self) -> bool:
+        return n_lists(self.factory) > 0 and not (self.folder / TRAINED).is_file()
+
+    # building -----------------------------------------------------------------------------
+    def _empty(self):
+        """A fresh empty index of this factory: the trained one for IVF, else Flat + ids."""
+        import faiss
+
+        if n_lists(self.factory):
+            if self.needs_training:
+                raise RuntimeError(f"{self.folder}: the {self.factory} index must be trained "
+                                   "first (PartedIndex.train(sample of embeddings))")
+            return faiss.read_index(str(self.folder / TRAINED))
+        return TextIndex.create(self.dim, self.factory).index
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train the approximate index on ``sample`` (GPU when present) and save it once."""
+        import faiss
+
+        if not self.needs_training:
+            return
+        index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        x = np.ascontiguousarray(sample, dtype=np.float32)
+        on = _gpu(index)
+        on.train(x)
+        with atomic_path(self.folder / TRAINED, suffix=".faiss") as tmp:
+            faiss.write_index(_cpu(on), str(tmp))
+
+    def add_part(self, part: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+                 source: Mapping | None = None) -> bool:
+        """Index one part from ``(embeddings, row keys)`` chunks and commit it (file, then
+        marker). False (nothing read from ``chunks``) when the part is already in."""
+        import faiss
+
+        part = int(part)
+        name = _part_name(part)
+        if (self.folder / f"{name}.json").is_file():
+            return False
+        index = _gpu(self._empty())
+        n = 0
+        for emb, keys in chunks:
+            emb = np.ascontiguousarray(emb, dtype=np.float32)
+            keys = np.ascontiguousarray(keys, dtype=np.int64)
+            if emb.ndim != 2 or emb.shape[1] != self.dim:
+                raise ValueError(f"part {part}: embeddings of shape {emb.shape}, the index is "
+                                 f"{self.dim}-d")
+            if len(keys) != len(emb):
+                raise ValueError(f"part {part}: {len(keys)} keys for {len(emb)} embeddings")
+            if len(emb):
+                index.add_with_ids(emb, keys)
+            n += len(emb)
+        dest = self.folder / f"{name}.faiss"
+        with atomic_path(dest, suffix=".faiss") as tmp:
+            faiss.write_index(_cpu(index), str(tmp))
+        write_json({"part": part, "rows": n, "file": dest.name, "bytes": dest.stat().st_size,
+                    **dict(source or {})}, self.folder / f"{name}.json")
+        return True
+
+    # querying -----------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int = 1, batch_size: int = 16_384,
+               parts: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest captions of each query over ``parts`` (default: every finished part):
+        each part's index is loaded alone and searched, and the top-k are merged (similarity
+        descending, then row key). (keys int64 [n, k], similarities float32 [n, k]); missing
+        neighbours are key -1, similarity NaN."""
+        import faiss
+
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries have shape {q.shape}, index is {self.dim}-d")
+        rec = self.records()
+        use = sorted(rec) if parts is None else sorted(int(p) for p in parts)
+        missing = [p for p in use if p not in rec]
+        if missing:
+            raise KeyError(f"{self.folder}: parts {missing} are not indexed (have {sorted(rec)})")
+        keys = np.full((len(q), k), -1, dtype=np.int64)
+        sims = np.full((len(q), k), -np.inf, dtype=np.float32)
+        for p in use:
+            one = TextIndex(_gpu(faiss.read_index(str(self.folder / rec[p]["file"]))),
+                            self.factory, nprobe=self.nprobe)
+            pk, ps = one.search(q, k, batch_size)
+            ck = np.concatenate([keys, pk], axis=1)
+            cs = np.concatenate([sims, np.where(pk >= 0, ps, -np.inf)], axis=1)
+            big = np.iinfo(np.int64).max
+            order = np.lexsort((np.where(ck >= 0, ck, big), -cs), axis=1)[:, :k]
+            keys = np.take_along_axis(ck, order, axis=1)
+            sims = np.take_along_axis(cs, order, axis=1)
+            del one
+        sims = np.where(keys >= 0, sims, np.nan).astype(np.float32)
+        return keys, sims
+
+
+def _part_chunks(path: str | os.PathLike, part: int, chunk_rows: int,
+                 rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, list]]:
+    """(row keys, captions) of a LAION part, ``chunk_rows`` rows at a time (only TEXT is read);
+    ``rows``: only those (sorted row numbers)."""
+    import pyarrow.parquet as pq
+
     from .keys import row_key
 
+    start = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=["TEXT"]):
+        n = batch.num_rows
+        text = batch.column(0)
+        if rows is None:
+            yield row_key(part, np.arange(start, start + n)), text.to_pylist()
+        else:
+            sel = rows[(rows >= start) & (rows < start + n)] - start
+            if len(sel):
+                yield row_key(part, sel + start), text.take(sel).to_pylist()
+        start += n
+
+
+def _embed(encoder: Any, keys: np.ndarray, texts: list, store: Any, batch_size: int) -> np.ndarray:
+    if not len(texts):
+        return np.zeros((0, encoder.dim), np.float32)
+    if store is not None:
+        from .embedding_store import embed_with_store
+
+        return embed_with_store(encoder, keys, texts, store, batch_size=batch_size)
+    return np.asarray(encoder.embed_texts(texts, batch_size=batch_size), dtype=np.float32)
+
+
+def train_sample(parts: Mapping[int, str | os.PathLike], n_rows: Mapping[int, int], size: int,
+                 seed: int = 0) -> dict[int, np.ndarray]:
+    """part -> sorted row numbers of a seeded sample of ``size`` rows spread over the parts in
+    proportion to their rows (the training set of an approximate index)."""
+    total = sum(n_rows.values())
+    size = min(int(size), total)
+    order = sorted(parts)
+    want = {p: size * n_rows[p] // total if total else 0 for p in order}
+    for p in order[:size - sum(want.values())]:  # the remainder, one row each, to the first parts
+        want[p] += 1
+    rng = np.random.default_rng(seed)
+    return {p: np.sort(rng.choice(n_rows[p], size=want[p], replace=False)).astype(np.int64)
+            for p in order}
+
+
+def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: str | os.PathLike,
+                *, factory: str = "", n_total: int | None = None, train_size: int = 0,
+                chunk_rows: int = 65_536, batch_size: int = 64, keep_embeddings: bool = False,
+                store: Any = None, nprobe: int = 32, seed: int = 0,
+                progress: bool = False) -> PartedIndex:
+    """Index every caption of ``parts`` (part number -> parquet with ``TEXT``) into ``folder``,
+    one part at a time, resuming after the last finished part.
+
+    ``factory`` empty: ``suggest_factory(n_total or the parts' rows, encoder.dim)``. An
+    approximate index is first trained on ``train_size`` captions sampled across the parts
+    (0: ``auto_train_size``). Each part is read, embedded and added ``chunk_rows`` captions at a
+    time, so memory holds one chunk of embeddings plus the part's index, never a part's
+    embeddings. ``keep_embeddings``: also keep every caption's float32 embedding in ``store``
+    (an ``EmbeddingStore``; 2 KB a caption at 512-d, 850 GB for LAION-400M), reusing what is
+    there; off by default: the index alone is kept and the few retrieved captions are embedded
+    again for the exact scores (``caption_embeddings``).
+    """
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    if keep_embeddings and store is None:
+        raise ValueError("index_parts: keep_embeddings=True needs a store (an EmbeddingStore)")
+    use_store = store if keep_embeddings else None
     n_rows = {int(p): pq.ParquetFile(f).metadata.num_rows for p, f in parts.items()}
-    factory = factory or suggest_factory(sum(n_rows.values()), encoder.dim)
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    index = TextIndex.open(folder, encoder.dim, factory, nprobe=nprobe)
+    factory = factory or suggest_factory(n_total or sum(n_rows.values()), encoder.dim)
+    index = PartedIndex.open(folder, encoder.dim, factory, nprobe=nprobe)
+    if index.needs_training:
+        size = train_size or auto_train_size(factory, sum(n_rows.values()))
+        rows = train_sample(parts, n_rows, size, seed)
+        sample = [_embed(encoder, k, t, use_store, batch_size)
+                  for p in sorted(parts) for k, t in _part_chunks(parts[p], p, chunk_rows, rows[p])]
+        index.train(np.concatenate(sample) if sample else np.zeros((0, encoder.dim), np.float32))
+        del sample
+    done = index.records()
     for part, f in sorted(parts.items()):
-        if int(part) in index.parts:
+        src = {"source": Path(f).name, "source_rows": n_rows[int(part)]}
+        if int(part) in done:
+            r = done[int(part)]
+            if (r.get("source"), r.get("source_rows")) != (src["source"], src["source_rows"]):
+                raise RuntimeError(
+                    f"{folder}: part {part} was indexed from {r.get('source')} "
+                    f"({r.get('source_rows')} rows), now {src['source']} ({src['source_rows']} "
+                    f"rows); delete {_part_name(part)}.json and .faiss there to redo it")
             continue
-        text = pq.read_table(f, columns=["TEXT"]).column("TEXT")
-        keys = row_key(int(part), np.arange(len(text)))
-        emb = embed_with_store(encoder, keys, text, store, batch_size=batch_size)
-        if len(emb):
-            index.train(emb)  # IVF-PQ: trained on the first part (a no-op once trained, or Flat)
-        index.add_part(part, emb, keys)
-        index.save(folder)
-    if index.ntotal != sum(n_rows.values()) or not index.parts >= set(n_rows):
-        raise RuntimeError(f"{folder}: holds {index.ntotal} captions of parts {sorted(index.parts)}, "
-                           f"the LAION parts have {sum(n_rows.values())} in parts {sorted(n_rows)}; "
-                           "delete the folder and rerun")
+        chunks = ((_embed(encoder, k, t, use_store, batch_size), k)
+                  for k, t in tqdm(_part_chunks(f, int(part), chunk_rows),
+                                   total=math.ceil(n_rows[int(part)] / chunk_rows),
+                                   desc=f"index part {part}", disable=not progress))
+        index.add_part(int(part), chunks, src)
     return index
+
+
+def caption_embeddings(keys: Sequence[int], parts: Mapping[int, str | os.PathLike], encoder: Any,
+                       store: Any = None, batch_size: int = 64) -> np.ndarray:
+    """Full-precision caption embeddings of LAION row ``keys`` (aligned; through ``store`` when
+    given, so captions embedded before are read back): the TEXT of just these rows is read."""
+    import pyarrow as pa
+
+    from .keys import split_key
+    from .selection import join_laion_columns
+
+    key = np.asarray(keys, dtype=np.int64)
+    if not len(key):
+        return np.zeros((0, encoder.dim), np.float32)
+    part, row = split_key(key)
+    text = join_laion_columns(pa.table({"key": key, "part": part, "row": row}),
+                              {int(p): Path(f) for p, f in parts.items()}, ["TEXT"])
+    return _embed(encoder, key, text.column("TEXT").to_pylist(), store, batch_size)
+
+
+def exact_similarity(queries: np.ndarray, found: np.ndarray,
+                     embeddings_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The exact cosine similarity of each query with each retrieved caption: [n, k] float32
+    (NaN where no neighbour). ``embeddings_of(distinct keys)`` gives unit-norm caption
+    embeddings aligned to its argument (``caption_embeddings``), called once."""
+    q = np.asarray(queries, dtype=np.float32)
+    found = np.asarray(found, dtype=np.int64).reshape(len(q), -1)
+    uniq, inv = np.unique(found[found >= 0], return_inverse=True)
+    out = np.full(found.shape, np.nan, np.float32)
+    if len(uniq):
+        emb = np.asarray(embeddings_of(uniq), dtype=np.float32)
+        rows, cols = np.nonzero(found >= 0)
+        out[rows, cols] = np.einsum("ij,ij->i", q[rows], emb[inv])
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ RANGES = {
     "k": (1, None), "nprobe": (1, None), "processes_count": (1, None), "thread_count": (1, None),
     "number_sample_per_shard": (1, None), "retries": (0, None), "timeout": (1, None),
     "n_grid": (2, None), "bins": (1, None), "hist_bins": (1, None), "ocr_batch_size": (1, None),
+    "max_models": (1, None), "val_shard_size": (1, None), "chunk_rows": (1, None),
+    "train_size": (0, None),
 }
 
 
@@ -167,7 +169,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                 *(Input(f"released_{n}", optional=True)
                   for n in ("val_parquet", "imagename2wnid", "lemma_map", "laionet_parquet"))),
         products=("results_laionet.parquet", "results_imagenet.parquet", "groups.json",
-                  "coverage.json")),
+                  "coverage.json", "results_parts")),
     StageSpec(
         _S05, "Is LAIONet less similar within each class than ImageNet?",
         inputs=(DOWNLOAD, LAIONET, VAL,

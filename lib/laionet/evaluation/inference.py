@@ -212,23 +212,52 @@ class _Columns:
         }, schema=RESULT_SCHEMA)
 
 
-def evaluate(records: Iterable[tuple[Any, str, Any]], predictors: Sequence[Predictor],
-             dataset: str, batch_size: int = 64, progress: bool = True,
-             total: int | None = None, errors: list | None = None) -> pa.Table:
-    """Run every predictor on every record ``(image_key, true wnid, source)``.
-
-    ``source`` is a path, bytes, a PIL image or None (missing: a null row per model, or False
-    for predictors with ``missing_as_wrong``). Undecodable files become missing rows and are
-    listed in ``errors`` (image_key, message) when a list is given; nothing is dropped.
-    """
+def _groups(predictors: Sequence[Predictor]) -> dict[Hashable, list[Predictor]]:
+    names = [p.name for p in predictors]
     if not predictors:
         raise ValueError("evaluate: no predictors")
-    names = [p.name for p in predictors]
     if len(set(names)) != len(names):
         raise ValueError(f"evaluate: duplicate model names {names}")
     groups: dict[Hashable, list[Predictor]] = {}
     for p in predictors:
         groups.setdefault(p.transform_key, []).append(p)
+    return groups
+
+
+def _score_batch(groups: dict[Hashable, list[Predictor]], keys: Sequence, wnids: Sequence,
+                 tensors: dict[Hashable, torch.Tensor | None], ok: np.ndarray,
+                 cols: Callable[[str], _Columns]) -> None:
+    """Every predictor on one decoded batch: ``tensors[transform_key]`` holds the transformed
+    images of the rows where ``ok`` (None when none decoded); rows not ok are missing rows.
+    ``cols(model name)`` is the column set the model's rows go to."""
+    ok_keys = [k for k, good in zip(keys, ok) if good]
+    ok_wnids = [w for w, good in zip(wnids, ok) if good]
+    miss_keys = [k for k, good in zip(keys, ok) if not good]
+    miss_wnids = [w for w, good in zip(wnids, ok) if not good]
+    for tkey, group in groups.items():
+        x = tensors.get(tkey)
+        for p in group:
+            if x is not None and ok_keys:
+                top, c1, c5 = _topk_results(p, p.score(x), ok_wnids)
+                cols(p.name).add(p.name, ok_keys, ok_wnids, list(top.tolist()), c1, c5)
+            if miss_keys:
+                fill = np.full(len(miss_keys), None, dtype=object)
+                if p.missing_as_wrong:  # the authors' NaN >= NaN: wrong, if the class is known
+                    fill[pd.Index(p.output_wnids).get_indexer(miss_wnids) >= 0] = False
+                cols(p.name).add(p.name, miss_keys, miss_wnids, [None] * len(miss_keys), fill, fill)
+
+
+def evaluate(records: Iterable[tuple[Any, str, Any]], predictors: Sequence[Predictor],
+             dataset: str, batch_size: int = 64, progress: bool = True,
+             total: int | None = None, errors: list | None = None) -> pa.Table:
+    """Run every predictor on every record ``(image_key, true wnid, source)``, in memory.
+
+    ``source`` is a path, bytes, a PIL image or None (missing: a null row per model, or False
+    for predictors with ``missing_as_wrong``). Undecodable files become missing rows and are
+    listed in ``errors`` (image_key, message) when a list is given; nothing is dropped.
+    Stage 04 itself runs ``evaluate_shards`` (per shard, on disk, decoding in workers).
+    """
+    groups = _groups(predictors)
     cols = _Columns()
     bar = _progress(progress, total, f"evaluate {dataset}")
     with torch.inference_mode():
@@ -244,25 +273,194 @@ def evaluate(records: Iterable[tuple[Any, str, Any]], predictors: Sequence[Predi
                     if errors is not None:
                         errors.append((str(key), f"{type(exc).__name__}: {exc}"))
             ok = np.array([im is not None for im in images])
-            ok_keys = [k for k, good in zip(keys, ok) if good]
-            ok_wnids = [w for w, good in zip(wnids, ok) if good]
-            miss_keys = [k for k, good in zip(keys, ok) if not good]
-            miss_wnids = [w for w, good in zip(wnids, ok) if not good]
-            for group in groups.values():
-                x = (torch.stack([group[0].transform(im) for im in images if im is not None])
-                     if ok.any() else None)
-                for p in group:
-                    if x is not None:
-                        top, c1, c5 = _topk_results(p, p.score(x), ok_wnids)
-                        cols.add(p.name, ok_keys, ok_wnids, list(top.tolist()), c1, c5)
-                    if miss_keys:
-                        fill = np.full(len(miss_keys), None, dtype=object)
-                        if p.missing_as_wrong:  # the authors' NaN >= NaN: wrong, if the class is known
-                            fill[pd.Index(p.output_wnids).get_indexer(miss_wnids) >= 0] = False
-                        cols.add(p.name, miss_keys, miss_wnids, [None] * len(miss_keys), fill, fill)
+            tensors = {k: (torch.stack([g[0].transform(im) for im in images if im is not None])
+                           if ok.any() else None) for k, g in groups.items()}
+            _score_batch(groups, keys, wnids, tensors, ok, lambda name: cols)
             bar.update(len(batch))
     bar.close()
     return cols.table(dataset)
+
+
+# --------------------------------------------------------------------------------------------
+# per shard, on disk, decoding in worker processes (stage 04)
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """An image stored inside a tar (``laionet.download.member_index``): one seek, one read."""
+
+    tar: str
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        from ..download import read_member
+
+        return read_member(self.tar, self.offset, self.size)
+
+
+@dataclass(frozen=True)
+class ResizedFile:
+    """An image file as LAIONet's download would have stored it: resized and re-encoded with that
+    download's settings (``download.download_settings``) when read (resolution parity)."""
+
+    path: str
+    settings: dict
+
+    def read(self) -> bytes:
+        from ..download import resize_like_download
+
+        return resize_like_download(Path(self.path).read_bytes(), self.settings)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Records of the shards to do; item i -> (i, {transform_key: tensor} or None, error):
+    the image is decoded once and each distinct preprocessing applied to it, in a worker."""
+
+    def __init__(self, records: Sequence[tuple], transforms: dict[Hashable, Callable]):
+        self.records, self.transforms = records, transforms
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        key, _, src = self.records[i]
+        if src is None:
+            return i, None, None
+        try:
+            im = decode_image(src.read() if isinstance(src, (TarMember, ResizedFile)) else src)
+            return i, {k: t(im) for k, t in self.transforms.items()}, None
+        except Exception as exc:  # a corrupt file is a missing image, reported
+            return i, None, f"{type(exc).__name__}: {exc}"
+
+
+def _as_is(batch):
+    return batch
+
+
+def _shard_batches(sizes: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Index batches that never straddle two shards."""
+    out, start = [], 0
+    for n in sizes:
+        out += [list(range(s, min(s + batch_size, start + n)))
+                for s in range(start, start + n, batch_size)]
+        start += n
+    return out
+
+
+def evaluate_shards(shards: Sequence[tuple[str, Sequence[tuple]]],
+                    predictors: Sequence[Callable[[], Predictor]] | Sequence[Predictor],
+                    dataset: str, out_dir: str | os.PathLike, *, names: Sequence[str] | None = None,
+                    batch_size: int = 64, n_workers: int = 0, max_models: int = 8,
+                    progress: bool = True, on_loaded: Callable[[Predictor], None] | None = None
+                    ) -> list[tuple[str, str]]:
+    """Evaluate ``shards`` ((name, records) in order) with every predictor, one result file per
+    (model, shard): ``out_dir/<shard>/<model>.parquet``, written as soon as the shard is done.
+
+    A finished (model, shard) file is never recomputed (resume). ``predictors``: Predictors or
+    zero-argument loaders of them (with ``names``: the model names, so finished models are not
+    loaded at all); at most ``max_models`` are loaded at once, and each batch of models decodes
+    the images it still needs once, in ``n_workers`` DataLoader worker processes (0: in this
+    process) that apply each distinct preprocessing. Returns the decode errors
+    (image_key, message) met. ``on_loaded(predictor)`` is called after each load.
+    """
+    from ..embedding_store import safe_name
+    from ..io import write_parquet
+
+    out_dir = Path(out_dir)
+    loaders = [(lambda p=p: p) if isinstance(p, Predictor) else p for p in predictors]
+    names = list(names) if names is not None else [
+        p.name if isinstance(p, Predictor) else None for p in predictors]
+    if None in names:
+        raise ValueError("evaluate_shards: give names= for predictor loaders")
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluate: duplicate model names {names}")
+
+    def path(shard: str, model: str) -> Path:
+        return out_dir / safe_name(shard) / f"{safe_name(model)}.parquet"
+
+    errors: list[tuple[str, str]] = []
+    todo = [i for i, n in enumerate(names) if not all(path(s, n).is_file() for s, _ in shards)]
+    def run_chunk(chunk: list[int]) -> None:  # its models die with its frame
+        preds = []
+        for i in chunk:
+            p = loaders[i]()
+            if p.name != names[i]:
+                raise ValueError(f"evaluate_shards: loader {i} gave {p.name!r}, named {names[i]!r}")
+            preds.append(p)
+            if on_loaded is not None:
+                on_loaded(p)
+        groups = _groups(preds)
+        pending = [(s, recs, [p for p in preds if not path(s, p.name).is_file()])
+                   for s, recs in shards]
+        pending = [(s, r, ps) for s, r, ps in pending if ps]
+        if not pending:
+            return
+        records = [r for _, recs, _ in pending for r in recs]
+        data = _Decoded(records, {k: g[0].transform for k, g in groups.items()})
+        batches = _shard_batches([len(r) for _, r, _ in pending], batch_size)
+        loader = torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=_as_is,
+                                             num_workers=n_workers)
+        bar = _progress(progress, len(records),
+                        f"evaluate {dataset} ({', '.join(p.name for p in preds)})")
+        shard_of = np.repeat(np.arange(len(pending)), [len(r) for _, r, _ in pending])
+        ends = np.cumsum([len(r) for _, r, _ in pending])
+        cur = 0
+        cols: dict[str, _Columns] = {}
+        done_upto = 0
+
+        def flush(j: int) -> None:
+            s, _, ps = pending[j]
+            for p in ps:
+                write_parquet(cols.get(p.name, _Columns()).table(dataset), path(s, p.name))
+            cols.clear()
+
+        with torch.inference_mode():
+            it = iter(loader) if len(records) else iter(())
+            for batch in it:
+                idx = [b[0] for b in batch]
+                j = int(shard_of[idx[0]])
+                while cur < j:  # shards with no records left between batches
+                    flush(cur)
+                    cur += 1
+                recs = [records[i] for i in idx]
+                ok = np.array([b[1] is not None for b in batch])
+                for (i, _, err), r in zip(batch, recs):
+                    if err is not None:
+                        errors.append((str(r[0]), err))
+                tensors = {k: (torch.stack([b[1][k] for b in batch if b[1] is not None])
+                               if ok.any() else None) for k in groups}
+                s_preds = {id(p) for p in pending[j][2]}
+                g = {k: [p for p in v if id(p) in s_preds] for k, v in groups.items()}
+                _score_batch({k: v for k, v in g.items() if v}, [r[0] for r in recs],
+                             [r[1] for r in recs], tensors, ok,
+                             lambda name: cols.setdefault(name, _Columns()))
+                bar.update(len(batch))
+                done_upto = idx[-1] + 1
+                if done_upto == ends[j]:
+                    flush(j)
+                    cur = j + 1
+            while cur < len(pending):  # trailing empty shards
+                flush(cur)
+                cur += 1
+        bar.close()
+
+    for start in range(0, len(todo), max(1, max_models)):
+        run_chunk(todo[start:start + max(1, max_models)])
+    return errors
+
+
+def shard_tables(out_dir: str | os.PathLike, shards: Sequence[str], models: Sequence[str]
+                 ) -> Iterator[pa.Table]:
+    """The (model, shard) result files of ``evaluate_shards`` in shard order, then model order."""
+    import pyarrow.parquet as pq
+
+    from ..embedding_store import safe_name
+
+    for s in shards:
+        for m in models:
+            yield pq.read_table(Path(out_dir) / safe_name(s) / f"{safe_name(m)}.parquet",
+                                schema=RESULT_SCHEMA)
 
 
 def _progress(enabled: bool, total: int | None, desc: str):

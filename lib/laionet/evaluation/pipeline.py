@@ -12,6 +12,8 @@ of the LAIONet classes) and return an ``Evaluation``, what the aggregation and f
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..io import write_json, write_parquet
-from .inference import (RESULT_SCHEMA, Predictor, classifier_predictor, evaluate,
-                        zero_shot_predictor)
+from .inference import (RESULT_SCHEMA, Predictor, ResizedFile, TarMember, classifier_predictor, evaluate,
+                        evaluate_shards, shard_tables, zero_shot_predictor)
 
 SUCCESS = "success"
 RESULT_FILES = {"LAIONet": "results_laionet.parquet", "ImageNet": "results_imagenet.parquet"}
 GROUPS, COVERAGE = "groups.json", "coverage.json"
+#: per (dataset, shard, model) result files, appended as they are made (resume); the two
+#: results files are assembled from them at the end
+PARTS = "results_parts"
 PRODUCTS = (*RESULT_FILES.values(), GROUPS, COVERAGE)
 
 
@@ -70,6 +75,48 @@ def laionet_records(download_dir: str | os.PathLike) -> tuple[Iterator[tuple], i
     return gen(), len(man), int((~ok).sum())
 
 
+def laionet_shards(download_dir: str | os.PathLike) -> list[tuple[str, list[tuple]]]:
+    """The downloaded LAIONet as (shard name, records) in the download's shard order, each image
+    a ``TarMember`` of the key -> (tar, member) index; the rows that did not download come last
+    as shard "missing" with source None (excluded from accuracy, never dropped)."""
+    from ..download import load_manifest, member_index
+
+    man = load_manifest(download_dir)
+    idx = member_index(download_dir)
+    out = [(f"laion-{name}", [(str(k), w, TarMember(t, int(o), int(n))) for k, w, t, o, n in
+                              g[["key", "wnid", "tar", "offset", "size"]].itertuples(index=False)])
+           for name, g in idx.groupby("shard", sort=True)]
+    failed = man.loc[~man["status"].eq(SUCCESS), ["key", "wnid"]]
+    out.append(("laion-missing", [(str(k), w, None) for k, w in failed.itertuples(index=False)]))
+    return out
+
+
+def imagenet_shards(val: pd.DataFrame, shard_size: int = 1000,
+                    resize: dict | None = None) -> list[tuple[str, list[tuple]]]:
+    """An ImageNet-style table (image_key, path, wnid) as (shard name, records) of
+    ``shard_size`` images each, in table order. ``resize``: the settings of LAIONet's download
+    (``download.download_settings``): each file is resized and re-encoded as that download stored
+    LAIONet's images, in the decoding worker (resolution parity); None: the files as they are, at
+    full size (the paper)."""
+    recs = [(k, w, p if resize is None else ResizedFile(str(p), resize))
+            for k, w, p in val[["image_key", "wnid", "path"]].itertuples(index=False)]
+    return [(f"val-{i // shard_size:05d}", recs[i:i + shard_size])
+            for i in range(0, len(recs), shard_size)]
+
+
+def assemble(parts_dir: str | os.PathLike, shards: Sequence[str], models: Sequence[str],
+             dest: str | os.PathLike) -> Path:
+    """One results file from the per (shard, model) files, streamed (one piece in memory)."""
+    from ..io import atomic_path
+
+    with atomic_path(dest) as tmp:
+        with pq.ParquetWriter(tmp, RESULT_SCHEMA) as w:
+            w.write_table(RESULT_SCHEMA.empty_table())
+            for t in shard_tables(parts_dir, shards, models):
+                w.write_table(t)
+    return Path(dest)
+
+
 def imagenet_records(val: pd.DataFrame, resize: dict | None = None) -> tuple[Iterator[tuple], int]:
     """(records, total) of an ImageNet-style table (image_key, path, wnid). ``resize``: the
     settings of LAIONet's download (``download.download_settings``): each file is first resized
@@ -78,9 +125,7 @@ def imagenet_records(val: pd.DataFrame, resize: dict | None = None) -> tuple[Ite
     rows = val[["image_key", "wnid", "path"]].itertuples(index=False)
     if resize is None:
         return ((k, w, p) for k, w, p in rows), len(val)
-    from ..download import resize_like_download
-
-    return ((k, w, resize_like_download(Path(p).read_bytes(), resize)) for k, w, p in rows), len(val)
+    return ((k, w, ResizedFile(str(p), resize).read()) for k, w, p in rows), len(val)
 
 
 def build_predictors(classifiers, universe: Sequence[str] | None, zero_shot: dict | None = None,
@@ -91,6 +136,66 @@ def build_predictors(classifiers, universe: Sequence[str] | None, zero_shot: dic
     if zero_shot:
         preds.append(zero_shot_predictor(**zero_shot))
     return preds
+
+
+def predictor_loaders(classifiers, universe: Sequence[str] | None, zero_shot: dict | None = None,
+                      device: str = "cpu") -> tuple[list[Callable[[], Predictor]], list[str]]:
+    """(loaders, model names) of ``build_predictors``' predictors: each loader loads its model
+    when called, so a bounded number is in memory at once. ``zero_shot`` may hold
+    ``image_encoder``/``text_embeddings`` as zero-argument callables (loaded lazily too)."""
+    loaders = [functools.partial(classifier_predictor, c, universe=universe, device=device)
+               for c in classifiers]
+    names = [c.name for c in classifiers]
+    if zero_shot:
+        def zs(zs=dict(zero_shot)):
+            kw = {k: (v() if callable(v) and k in ("image_encoder", "text_embeddings") else v)
+                  for k, v in zs.items()}
+            return zero_shot_predictor(**kw)
+
+        loaders.append(zs)
+        names.append(zero_shot["name"])
+    return loaders, names
+
+
+class _ModelInfo:
+    """Each model's mapped outputs, saved when it is loaded, so a resumed run that has nothing
+    left for a model never loads it again."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, name: str) -> Path:
+        from ..embedding_store import safe_name
+
+        return self.folder / f"{safe_name(name)}.json"
+
+    def record(self, p: Predictor) -> None:
+        print(f"{p.name}: {p.info.get('n_mapped', len(p.output_wnids))} mapped outputs, "
+              f"preprocessing group {hash(p.transform_key) & 0xffff:04x}")
+        write_json({"name": p.name, "output_wnids": list(p.output_wnids)}, self._path(p.name))
+
+    def output_wnids(self, name: str, loader: Callable[[], Predictor]) -> list[str]:
+        path = self._path(name)
+        if not path.is_file():
+            self.record(loader())
+        from ..io import read_json
+
+        return read_json(path)["output_wnids"]
+
+
+def _reset_if_changed(parts: Path, signature: dict) -> None:
+    """Start ``parts`` afresh when what its results depend on changed (a notebook rerun with
+    other models outside the runner, which removes stale products itself)."""
+    import shutil
+
+    from ..io import read_json
+
+    sig = parts / "signature.json"
+    if sig.is_file() and read_json(sig) != json.loads(json.dumps(signature, default=str)):
+        print(f"{parts}: made with other models or settings; starting it afresh")
+        shutil.rmtree(parts)
+    if not sig.is_file():
+        write_json(signature, sig)
 
 
 def evaluate_to_file(records, total: int, predictors: Sequence[Predictor], dataset: str,
@@ -116,15 +221,20 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
                   zero_shot_encoder: str | None = None, zero_shot_text_encoder: str = "minilm",
                   zero_shot_name: str = "zero-shot", paper_nan_as_wrong: bool = False,
                   resolution_parity: bool = False, batch_size: int = 64, device: str = "cpu",
+                  n_workers: int = 0, max_models: int = 8, val_shard_size: int = 1000,
                   timings: Callable | None = None) -> Evaluation:
     """The inference route: load ``classifiers`` (``laionet.evaluation.read_classifier_specs``),
     restrict their outputs to ``universe`` (a label space or wnid file; default: the class
     list), add the zero-shot predictor (``zero_shot_encoder`` with the class texts ``name_def``
     embedded by ``zero_shot_text_encoder``) when one is given, evaluate every LAIONet row of
-    ``download_dir`` and every ImageNet val image (with ``resolution_parity``, resized and
-    re-encoded first with the download's own settings; default: at full size, the paper), write
-    the products into ``out`` and return them (a row not downloaded is a missing row).
-    ``timings`` is a ``Stage.timings``-like callable."""
+    ``download_dir`` (not downloaded: a missing row) and every ImageNet val image (with ``resolution_parity``,
+    resized and re-encoded first with the download's own settings; default: at full size, the
+    paper), write the products into ``out`` and return them. ``timings`` is a ``Stage.timings``-like callable.
+
+    Per shard (the download's tar shards; ImageNet val in ``val_shard_size`` images): each
+    (model, shard) result is written to ``out/results_parts`` when done, so a killed run resumes
+    without recomputing one; at most ``max_models`` models are loaded at once; images are
+    decoded in ``n_workers`` worker processes, once per batch of models."""
     from ..classes import class_table
     from ..datasets import read_imagenet_val
     from .classifiers import read_classifier_specs
@@ -140,33 +250,45 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
     if zero_shot_encoder:
         from ..encoders import load_image_encoder, load_text_encoder
 
-        zero_shot = dict(name=zero_shot_name, image_encoder=load_image_encoder(zero_shot_encoder),
-                         text_embeddings=load_text_encoder(zero_shot_text_encoder)
+        zero_shot = dict(name=zero_shot_name,  # loaded when its turn comes (max_models)
+                         image_encoder=functools.partial(load_image_encoder, zero_shot_encoder),
+                         text_embeddings=lambda: load_text_encoder(zero_shot_text_encoder)
                          .embed_texts(list(table["name_def"])),
                          class_wnids=list(table["wnid"]), paper_nan_as_wrong=paper_nan_as_wrong)
         groups[zero_shot_name] = "clip"
-    predictors = build_predictors(specs, label_universe, zero_shot, device=device)
-    for p in predictors:
-        print(f"{p.name}: {p.info.get('n_mapped', len(p.output_wnids))} mapped outputs, "
-              f"preprocessing group {hash(p.transform_key) & 0xffff:04x}")
+    loaders, names = predictor_loaders(specs, label_universe, zero_shot, device=device)
+    parts = out / PARTS
+    _reset_if_changed(parts, {"classifiers": [repr(c) for c in specs], "universe": label_universe,
+                              "zero_shot": zero_shot_encoder or "",
+                              "zero_shot_text": zero_shot_text_encoder if zero_shot else "",
+                              "paper_nan_as_wrong": paper_nan_as_wrong,
+                              "resolution_parity": resolution_parity})
+    models = _ModelInfo(parts / "models")
     val = read_imagenet_val(imagenet_val_dir, imagenet_devkit_dir)
-    with _timed(timings, "evaluate_laionet"):
-        recs, n, n_missing = laionet_records(download_dir)
-        print(f"LAIONet: {n} rows, {n_missing} not downloaded (kept as missing)")
-        _, err_l = evaluate_to_file(recs, n, predictors, "LAIONet", out / RESULT_FILES["LAIONet"],
-                                    batch_size)
-    with _timed(timings, "evaluate_imagenet"):
-        from ..download import download_settings
+    errs = {}
+    for dataset, shards in (("LAIONet", None), ("ImageNet", None)):
+        with _timed(timings, f"evaluate_{dataset.lower()}"):
+            if dataset == "LAIONet":
+                shards = laionet_shards(download_dir)
+                n_missing = len(shards[-1][1])
+                print(f"LAIONet: {sum(len(r) for _, r in shards)} rows in {len(shards) - 1} "
+                      f"shard(s), {n_missing} not downloaded (kept as missing)")
+            else:
+                from ..download import download_settings
 
-        recs, n = imagenet_records(val, download_settings(download_dir) if resolution_parity
-                                   else None)
-        _, err_i = evaluate_to_file(recs, n, predictors, "ImageNet", out / RESULT_FILES["ImageNet"],
-                                    batch_size)
-    for name, errs in (("LAIONet", err_l), ("ImageNet", err_i)):
-        if errs:
-            print(f"{name}: {len(errs)} undecodable image(s), e.g. {errs[:3]}")
-    coverage = {p.name: {k: v for k, v in label_map_coverage(
-        p.output_wnids, laionet["wnid"].unique()).items() if k != "missing"} for p in predictors}
+                shards = imagenet_shards(val, val_shard_size, download_settings(download_dir)
+                                         if resolution_parity else None)
+            errs[dataset] = evaluate_shards(shards, loaders, dataset, parts / dataset, names=names,
+                                            batch_size=batch_size,
+                                            n_workers=n_workers if n_workers > 1 else 0,
+                                            max_models=max_models, on_loaded=models.record)
+            assemble(parts / dataset, [s for s, _ in shards], names, out / RESULT_FILES[dataset])
+    for name, e in errs.items():
+        if e:
+            print(f"{name}: {len(e)} undecodable image(s), e.g. {e[:3]}")
+    outputs = {n: models.output_wnids(n, loaders[i]) for i, n in enumerate(names)}
+    coverage = {n: {k: v for k, v in label_map_coverage(
+        w, laionet["wnid"].unique()).items() if k != "missing"} for n, w in outputs.items()}
     _write_meta(out, groups, coverage)
     return Evaluation(read_results([out / f for f in RESULT_FILES.values()]), laionet["wnid"],
                       class_keys(class_counts_path, laionet), groups, coverage,
