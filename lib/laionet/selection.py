@@ -370,8 +370,8 @@ def build_candidates(matches_dir: str | Path, laion_parts: str | Iterable[str | 
     if unknown:
         raise KeyError(f"wnid(s) {unknown[:5]} have matches but no synset text; the class table "
                        "given to stage 02 differs from stage 01's `classes`")
-    texts = texts_by_wnid[~texts_by_wnid.index.duplicated()]
-    texts = texts.loc[sorted(matched)]
+    all_texts = texts_by_wnid[~texts_by_wnid.index.duplicated()]
+    texts = all_texts.loc[sorted(matched)]
     emb = encoder.embed_texts(texts.tolist(), batch_size=batch_size) if len(texts) else []
     class_emb = dict(zip(texts.index, emb))
 
@@ -382,7 +382,10 @@ def build_candidates(matches_dir: str | Path, laion_parts: str | Iterable[str | 
                                batch_size=batch_size, chunk_rows=chunk_rows,
                                read_batch=read_batch, progress=progress)
 
-    key = fingerprint({"encoder": encoder.name, "texts": texts.to_dict(), "stage": "02"})
+    # the whole class table's texts (not only the matched ones): a part whose stage-01 table
+    # changed is redone alone, the others keep their markers
+    key = fingerprint({"encoder": encoder.name, "texts": all_texts.sort_index().to_dict(),
+                       "stage": "02"})
     return map_parts(task, [files[p] for p in nums], out_dir, n_workers=1,
                      desc="candidates by part", fingerprint=key,
                      part_inputs=lambda p: [part_file(matches_dir, "rows", p),
