@@ -183,7 +183,7 @@ def run_stage(stage: str, parts: list[Path], work: Path, classes_json: Path) -> 
 
     cls = read_json(classes_json)
     n_rows = sum(_num_rows(p) for p in parts)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     info: dict = {}
     if stage == "01":
         from laionet import match_parts
@@ -231,9 +231,18 @@ def run_stage(stage: str, parts: list[Path], work: Path, classes_json: Path) -> 
     else:
         raise ValueError(f"unknown stage {stage!r}")
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     return {"stage": stage, "n_parts": len(parts), "rows": n_rows, "seconds": round(seconds, 2),
-            "rows_per_s": round(n_rows / seconds, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
-            "disk_bytes": written, **info}
+            "rows_per_s": round(n_rows / seconds, 1), "cpu_seconds": round(cpu, 2),
+            "rows_per_cpu_s": round(n_rows / max(cpu, 1e-9), 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1), "disk_bytes": written, **info}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children: the cost per item
+    that does not depend on how busy the (shared) machine is."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _num_rows(path: Path) -> int:
@@ -254,11 +263,12 @@ def run_encoder(spec: str, n: int = 512, batch_size: int = 64) -> dict:
     texts = pq.read_table(reference_captions(), columns=["TEXT"])["TEXT"].to_pylist()[:n]
     enc = load_text_encoder(spec, device="cpu")
     enc.embed_texts(texts[:batch_size], batch_size=batch_size)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     enc.embed_texts(texts, batch_size=batch_size)
-    s = time.perf_counter() - t0
+    s, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     out = {"encoder": spec, "name": enc.name, "captions": n, "seconds": round(s, 2),
-           "captions_per_s": round(n / s, 1), "threads": torch.get_num_threads(),
+           "captions_per_s": round(n / s, 1), "cpu_seconds": round(cpu, 2),
+           "captions_per_cpu_s": round(n / max(cpu, 1e-9), 1), "threads": torch.get_num_threads(),
            "peak_rss_mb": round(_peak_rss_mb(), 1)}
     if spec.startswith("open_clip"):  # FLOPs per caption, as the pipeline runs it (bucketed)
         from torch.utils.flop_counter import FlopCounterMode
@@ -349,8 +359,8 @@ def clip_text_rate(encoders: list[dict]) -> float | None:
 def cost_model(results: list[dict], encoders: list[dict], cores: int = 16) -> list[dict]:
     """Stage rows for LAION-400M on one node: one A100-class GPU and ``cores`` CPU cores.
 
-    CPU figures are measured here (seconds per item on one core of this machine, the stand-in
-    encoder's share included: a floor for the pipeline around the encoder); GPU rates are
+    CPU figures are measured here (CPU seconds per item, user + system, so a busy shared machine
+    does not inflate them; the stand-in encoder's share included); GPU rates are
     anchors or derived from measured FLOPs (no GPU here). Stage 01 runs ``cores`` parts at once
     (``n_workers``); stages 02 and 09 run in one process: wall = CPU pipeline + GPU encoder.
     Disk and peak memory scale the measured per-item bytes and per-process peaks.
@@ -365,7 +375,7 @@ def cost_model(results: list[dict], encoders: list[dict], cores: int = 16) -> li
 
     m = r_of("01")
     if m:
-        per = m["seconds"] / m["rows"]
+        per = m["cpu_seconds"] / m["rows"]
         workers = min(cores, REAL["parts"])
         rows.append({
             "stage": "01 synset matching", "items": REAL["captions"], "item": "caption",
@@ -381,7 +391,7 @@ def cost_model(results: list[dict], encoders: list[dict], cores: int = 16) -> li
                     f"{REAL['matches'] / REAL['captions']:.2%})"})
     c = r_of("02")
     if c:
-        per = c["seconds"] / max(c["n_candidates"], 1)
+        per = c["cpu_seconds"] / max(c["n_candidates"], 1)
         n = REAL["matches"]  # upper bound: every lemma match a single-label candidate
         gpu_h = n / text_gpu / 3600 if text_gpu else None
         rows.append({
@@ -397,7 +407,7 @@ def cost_model(results: list[dict], encoders: list[dict], cores: int = 16) -> li
             "note": "CPU pipeline + GPU encoder, one process"})
     i = r_of("09")
     if i:
-        per = i["seconds"] / i["rows"]
+        per = i["cpu_seconds"] / i["rows"]
         n = REAL["captions"]
         gpu_h = n / text_gpu / 3600 if text_gpu else None
         rows.append({
