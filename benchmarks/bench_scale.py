@@ -52,7 +52,8 @@ sys.path.insert(0, os.environ.get("BENCH_SCALE_LIB") or str(ROOT / "lib"))
 REAL = {"captions": 413_871_335, "parts": 32, "matches": 21_000_000, "laionet": 822_000,
         "laionet_classes": 915, "rows_per_part": 413_871_335 // 32}
 DEFAULT_ROWS = 1_000_000
-INDEX_FACTORY = "IVF1024,PQ32"   # one factory for every part count (32 bytes of code a caption)
+INDEX_FACTORY = "IVF1024,PQ32np"  # one factory for every part count (32 bytes of code a caption;
+#                                   "np": no polysemous training, which takes minutes and is unused)
 NSFW_SHARES = {"UNLIKELY": 0.88, "UNSURE": 0.08, "NSFW": 0.04}  # rough LAION-400M shares
 THRESHOLD = 0.2                  # stand-in encoder: any threshold (the LAIONet size is not measured)
 RSS_LIMIT = 1.25
@@ -251,10 +252,9 @@ def _num_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def run_encoder(spec: str, n: int = 512, batch_size: int = 64) -> dict:
+def run_encoder(spec: str, n: int = 256, batch_size: int = 64) -> dict:
     """Captions per second of a real encoder on ``n`` real captions (after a warm-up batch)."""
     import pyarrow.parquet as pq
-
     import torch
 
     from laionet.encoders import load_text_encoder
@@ -290,7 +290,7 @@ def mpnet_spec() -> str | None:
         from laionet.assets import mpnet_path  # the volumes' unpacker, where this checkout has it
 
         return f"sentence-transformers:{mpnet_path()}"
-    except Exception:  # noqa: BLE001 - not in this checkout, or volumes missing
+    except Exception:  # noqa: BLE001, S110 - not in this checkout, or volumes missing
         pass
     for cand in (Path.home() / ".cache/laionet/all-mpnet-base-v2/all-mpnet-base-v2",):
         if (cand / "model.safetensors").is_file():
@@ -310,7 +310,7 @@ def _child(argv: list[str], env_extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([env.get("BENCH_SCALE_LIB") or str(ROOT / "lib"),
                                          env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
-                          env=env)
+                          env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"child {argv} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -442,13 +442,14 @@ def cost_model(results: list[dict], encoders: list[dict], cores: int = 16) -> li
         if "captions_per_s" in e:
             rows.append({
                 "stage": f"(rate) {e['name']} on this CPU", "items": None, "item": "caption",
-                "cpu_s_per_item": 1 / e["captions_per_s"],
-                "cpu_source": f"measured ({e['threads']} threads, batch 64, real captions)",
+                "cpu_s_per_item": 1 / e["captions_per_cpu_s"],
+                "cpu_source": f"measured (CPU s, {e['threads']} threads, batch 64, real captions)",
                 "gpu_rate_per_s": e.get("gpu_anchor"), "gpu_source": e.get("gpu_source", "-"),
                 "disk_gb": None, "disk_source": "-",
                 "peak_mem_gb": e["peak_rss_mb"] / 1024, "mem_source": "measured",
-                "wall_h": REAL["matches"] / e["captions_per_s"] / 3600,
-                "note": "wall: stage 02's 21M candidates with this encoder on this CPU"})
+                "wall_h": REAL["matches"] / e["captions_per_cpu_s"] / cores / 3600,
+                "note": f"wall: stage 02's 21M candidates with this encoder on {cores} CPU "
+                        "cores, no GPU"})
     main_rows = [r for r in rows if not r["stage"].startswith("(")]
     rows.append({"stage": "total (one GPU node, stages above in sequence)", "items": None,
                  "item": "", "cpu_s_per_item": None, "cpu_source": "", "gpu_rate_per_s": None,
@@ -506,6 +507,9 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", default="",
                     help="JSON of lemma pairs and synset texts (default: ImageNet-1k, built once)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-json", nargs="+", default=[],
+                    help="no run: rebuild the cost model from these bench_scale.json files "
+                         "(e.g. stages measured in separate runs) into --out")
     ap.add_argument("--_child", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._child:  # one configuration, in a fresh process
@@ -522,6 +526,12 @@ def main(argv=None) -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.from_json:
+        saved = [json.loads(Path(f).read_text()) for f in a.from_json]
+        results = [r for d in saved for r in d["results"] if "skipped" not in r]
+        encoders = [e for d in saved for e in d["encoders"]]
+        print(write_tables(out, cost_model(results, encoders)))
+        return 0
     counts = [int(x) for x in a.parts.split(",")]
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
     print(f"writing {max(counts)} LAION-schema part(s) of {a.rows:,} rows (real part: "
@@ -586,7 +596,7 @@ def main(argv=None) -> int:
          "cpu_count": os.cpu_count(), "encoder": HashingEncoder.name}, indent=2))
     print("\ncost model of the real run (LAION-400M), also in", out / "cost_model.md")
     print(md)
-    print("OK: peak RSS(%d parts) <= %.2f x peak RSS(%d part) for every stage" % (hi, RSS_LIMIT, lo)
+    print(f"OK: peak RSS({hi} parts) <= {RSS_LIMIT} x peak RSS({lo} part) for every stage"
           if ok else "FAIL: a stage's peak RSS grew with the number of parts")
     return 0 if ok else 1
 

@@ -86,7 +86,7 @@ with S.timings("assemble"):
     selection.assemble_candidates(S.out, S.out / "candidates.parquet")
 print(f"{len(result.done)} part(s) computed, {len(result.skipped)} resumed;", counts,
       dict(S.timings))
-next(selection.iter_candidates(S.out, batch_rows=5))
+next(selection.iter_candidates(S.out, batch_rows=5), None)  # the first rows
 
 # %% [markdown]
 # ## LAIONet and the top-k skim

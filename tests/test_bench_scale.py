@@ -43,8 +43,9 @@ def test_bench_scale_smoke(bench, reference, tmp_path):
     m1, c1, m2, c2 = results
     assert 0 < m1["n_matches"] < m2["n_matches"]          # real captions name these lemmas
     assert 0 < c1["n_candidates"] < c2["n_candidates"] <= m2["n_matched_rows"]
-    rows = bench.cost_model(results, [{"name": "x", "captions_per_s": 100.0, "threads": 1,
-                                       "peak_rss_mb": 10.0, "flops_per_caption": 3e9}])
+    rows = bench.cost_model(results, [{"name": "x", "captions_per_cpu_s": 100.0, "threads": 1,
+                                       "captions_per_s": 50.0, "peak_rss_mb": 10.0,
+                                       "flops_per_caption": 3e9}])
     md = bench.write_tables(tmp_path, rows)
     assert "01 synset matching" in md and "02 caption filtering" in md and "total" in md
     assert (tmp_path / "cost_model.csv").is_file()

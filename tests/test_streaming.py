@@ -179,7 +179,7 @@ def test_stage02_streamed_outputs_equal_the_in_memory_pipeline(world, tmp_path):
         pd.testing.assert_frame_equal(selection.threshold_curves_parts(out, grid, rule, batch_rows=4),
                                       selection.threshold_curves(ref, grid, rule))
         ok = ref[selection.nsfw_mask(ref["NSFW"], rule)]
-        counts_, edges, n = selection.similarity_histogram(out, rule, bins=9, batch_rows=4)
+        counts_, _, n = selection.similarity_histogram(out, rule, bins=9, batch_rows=4)
         assert n == ok["similarity"].notna().sum()
         assert counts_.tolist() == np.histogram(ok["similarity"].dropna().to_numpy(np.float64),
                                                 9)[0].tolist()
