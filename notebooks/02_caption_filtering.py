@@ -48,6 +48,7 @@ query: str = "name_def"         # synset text form: name_def (paper) | name | le
 nsfw_rule: str = "paper"        # paper (NSFW exactly UNLIKELY) | unlikely_or_unsure | ignore (LAIONet v1)
 top_k: int = 50                 # Appendix B skim: the top_k most similar rows per class
 batch_size: int = 64            # text-embedding batch size (the authors 64)
+chunk_rows: int = 65536         # candidates joined, embedded and written at a time (bounds memory)
 example_wnid: str = "n02125311"  # class for the per-lemma histograms (cougar: puma, painter, ...)
 device: str = "auto"            # auto | cpu | cuda
 precision: str = "fp32"         # fp32 | fp16 | bf16 (CUDA only; open_clip towers)
@@ -72,40 +73,44 @@ S
 
 # %% [markdown]
 # ## Candidates and their similarity
-# Single-label matched rows joined to their LAION columns by (part, row); captions embedded
-# through the shared store (only (row, caption) pairs not stored yet, one store shard per LAION part:
-# a killed run resumes at the part it was in), each synset text once.
+# Part by part (a killed run resumes; a finished part is never recomputed): a part's
+# single-label matched rows, joined to its LAION columns by row (streamed, `chunk_rows` rows at a
+# time), captions embedded through the shared store (only (row, caption) pairs not stored yet),
+# each synset text once; written to `candidates/part-NNNNN.parquet`. Then `candidates.parquet`
+# and LAIONet are assembled by streaming the part files: the candidates are never all in memory.
+# Exact URL+caption repeats are dropped from LAIONet unless `drop_duplicates=False` (counted
+# and warned about either way).
 
 # %%
 class_tab = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list,
                            head_source=head_source)
-with S.timings("load"):
-    candidates, counts = selection.load_candidates(S.inputs.matches_dir, S.inputs.laion_parts)
-    candidates, duplicates = selection.drop_duplicate_rows(candidates, drop=drop_duplicates)
-    counts.update(duplicates)
 with S.timings("embed"):
     encoder = load_text_encoder(text_encoder, device=device, precision=precision)
     store = EmbeddingStore(S.cache_dir("text_embeddings", "laion", encoder.name), encoder.name)
-    embedded = {}
-    candidates = selection.add_similarity(candidates, selection.synset_texts(class_tab, query),
-                                          encoder, store, batch_size=batch_size, progress=True,
-                                          stats=embedded)
-candidates["lemmas"] = candidates["lemmas"].map(list)
-write_parquet(candidates, S.out / "candidates.parquet")
-print(f"captions: {embedded['n_embedded']} embedded now, the other "
-      f"{len(candidates) - embedded['n_embedded']} from the store;", counts)
-candidates.head()
+    result = selection.build_candidates(S.inputs.matches_dir, S.inputs.laion_parts,
+                                        selection.synset_texts(class_tab, query), encoder, store,
+                                        S.out, batch_size=batch_size, chunk_rows=chunk_rows,
+                                        progress=True)
+with S.timings("assemble"):
+    counts = selection.candidate_counts(S.out)
+    selection.assemble_candidates(S.out, S.out / "candidates.parquet")
+print(f"{len(result.done)} part(s) computed, {len(result.skipped)} resumed;", counts,
+      dict(S.timings))
+next(selection.iter_candidates(S.out, batch_rows=5), None)  # the first rows
 
 # %% [markdown]
 # ## LAIONet and the top-k skim
 
 # %%
-laionet = selection.select_laionet(candidates, threshold, nsfw_rule=nsfw_rule)
-selection.check_not_empty(laionet, candidates, threshold, nsfw_rule)  # empty: an error saying why
+laionet = selection.select_laionet_parts(S.out, threshold, nsfw_rule=nsfw_rule)
+selection.check_not_empty(laionet, S.out, threshold, nsfw_rule)  # empty: an error saying why
+laionet, duplicates = selection.drop_duplicate_rows(laionet, drop=drop_duplicates)
+counts.update(duplicates)
 skim = selection.skim_top_k(laionet, k=top_k)
 write_parquet(laionet, S.out / "laionet.parquet")
 write_parquet(skim, S.out / f"laionet_top{top_k}.parquet")
-summ = selection.summary(candidates, laionet, counts, threshold)
+sfw = selection.sfw_stats(S.out, nsfw_rule)
+summ = selection.summary(None, laionet, counts, threshold)
 n_matched = summ["n_classes_single_label"]  # classes a threshold can keep (single-label rows)
 print(f"classes with any match: {summ['n_classes_matched']}; with single-label rows: {n_matched}")
 summ.update(encoder=text_encoder, nsfw_rule=nsfw_rule, query=query, n_top_k=len(skim),
@@ -124,13 +129,13 @@ pd.Series(summ)
 # gives the highest threshold that still keeps that share of classes.
 
 # %%
-ok = candidates[selection.nsfw_mask(candidates["NSFW"], nsfw_rule)]
-grid = np.linspace(float(np.nanmin(ok["similarity"])), float(np.nanmax(ok["similarity"])), 60)
-curves = selection.threshold_curves(candidates, grid, nsfw_rule=nsfw_rule)
-S.figure(plots.similarity_threshold_figure(ok["similarity"], curves, threshold),
+grid = np.linspace(sfw["min"], sfw["max"], 60)
+curves = selection.threshold_curves_parts(S.out, grid, nsfw_rule=nsfw_rule)
+S.figure(plots.similarity_threshold_figure(selection.similarity_histogram(S.out, nsfw_rule),
+                                           curves, threshold),
          "02_B1_similarity_threshold", title=f"Text-to-synset similarity ({text_encoder})")
 S.table(curves, "02_threshold_curves")
-rule = calibration.class_share_threshold(candidates, n_matched, nsfw_rule)
+rule = calibration.class_share_threshold_parts(S.out, n_matched, nsfw_rule, stats=sfw)
 if rule:
     print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {n_matched} single-label "
           f"classes: {rule['threshold']:.3f} ({rule['n_rows']:,} rows, {rule['row_share']:.1%} of "
@@ -153,6 +158,9 @@ truth = caption_truth(S.inputs.truth) if S.inputs.truth else None
 if truth is None:
     print("no demo-world truth: calibration plot skipped (real data)")
 else:
+    ok = selection.concat_frames(selection.iter_candidates(  # demo only: the world is small
+        S.out, ["key", "wnid", "NSFW", "similarity"],
+        filter=lambda d: selection.nsfw_mask(d["NSFW"], nsfw_rule)))
     t = ok.merge(truth, on="key", how="left")
     calib = calibration.precision_curve(t["similarity"], t["true_wnid"].eq(t["wnid"]), grid)
     S.figure(plots.calibration_figure(calib, threshold), "02_threshold_calibration_truth",
@@ -175,7 +183,7 @@ else:
 # captions (the lowest kept, the highest dropped), on this run's own captions.
 
 # %%
-lemma_counts, lemma_examples = caption_review.kept_and_dropped(candidates, threshold, nsfw_rule)
+lemma_counts, lemma_examples = caption_review.kept_and_dropped_parts(S.out, threshold, nsfw_rule)
 S.table(lemma_counts, "02_kept_dropped_by_lemma")
 S.table(lemma_examples, "02_kept_dropped_examples")
 display(lemma_examples[lemma_examples["lemma"].isin(lemma_counts["lemma"].head(8))])
@@ -187,8 +195,9 @@ display(lemma_examples[lemma_examples["lemma"].isin(lemma_counts["lemma"].head(8
 
 # %%
 lemmas_of = class_tab.set_index("wnid")["lemmas"]
-if example_wnid in set(candidates["wnid"]):
-    long, per_lemma = selection.lemma_similarities(candidates, example_wnid, lemmas_of.get(example_wnid, []))
+if example_wnid in sfw["classes"]:
+    long, per_lemma = selection.lemma_similarities_parts(S.out, example_wnid,
+                                                         lemmas_of.get(example_wnid, []))
     S.figure(plots.lemma_histograms_figure(long, per_lemma, threshold), "02_B2_lemma_histograms",
              title=f"Per-lemma similarity, {example_wnid}")
     S.table(per_lemma.rename_axis("lemma").reset_index(), "02_B2_lemma_counts")

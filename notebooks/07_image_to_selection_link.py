@@ -82,12 +82,12 @@ print(S)
 # %% [markdown]
 # ## Candidates (stage 02's single-label SFW rows) and the large subset: text above t_min (A17
 # step 1). `threshold_mode: quantile` reads thresholds as quantiles (encoders off CLIP's scale).
+# The candidates are streamed batch by batch; only the large subset is kept.
 
 # %%
-cand = fr.sfw_candidates(pd.read_parquet(S.inputs.candidates_dir / "candidates.parquet"), nsfw_rule)
-t_ref_v, t_min_v = fr.text_thresholds(cand["similarity"], threshold_mode, t_ref, t_min)
-large = cand[fr.passes(cand["similarity"].to_numpy(), t_min_v, inclusive)].reset_index(drop=True)
-print(f"{len(cand):,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref={t_ref_v:.4f}; "
+large, n_sfw, t_ref_v, t_min_v = fr.large_subset(S.inputs.candidates_dir / "candidates.parquet",
+                                                 nsfw_rule, threshold_mode, t_ref, t_min, inclusive)
+print(f"{n_sfw:,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref={t_ref_v:.4f}; "
       f"{len(large):,} rows with text above t_min in {large['wnid'].nunique()} classes")
 
 # %% [markdown]

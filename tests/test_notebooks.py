@@ -139,3 +139,33 @@ def test_a_second_run_skips_every_stage_and_says_so(tiny_run, capsys):
         assert f"{stem}: up to date" in out, stem
     assert "params=" not in out, "a stage ran again although nothing changed"
     assert took < 60, f"a run with nothing to do took {took:.0f} s"
+
+
+@pytest.mark.slow
+def test_stage_02_streamed_outputs_equal_the_in_memory_pipeline(tiny_run):
+    """Stage 02 now works part by part (issue 11); on the tiny profile its products equal what
+    the whole-table code it replaced gives from the same stage-01 outputs (load_candidates +
+    add_similarity through the same store: every caption is a hit, nothing is re-embedded)."""
+    import pandas as pd
+
+    from laionet import classes as lc
+    from laionet import selection
+    from laionet.embedding_store import EmbeddingStore
+    from laionet.encoders import load_text_encoder
+
+    rc, scratch = tiny_run
+    assert rc == 0
+    runs = scratch / "runs" / "tiny"
+    man = json.loads((runs / "02_caption_filtering" / "manifest.json").read_text())
+    params, inputs = man["params"], man["inputs"]
+    enc = load_text_encoder(params["text_encoder"])
+    store = EmbeddingStore(runs / "cache" / "text_embeddings" / "laion" / enc.name, enc.name)
+    ref, _ = selection.load_candidates(runs / "01_synset_matching", inputs["laion_parts"])
+    texts = selection.synset_texts(lc.class_table(inputs["classes"]), params["query"])
+    ref = selection.add_similarity(ref, texts, enc, store)[selection.CANDIDATE_COLUMNS]
+    got = pd.read_parquet(runs / "02_caption_filtering" / "candidates.parquet")
+    pd.testing.assert_frame_equal(got.assign(lemmas=got["lemmas"].map(list)),
+                                  ref.assign(lemmas=ref["lemmas"].map(list)), check_dtype=False)
+    laionet = pd.read_parquet(runs / "02_caption_filtering" / "laionet.parquet")
+    want = selection.select_laionet(ref, params["threshold"], params["nsfw_rule"])
+    assert laionet["key"].tolist() == want["key"].tolist()

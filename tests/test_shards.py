@@ -124,7 +124,7 @@ def test_writes_are_atomic(parts, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pq, "write_table", crash)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", crash)  # the tables stream batch by batch
     res = shards.map_parts(_task(out), [parts[0]], out, n_workers=1, on_error="skip")
     assert "disk full" in res.failed[str(parts[0])]
     assert shards.part_file(out, "rows", 0).read_bytes() == before  # old output untouched

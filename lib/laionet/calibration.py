@@ -37,6 +37,27 @@ def class_share_threshold(candidates: pd.DataFrame, n_matched: int, nsfw_rule: s
             "row_share": float(last["n_rows"]) / len(sfw), "class_share": share}
 
 
+def class_share_threshold_parts(source, n_matched: int, nsfw_rule: str = "paper",
+                                share: float = PAPER_CLASS_SHARE, n_grid: int = 400,
+                                stats: dict | None = None) -> dict | None:
+    """``class_share_threshold`` streamed over stage 02's candidate files (``source``: the stage
+    folder or a candidates file): the same grid and counts, one batch in memory at a time.
+    ``stats``: ``selection.sfw_stats`` of the same source and rule, when already computed."""
+    from .selection import sfw_stats, threshold_curves_parts
+
+    stats = stats or sfw_stats(source, nsfw_rule)
+    if not stats["n"]:
+        return None
+    grid = np.linspace(float(stats["min"]), float(stats["max"]), n_grid)
+    curves = threshold_curves_parts(source, grid, nsfw_rule=nsfw_rule)
+    keeps = curves[curves["n_classes"] >= share * n_matched]
+    if keeps.empty:
+        return None
+    last = keeps.iloc[-1]
+    return {"threshold": float(last["threshold"]), "n_rows": int(last["n_rows"]),
+            "row_share": float(last["n_rows"]) / stats["n_sfw"], "class_share": share}
+
+
 def precision_curve(similarity: Sequence[float], correct: Sequence[bool],
                     thresholds: Sequence[float]) -> pd.DataFrame:
     """threshold, precision, recall_of_true_rows, n_rows for rows with similarity > threshold.

@@ -11,7 +11,37 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .selection import above, nsfw_mask
+from .selection import above, iter_candidates, nsfw_mask
+
+COLUMNS = ["lemmas", "wnid", "similarity", "TEXT", "NSFW"]
+
+
+def kept_and_dropped_parts(source, threshold: float, nsfw_rule: str = "paper", n: int = 2,
+                           op: str = ">", batch_rows: int = 262_144
+                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``kept_and_dropped`` over a stage-02 folder (its part files) or candidate files, batch by
+    batch: counts are summed and each lemma's borderline captions merged, so memory is one batch
+    plus ``<= 2n`` example rows per lemma."""
+    counts, examples = [], []
+    for df in iter_candidates(source, COLUMNS, batch_rows):
+        c, e = kept_and_dropped(df, threshold, nsfw_rule, n, op)
+        counts.append(c)
+        examples.append(e)
+    if not counts:
+        return kept_and_dropped(pd.DataFrame({c: [] for c in COLUMNS}), threshold, nsfw_rule, n, op)
+    c = pd.concat(counts).groupby(["lemma", "wnid"], sort=False)[["n_candidates", "n_kept"]].sum()
+    c = c.reset_index()
+    c["share_kept"] = c["n_kept"] / c["n_candidates"]
+    c = c.sort_values(["n_candidates", "lemma"], ascending=[False, True], ignore_index=True)
+    return c, _borderline(pd.concat(examples), n)
+
+
+def _borderline(long: pd.DataFrame, n: int) -> pd.DataFrame:
+    kept = long[long["kept"]].sort_values("similarity").groupby("lemma", sort=False).head(n)
+    dropped = long[~long["kept"]].sort_values("similarity", ascending=False).groupby("lemma", sort=False).head(n)
+    examples = (pd.concat([kept, dropped])
+                .sort_values(["lemma", "kept", "similarity"], ascending=[True, False, False], ignore_index=True))
+    return examples[["lemma", "wnid", "kept", "similarity", "TEXT"]]
 
 
 def kept_and_dropped(candidates: pd.DataFrame, threshold: float, nsfw_rule: str = "paper",
@@ -35,8 +65,4 @@ def kept_and_dropped(candidates: pd.DataFrame, threshold: float, nsfw_rule: str 
     counts["n_kept"] = counts["n_kept"].astype(int)
     counts["share_kept"] = counts["n_kept"] / counts["n_candidates"]
     counts = counts.sort_values(["n_candidates", "lemma"], ascending=[False, True], ignore_index=True)
-    kept = long[long["kept"]].sort_values("similarity").groupby("lemma", sort=False).head(n)
-    dropped = long[~long["kept"]].sort_values("similarity", ascending=False).groupby("lemma", sort=False).head(n)
-    examples = (pd.concat([kept, dropped])
-                .sort_values(["lemma", "kept", "similarity"], ascending=[True, False, False], ignore_index=True))
-    return counts, examples[["lemma", "wnid", "kept", "similarity", "TEXT"]]
+    return counts, _borderline(long, n)

@@ -15,7 +15,9 @@ in place, other download settings) is embedded again instead of meeting a stale 
 embeds captions through a store (``laionet.image_embeddings`` does the same for images).
 
 Appending writes one shard and never rewrites others (O(shard)); the lookup index is rebuilt
-lazily after adds. Shard names hold a digest of their entries, so writing the same entries twice
+lazily after adds, from the shards whose key range (read from their parquet footers) can hold
+the queried row keys: a lookup of one LAION part's rows loads that part's shards, so memory
+follows the part, not the store (21M captions would otherwise be ~0.8 GB of keys). Shard names hold a digest of their entries, so writing the same entries twice
 is idempotent, several processes can add shards side by side, and a crash leaves at most a stray
 temp file. Lookups are exact: the 64-bit mix of key and content only sorts, every hit is checked
 against the stored key and content.
@@ -106,8 +108,25 @@ class EmbeddingStore:
             self._dim, self.dtype = int(m["dim"]), np.dtype(m["dtype"])
             self._key_type = m["key_type"]
         self._shards = sorted(self.dir.glob("[0-9]*-*.keys.parquet"))
-        self._parts = [self._read_keys(p) for p in self._shards]
-        self._stale = True
+        self._ranges = [self._key_range(p) for p in self._shards]
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._idx_sel: tuple[int, ...] | None = None
+
+    @staticmethod
+    def _key_range(path: Path) -> tuple[int, int] | None:
+        """(min, max) of an integer-keyed shard from its parquet footer (no data read)."""
+        try:
+            md = pq.ParquetFile(path).metadata
+            lo = hi = None
+            for g in range(md.num_row_groups):
+                st = md.row_group(g).column(0).statistics
+                if st is None or not st.has_min_max or not isinstance(st.min, int):
+                    return None
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+            return None if lo is None else (int(lo), int(hi))
+        except (OSError, pa.ArrowException):
+            return None
 
     @classmethod
     def _read_keys(cls, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,10 +142,25 @@ class EmbeddingStore:
             return keys.astype(np.int64).view(np.uint64)
         return content_hashes([str(k) for k in keys]).view(np.uint64)
 
-    def _index(self):
-        """Every stored entry (keys, contents, key hashes) and the order sorting their mix."""
-        if self._stale:
-            parts = self._parts
+    def _select(self, keys: np.ndarray | None) -> tuple[int, ...]:
+        """The shards that may hold ``keys``: for integer row keys only those whose key range
+        overlaps the queries' (stage 02 asks one LAION part at a time, so the lookup index holds
+        that part's entries, never the whole store's); every shard otherwise."""
+        if keys is None or not len(keys) or keys.dtype.kind not in "iu":
+            return tuple(range(len(self._shards)))
+        lo, hi = int(keys.min()), int(keys.max())
+        return tuple(i for i, r in enumerate(self._ranges)
+                     if r is None or (r[0] <= hi and r[1] >= lo))
+
+    def _index(self, sel: tuple[int, ...] | None = None):
+        """The entries of the shards ``sel`` (default: all): keys, contents, key hashes, their
+        sorted mix, the order sorting it, shard offsets, and ``sel``. Only those shards' keys are
+        kept in memory."""
+        sel = tuple(range(len(self._shards))) if sel is None else sel
+        if sel != self._idx_sel:
+            self._parts = {i: self._parts[i] if i in self._parts else
+                           self._read_keys(self._shards[i]) for i in sel}
+            parts = [self._parts[i] for i in sel]
             keys, contents, khash = ((np.concatenate(col) for col in zip(*parts)) if parts else
                                      (np.zeros(0, np.int64), np.zeros(0, np.int64),
                                       np.zeros(0, np.uint64)))
@@ -134,8 +168,8 @@ class EmbeddingStore:
             order = np.argsort(mix, kind="stable")  # stable: the first copy written comes first
             sizes = [len(c) for _, c, _ in parts]
             self._idx = (keys, contents, khash, mix[order], order,
-                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-            self._stale = False
+                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), sel)
+            self._idx_sel = sel
         return self._idx
 
     def _as_keys(self, keys: Sequence) -> np.ndarray:
@@ -152,12 +186,14 @@ class EmbeddingStore:
             raise ValueError(f"{self.dir}: {n} keys but {len(c)} contents")
         return c
 
-    def _find(self, keys: np.ndarray, contents: np.ndarray) -> np.ndarray:
-        """Position of each (key, content) among the stored entries, -1 where not stored."""
-        stored_k, stored_c, stored_h, mix, order, _ = self._index()
+    def _find(self, keys: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """Position of each (key, content) among the entries of the shards that may hold them
+        (-1 where not stored), and the index those positions refer to."""
+        idx = self._index(self._select(keys))
+        stored_k, stored_c, stored_h, mix, order, _, _ = idx
         pos = np.full(len(keys), -1, np.int64)
         if not len(mix) or not len(keys):
-            return pos
+            return pos, idx
         qh = self._key_hash(keys)
         q = _mix(qh, contents.view(np.uint64))
         qs = np.argsort(q, kind="stable")  # sorted queries: a much faster search
@@ -173,7 +209,7 @@ class EmbeddingStore:
             pos[todo[ok]] = cand[ok]
             lo[todo] += 1
             todo = todo[~ok & (lo[todo] < len(mix))]
-        return pos
+        return pos, idx
 
     @property
     def dim(self) -> int | None:
@@ -181,7 +217,7 @@ class EmbeddingStore:
 
     def __len__(self) -> int:
         """The number of distinct (key, content) entries."""
-        _, contents, khash, mix, order, _ = self._index()
+        _, contents, khash, mix, order, _, _ = self._index()
         if not len(mix):
             return 0
         same = (mix[1:] == mix[:-1]) & (khash[order[1:]] == khash[order[:-1]]) & \
@@ -191,22 +227,22 @@ class EmbeddingStore:
     def contains(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
         """Boolean mask: which (key, content) entries are stored."""
         k = self._as_keys(keys)
-        return self._find(k, self._contents(len(k), contents)) >= 0
+        return self._find(k, self._contents(len(k), contents))[0] >= 0
 
     def get(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
         """Unit-norm float32 rows aligned to ``keys``; every entry must be stored."""
         k = self._as_keys(keys)
-        pos = self._find(k, self._contents(len(k), contents))
+        pos, idx = self._find(k, self._contents(len(k), contents))
         if (pos < 0).any():
             raise KeyError(f"{self.dir}: {int((pos < 0).sum())} of {len(k)} entries not stored "
                            f"(first keys: {k[pos < 0][:5].tolist()}); embed them first")
-        offsets = self._index()[5]
+        offsets, shard_ids = idx[5], idx[6]
         shard = np.searchsorted(offsets, pos, "right") - 1
         row = pos - offsets[shard]
         out = np.zeros((len(k), self._dim or 0), np.float32)
         for s in np.unique(shard):
             sel = np.flatnonzero(shard == s)
-            emb = np.load(self._emb_path(self._shards[s]), mmap_mode="r")
+            emb = np.load(self._emb_path(self._shards[shard_ids[s]]), mmap_mode="r")
             out[sel] = emb[row[sel]]
         return _unit(out)
 
@@ -237,8 +273,9 @@ class EmbeddingStore:
         write_parquet(pa.table({"key": pa.array(k.tolist() if k.dtype == object else k),
                                 "content": pa.array(c, pa.int64())}), keys_path)
         self._shards.append(keys_path)
-        self._parts.append((k, c, h))
-        self._stale = True
+        self._ranges.append((int(k.min()), int(k.max())) if k.dtype.kind in "iu" else None)
+        self._parts[len(self._shards) - 1] = (k, c, h)
+        self._idx_sel = None  # the lookup index is rebuilt lazily
         return keys_path
 
     def _check_meta(self, dim: int, key_type: str) -> None:

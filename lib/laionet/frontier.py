@@ -314,6 +314,41 @@ def text_thresholds(text_similarity: np.ndarray, mode: str, t_ref: float,
     return float(np.quantile(values, t_ref)), float(np.quantile(values, t_min))
 
 
+def large_subset(candidates_path, nsfw_rule: str, mode: str, t_ref: float, t_min: float,
+                 inclusive: bool = False, batch_rows: int = 262_144
+                 ) -> tuple[pd.DataFrame, int, float, float]:
+    """A17 step 1 streamed over stage 02's candidates (a parquet file or its stage folder): the
+    SFW rows whose text similarity passes t_min, the number of SFW candidates with a similarity,
+    and the thresholds (t_ref, t_min) as similarities (``text_thresholds``).
+
+    Only the large subset is held (what is downloaded), never the candidates: ``absolute`` reads
+    them once; ``quantile`` first reads the SFW similarities alone (one float32 a row) for the
+    quantiles. Equal to ``sfw_candidates`` + ``text_thresholds`` + ``passes`` on the whole table.
+    """
+    from .selection import concat_frames, iter_candidates, nsfw_mask
+
+    _check_mode(mode)
+
+    def sfw(d: pd.DataFrame) -> np.ndarray:
+        return nsfw_mask(d["NSFW"], nsfw_rule) & d[TEXT_COL].notna().to_numpy()
+
+    if mode == "quantile":
+        values = np.concatenate([d[TEXT_COL].to_numpy() for d in iter_candidates(
+            candidates_path, ["NSFW", TEXT_COL], batch_rows, filter=sfw)] or [np.zeros(0, np.float32)])
+        n_sfw = len(values)
+        t_ref_v, t_min_v = text_thresholds(values, mode, t_ref, t_min)
+        del values
+    else:
+        n_sfw = 0
+        for d in iter_candidates(candidates_path, ["NSFW", TEXT_COL], batch_rows, filter=sfw):
+            n_sfw += len(d)
+        t_ref_v, t_min_v = text_thresholds(np.zeros(0), mode, t_ref, t_min)
+    large = concat_frames(iter_candidates(
+        candidates_path, batch_rows=batch_rows,
+        filter=lambda d: sfw(d) & passes(d[TEXT_COL].to_numpy(), t_min_v, inclusive)))
+    return large.reset_index(drop=True), n_sfw, t_ref_v, t_min_v
+
+
 def image_threshold(df: pd.DataFrame, mode: str, i_ref: float, t_ref: float,
                     text_col: str = TEXT_COL, image_col: str = IMAGE_COL) -> float:
     """The reference image threshold as a similarity. ``quantile``: the ``i_ref`` quantile of

@@ -107,6 +107,20 @@ def write_parquet(table: pa.Table | Any, dest: str | os.PathLike, **kwargs: Any)
     return Path(dest)
 
 
+@contextlib.contextmanager
+def parquet_writer(dest: str | os.PathLike, schema: pa.Schema, **kwargs: Any
+                   ) -> Iterator[pq.ParquetWriter]:
+    """A ``pyarrow.parquet.ParquetWriter`` on a temp file beside ``dest``, renamed onto ``dest``
+    when the block ends without an error (removed otherwise): a table streamed batch by batch
+    (memory: one batch) that readers only ever see whole. An empty block writes an empty table."""
+    with atomic_path(dest) as tmp:
+        writer = pq.ParquetWriter(tmp, schema, **kwargs)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
 def write_json(obj: Any, dest: str | os.PathLike) -> Path:
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import write_json, write_parquet
+from .io import parquet_writer, write_json, write_parquet
 from .keys import part_number, row_key
 from .shards import MapResult, PartError, done_stats, map_parts, part_file
 from .stage import fingerprint
@@ -90,30 +90,36 @@ def match_part(part_path: str | os.PathLike, lemma_pairs: Sequence[tuple[str, st
     index = _lemma_index(tuple(map(tuple, lemma_pairs)))
     wnid_of_lemma = np.array([w for _, w in lemma_pairs], dtype=object)
     pf = _open_text_column(path)
-    rows, lids, base, n_null = [], [], 0, 0
-    try:
-        for batch in pf.iter_batches(batch_size=batch_size, columns=[TEXT]):
-            text = batch.column(0)
-            r, lid = match_batch(text, index, mode)
-            rows.append(r + base)
-            lids.append(lid)
-            base += batch.num_rows
-            n_null += text.null_count
-    except PartError:
-        raise
-    except (OSError, pa.ArrowException) as exc:
-        raise PartError(f"{path}: reading {TEXT} failed after {base} rows "
-                        f"({type(exc).__name__}: {str(exc).strip()}); re-copy or remove the "
-                        "part") from exc
-    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    lid = np.concatenate(lids) if lids else np.zeros(0, np.int32)
-    matches = _matches_table(part, row, lid, index.lemmas, wnid_of_lemma)
-    row_table = _rows_table(part, row, wnid_of_lemma[lid] if len(lid) else np.zeros(0, object))
-    write_parquet(matches, part_file(out_dir, "matches", part))
-    write_parquet(row_table, part_file(out_dir, "rows", part))
-    return {"n_rows": base, "n_null": n_null, "n_matched_rows": row_table.num_rows,
-            "n_matches": matches.num_rows,
-            "n_multi_label": int(pc.sum(row_table["multi_label"]).as_py() or 0),
+    base = n_null = n_matches = n_matched = n_multi = 0
+    # Both tables are streamed batch by batch into temp files beside their destinations (memory:
+    # one batch); batches split the part by row, so the rows table of each batch is exactly its
+    # share of the part's. The files are renamed into place only when the whole part is done.
+    with parquet_writer(part_file(out_dir, "matches", part), MATCHES_SCHEMA) as mw, \
+            parquet_writer(part_file(out_dir, "rows", part), ROWS_SCHEMA) as rw:
+        try:
+            for batch in pf.iter_batches(batch_size=batch_size, columns=[TEXT]):
+                text = batch.column(0)
+                r, lid = match_batch(text, index, mode)
+                r = r + base
+                base += batch.num_rows
+                n_null += text.null_count
+                if not len(r):
+                    continue
+                matches = _matches_table(part, r, lid, index.lemmas, wnid_of_lemma)
+                row_table = _rows_table(part, r, wnid_of_lemma[lid])
+                mw.write_table(matches)
+                rw.write_table(row_table)
+                n_matches += matches.num_rows
+                n_matched += row_table.num_rows
+                n_multi += int(pc.sum(row_table["multi_label"]).as_py() or 0)
+        except PartError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise PartError(f"{path}: reading {TEXT} failed after {base} rows "
+                            f"({type(exc).__name__}: {str(exc).strip()}); re-copy or remove "
+                            "the part") from exc
+    return {"n_rows": base, "n_null": n_null, "n_matched_rows": n_matched,
+            "n_matches": n_matches, "n_multi_label": n_multi,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -160,11 +166,32 @@ def _rows_table(part: int, row: np.ndarray, wnid: np.ndarray) -> pa.Table:
 # Summaries
 # ---------------------------------------------------------------------------------------------
 
-def _read_all(out_dir: Path, kind: str, schema: pa.Schema) -> pa.Table:
-    files = sorted((out_dir / kind).glob("part-*.parquet"))
-    if not files:
-        return schema.empty_table()
-    return pa.concat_tables(pq.read_table(f, schema=schema) for f in files)
+def _part_files(out_dir: Path, kind: str) -> list[Path]:
+    return sorted((out_dir / kind).glob("part-*.parquet"))
+
+
+def _per_part_counts(matches_file: Path, rows_file: Path) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                    pd.Series]:
+    """One part's per-lemma and per-class counts and its classes-per-caption histogram.
+
+    Keys never repeat across parts, so summing these over parts gives the exact counts of all
+    parts at once (memory: one part's matches, never all of them)."""
+    matches = pq.read_table(matches_file, columns=["key", "lemma", "wnid"]).to_pandas()
+    rows = pq.read_table(rows_file, columns=["key", "n_classes"]).to_pandas()
+    single = matches["key"].isin(rows.loc[rows["n_classes"] == 1, "key"])
+    m = matches.assign(single=single)
+    lemma = (m.groupby(["lemma", "wnid"]).agg(n_rows=("key", "nunique"),
+                                              n_single_label=("single", "sum")))
+    per_class = (m.drop_duplicates(["key", "wnid"]).groupby("wnid")
+                 .agg(n_rows=("key", "size"), n_single_label=("single", "sum")))
+    return lemma, per_class, rows["n_classes"].value_counts()
+
+
+def _summed(frames: list[pd.DataFrame | pd.Series]):
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return None
+    return pd.concat(frames).groupby(level=list(range(frames[0].index.nlevels))).sum()
 
 
 def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
@@ -183,17 +210,26 @@ def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
     from .matching import LemmaIndex
 
     out = Path(out_dir)
-    matches = _read_all(out, "matches", MATCHES_SCHEMA).to_pandas()
-    rows = _read_all(out, "rows", ROWS_SCHEMA).select(["key", "n_classes"]).to_pandas()
-    single = matches["key"].isin(rows.loc[rows["n_classes"] == 1, "key"])
-    lemma_counts = (pd.DataFrame(lemma_pairs, columns=["lemma", "wnid"])
-                    .merge(matches.assign(single=single).groupby(["lemma", "wnid"])
-                           .agg(n_rows=("key", "nunique"), n_single_label=("single", "sum"))
-                           .reset_index(), on=["lemma", "wnid"], how="left")
-                    .fillna({"n_rows": 0, "n_single_label": 0})
+    lemma_parts, class_parts, hist_parts, n_match_rows = [], [], [], 0
+    for mf in _part_files(out, "matches"):  # one part in memory at a time
+        lemma, per_cls, hist = _per_part_counts(mf, out / "rows" / mf.name)
+        lemma_parts.append(lemma)
+        class_parts.append(per_cls)
+        hist_parts.append(hist)
+        n_match_rows += pq.ParquetFile(mf).metadata.num_rows
+    lemma_sum = _summed(lemma_parts)
+    per_class = _summed(class_parts)
+    if per_class is None:
+        per_class = pd.DataFrame({"n_rows": [], "n_single_label": []}, dtype="int64")
+    hist = _summed(hist_parts)
+    lemma_counts = pd.DataFrame(lemma_pairs, columns=["lemma", "wnid"])
+    if lemma_sum is not None:
+        lemma_counts = lemma_counts.merge(lemma_sum.reset_index(), on=["lemma", "wnid"],
+                                          how="left")
+    else:
+        lemma_counts = lemma_counts.assign(n_rows=0, n_single_label=0)
+    lemma_counts = (lemma_counts.fillna({"n_rows": 0, "n_single_label": 0})
                     .astype({"n_rows": "int64", "n_single_label": "int64"}))
-    per_class = (matches.assign(single=single).drop_duplicates(["key", "wnid"])
-                 .groupby("wnid").agg(n_rows=("key", "size"), n_single_label=("single", "sum")))
     unmatchable = set(LemmaIndex([lem for lem, _ in lemma_pairs]).unmatchable(mode))
     lemmas_of: dict[str, list[str]] = {}
     for lem, w in lemma_pairs:
@@ -216,12 +252,12 @@ def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
     cc["status"] = [status(w, n) for w, n in zip(cc["wnid"], cc["n_rows"])]
     stats = done_stats(out)
     n_rows = int(sum(s.get("n_rows", 0) for s in stats))
-    n_matched = len(rows)
-    n_multi = int((rows["n_classes"] > 1).sum())
+    n_matched = int(hist.sum()) if hist is not None else 0
+    n_multi = int(hist[hist.index > 1].sum()) if hist is not None else 0
     summary = {
         "mode": mode, "n_parts": len(stats), "n_rows": n_rows,
         "n_null_captions": int(sum(s.get("n_null", 0) for s in stats)),
-        "n_matched_rows": n_matched, "n_matches": len(matches), "n_multi_label_rows": n_multi,
+        "n_matched_rows": n_matched, "n_matches": n_match_rows, "n_multi_label_rows": n_multi,
         "multi_label_share": n_multi / n_matched if n_matched else 0.0,
         "n_classes": len(cc), "n_classes_with_lemmas": int((cc["n_lemmas"] > 0).sum()),
         "n_matched_classes": int((cc["n_rows"] > 0).sum()),
@@ -239,9 +275,17 @@ def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
 
 
 def classes_per_caption(out_dir: str | os.PathLike) -> pd.Series:
-    """How many matching captions name 1, 2, ... classes (index: n_classes), over all parts."""
-    n = _read_all(Path(out_dir), "rows", ROWS_SCHEMA).column("n_classes").to_numpy()
-    return pd.Series(n, dtype="int16", name="n_classes").value_counts().sort_index()
+    """How many matching captions name 1, 2, ... classes (index: n_classes), over all parts
+    (read part by part: one column of one part in memory at a time)."""
+    counts: dict[int, int] = {}
+    for f in _part_files(Path(out_dir), "rows"):
+        n = pq.read_table(f, columns=["n_classes"]).column(0).to_numpy()
+        values, c = np.unique(n, return_counts=True)
+        for v, k in zip(values.tolist(), c.tolist()):
+            counts[v] = counts.get(v, 0) + k
+    idx = sorted(counts)
+    return pd.Series([counts[i] for i in idx], index=pd.Index(idx, dtype="int16", name="n_classes"),
+                     dtype="int64", name="count")
 
 
 def unreachable_classes(class_counts: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,13 +64,23 @@ def _read_stage01(folder: Path, columns: Sequence[str]) -> pa.Table:
 
 def single_label_rows(matches_dir: str | Path) -> tuple[pa.Table, dict]:
     """Rows of stage 01 that matched lemmas of exactly one class, with that ``wnid`` and the
-    matched ``lemmas`` (list, in match-table order); plus counts (rows, multi-label dropped)."""
+    matched ``lemmas`` (list, in match-table order); plus counts (rows, multi-label dropped).
+
+    All parts at once: the reference path of the tests. Stage 02 itself works part by part
+    (``build_candidates``) with ``single_label_table`` on one part's tables."""
     matches_dir = Path(matches_dir)
     rows = _read_stage01(matches_dir / "rows", ["part", "row", "key", "wnids", "n_classes"])
+    matches = _read_stage01(matches_dir / "matches", ["key", "lemma", "wnid"])
+    return single_label_table(rows, matches, matches_dir)
+
+
+def single_label_table(rows: pa.Table, matches: pa.Table, where: str | Path = "stage 01"
+                       ) -> tuple[pa.Table, dict]:
+    """``single_label_rows`` of stage-01 ``rows`` and ``matches`` tables (one part or several);
+    the output is sorted by key."""
     single = rows.filter(pc.equal(rows["n_classes"], 1))
     single = single.append_column("wnid", pc.list_element(single["wnids"], 0)).drop(
         ["wnids", "n_classes"])
-    matches = _read_stage01(matches_dir / "matches", ["key", "lemma", "wnid"])
     # lemma lists per key (match-table order kept: single-threaded group_by), aligned by key
     lemmas = matches.group_by("key", use_threads=False).aggregate([("lemma", "list")])
     single = single.sort_by("key")
@@ -78,7 +88,7 @@ def single_label_rows(matches_dir: str | Path) -> tuple[pa.Table, dict]:
     single = single.append_column("lemmas", lemmas["lemma_list"].take(pos))
     if single["lemmas"].null_count:
         bad = single.filter(pc.is_null(single["lemmas"]))["key"][0].as_py()
-        raise ValueError(f"{matches_dir}: row key {bad} is in rows/ but has no lemma in "
+        raise ValueError(f"{where}: row key {bad} is in rows/ but has no lemma in "
                          "matches/; stage 01 outputs are inconsistent, rerun stage 01")
     # classes with any matched row (the authors' labels-dict keys, 978 on LAION-400M) and
     # classes with single-label rows (those stage 02 can keep)
@@ -210,6 +220,356 @@ def embed_captions_by_part(encoder, keys: np.ndarray, texts: np.ndarray, store,
 
 
 # --------------------------------------------------------------------------------------------
+# 1+2 part by part: what stage 02 runs (memory set by the part and chunk sizes, not the run's)
+
+CANDIDATES_DIR = "candidates"  # candidates/part-%05d.parquet: one LAION part's candidates
+
+
+def _part_of(path: Path) -> int:
+    from .keys import part_number
+
+    return part_number(path)
+
+
+def stage01_parts(matches_dir: str | Path) -> list[int]:
+    """The part numbers stage 01 finished (its ``rows/part-%05d.parquet`` files)."""
+    files = sorted((Path(matches_dir) / "rows").glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{Path(matches_dir) / 'rows'}: no part-*.parquet files; run "
+                                "stage 01 (notebooks/01_synset_matching.py) or fix matches_dir")
+    return [_part_of(f) for f in files]
+
+
+def _stage01_part(matches_dir: Path, kind: str, part: int, columns: Sequence[str]) -> pa.Table:
+    from .shards import part_file
+
+    f = part_file(matches_dir, kind, part)
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: stage 01 wrote rows/ for part {part} but not {kind}/; "
+                                "rerun stage 01")
+    t = pq.read_table(f, columns=list(columns))
+    missing = [c for c in columns if c not in t.column_names]
+    if missing:
+        raise ValueError(f"{f}: missing column(s) {missing} (stage 01 contract, "
+                         "docs/DEVELOPING.md)")
+    return t
+
+
+def iter_joined(rows: pa.Table, part_path: str | Path, columns: Sequence[str] = LAION_COLUMNS,
+                read_batch: int = 65_536) -> Iterator[pa.Table]:
+    """``rows`` of one part (part, row, ..., sorted by row) with the LAION ``columns`` of the same
+    rows, streamed: the part is read ``read_batch`` rows at a time (only ``columns``) and each
+    batch gives the rows inside it. Yields tables in ``rows``' order."""
+    part_path = Path(part_path)
+    pf = pq.ParquetFile(part_path)
+    row = rows["row"].to_numpy()
+    if len(row) and row[-1] >= pf.metadata.num_rows:
+        bad = int(row[row >= pf.metadata.num_rows][0])
+        raise IndexError(f"{part_path}: row {bad} is past its {pf.metadata.num_rows} rows; "
+                         "stage 01 ran on another version of this part")
+    if len(row) and (np.diff(row) < 0).any():
+        raise ValueError(f"{part_path}: stage-01 rows are not sorted by row")
+    missing = [c for c in columns if pf.schema_arrow.get_field_index(c) < 0]
+    if missing:
+        raise ValueError(f"{part_path}: no column(s) {missing} (columns: "
+                         f"{pf.schema_arrow.names}); a LAION part holds {list(columns)}")
+    base, lo = 0, 0
+    for batch in pf.iter_batches(batch_size=read_batch, columns=list(columns)):
+        if lo >= len(row):
+            break
+        hi = int(np.searchsorted(row, base + batch.num_rows, "left"))
+        if hi > lo:
+            taken = pa.Table.from_batches([batch]).take(pa.array(row[lo:hi] - base))
+            piece = rows.slice(lo, hi - lo)
+            for c in columns:
+                piece = piece.append_column(c, taken[c])
+            yield piece
+        lo, base = hi, base + batch.num_rows
+
+
+def candidate_schema(laion: pa.Schema) -> pa.Schema:
+    """The columns of a candidates file: row key, part, row, wnid, matched lemmas, the LAION
+    columns with the part's own types, similarity (float32)."""
+    return pa.schema([("key", pa.int64()), ("part", pa.int32()), ("row", pa.int64()),
+                      ("wnid", pa.string()), ("lemmas", pa.list_(pa.string())),
+                      *(laion.field(c) for c in LAION_COLUMNS), ("similarity", pa.float32())])
+
+
+def _check_keys(rows: pa.Table) -> None:
+    part, row, key = (rows[c].to_numpy() for c in ("part", "row", "key"))
+    bad_key = np.flatnonzero(key != row_key(part, row))
+    if len(bad_key):
+        i = bad_key[0]
+        raise ValueError(f"row key {key[i]} != part {part[i]} * {KEY_STRIDE} + row {row[i]}: "
+                         "stage 01 keys are corrupt; rerun stage 01")
+
+
+def _rechunk(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The same rows, in tables of about ``rows`` rows (the last one smaller)."""
+    buf, n = [], 0
+    for t in tables:
+        buf.append(t)
+        n += t.num_rows
+        if n >= rows:
+            yield pa.concat_tables(buf)
+            buf, n = [], 0
+    if buf:
+        yield pa.concat_tables(buf)
+
+
+def candidates_part(part_path: str | Path, part: int, matches_dir: str | Path,
+                    class_emb: dict[str, np.ndarray], encoder, store, out_dir: str | Path,
+                    batch_size: int = 64, chunk_rows: int = 65_536, read_batch: int = 65_536,
+                    progress: bool = False) -> dict:
+    """Stage 02 on one LAION part: its single-label rows of stage 01, joined to the part's LAION
+    columns, captions embedded through ``store`` (``embed_with_store``: one store shard per chunk,
+    only pairs not stored yet) and their cosine with the class's synset text (``class_emb``: wnid
+    -> unit vector). Written, ``chunk_rows`` rows at a time, to ``candidates/part-%05d.parquet``
+    (renamed into place when the part is done); memory: one chunk and one read batch.
+    Returns the part's counts."""
+    from .embedding_store import embed_with_store
+    from .encoders.common import cosine_rowwise
+    from .io import parquet_writer
+    from .shards import part_file
+
+    matches_dir = Path(matches_dir)
+    rows = _stage01_part(matches_dir, "rows", part, ["part", "row", "key", "wnids", "n_classes"])
+    matches = _stage01_part(matches_dir, "matches", part, ["key", "lemma", "wnid"])
+    single, counts = single_label_table(rows, matches, part_file(matches_dir, "rows", part))
+    rows_wnids = rows["wnids"]
+    del rows, matches
+    _check_keys(single)
+    wnids = np.array(sorted(class_emb), dtype=object)
+    table = np.stack([class_emb[w] for w in wnids]) if len(wnids) else np.zeros((0, 1), np.float32)
+    schema = candidate_schema(pq.ParquetFile(part_path).schema_arrow)
+    n_unlikely = 0
+    with parquet_writer(part_file(out_dir, CANDIDATES_DIR, part), schema) as out:
+        for chunk in _rechunk(iter_joined(single, part_path, LAION_COLUMNS, read_batch), chunk_rows):
+            w = chunk["wnid"].to_numpy(zero_copy_only=False).astype(object)
+            idx = np.searchsorted(wnids, w)
+            if ((idx >= len(wnids)) | (wnids[np.minimum(idx, max(len(wnids) - 1, 0))] != w)).any():
+                bad = sorted(set(w) - set(wnids))
+                raise KeyError(f"wnid(s) {bad[:5]} have matches but no synset text; the class "
+                               "table given to stage 02 differs from stage 01's `classes`")
+            emb = embed_with_store(encoder, chunk["key"].to_numpy(), chunk["TEXT"], store,
+                                   batch_size=batch_size, progress=progress)
+            chunk = chunk.append_column("similarity", pa.array(cosine_rowwise(emb, table[idx]),
+                                                                pa.float32()))
+            t = chunk.select(CANDIDATE_COLUMNS).cast(schema)
+            n_unlikely += int(pc.sum(pc.equal(t["NSFW"], "UNLIKELY")).as_py() or 0)
+            out.write_table(t)
+    counts.pop("n_classes_matched", None)  # not additive over parts: the classes themselves
+    counts.pop("n_classes_single_label", None)
+    return {**counts, "n_candidates": counts["n_single_label"], "n_nsfw_unlikely": n_unlikely,
+            "classes_matched": sorted(pc.unique(pc.list_flatten(rows_wnids)).to_pylist()),
+            "classes_single_label": sorted(pc.unique(single["wnid"]).to_pylist())}
+
+
+def build_candidates(matches_dir: str | Path, laion_parts: str | Iterable[str | Path],
+                     texts_by_wnid: pd.Series, encoder, store, out_dir: str | Path,
+                     batch_size: int = 64, chunk_rows: int = 65_536, read_batch: int = 65_536,
+                     progress: bool = False, on_part=None):
+    """Stage 02's candidates, one LAION part at a time (``candidates_part`` through
+    ``laionet.shards.map_parts``, in this process: the encoder stays on its device).
+
+    Checked before any work: every part stage 01 matched has a LAION file, every matched wnid a
+    synset text. A part is skipped when its marker ``done/part-%05d.json`` holds the same encoder,
+    synset texts, LAION file and stage-01 tables (a killed run resumes; a finished part is never
+    recomputed). ``on_part``: called with each part number before it is computed (tests count).
+    Returns the ``MapResult``; its markers' stats are what ``candidate_counts`` adds up.
+    """
+    from .shards import map_parts, part_file
+    from .stage import fingerprint
+
+    matches_dir, out_dir = Path(matches_dir), Path(out_dir)
+    nums = stage01_parts(matches_dir)
+    files = part_files(laion_parts)
+    missing = [p for p in nums if p not in files]
+    if missing:
+        raise FileNotFoundError(f"part {missing[0]} has matches but no LAION file among "
+                                f"laion_parts (have parts {sorted(files)}); fix laion_parts")
+    matched = set()
+    for p in nums:  # one column of one part at a time
+        w = _stage01_part(matches_dir, "rows", p, ["wnids"])["wnids"]
+        matched |= set(pc.unique(pc.list_flatten(w)).to_pylist())
+    unknown = sorted(matched - set(texts_by_wnid.index))
+    if unknown:
+        raise KeyError(f"wnid(s) {unknown[:5]} have matches but no synset text; the class table "
+                       "given to stage 02 differs from stage 01's `classes`")
+    all_texts = texts_by_wnid[~texts_by_wnid.index.duplicated()]
+    texts = all_texts.loc[sorted(matched)]
+    emb = encoder.embed_texts(texts.tolist(), batch_size=batch_size) if len(texts) else []
+    class_emb = dict(zip(texts.index, emb))
+
+    def task(path, part):
+        if on_part is not None:
+            on_part(part)
+        return candidates_part(path, part, matches_dir, class_emb, encoder, store, out_dir,
+                               batch_size=batch_size, chunk_rows=chunk_rows,
+                               read_batch=read_batch, progress=progress)
+
+    # the whole class table's texts (not only the matched ones): a part whose stage-01 table
+    # changed is redone alone, the others keep their markers
+    key = fingerprint({"encoder": encoder.name, "texts": all_texts.sort_index().to_dict(),
+                       "stage": "02"})
+    return map_parts(task, [files[p] for p in nums], out_dir, n_workers=1,
+                     desc="candidates by part", fingerprint=key,
+                     part_inputs=lambda p: [part_file(matches_dir, "rows", p),
+                                            part_file(matches_dir, "matches", p)])
+
+
+def candidate_files(out_dir: str | Path) -> list[Path]:
+    """The per-part candidate files of a stage-02 folder, in part order."""
+    files = sorted((Path(out_dir) / CANDIDATES_DIR).glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{Path(out_dir) / CANDIDATES_DIR}: no part files; run stage 02 "
+                                "(notebooks/02_caption_filtering.py)")
+    return files
+
+
+def candidate_counts(out_dir: str | Path) -> dict:
+    """Counts over every finished part (from the markers): matched rows, single-label rows,
+    multi-label dropped, candidates, NSFW == UNLIKELY, classes with any match and with
+    single-label rows."""
+    from .shards import done_stats
+
+    names = ("n_matched_rows", "n_single_label", "n_multi_label_dropped", "n_candidates",
+             "n_nsfw_unlikely")
+    stats = done_stats(out_dir)
+    out = {n: int(sum(s.get(n, 0) for s in stats)) for n in names}
+    for n in ("classes_matched", "classes_single_label"):  # union over parts
+        out[f"n_{n}"] = len({w for s in stats for w in s.get(n, [])})
+    return out
+
+
+def iter_candidates(source: str | Path | Sequence[Path], columns: Sequence[str] | None = None,
+                    batch_rows: int = 65_536, filter=None) -> Iterator[pd.DataFrame]:
+    """Candidates as pandas frames of at most ``batch_rows`` rows, in key order, from a stage-02
+    folder (its part files), a candidates parquet file or a list of files. Memory: one batch.
+    ``filter(df) -> bool mask``: only those rows are yielded (frames may then be empty)."""
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        files = [source] if source.is_file() else candidate_files(source)
+    else:
+        files = list(source)
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=batch_rows,
+                                     columns=list(columns) if columns else None):
+            df = batch.to_pandas()
+            yield df[filter(df)] if filter is not None else df
+
+
+def concat_frames(frames: Iterable[pd.DataFrame], columns: Sequence[str] | None = None
+                  ) -> pd.DataFrame:
+    frames = [f for f in frames]
+    non_empty = [f for f in frames if len(f)]
+    out = pd.concat(non_empty or frames[:1], ignore_index=True) if frames else pd.DataFrame(
+        columns=list(columns or CANDIDATE_COLUMNS))
+    return out.reset_index(drop=True)
+
+
+def assemble_candidates(out_dir: str | Path, dest: str | Path) -> int:
+    """Concatenate the part files into one parquet file (``candidates.parquet``) by streaming:
+    one row group per read batch, never the whole table in memory. Returns the row count."""
+    from .io import parquet_writer
+
+    files = candidate_files(out_dir)
+    schema = pq.ParquetFile(files[0]).schema_arrow
+    n = 0
+    with parquet_writer(dest, schema) as w:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536):
+                t = pa.Table.from_batches([batch])
+                if t.schema != schema:
+                    try:
+                        t = t.cast(schema)
+                    except (pa.ArrowInvalid, ValueError) as exc:
+                        raise ValueError(f"{f}: columns {t.schema} cannot be joined with "
+                                         f"{files[0]}'s {schema}: LAION parts of different "
+                                         "schemas") from exc
+                w.write_table(t)
+                n += t.num_rows
+    return n
+
+
+def select_laionet_parts(source, threshold: float, nsfw_rule: str = "paper", op: str = ">",
+                         batch_rows: int = 65_536) -> pd.DataFrame:
+    """``select_laionet`` over the part files, batch by batch: only LAIONet (small by design,
+    822k rows in the paper) is held, never the candidates."""
+    nsfw_mask(pd.Series([], dtype=object), nsfw_rule)  # a bad rule fails before any read
+    above(np.zeros(0), threshold, op)
+    return concat_frames(select_laionet(df, threshold, nsfw_rule, op)
+                         for df in iter_candidates(source, batch_rows=batch_rows))
+
+
+def threshold_curves_parts(source, thresholds: Sequence[float], nsfw_rule: str = "paper",
+                           op: str = ">", batch_rows: int = 262_144) -> pd.DataFrame:
+    """``threshold_curves`` streamed over the part files: rows above each threshold are summed
+    per batch (searchsorted), each class's best similarity kept (one number per class)."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    side = "right" if op == ">" else "left"
+    n_rows = np.zeros(len(t), np.int64)
+    best: dict[str, float] = {}
+    for df in iter_candidates(source, ["wnid", "NSFW", "similarity"], batch_rows):
+        ok = df[nsfw_mask(df["NSFW"], nsfw_rule) & df["similarity"].notna().to_numpy()]
+        sims = np.sort(ok["similarity"].to_numpy(np.float64))
+        n_rows += len(sims) - np.searchsorted(sims, t, side)
+        for w, m in ok.groupby("wnid")["similarity"].max().items():
+            best[w] = max(best.get(w, -np.inf), float(m))
+    b = np.sort(np.fromiter(best.values(), np.float64, len(best)))
+    return pd.DataFrame({"threshold": t, "n_rows": n_rows,
+                         "n_classes": len(b) - np.searchsorted(b, t, side)})
+
+
+def similarity_histogram(source, nsfw_rule: str = "paper", bins: int = 60,
+                         batch_rows: int = 262_144) -> tuple[np.ndarray, np.ndarray, int]:
+    """Histogram of the similarity of the rows passing the NSFW rule, in two streamed passes
+    (range, then counts): (counts, edges, n rows with a similarity). The same bins as
+    ``np.histogram(values, bins)``."""
+    lo, hi, n = np.inf, -np.inf, 0
+    cols = ["NSFW", "similarity"]
+    for df in iter_candidates(source, cols, batch_rows):
+        v = df.loc[nsfw_mask(df["NSFW"], nsfw_rule), "similarity"].dropna().to_numpy(np.float64)
+        if len(v):
+            lo, hi, n = min(lo, v.min()), max(hi, v.max()), n + len(v)
+    if not n:
+        return np.zeros(bins, np.int64), np.linspace(0, 1, bins + 1), 0
+    edges = np.histogram_bin_edges(np.array([lo, hi]), bins)
+    counts = np.zeros(bins, np.int64)
+    for df in iter_candidates(source, cols, batch_rows):
+        v = df.loc[nsfw_mask(df["NSFW"], nsfw_rule), "similarity"].dropna().to_numpy(np.float64)
+        counts += np.histogram(v, edges)[0]
+    return counts, edges, n
+
+
+def sfw_stats(source, nsfw_rule: str = "paper", batch_rows: int = 262_144) -> dict:
+    """Over the rows passing the NSFW rule, streamed: how many (n_sfw), how many have a
+    similarity (n), its min and max (NaN when none); and the classes of all candidates."""
+    n_sfw = n = 0
+    lo, hi = np.inf, -np.inf
+    classes: set[str] = set()
+    for df in iter_candidates(source, ["wnid", "NSFW", "similarity"], batch_rows):
+        classes |= set(df["wnid"].dropna())
+        v = df.loc[nsfw_mask(df["NSFW"], nsfw_rule), "similarity"]
+        n_sfw += len(v)
+        v = v.dropna().to_numpy(np.float64)
+        if len(v):
+            lo, hi, n = min(lo, v.min()), max(hi, v.max()), n + len(v)
+    return {"n_sfw": n_sfw, "n": n, "min": lo if n else float("nan"),
+            "max": hi if n else float("nan"), "classes": sorted(classes)}
+
+
+def lemma_similarities_parts(source, wnid: str, class_lemmas: Sequence[str] = ()
+                             ) -> tuple[pd.DataFrame, pd.Series]:
+    """``lemma_similarities`` of one class, reading only that class's rows batch by batch."""
+    one = concat_frames(iter_candidates(source, ["key", "wnid", "lemmas", "similarity"],
+                                        filter=lambda d: (d["wnid"] == wnid).to_numpy()),
+                        ["key", "wnid", "lemmas", "similarity"])
+    return lemma_similarities(one, wnid, class_lemmas)
+
+
+# --------------------------------------------------------------------------------------------
 # 3. selection and 4. skim
 
 
@@ -244,29 +604,44 @@ class EmptyLAIONet(ValueError):
     """No candidate passes the selection: an error, not an empty table downstream stages run on."""
 
 
-def check_not_empty(laionet: pd.DataFrame, candidates: pd.DataFrame, threshold: float,
+def _candidate_evidence(candidates, nsfw_rule: str) -> tuple[int, int, int, float, str | None]:
+    """(candidates, passing the NSFW rule, of those with a similarity, best similarity, its
+    class) of a frame or, read batch by batch, of a stage-02 folder / part files."""
+    frames = [candidates] if isinstance(candidates, pd.DataFrame) else iter_candidates(
+        candidates, ["wnid", "NSFW", "similarity"])
+    n = n_ok = n_sim = 0
+    best, best_wnid = -np.inf, None
+    for df in frames:
+        ok = df[nsfw_mask(df["NSFW"], nsfw_rule)]
+        sims = ok["similarity"].astype("float64")
+        n, n_ok, n_sim = n + len(df), n_ok + len(ok), n_sim + int(sims.notna().sum())
+        if sims.notna().any() and sims.max() > best:
+            best, best_wnid = float(sims.max()), ok.loc[sims.idxmax(), "wnid"]
+    return n, n_ok, n_sim, best, best_wnid
+
+
+def check_not_empty(laionet: pd.DataFrame, candidates, threshold: float,
                     nsfw_rule: str = "paper") -> None:
     """Raise ``EmptyLAIONet`` saying why and what to change when ``laionet`` has no row: no
     single-label candidate, none passing the NSFW rule, or the best similarity seen is not above
-    the threshold (its value and class named)."""
+    the threshold (its value and class named). ``candidates``: a frame, or a stage-02 folder /
+    part files (streamed, one batch in memory)."""
     if len(laionet):
         return
-    if not len(candidates):
+    n, n_ok, n_sim, best, best_wnid = _candidate_evidence(candidates, nsfw_rule)
+    if not n:
         raise EmptyLAIONet("LAIONet is empty: stage 01 left no single-label candidate (no caption "
                            "matched the lemmas of exactly one class); check laion_parts and classes")
-    ok = candidates[nsfw_mask(candidates["NSFW"], nsfw_rule)]
-    if not len(ok):
-        raise EmptyLAIONet(f"LAIONet is empty: none of the {len(candidates)} single-label "
+    if not n_ok:
+        raise EmptyLAIONet(f"LAIONet is empty: none of the {n} single-label "
                            f"candidates passes nsfw_rule={nsfw_rule!r}; try "
                            "`-p 02.nsfw_rule unlikely_or_unsure` (or check the NSFW column)")
-    sims = ok["similarity"].astype("float64")
-    if sims.isna().all():
-        raise EmptyLAIONet(f"LAIONet is empty: all {len(ok)} candidates have no similarity")
-    best = ok.loc[sims.idxmax()]
+    if not n_sim:
+        raise EmptyLAIONet(f"LAIONet is empty: all {n_ok} candidates have no similarity")
     raise EmptyLAIONet(
-        f"LAIONet is empty: threshold={threshold} keeps none of the {len(ok)} single-label "
+        f"LAIONet is empty: threshold={threshold} keeps none of the {n_ok} single-label "
         f"candidates passing nsfw_rule={nsfw_rule!r}; the best similarity seen is "
-        f"{float(best['similarity']):.4f} (class {best['wnid']}). Lower the threshold below "
+        f"{best:.4f} (class {best_wnid}). Lower the threshold below "
         "that (`-p 02.threshold VALUE`; the paper: 0.82 for CLIP ViT-B/32, 0.58 for mpnet)")
 
 
@@ -368,18 +743,22 @@ def class_frequency(laionet: pd.DataFrame) -> pd.DataFrame:
     return n
 
 
-def summary(candidates: pd.DataFrame, laionet: pd.DataFrame, counts: dict,
+def summary(candidates: pd.DataFrame | None, laionet: pd.DataFrame, counts: dict,
             threshold: float) -> dict:
     """The numbers of stage 02 in one JSON-able dict (written as summary.json).
 
     ``n_classes_matched``: classes with any matched row, multi-label ones included (the paper's
     978); ``n_classes_single_label``: classes with single-label rows (the candidates' classes,
-    those a threshold can keep); both from ``counts`` (``single_label_rows``) when given there.
+    those a threshold can keep); both from ``counts`` (``single_label_rows`` or
+    ``candidate_counts``) when given there. ``candidates`` None (stage 02 streams them):
+    ``counts`` holds n_candidates and n_nsfw_unlikely too (``candidate_counts``).
     """
-    return {"n_classes_matched": int(candidates["wnid"].nunique()), **counts,
-            "n_classes_single_label": int(candidates["wnid"].nunique()),
-            "threshold": float(threshold), "n_candidates": int(len(candidates)),
-            "n_nsfw_unlikely": int((candidates["NSFW"] == "UNLIKELY").sum()),
+    if candidates is not None:
+        counts = {"n_classes_matched": int(candidates["wnid"].nunique()),
+                  "n_classes_single_label": int(candidates["wnid"].nunique()),
+                  "n_candidates": int(len(candidates)),
+                  "n_nsfw_unlikely": int((candidates["NSFW"] == "UNLIKELY").sum()), **counts}
+    return {**counts, "threshold": float(threshold),
             "n_laionet": int(len(laionet)), "n_classes_laionet": int(laionet["wnid"].nunique())}
 
 

@@ -9,10 +9,17 @@ import numpy as np
 import pandas as pd
 
 
-def similarity_threshold_figure(similarity: pd.Series, curves: pd.DataFrame, threshold: float):
-    """B1: the similarity histogram, classes with >= 1 row and dataset size against the threshold."""
+def similarity_threshold_figure(similarity, curves: pd.DataFrame, threshold: float):
+    """B1: the similarity histogram, classes with >= 1 row and dataset size against the threshold.
+
+    ``similarity``: the values (a Series), or a histogram already counted (counts, edges, ...)
+    as ``selection.similarity_histogram`` streams it."""
     fig, ax = plt.subplots(1, 3, figsize=(11, 3))
-    ax[0].hist(similarity.dropna(), bins=60, color="tab:blue")
+    if isinstance(similarity, tuple):
+        counts, edges = similarity[0], similarity[1]
+        ax[0].stairs(counts, edges, fill=True, color="tab:blue")
+    else:
+        ax[0].hist(similarity.dropna(), bins=60, color="tab:blue")
     ax[0].axvline(threshold, c="k", ls="--", label=f"threshold {threshold}")
     ax[0].set(xlabel="text-to-synset similarity", ylabel="rows")
     ax[0].legend()

@@ -41,16 +41,20 @@ def part_file(out_dir: str | os.PathLike, kind: str, part: int, ext: str = "parq
     return Path(out_dir) / kind / f"part-{part:05d}.{ext}"
 
 
-def _marker_fingerprint(path: Path, fingerprint: str) -> str:
-    return params_fingerprint([fingerprint, file_fingerprint(path)])
+def _marker_fingerprint(path: Path, fingerprint: str, extra: Sequence[Path] = ()) -> str:
+    return params_fingerprint([fingerprint, file_fingerprint(path),
+                               *(file_fingerprint(p) if Path(p).exists() else "missing"
+                                 for p in extra)])
 
 
-def is_done(out_dir: str | os.PathLike, part: int, path: Path, fingerprint: str = "") -> bool:
+def is_done(out_dir: str | os.PathLike, part: int, path: Path, fingerprint: str = "",
+            extra: Sequence[Path] = ()) -> bool:
     marker = part_file(out_dir, "done", part, "json")
     if not marker.is_file():
         return False
     try:
-        return read_json(marker).get("fingerprint") == _marker_fingerprint(path, fingerprint)
+        return read_json(marker).get("fingerprint") == _marker_fingerprint(path, fingerprint,
+                                                                            extra)
     except (OSError, ValueError):
         return False
 
@@ -87,7 +91,8 @@ def _call(fn: Callable[..., dict], path: Path, part: int) -> dict:
 def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
               out_dir: str | os.PathLike, executor: cf.Executor | None = None,
               desc: str = "parts", n_workers: int = 2, fingerprint: str = "",
-              on_error: str = "raise") -> MapResult:
+              on_error: str = "raise",
+              part_inputs: Callable[[int], Sequence[Path]] | None = None) -> MapResult:
     """Run ``fn(path, part=n) -> stats dict`` once per part that is not done yet.
 
     executor: any concurrent.futures.Executor (kept open; the caller owns it). None: a process
@@ -97,6 +102,8 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
         fingerprint and the input file is unchanged (``laionet.stage.file_fingerprint``).
     on_error: "raise" (after every other part finished) or "skip" (failures only reported in the
         result).
+    part_inputs: part number -> other files that part's output depends on (stage 02: stage 01's
+        tables of the part); their fingerprints join the marker's, so a changed one redoes it.
     """
     from tqdm.auto import tqdm
 
@@ -105,8 +112,9 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
     nums = part_numbers(parts)
     result = MapResult()
     todo = []
+    extra = (lambda part: list(part_inputs(part))) if part_inputs else (lambda part: [])
     for path, part in nums.items():
-        if is_done(out_dir, part, path, fingerprint):
+        if is_done(out_dir, part, path, fingerprint, extra(part)):
             result.skipped.append(part)
         else:
             todo.append((path, part))
@@ -124,7 +132,8 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
         for path, part, out in outcomes:
             if out["ok"]:
                 stats = dict(out["stats"] or {}, part=part, path=str(path))
-                write_json({"fingerprint": _marker_fingerprint(path, fingerprint), "stats": stats},
+                write_json({"fingerprint": _marker_fingerprint(path, fingerprint, extra(part)),
+                            "stats": stats},
                            part_file(out_dir, "done", part, "json"))
                 result.done[part] = stats
             else:

@@ -144,8 +144,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
         _C02, "Which matched captions are close enough to their class's synset text?",
         inputs=(_up("matches_dir", _M01), LAION_PARTS, CLASSES,
                 Input("truth", world="truth", optional=True, param=False)),
-        products=("candidates.parquet", "laionet.parquet", "laionet_top{top_k}.parquet",
-                  "summary.json"),
+        products=("candidates", "done", "candidates.parquet", "laionet.parquet",
+                  "laionet_top{top_k}.parquet", "summary.json"),
         caches=("text_embeddings",)),
     StageSpec(
         _D03, "Download LAIONet's images once, and account for every row",
