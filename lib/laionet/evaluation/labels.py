@@ -41,8 +41,16 @@ def read_wnid_file(path: str | os.PathLike) -> list[str]:
     return wnids
 
 
-def label_space_wnids(space: str) -> list[str]:
-    """The output wnids of a named label space (see LABEL_SPACES) or of a wnid file."""
+def label_space_wnids(space: str | os.PathLike) -> list[str]:
+    """The output wnids of a named label space (see LABEL_SPACES) or of a class-list file.
+
+    Accepts what ``classes`` accepts everywhere (``laionet.classes.class_table``):
+    ``imagenet1k`` (and the other LABEL_SPACES names), or a file in either class-list format
+    (one wnid per line, or the authors' ``wnid: lemma, lemma`` file with its header), relative
+    paths from the project root. Used for classifier output lists and for stage 04's
+    ``universe``; a name that is neither gives an error listing the choices.
+    """
+    space = str(space)
     if space == "imagenet1k":  # the one ImageNet-1k list (laionet.classes)
         from ..classes import imagenet1k_wnids
 
@@ -51,10 +59,15 @@ def label_space_wnids(space: str) -> list[str]:
         from timm.data import ImageNetInfo
 
         return list(ImageNetInfo(LABEL_SPACES[space]).label_names())
-    if Path(space).suffix == ".txt" or os.sep in space:
-        return read_wnid_file(space)
-    raise ValueError(f"unknown label space {space!r}: use one of {sorted(LABEL_SPACES)} or a "
-                     "text file with one wnid per line")
+    from ..paths import resolve
+
+    path = resolve(space)
+    if path.is_file():
+        from ..classes import parse_class_file
+
+        return [w for w, _ in parse_class_file(path)]
+    raise ValueError(f"label space / class list {space!r}: not one of {sorted(LABEL_SPACES)} and "
+                     f"no such file ({path}); give a name or a text file with one wnid per line")
 
 
 def infer_label_space(num_classes: int) -> str:
