@@ -70,7 +70,8 @@ def user_laion(tmp_path, released: pd.DataFrame):
 
 def test_join_by_url_and_caption_hash_not_by_authors_index(tmp_path, name_def):
     rel = released_fixture(name_def)
-    joined, report = join_released_laionet(rel, user_laion(tmp_path, rel), classes=WNIDS)
+    joined, report = join_released_laionet(rel, user_laion(tmp_path, rel), classes=WNIDS,
+                                           batch_rows=2)  # rows counted across batches
     assert report == {"n_released": 6, "n_released_duplicate": 0, "n_joined": 4,
                       "n_caption_differs": 1, "n_url_absent": 1, "n_duplicate": 1,
                       "caption_differs_examples": [11_00000002],

@@ -221,7 +221,8 @@ def caption_hash(texts) -> np.ndarray:
 
 
 def join_released_laionet(released: pd.DataFrame, laion_parts, classes: str = "imagenet1k",
-                          similarity_column: str | None = None) -> tuple[pd.DataFrame, dict]:
+                          similarity_column: str | None = None,
+                          batch_rows: int = 1_000_000) -> tuple[pd.DataFrame, dict]:
     """The authors' LAIONet rows as *your* LAIONet: each row found in your LAION copy
     (``laion_parts``: a glob or list of parquet parts) by its URL **and** its caption's hash.
 
@@ -229,7 +230,8 @@ def join_released_laionet(released: pd.DataFrame, laion_parts, classes: str = "i
     ``part * 1e8 + row``, part, row, wnid, TEXT, URL, NSFW, HEIGHT, WIDTH, similarity) plus
     ``authors_index`` (the released index, kept for reference only) and the OCR flag when
     released; it can be given to stage 03 (``laionet_path``) and 04. Parts are read one at a
-    time, URL and TEXT first (memory: one part's two columns). ``report``: n_released,
+    time, URL and TEXT in batches of ``batch_rows`` rows (memory: one batch, plus the part's
+    small NSFW/HEIGHT/WIDTH columns for the hits). ``report``: n_released,
     n_joined, n_caption_differs (the URL is in your copy but with another caption: not joined),
     n_url_absent, n_duplicate (the same URL + caption more than once in your copy: the first
     by (part, row) is used), n_released_duplicate (released rows repeating an earlier row's URL
@@ -255,20 +257,25 @@ def join_released_laionet(released: pd.DataFrame, laion_parts, classes: str = "i
     urls = pa.array(rel["URL"].dropna().unique().tolist(), pa.string())
     found, url_seen = [], set()
     for part, f in sorted(part_files(laion_parts).items()):
-        t = pq.read_table(f, columns=["URL", "TEXT"])
-        mask = pc.fill_null(pc.is_in(t["URL"], value_set=urls), False)
-        idx = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-        if not len(idx):
-            continue
-        sub = t.take(pa.array(idx))
-        url_seen.update(sub["URL"].to_pylist())
-        hit = pd.DataFrame({"URL": sub["URL"].to_pylist(), "_h": caption_hash(sub["TEXT"]),
-                            "part": part, "row": idx})
-        hit = hit.merge(rel[["URL", "_h"]].drop_duplicates(), on=["URL", "_h"])
-        if len(hit):
-            cols = [c for c in JOIN_COLUMNS if c in pq.read_schema(f).names]
-            extra = pq.read_table(f, columns=cols).take(pa.array(hit["row"].to_numpy())).to_pandas()
-            found.append(pd.concat([hit.reset_index(drop=True), extra.drop(columns="URL")], axis=1))
+        pf = pq.ParquetFile(f)
+        small = [c for c in JOIN_COLUMNS if c not in ("URL", "TEXT") and c in pf.schema_arrow.names]
+        hits_part, offset = [], 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["URL", "TEXT"]):
+            mask = pc.fill_null(pc.is_in(batch.column("URL"), value_set=urls), False)
+            idx = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+            if len(idx):
+                sub = batch.take(pa.array(idx))
+                url_seen.update(sub.column("URL").to_pylist())
+                hit = pd.DataFrame({"URL": sub.column("URL").to_pylist(),
+                                    "TEXT": sub.column("TEXT").to_pylist(),
+                                    "_h": caption_hash(sub.column("TEXT")), "part": part,
+                                    "row": idx + offset})
+                hits_part.append(hit.merge(rel[["URL", "_h"]].drop_duplicates(), on=["URL", "_h"]))
+            offset += batch.num_rows
+        hp = pd.concat(hits_part, ignore_index=True) if hits_part else None
+        if hp is not None and len(hp):  # the small LAION columns of the hits, by row position
+            extra = pq.read_table(f, columns=small).take(pa.array(hp["row"].to_numpy()))
+            found.append(pd.concat([hp, extra.to_pandas()], axis=1))
     hits = (pd.concat(found, ignore_index=True) if found
             else pd.DataFrame(columns=["URL", "_h", "part", "row", *JOIN_COLUMNS]))
     hits = hits.sort_values(["part", "row"], kind="stable")
