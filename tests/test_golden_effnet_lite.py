@@ -9,8 +9,7 @@ image decoded once per batch for all models).
 
 Published ImageNet top-1 (FP32), from the authors of the checkpoints: tensorflow/tpu,
 ``models/official/efficientnet/lite/README.md`` (the table of checkpoints, "FP32 accuracy"):
-EfficientNet-Lite0 75.1 %, Lite1 76.7 %, Lite2 77.6 %. (timm's results table for the same
-weights ported as ``tf_efficientnet_lite{0,1,2}``: 74.83 / 76.64 / 77.46, i.e. within 0.3.)
+EfficientNet-Lite0 75.1 %, Lite1 76.7 %, Lite2 77.6 %.
 
 What that predicts for these 677 photos: the subset is easier than the whole val set. The
 authors' own per-image table (``eval-on-laion/ILSVRC2012_val.parquet``) measures by how much,
