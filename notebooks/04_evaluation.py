@@ -107,7 +107,7 @@ if released_val_parquet:
         ev = pipeline.released_evaluation(
             S.out, S.inputs.released_val_parquet, S.inputs.released_imagename2wnid,
             S.inputs.released_laionet_parquet, S.inputs.released_lemma_map,
-            classes=S.inputs.classes)
+            classes=S.inputs.classes, authors_class_list=authors_class_list)
     if S.inputs.released_laion_parts and S.inputs.released_laionet_parquet:
         with S.timings("join_released"):
             join = pipeline.join_released_to_laion(S.out, S.inputs.released_laionet_parquet,

@@ -179,7 +179,8 @@ def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
                         imagename2wnid: str | os.PathLike | None,
                         laionet_parquet: str | os.PathLike | None = None,
                         lemma_map: str | os.PathLike | None = None, classes: str = "imagenet1k",
-                        drop_recognized_text: bool = True) -> Evaluation:
+                        drop_recognized_text: bool = True,
+                        authors_class_list: bool = False) -> Evaluation:
     """The released route: the authors' ImageNet val table (labels from ``imagename2wnid``) and,
     when given, their LAIONet parquet (``laionet.evaluation.released.read_released_laionet``:
     classes from ``name_def_wnid``, rows whose class name is written on the image dropped as in
@@ -195,7 +196,8 @@ def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
     laionet = pd.Series([], dtype=object, name="wnid")
     if laionet_parquet:
         parts["LAIONet"], laionet, counts = read_released_laionet(
-            laionet_parquet, classes=classes, drop_recognized_text=drop_recognized_text)
+            laionet_parquet, classes=classes, drop_recognized_text=drop_recognized_text,
+            authors_class_list=authors_class_list)
         print(f"released LAIONet: {counts['n_rows']:,} rows, {counts['n_recognized_text']:,} with "
               f"their class name on the image dropped, {counts['n_evaluated']:,} evaluated")
     results = pd.concat(list(parts.values()), ignore_index=True)

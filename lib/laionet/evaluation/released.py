@@ -147,7 +147,7 @@ def name_def_wnids(texts: pd.Series, classes: str = "imagenet1k",
 
 def read_released_laionet(path: str | os.PathLike, classes: str = "imagenet1k",
                           drop_recognized_text: bool = True,
-                          models: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.Series, dict]:
+                          models: Iterable[str] | None = None, authors_class_list: bool = False) -> tuple[pd.DataFrame, pd.Series, dict]:
     """The authors' LAIONet parquet as (results table, class of every row, counts).
 
     Each row's class comes from a ``wnid`` column when there is one, else from
@@ -165,7 +165,7 @@ def read_released_laionet(path: str | os.PathLike, classes: str = "imagenet1k",
     if "wnid" in df.columns:
         wnid = df["wnid"].astype(str)
     elif NAME_DEF in df.columns:
-        wnid = name_def_wnids(df[NAME_DEF], classes)
+        wnid = name_def_wnids(df[NAME_DEF], classes, authors_class_list)
     else:
         raise KeyError(f"{path}: neither a 'wnid' nor a {NAME_DEF!r} column gives the rows' classes")
     all_wnids = wnid.reset_index(drop=True).rename("wnid")
