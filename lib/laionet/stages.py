@@ -167,7 +167,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                       unless="released_val_parquet"),
                 Input("universe", kind="classes", optional=True),
                 *(Input(f"released_{n}", optional=True)
-                  for n in ("val_parquet", "imagename2wnid", "lemma_map", "laionet_parquet"))),
+                  for n in ("val_parquet", "imagename2wnid", "lemma_map", "laionet_parquet")),
+                Input("released_laion_parts", kind="glob", optional=True)),
         products=("results_laionet.parquet", "results_imagenet.parquet", "groups.json",
                   "coverage.json", "results_parts")),
     StageSpec(

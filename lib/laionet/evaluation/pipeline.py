@@ -34,6 +34,8 @@ GROUPS, COVERAGE = "groups.json", "coverage.json"
 #: results files are assembled from them at the end
 PARTS = "results_parts"
 PRODUCTS = (*RESULT_FILES.values(), GROUPS, COVERAGE)
+# released route, with released_laion_parts set: the authors' rows as your LAIONet
+JOINED_LAIONET, JOIN_REPORT = "released_laionet_joined.parquet", "released_join.json"
 
 
 @dataclass
@@ -298,20 +300,28 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
 def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
                         imagename2wnid: str | os.PathLike | None,
                         laionet_parquet: str | os.PathLike | None = None,
-                        lemma_map: str | os.PathLike | None = None) -> Evaluation:
+                        lemma_map: str | os.PathLike | None = None, classes: str = "imagenet1k",
+                        drop_recognized_text: bool = True,
+                        authors_class_list: bool = False) -> Evaluation:
     """The released route: the authors' ImageNet val table (labels from ``imagename2wnid``) and,
-    when given, their LAIONet table as our results; the ImageNet keys are their 978 LAIONet
+    when given, their LAIONet parquet (``laionet.evaluation.released.read_released_laionet``:
+    classes from ``name_def_wnid``, rows whose class name is written on the image dropped as in
+    A12, LAION weights from every row) as our results; the ImageNet keys are their 978 LAIONet
     keys derived from ``lemma_map`` when given, else the LAIONet table's classes (without one:
-    every ImageNet class, no projection). Writes the
-    same products as ``run_inference`` (an empty LAIONet results file when there is no table;
-    no coverage: no label maps are involved)."""
+    every ImageNet class, no projection). Writes the same products as ``run_inference`` (an
+    empty LAIONet results file when there is no table; no coverage: no label maps are involved)."""
     from .classifiers import paper_models
-    from .released import paper_laionet_keys, read_lemma_pairs, read_released
+    from .released import paper_laionet_keys, read_lemma_pairs, read_released, read_released_laionet
 
     out = Path(out)
     parts = {"ImageNet": read_released(val_parquet, "ImageNet", labels=imagename2wnid)}
+    laionet = pd.Series([], dtype=object, name="wnid")
     if laionet_parquet:
-        parts["LAIONet"] = read_released(laionet_parquet, "LAIONet")
+        parts["LAIONet"], laionet, counts = read_released_laionet(
+            laionet_parquet, classes=classes, drop_recognized_text=drop_recognized_text,
+            authors_class_list=authors_class_list)
+        print(f"released LAIONet: {counts['n_rows']:,} rows, {counts['n_recognized_text']:,} with "
+              f"their class name on the image dropped, {counts['n_evaluated']:,} evaluated")
     results = pd.concat(list(parts.values()), ignore_index=True)
     for dataset, name in RESULT_FILES.items():
         frame = parts.get(dataset, results.iloc[:0])
@@ -321,11 +331,25 @@ def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
     groups = dict(zip(pm["paper_name"], pm["group"]))
     _write_meta(out, groups, {})
     dataset = "LAIONet" if laionet_parquet else "ImageNet"  # no LAIONet table: no projection
-    laionet = (parts["LAIONet"].drop_duplicates("image_key")["wnid"].reset_index(drop=True)
-               if laionet_parquet else pd.Series([], dtype=object, name="wnid"))
     keys = (paper_laionet_keys(read_lemma_pairs(lemma_map)) if lemma_map
             else sorted(results.loc[results["dataset"] == dataset, "wnid"].unique()))
     return Evaluation(results, laionet, keys, groups)
+
+
+def join_released_to_laion(out: str | os.PathLike, laionet_parquet: str | os.PathLike,
+                           laion_parts: str, classes: str = "imagenet1k") -> dict:
+    """The authors' LAIONet rows joined to your LAION copy by URL + caption hash
+    (``released.join_released_laionet``), written as ``released_laionet_joined.parquet`` (stage
+    02's LAIONet columns, your keys) with the join report ``released_join.json``; returns the
+    report."""
+    from .released import join_released_laionet
+
+    out = Path(out)
+    joined, report = join_released_laionet(pd.read_parquet(laionet_parquet), laion_parts,
+                                           classes=classes)
+    write_parquet(joined, out / JOINED_LAIONET)
+    write_json(report, out / JOIN_REPORT)
+    return report
 
 
 def read_results(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
