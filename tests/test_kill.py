@@ -564,3 +564,21 @@ def test_an_empty_laionet_fails_stage_02_naming_the_threshold(matching_reference
     assert "EmptyLAIONet: LAIONet is empty: threshold=0.99 keeps none of the" in text, text
     assert re.search(r"the best similarity seen is 0\.\d{4} \(class n\d{8}\)", text), text
     assert read_manifest(out)["status"] == "failed" and not (out / "laionet.parquet").exists()
+
+
+def test_the_projects_own_kernel_spec_is_tethered():
+    """The python3 spec the environment step installs (``ipykernel install --sys-prefix`` form,
+    ``-Xfrozen_modules=off`` before ``-m``) still starts as ``laionet.tether``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from laionet.tether import tethered_cmd
+
+    argv = KernelSpecManager().get_kernel_spec("python3").argv
+    cmd = tethered_cmd([sys.executable if a in ("python", "python3") else a for a in argv])
+    if os.path.realpath(cmd[0]) == os.path.realpath(sys.executable):
+        assert "laionet.tether" in cmd and "ipykernel_launcher" not in cmd, cmd
+    assert tethered_cmd([sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f",
+                         "c.json"])[3] == "laionet.tether"
+    assert tethered_cmd([sys.executable, "-m", "ipykernel_launcher", "-f", "c.json"])[2] == \
+        "laionet.tether"
+    assert tethered_cmd(["/other/python", "-m", "ipykernel_launcher"])[2] == "ipykernel_launcher"

@@ -71,6 +71,19 @@ def _same_python(exe: str) -> bool:
     return os.path.realpath(shutil.which(exe) or exe) == os.path.realpath(sys.executable)
 
 
+def tethered_cmd(cmd: list[str]) -> list[str]:
+    """A kernel command started as ``-m laionet.tether`` instead of ``-m ipykernel_launcher``
+    when it runs this interpreter; interpreter options may come first (the spec ipykernel
+    installs writes ``-Xfrozen_modules=off``). Other kernels are left as they are."""
+    cmd = list(cmd)
+    if cmd and _same_python(cmd[0]):
+        for i in range(1, len(cmd) - 1):
+            if cmd[i:i + 2] == ["-m", "ipykernel_launcher"]:
+                cmd[i + 1] = "laionet.tether"
+                break
+    return cmd
+
+
 def kernel_manager_class() -> type:
     """jupyter_client's ``AsyncKernelManager`` whose kernels are tied to this process: they
     start as ``python -m laionet.tether`` (when the kernel spec is this interpreter's ipykernel)
@@ -83,10 +96,7 @@ def kernel_manager_class() -> type:
 
     class TiedKernelManager(AsyncKernelManager):
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            cmd = super().format_kernel_cmd(extra_arguments)
-            if cmd[1:3] == ["-m", "ipykernel_launcher"] and _same_python(cmd[0]):
-                cmd[2] = "laionet.tether"
-            return cmd
+            return tethered_cmd(super().format_kernel_cmd(extra_arguments))
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             await super()._async_launch_kernel(kernel_cmd, **kw)
