@@ -130,7 +130,8 @@ def test_stage_04_killed_mid_shards_resumes_to_the_uninterrupted_results(inputs)
     project = _project(inputs["base"], "e04", inputs["world"])
     params = {"classifiers": inputs["classifiers"], "download_dir": inputs["download"],
               "laionet_path": inputs["laionet"], "val_shard_size": 6, "batch_size": 4,
-              "max_models": 1, "n_workers": 2}
+              "max_models": 1, "n_workers": 2,
+              "drop_recognised_text": False}  # download_laionet alone runs no OCR (stage 03 does)
 
     def out(name):
         return dict(params, out_dir=project / "runs" / name, figures_dir=project / "fig" / name)
