@@ -98,7 +98,8 @@ print(f"{n_sfw:,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref={t_
 # similarity is a row-wise cosine with the row's own synset text (no B x B logits: E.13).
 
 # %%
-b2_rows = fr.lemma_gallery_rows(cand, b2_wnid, b2_lemma, b2_bins, b2_per_bin, seed)  # B2's grid
+b2_rows = fr.lemma_gallery_rows(S.inputs.candidates_dir / "candidates.parquet", b2_wnid, b2_lemma,
+                                b2_bins, b2_per_bin, seed)  # B2's grid (reads only its class)
 with S.timings("download"):  # one download: the large subset and B2's rows at every similarity
     wanted = pd.concat([large[["key", "wnid", "URL"]], b2_rows[["key", "wnid", "URL"]]])
     manifest, download_dirs = download_beyond(

@@ -230,7 +230,7 @@ def test_b4_counts_classes_significantly_lower_and_higher():
     assert t.loc[5, ["n_lower", "n_higher"]].tolist() == [0, 0]
 
 
-def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin():
+def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin(tmp_path):
     import pandas as pd
     from PIL import Image
 
@@ -244,6 +244,11 @@ def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin():
     assert rows["bin"].value_counts().to_dict() == {0: 3, 1: 3}  # both bins, low and high
     assert set(rows["key"]) <= set(range(8))  # only the class's puma rows
     assert (rows["similarity"] >= rows["bin_lo"]).all() and (rows["similarity"] <= rows["bin_hi"]).all()
+    # stage 07 passes stage 02's candidates file (never loaded whole): the same rows
+    cand.to_parquet(tmp_path / "candidates.parquet")
+    from_file = fr.lemma_gallery_rows(tmp_path / "candidates.parquet", "n02125311", "puma",
+                                      n_bins=2, per_bin=3, seed=0)
+    pd.testing.assert_frame_equal(from_file, rows)
     images = {int(k): Image.new("RGB", (8, 8)) for k in rows["key"]}
     fig = frp.lemma_gallery_figure(rows, images, threshold=0.5)
     assert sum(bool(ax.images) for ax in fig.axes) == 6

@@ -490,12 +490,20 @@ def relevance_summary(laionet: pd.DataFrame, imagenet: pd.DataFrame,
     return out
 
 
-def lemma_gallery_rows(candidates: pd.DataFrame, wnid: str, lemma: str, n_bins: int = 4,
+def lemma_gallery_rows(candidates, wnid: str, lemma: str, n_bins: int = 4,
                        per_bin: int = 5, seed: int = 0) -> pd.DataFrame:
     """B2's image grid: the candidate rows of class ``wnid`` that matched ``lemma`` (the paper:
     puma for cougar), in ``n_bins`` equal-width bins of their text-to-synset similarity, up to
     ``per_bin`` rows of each drawn with ``seed``. Columns key, wnid, URL, similarity, bin,
-    bin_lo, bin_hi, by bin then similarity; empty when the lemma has no rows."""
+    bin_lo, bin_hi, by bin then similarity; empty when the lemma has no rows. ``candidates``: a
+    frame, or stage 02's candidates file / folder, of which only class ``wnid``'s rows are read,
+    batch by batch."""
+    if not isinstance(candidates, pd.DataFrame):
+        from .selection import concat_frames, iter_candidates
+
+        cols = ["key", "wnid", "URL", "lemmas", "similarity"]
+        candidates = concat_frames(iter_candidates(
+            candidates, cols, filter=lambda d: (d["wnid"] == wnid).to_numpy()), cols)
     has = candidates["lemmas"].map(lambda ls: ls is not None and lemma in list(ls))
     rows = candidates[candidates["wnid"].eq(wnid) & has & candidates["similarity"].notna()]
     cols = ["key", "wnid", "URL", "similarity", "bin", "bin_lo", "bin_hi"]
