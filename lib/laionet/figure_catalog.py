@@ -39,6 +39,7 @@ CATALOG: dict[str, E] = {
     "00_demo_classifier_accuracy": E(X, "Demo world: classifiers trained on image-selected data lose accuracy on natural images."),
     # 01: substring matching (paper §2, criterion 1)
     "01_class_coverage": E(X, "How many classes have at least one caption matching one of their lemmas."),
+    "01_classes_without_unique_lemma": E(X, "Classes no unique lemma can reach (every lemma shared with another class), and why: they can never be matched."),
     "01_unreachable_classes": E(X, "Classes no caption can match (no usable lemma) or none did, and why."),
     "01_matches_per_class": E(X, "Matching captions per class, largest first."),
     "01_lemma_counts": E(X, "Captions matched per lemma; lemmas that can never match."),
@@ -50,6 +51,8 @@ CATALOG: dict[str, E] = {
     "02_threshold_calibration_truth": E(X, "Demo world: which caption kinds each MiniLM threshold keeps (the calibration of the demo threshold)."),
     "02_B2_lemma_histograms": E("B2", "Per-lemma caption-to-synset similarity of one class (cougar: puma, painter, ...), threshold marked."),
     "02_B2_lemma_counts": E("B2", "Captions per lemma of that class, and how many pass the threshold."),
+    "02_kept_dropped_by_lemma": E(X, "Per matched lemma: captions the text filter keeps and drops at the threshold (polysemous lemmas show here)."),
+    "02_kept_dropped_examples": E(X, "Each lemma's borderline captions: the lowest kept and the highest dropped."),
     "02_B3_relative_class_frequency": E("B3", "Relative frequency of LAIONet's classes, most frequent first (log scale)."),
     # 03: download
     "03_download_overall": E(X, "Download of LAIONet: rows, images downloaded, success rate."),
@@ -66,6 +69,7 @@ CATALOG: dict[str, E] = {
     "04_accuracy_drops": E("B5", "Accuracy drop from ImageNet to LAIONet per model and weighting."),
     "04_recognised_text": E(X, "LAIONet rows whose image shows its class's name as text (TMLR rule, A7), left out of the accuracies."),
     "04_accuracy_recognised_text": E("B5", "LAIONet accuracy with every row vs without the rows showing their class name (the TMLR exclusion's effect)."),
+    "04_B4_zero_shot_per_class": E("B4", "Per class: CLIP zero-shot recall significantly lower / higher on LAIONet than on ImageNet."),
     "04_relative_frequency": E("B3", "Relative frequency of the evaluated LAIONet classes (stage 04's view of B3)."),
     "04_laionet_vs_imagenet_accuracy": E("B5", "Top-1 and top-5 accuracy, LAIONet (equal class weights) vs ImageNet val, per model."),
     "04_laionet_weighted_vs_equal": E("B6", "LAIONet: LAION-weighted vs equally weighted accuracy per model."),
@@ -98,6 +102,8 @@ CATALOG: dict[str, E] = {
     "07_B15b_datasets_avg_similarity": E("B15", "Average intra-class similarity of datasets A-D against ImageNet's."),
     "07_B15cd_datasets_share_lower": E("B15", "Share of classes at or below ImageNet's similarity, datasets A-D, per encoder."),
     "07_B19_image_to_synset_similarity": E("B19", "Image-to-synset similarity, LAIONet vs ImageNet val."),
+    "07_B19b_image_to_synset_delta": E("B19", "Per-class image-to-synset similarity difference, LAIONet (resampled to 50) vs ImageNet val, with its test."),
+    "07_B2_lemma_gallery": E("B2", "Images of one lemma of a class (puma of cougar) by text-similarity bin."),
     "07_EXT_laionet_thresholds_coverage_vs_similarity": E(X, "LAIONet at several text thresholds: classes covered vs average intra-class similarity."),
     "07_EXT_zero_shot_per_class_recall": E(X, "Per-class zero-shot recall, LAIONet vs ImageNet (stage 04's zero-shot model)."),
     # 08: text alone (paper §4.3)
