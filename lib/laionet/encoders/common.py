@@ -94,6 +94,22 @@ _GENERIC_STEMS = {"model", "pytorch_model", "open_clip_pytorch_model", "open_cli
                   "checkpoint", "weights"}
 
 
+def timm_from_hub(name: str, what: str, fix: str, **kwargs):
+    """``timm.create_model(name, pretrained=True, **kwargs)``; any hub failure (their types vary)
+    becomes one RuntimeError naming ``what`` failed, whether the hub is offline, and ``fix``."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # hub errors come in many types; all need the same advice
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        raise RuntimeError(
+            f"{what}: could not load timm's hub weights {name!r}"
+            + (" (HF_HUB_OFFLINE=1 and they are not in the local HF cache)" if offline else "")
+            + f": {type(exc).__name__}: {exc}. Fix: download them once with network "
+            f"(HF_HUB_OFFLINE=0), or {fix}.") from exc
+
+
 def weights_id(path: str) -> str:
     """A short id of a weights file for cache names: its stem, or its folder's name when the
     stem is generic (HF snapshots are all called model.safetensors)."""

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .common import (autocast, check_precision, l2_normalize, parse_spec, resolve_device,
-                     split_arch, weights_id)
+                     split_arch, timm_from_hub, weights_id)
 from .openclip import load_open_clip, open_clip_name
 from .packaged import PACKAGED, is_packaged, timm_checkpoint
 
@@ -127,17 +127,8 @@ def load_timm_hub(spec: str, name: str) -> Any:
     becomes one error naming the spec and the fixes. A name without a weights source would give
     random weights and is refused.
     """
-    import timm
-
-    try:
-        model = timm.create_model(name, pretrained=True, num_classes=0)
-    except Exception as exc:  # hub errors come in many types; all need the same advice
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        raise RuntimeError(
-            f"image encoder {spec!r}: could not load timm's hub weights {name!r}"
-            + (" (HF_HUB_OFFLINE=1 and they are not in the local HF cache)" if offline else "")
-            + f": {type(exc).__name__}: {exc}. Fix: download them once with network "
-            "(HF_HUB_OFFLINE=0), or give a local file: 'timm:<arch>:/path/to/weights'.") from exc
+    model = timm_from_hub(name, f"image encoder {spec!r}",
+                          "give a local file: 'timm:<arch>:/path/to/weights'", num_classes=0)
     cfg = model.pretrained_cfg or {}
     if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
         raise ValueError(f"image encoder {spec!r}: timm has no pretrained weights for {name!r}; "

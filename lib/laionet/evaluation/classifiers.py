@@ -62,6 +62,8 @@ def load_classifier(spec: Classifier, device: str = "cpu") -> tuple[Any, dict]:
     import timm
     from timm.data import resolve_data_config
 
+    from ..encoders.common import timm_from_hub
+
     kwargs: dict[str, Any] = {}
     if spec.output_wnids:
         kwargs["num_classes"] = len(spec.output_wnids)
@@ -78,15 +80,8 @@ def load_classifier(spec: Classifier, device: str = "cpu") -> tuple[Any, dict]:
                                   pretrained_cfg_overlay=dict(overlay, file=str(ckpt)), **kwargs)
     else:
         name = f"{spec.arch}.{spec.pretrained_tag}"
-        try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as exc:  # hub errors come in many types; all need the same advice
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-            raise RuntimeError(
-                f"classifier {spec.name!r}: could not load timm weights {name!r}"
-                + (" (HF_HUB_OFFLINE=1 and they are not in the local HF cache)" if offline else "")
-                + f": {exc}. Fix: download them once with network (HF_HUB_OFFLINE=0), or give a "
-                "checkpoint file in the classifier list.") from exc
+        model = timm_from_hub(name, f"classifier {spec.name!r}",
+                              "give a checkpoint file in the classifier list", **kwargs)
     model.eval().to(device)
     return model, resolve_data_config({}, model=model)
 
