@@ -94,6 +94,7 @@ from IPython.display import Markdown, display
 from laionet import recognised_text
 from laionet.classes import class_table
 from laionet.evaluation import aggregate, pipeline, plots
+from laionet.io import write_parquet
 from laionet.stage import open_stage
 
 S = open_stage("04_evaluation", globals())
@@ -162,6 +163,7 @@ if drop_recognised_text and not released_val_parquet:
 summary = aggregate.summarize(results, ev.laionet_wnids, ev.keys, ev.groups, intersection)
 acc, drops, recalls, freq = summary.acc, summary.drops, summary.recalls, summary.freq
 S.table(acc, "04_accuracy", float_format="%.6f")
+write_parquet(acc, S.out / "accuracy.parquet")  # what a sweep of this stage compares across runs
 S.table(drops, "04_accuracy_drops", float_format="%.4f")
 display(drops[drops["weighting"] == "equal"])
 display(Markdown(aggregate.describe(summary, results, ev.keys)))

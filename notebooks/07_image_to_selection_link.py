@@ -53,6 +53,7 @@ coverage_thresholds: list = []   # extension: text-only thresholds for coverage;
 zero_shot_model: str = "zero-shot"  # extension: stage 04's model for per-class recall; "": skip
 eval_dir: str = ""               # stage 04's results (zero-shot extension); empty: stage 04's
 seed: int = 0                    # sampling and resampling seed
+device: str = "auto"             # torch device of the encoders: auto | cpu | cuda
 download_dir: str = ""           # stage 03's download (its rows are reused as they are); empty: stage 03's folder
 download_processes: int = 2      # img2dataset processes (rows stage 03 never had, with its resize settings)
 
@@ -111,8 +112,8 @@ print(*(report(manifest)[k].to_string(index=False) for k in ("overall", "error_k
 texts = synset_texts(class_table(sorted(large["wnid"].unique()), authors_class_list=authors_class_list,
                                  head_source=head_source))
 with S.timings("image_to_synset"):
-    class_emb = load_text_encoder(text_encoder).embed_texts(texts.tolist())
-    clip = ClassSampler(load_image_encoder(S.inputs.image_encoder), ImageSource.laion(download_dirs),
+    class_emb = load_text_encoder(text_encoder, device=device).embed_texts(texts.tolist())
+    clip = ClassSampler(load_image_encoder(S.inputs.image_encoder, device=device), ImageSource.laion(download_dirs),
                         S.cache_dir("image_embeddings"), n_per_class, seed)
     rows = large.set_index("key").loc[ok_keys].reset_index()
     rows["image_similarity"] = fr.image_to_synset_similarity(
@@ -149,6 +150,12 @@ n_ref, n_cls_ref = (fr.reference_count(rows, t_ref_v, i_ref_v, inclusive, unit=u
 front = fr.frontier_fixed_size(rows, grid, n_ref, inclusive)
 front_cls = fr.frontier_fixed_classes(rows, grid, n_cls_ref, inclusive)
 print(f"reference (t={t_ref_v:.4f}, i={i_ref_v:.4f}): {n_ref:,} rows, {n_cls_ref} classes")
+if n_ref == 0:  # said here, and the datasets below are empty: every later table says so too
+    print(f"WARNING: the reference thresholds select no row ({len(rows):,} rows with an image, text "
+          f"similarity up to {rows['similarity'].max():.4f}, image similarity up to "
+          f"{rows['image_similarity'].max():.4f}): datasets A-D are empty and B15 has nothing to "
+          f"compare. threshold_mode={threshold_mode!r}; thresholds on another encoder's scale "
+          "usually need threshold_mode: quantile")
 S.table(pd.concat([front, front_cls]), "07_B14_frontier")
 write_parquet(pd.concat([front, front_cls]), S.out / "frontier.parquet")
 S.figure(frp.frontier_figure(front, front_cls), "07_B14_frontier_fixed_n_sample",
@@ -175,25 +182,28 @@ summary
 # %%
 val = read_imagenet_val(S.inputs.imagenet_val_dir, S.inputs.imagenet_devkit_dir)
 VAL = ImageSource.imagenet_val()
-embedders = [clip if spec == S.inputs.image_encoder else clip.with_encoder(load_image_encoder(spec))
+embedders = [clip if spec == S.inputs.image_encoder else clip.with_encoder(load_image_encoder(spec, device=device))
              for spec in list(intra_encoders) or [S.inputs.image_encoder]]
 results = {}
 for embed in embedders:
     with S.timings(f"intra_{embed.encoder.name}"):
         ref = embed.embed(val, VAL).by_class()
         results[embed.encoder.name] = fr.compare_variants(embed.by_dataset(datasets), ref, seed)
-per_class, shares, avg = fr.combine(results)
+per_class, shares, avg = fr.combine(results)  # empty tables when nothing could be compared
 write_parquet(per_class, S.out / "intra_class_stats.parquet")
 S.table(shares, "07_B15_share_at_or_below_imagenet")
 S.table(avg, "07_B15_avg_intra_class_similarity")
 print(shares.to_string(index=False), avg.to_string(index=False), sep="\n")
 enc0 = next(iter(results))
-S.figure(frp.datasets_histogram(results[enc0].pooled), "07_B15a_datasets_intra_class_histograms",
-         title=f"Intra-class similarity of A, B, D ({enc0})")
-S.figure(frp.average_similarity_figure(avg[avg["encoder"] == enc0]),
-         "07_B15b_datasets_avg_similarity", title=f"Average intra-class similarity ({enc0})")
-S.figure(frp.shares_figure(shares, enc0), "07_B15cd_datasets_share_lower",
-         title="Classes with intra-class similarity at or below ImageNet")
+if results[enc0].classes:
+    S.figure(frp.datasets_histogram(results[enc0].pooled), "07_B15a_datasets_intra_class_histograms",
+             title=f"Intra-class similarity of A, B, D ({enc0})")
+    S.figure(frp.average_similarity_figure(avg[avg["encoder"] == enc0]),
+             "07_B15b_datasets_avg_similarity", title=f"Average intra-class similarity ({enc0})")
+    S.figure(frp.shares_figure(shares, enc0), "07_B15cd_datasets_share_lower",
+             title="Classes with intra-class similarity at or below ImageNet")
+else:
+    print(f"B15 figures not drawn: no class to compare ({len(datasets):,} rows in datasets A-D)")
 
 # %% [markdown]
 # ## Check: on the demo world (annotators select typical images) D, the strongest image link,
@@ -219,12 +229,16 @@ b19_cmp = fr.relevance_comparison(laionet_rows, val_in, min_images=b19_min_image
 b19 = fr.relevance_summary(laionet_rows, val_in, comparison=b19_cmp)
 print(b19)
 b19_sample = fr.relevance_resample(laionet_rows, val_in, b19_n_per_class, seed)
-S.figure(frp.relevance_figure(b19_sample["image_similarity"],
-                              val_in[val_in["wnid"].isin(set(b19_sample["wnid"]))]["image_similarity"]),
-         "07_B19_image_to_synset_similarity",
-         title=f"Image-to-synset similarity (LAIONet resampled to {b19_n_per_class} per class)")
-S.figure(delta_figure(b19_cmp, "LAIONet", "ImageNet"), "07_B19b_image_to_synset_delta",
-         title="Per-class image-to-synset similarity, LAIONet - ImageNet")
+if len(b19_sample):
+    S.figure(frp.relevance_figure(b19_sample["image_similarity"],
+                                  val_in[val_in["wnid"].isin(set(b19_sample["wnid"]))]["image_similarity"]),
+             "07_B19_image_to_synset_similarity",
+             title=f"Image-to-synset similarity (LAIONet resampled to {b19_n_per_class} per class)")
+    S.figure(delta_figure(b19_cmp, "LAIONet", "ImageNet"), "07_B19b_image_to_synset_delta",
+             title="Per-class image-to-synset similarity, LAIONet - ImageNet")
+else:
+    print(f"B19 figures not drawn: no class has LAIONet rows (text above {t_ref_v:.4f}) and "
+          f"ImageNet val images ({len(laionet_rows):,} LAIONet rows, {len(val_in):,} val images)")
 
 # %% [markdown]
 # ## Extension · LAIONet at several text thresholds: class coverage vs intra-class similarity

@@ -38,6 +38,7 @@ bins: int = 50                   # own-similarity bins of B17 (c) (the authors 5
 p_at: float = 0.05               # the CDF guide line: share of captions with p <  p_at
 block_size: int = 8192           # captions per similarity block
 batch_size: int = 64             # text-embedding batch size
+device: str = "auto"             # torch device of the encoders: auto | cpu | cuda
 
 # %%
 import numpy as np
@@ -76,7 +77,7 @@ print(f"{len(caps):,} captions ({caps.attrs.get('n_duplicates_dropped', 0)} dupl
 
 # %%
 with S.timings("embed"):
-    enc = load_text_encoder(text_encoder)
+    enc = load_text_encoder(text_encoder, device=device)
     class_emb = enc.embed_texts(texts.tolist(), batch_size=batch_size)
     store = EmbeddingStore(S.cache_dir("text_embeddings", "imagenet_captions", enc.name), enc.name)
     cap_emb = ta.embed_captions(enc, caps, store, batch_size)

@@ -48,6 +48,7 @@ ci_method: str = "bootstrap"     # per-class interval: bootstrap (E.10 fix) or p
 min_pairs: int = 7               # classes need at least min_pairs pairs in both to be tested
 seed: int = 0                    # sampling and resampling seed
 batch_size: int = 64             # text-embedding batch size
+device: str = "auto"             # torch device of the encoders: auto | cpu | cuda
 download_processes: int = 2      # img2dataset processes (rows stage 03 never had, with its resize settings)
 
 # %%
@@ -81,7 +82,7 @@ parts = part_files(S.inputs.laion_parts)
 # `keep_caption_embeddings` (then through the text store shared with stage 02).
 
 # %%
-enc = load_text_encoder(text_encoder)
+enc = load_text_encoder(text_encoder, device=device)
 laion_texts = EmbeddingStore(S.cache_dir("text_embeddings", "laion", enc.name), enc.name)
 factory = index_factory or rt.suggest_factory(rt.count_rows(parts), enc.dim)
 with S.timings("index"):
@@ -131,7 +132,7 @@ with S.timings("download"):  # stage 03's rows as they are; the others with its 
 print(*(report(manifest)[t].to_string(index=False) for t in ("overall", "error_kinds")), sep="\n")
 sample = sample[sample["key"].isin(manifest.loc[manifest["status"].eq("success"), "key"])]
 with S.timings("embed_images"):
-    embed = ClassSampler(load_image_encoder(S.inputs.image_encoder), ImageSource.laion(shards),
+    embed = ClassSampler(load_image_encoder(S.inputs.image_encoder, device=device), ImageSource.laion(shards),
                          S.cache_dir("image_embeddings"), n_per_class, seed)
     lai = embed.embed(sample.drop_duplicates("key").sort_values("key"))
     train = read_imagenet_train(S.inputs.imagenet_train_dir, sorted(caps["wnid"].unique()))

@@ -480,3 +480,52 @@ def pa_concat(tables):
     import pyarrow as pa
 
     return pa.concat_tables(list(tables))
+
+
+def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
+    """Stage 04's `device` reaches the zero-shot towers too (they were loaded with the encoders'
+    default, `auto`: a GPU whenever one is visible, whatever the profile said)."""
+    import laionet.encoders as encoders
+    from laionet.evaluation import pipeline
+
+    seen = []
+
+    class Tower:
+        def embed_texts(self, texts):
+            return np.eye(len(texts), dtype=np.float32)
+
+    monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device="auto": seen.append(
+        ("image", spec, device)) or Tower())
+    monkeypatch.setattr(encoders, "load_text_encoder", lambda spec, device="auto": seen.append(
+        ("text", spec, device)) or Tower())
+    table = pd.DataFrame({"wnid": ["n1", "n2"], "name_def": ["a: x", "b: y"]})
+    zs = pipeline.zero_shot_spec("zs", "open_clip:ViT-B-32:w.pt", "minilm", table, device="cuda:1")
+    assert seen == []                                   # nothing loaded before its turn
+    zs["image_encoder"](), zs["text_embeddings"]()
+    assert seen == [("image", "open_clip:ViT-B-32:w.pt", "cuda:1"), ("text", "minilm", "cuda:1")]
+
+
+def test_a_stage_04_sweep_puts_each_runs_accuracy_side_by_side(tmp_path):
+    """`run_all.sh sweep 04 resolution_parity false true`: the summary has every run's accuracy
+    and its change from the first value (what the parity costs or gains, per model)."""
+    from laionet.evaluation import sweep
+    from laionet.io import write_json, write_parquet
+
+    runs = []
+    for i, (value, acc) in enumerate([(False, 0.80), (True, 0.75)]):
+        out = tmp_path / f"resolution_parity={value}"
+        write_parquet(pd.DataFrame({"dataset": ["ImageNet", "LAIONet"], "model": "m", "k": 1,
+                                    "weighting": "equal", "accuracy": [acc, 0.70], "se": 0.01,
+                                    "n_classes": 10, "group": "1k"}), out / sweep.ACCURACY)
+        runs.append({"value": value, "out_dir": str(out)})
+    index = write_json({"param": "resolution_parity", "runs": runs}, tmp_path / "sweep.json")
+    table = sweep.summarize_sweep(index)
+    imnet = table[table["dataset"] == "ImageNet"].set_index("resolution_parity")
+    assert imnet.loc["True", "change"] == pytest.approx(-0.05) and imnet.loc["False", "change"] == 0
+    assert (table.loc[table["dataset"] == "LAIONet", "change"] == 0).all()
+    fig = sweep.plot_sweep(table, "resolution_parity")
+    assert len(fig.axes) == 2
+    runs.append({"value": "x", "out_dir": str(tmp_path / "missing")})
+    write_json({"param": "resolution_parity", "runs": runs}, index)
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        sweep.summarize_sweep(index)

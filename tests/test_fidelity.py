@@ -7,6 +7,7 @@ import numpy as np
 
 from laionet import image_embeddings as emb_mod
 from laionet.embedding_store import EmbeddingStore
+from laionet.paths import project_root
 
 
 def test_image_embeddings_are_stored_in_float32(tmp_path):
@@ -313,3 +314,19 @@ def test_the_authors_class_list_reaches_every_stage_that_builds_the_class_table(
     # ... and accepted with it, crane the bird reachable
     t = lc.class_table(path, authors_class_list=True, head_source="timm")
     assert len(t) == 999 and "n02012849" in {w for _, w in lc.lemma_map(t)}
+
+
+def test_every_notebook_loads_its_encoders_on_its_device_parameter():
+    """A notebook that loads an encoder declares `device` and passes it to every loader (07, 08
+    and 09 loaded theirs with the default `auto`, ignoring the profile's `device: cpu`)."""
+    import re
+
+    from laionet.runner import declared
+
+    loads = re.compile(r"load_(?:image|text)_encoder\(([^()]*(?:\([^()]*\))?[^()]*)\)")
+    for nb in sorted((project_root() / "notebooks").glob("0*.py")):
+        calls = loads.findall(nb.read_text())
+        if not calls:
+            continue
+        assert "device" in declared(nb), nb.name
+        assert all("device=device" in c for c in calls), (nb.name, calls)

@@ -275,12 +275,27 @@ def test_figures_are_built():
 
 def test_compare_variants_with_an_empty_dataset_says_why():
     """Found by the rehearsal: 07's absolute thresholds on a random-weight CLIP select no rows, and
-    the comparison died in pandas ("No objects to concatenate")."""
-    import numpy as np
-    import pytest
-
-    from laionet.frontier import compare_variants
-
+    the comparison died in pandas ("No objects to concatenate"); it now warns, naming each
+    dataset's image count, and returns an empty comparison."""
     ref = {"n01440764": np.eye(3, dtype=np.float32)}
-    with pytest.raises(ValueError, match=r"no class has >= 2 images.*'A \(reference\)': 0.*quantile"):
-        compare_variants({"A (reference)": {}, "B": {"n01440764": np.eye(3, dtype=np.float32)}}, ref)
+    with pytest.warns(UserWarning, match=r"no class has >= 2 images.*'A \(reference\)': 0.*quantile"):
+        r = fr.compare_variants({"A (reference)": {}, "B": {"n01440764": np.eye(3, dtype=np.float32)}}, ref)
+    assert r.classes == []
+
+
+@pytest.mark.parametrize("by_dataset", [{}, {"D": {}, "A": {}}], ids=["no dataset", "empty datasets"])
+def test_empty_datasets_are_reported_not_a_crash(by_dataset):
+    """Absolute thresholds on an encoder off CLIP's scale select nothing (the rehearsal's random
+    CLIP): the comparison is empty, with a warning that says why, and the tables and the D -> A
+    check are empty too, so stage 07 goes on to B19 and the extensions."""
+    rng = np.random.default_rng(0)
+    ref = {"a": _cluster(rng, 5, 8, 0.5)}
+    with pytest.warns(UserWarning, match="nothing to compare.*threshold_mode: quantile"):
+        r = fr.compare_variants(by_dataset, ref)
+    assert r.classes == [] and r.pooled == {} and len(r.per_class) == 0
+    per_class, shares, avg = fr.combine({"enc": r})
+    assert len(per_class) == len(shares) == len(avg) == 0
+    assert {"dataset", "share_at_or_below", "encoder", "n_common"} <= set(shares.columns)
+    summary = fr.datasets_summary(pd.DataFrame(columns=["dataset", "key", "wnid", "text_threshold",
+                                                        "image_threshold"]))
+    assert fr.trend(avg, shares, summary)["homogeneity_decreases"] is None

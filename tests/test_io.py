@@ -62,3 +62,18 @@ def test_rewriting_the_same_table_keeps_the_file_and_its_mtime(tmp_path):
     write_parquet(df.iloc[:2], dest)
     assert dest.stat().st_mtime_ns != 1_000_000_000 and len(pd.read_parquet(dest)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["laionet.parquet"]
+
+
+def test_write_json_is_strict_json(tmp_path):
+    """NaN and infinities (an empty comparison's means) are written as null: Python's json would
+    write NaN / Infinity, which browsers, jq and strict readers refuse."""
+    path = write_json({"mean": float("nan"), "x": [np.float32(0.5), np.inf], "n": np.int64(3)},
+                      tmp_path / "s.json")
+
+    def refuse(token):
+        raise ValueError(token)
+
+    import json
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"mean": None, "x": [0.5, None],
+                                                                    "n": 3}

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -396,14 +398,18 @@ def compare_variants(by_dataset: Mapping[str, Mapping[str, np.ndarray]],
     (A17 c/d), and ``n_values`` pooled pair similarities per class for the histograms."""
     from .similarity import pairwise_stats, pooled_resample
 
-    common = common_classes(reference, *[{w for w, E in b.items() if len(E) >= 2}
-                                         for b in by_dataset.values()])
+    common = (common_classes(reference, *[{w for w, E in b.items() if len(E) >= 2}
+                                          for b in by_dataset.values()]) if by_dataset else [])
     if not common:  # e.g. absolute thresholds on an encoder whose scale they do not fit
         sizes = {name: sum(len(E) for E in b.values()) for name, b in by_dataset.items()}
-        raise ValueError(f"compare_variants: no class has >= 2 images in every dataset and in "
-                         f"{reference_name} (images per dataset: {sizes}); an empty dataset usually "
-                         "means its thresholds select nothing on this encoder: lower them or use "
-                         "threshold_mode: quantile")
+        warnings.warn(f"compare_variants: no class has >= 2 images in every dataset and in "
+                      f"{reference_name} (images per dataset: {sizes or 'no dataset'}): nothing to "
+                      "compare. An empty dataset usually means its thresholds select nothing on "
+                      "this encoder: lower them or use threshold_mode: quantile", stacklevel=2)
+        return VariantComparison(pd.DataFrame(columns=["wnid", "n_images", "n_pairs", "mean",
+                                                       "std", "dataset"]),
+                                 pd.DataFrame(columns=["dataset", "n_classes", "n_at_or_below",
+                                               "share_at_or_below"]), {}, [])
     ref_stats = pairwise_stats({w: reference[w] for w in common}).set_index("wnid")["mean"]
     per_class = pd.concat([pairwise_stats({w: b[w] for w in common}).assign(dataset=name)
                            for name, b in by_dataset.items()], ignore_index=True)
@@ -418,6 +424,13 @@ def combine(results: Mapping[str, VariantComparison]) -> tuple[pd.DataFrame, pd.
     """One table each over encoders (encoder name -> ``compare_variants`` result):
     per-class statistics, shares at or below the reference (with ``n_common``) and the
     average similarity per dataset (encoder, dataset, avg_similarity)."""
+    results = {e: r for e, r in results.items() if r.classes}
+    if not results:  # nothing was compared: empty tables with their columns
+        return (pd.DataFrame(columns=["wnid", "n_images", "n_pairs", "mean", "std", "dataset",
+                                      "encoder"]),
+                pd.DataFrame(columns=["dataset", "n_classes", "n_at_or_below", "share_at_or_below",
+                                      "encoder", "n_common"]),
+                pd.DataFrame(columns=["encoder", "dataset", "avg_similarity"]))
     per_class = pd.concat([r.per_class.assign(encoder=e) for e, r in results.items()],
                           ignore_index=True)
     shares = pd.concat([r.shares.assign(encoder=e, n_common=len(r.classes))
@@ -465,6 +478,9 @@ def trend(avg: pd.DataFrame, shares: pd.DataFrame, summary: pd.DataFrame) -> dic
     dataset in ``summary`` order (one encoder's ``avg`` and ``shares``), and whether the
     strongest image link (first) is more homogeneous than the weakest (last)."""
     order = list(summary["dataset"])
+    if not len(avg) or not order:  # no dataset to compare (empty selections): nothing to check
+        return {"avg_similarity": {}, "share_at_or_below": {}, "image_threshold": {},
+                "homogeneity_decreases": None}
     sim = avg.set_index("dataset").loc[order, "avg_similarity"]
     return {"avg_similarity": sim.round(4).to_dict(),
             "share_at_or_below": shares.set_index("dataset").loc[order, "share_at_or_below"]

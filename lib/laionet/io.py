@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -121,9 +122,24 @@ def parquet_writer(dest: str | os.PathLike, schema: pa.Schema, **kwargs: Any
             writer.close()
 
 
+def _strict(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: json.dumps would write them as NaN/Infinity,
+    which is not JSON (browsers, jq and most readers refuse the file)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalars
+        return _strict(obj.item())
+    return obj
+
+
 def write_json(obj: Any, dest: str | os.PathLike) -> Path:
+    """Strict JSON (NaN and infinities written as null), keys sorted, atomically."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(_strict(obj), indent=2, sort_keys=True, default=str) + "\n")
     return Path(dest)
 
 

@@ -46,6 +46,7 @@ NOTEBOOK_DIR = "notebooks"
 # Notebooks whose sweeps get a summary across runs: stem -> (module, table function, figure function).
 SWEEP_SUMMARIES = {
     "02_caption_filtering": ("laionet.selection", "summarize_sweep", "plot_sweep"),
+    "04_evaluation": ("laionet.evaluation.sweep", "summarize_sweep", "plot_sweep"),
 }
 
 

@@ -170,7 +170,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                   for n in ("val_parquet", "imagename2wnid", "lemma_map", "laionet_parquet")),
                 Input("released_laion_parts", kind="glob", optional=True)),
         products=("results_laionet.parquet", "results_imagenet.parquet", "groups.json",
-                  "coverage.json", "results_parts")),
+                  "coverage.json", "results_parts", "accuracy.parquet")),
     StageSpec(
         _S05, "Is LAIONet less similar within each class than ImageNet?",
         inputs=(DOWNLOAD, LAIONET, VAL,

@@ -159,6 +159,20 @@ def predictor_loaders(classifiers, universe: Sequence[str] | None, zero_shot: di
     return loaders, names
 
 
+def zero_shot_spec(name: str, image_encoder: str, text_encoder: str, table: pd.DataFrame,
+                   paper_nan_as_wrong: bool = False, device: str = "cpu") -> dict:
+    """``predictor_loaders``' zero-shot entry: the image encoder and the class texts
+    (``table["name_def"]``, the authors' prompts) embedded by ``text_encoder``, both loaded on
+    ``device`` only when the model's turn comes (``max_models``)."""
+    from ..encoders import load_image_encoder, load_text_encoder
+
+    return dict(name=name,
+                image_encoder=functools.partial(load_image_encoder, image_encoder, device=device),
+                text_embeddings=lambda: load_text_encoder(text_encoder, device=device)
+                .embed_texts(list(table["name_def"])),
+                class_wnids=list(table["wnid"]), paper_nan_as_wrong=paper_nan_as_wrong)
+
+
 class _ModelInfo:
     """Each model's mapped outputs, saved when it is loaded, so a resumed run that has nothing
     left for a model never loads it again."""
@@ -250,13 +264,8 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
     label_universe = label_space_wnids(universe) if universe else list(table["wnid"])
     zero_shot = None
     if zero_shot_encoder:
-        from ..encoders import load_image_encoder, load_text_encoder
-
-        zero_shot = dict(name=zero_shot_name,  # loaded when its turn comes (max_models)
-                         image_encoder=functools.partial(load_image_encoder, zero_shot_encoder),
-                         text_embeddings=lambda: load_text_encoder(zero_shot_text_encoder)
-                         .embed_texts(list(table["name_def"])),
-                         class_wnids=list(table["wnid"]), paper_nan_as_wrong=paper_nan_as_wrong)
+        zero_shot = zero_shot_spec(zero_shot_name, zero_shot_encoder, zero_shot_text_encoder, table,
+                                   paper_nan_as_wrong, device)
         groups[zero_shot_name] = "clip"
     loaders, names = predictor_loaders(specs, label_universe, zero_shot, device=device)
     parts = out / PARTS
