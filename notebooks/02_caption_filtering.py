@@ -111,8 +111,8 @@ write_parquet(laionet, S.out / "laionet.parquet")
 write_parquet(skim, S.out / f"laionet_top{top_k}.parquet")
 sfw = selection.sfw_stats(S.out, nsfw_rule)
 summ = selection.summary(None, laionet, counts, threshold)
-n_matched = summ["n_classes_single_label"]  # classes a threshold can keep (single-label rows)
-print(f"classes with any match: {summ['n_classes_matched']}; with single-label rows: {n_matched}")
+n_single_label = summ["n_classes_single_label"]  # classes a threshold can keep (single-label rows)
+print(f"classes with any match: {summ['n_classes_matched']}; with single-label rows: {n_single_label}")
 summ.update(encoder=text_encoder, nsfw_rule=nsfw_rule, query=query, n_top_k=len(skim),
             n_classes_full_top_k=int((skim["wnid"].value_counts() == top_k).sum()),
             n_classes_in_list=len(class_tab))
@@ -135,11 +135,15 @@ S.figure(plots.similarity_threshold_figure(selection.similarity_histogram(S.out,
                                            curves, threshold),
          "02_B1_similarity_threshold", title=f"Text-to-synset similarity ({text_encoder})")
 S.table(curves, "02_threshold_curves")
-rule = calibration.class_share_threshold_parts(S.out, n_matched, nsfw_rule, stats=sfw)
+# the paper's share is of every matched class (978, some left without a single-label row)
+rule = calibration.class_share_threshold_parts(S.out, summ["n_classes_matched"], nsfw_rule, stats=sfw)
 if rule:
-    print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {n_matched} single-label "
-          f"classes: {rule['threshold']:.3f} ({rule['n_rows']:,} rows, {rule['row_share']:.1%} of "
-          f"single-label SFW rows); this run uses {threshold}")
+    print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {summ['n_classes_matched']} "
+          f"matched classes: {rule['threshold']:.3f} ({rule['n_rows']:,} rows, {rule['row_share']:.1%} "
+          f"of single-label SFW rows); this run uses {threshold}")
+summ.update(calibrated_threshold=rule["threshold"] if rule else None,  # the same rule, in numbers
+            calibration_n_classes=summ["n_classes_matched"])
+write_json(summ, S.out / "summary.json")
 
 # %% [markdown]
 # ### Calibrating the MiniLM threshold (demo world only)
@@ -214,6 +218,6 @@ freq = selection.class_frequency(laionet)
 S.figure(plots.class_frequency_figure(freq), "02_B3_relative_class_frequency",
          title=f"LAIONet class frequency (n = {len(laionet):,})")
 S.table(freq, "02_B3_relative_class_frequency")
-print(f"LAIONet: {len(laionet):,} rows, {laionet['wnid'].nunique()} of {n_matched} classes with "
+print(f"LAIONet: {len(laionet):,} rows, {laionet['wnid'].nunique()} of {n_single_label} classes with "
       f"single-label rows ({summ['n_classes_matched']} matched); "
       f"top-{top_k}: {len(skim):,} rows")

@@ -21,7 +21,8 @@
 # Differences from the authors' downloader (A10), on purpose: retries, img2dataset's opt-out
 # headers respected, non-RGB images converted to RGB instead of rejected (E.7), images resized
 # on download (smaller side = `image_size`, aspect ratio kept; smaller images are kept as they
-# are when `resize_only_if_bigger`, which the demo's 64-px images use).
+# are when `resize_only_if_bigger`, which the demo's 64-px images use). The authors' full-size
+# images, as served (JPEGs byte for byte): `-p 03.full_size true`.
 #
 # On the demo world the notebook serves the world's web root on 127.0.0.1 (`S.inputs.http_root`)
 # and rewrites `http://laion-demo.invalid/...` URLs to it; the host stops at the end, also on
@@ -44,6 +45,7 @@ figures_dir: str = ""                 # empty: figures/<profile>/
 laionet_path: str = ""                # LAIONet table (key, wnid, URL); empty: stage 02's laionet.parquet
 image_size: int = 256                 # smaller side after resize (keep_ratio)
 resize_only_if_bigger: bool = True    # keep images smaller than image_size as they are (demo: 64 px)
+full_size: bool = False               # True: images stored as served, no resize or re-encode (the paper, A10); image_size unused
 processes_count: int = 2              # img2dataset processes
 thread_count: int = 16                # download threads per process
 retries: int = 2                      # retries per URL
@@ -71,6 +73,7 @@ print(f"{len(laionet):,} LAIONet rows; shards -> {S.out / download.SHARDS}/<inpu
 with S.timings("download"):  # a demo world's loopback host runs only inside this call
     manifest = download.download_laionet(
         laionet, S.out, serve_root=S.inputs.http_root, image_size=image_size,
+        resize_mode="no" if full_size else "keep_ratio", skip_reencode=full_size,
         resize_only_if_bigger=resize_only_if_bigger, processes_count=processes_count,
         thread_count=thread_count, retries=retries, timeout=timeout,
         number_sample_per_shard=number_sample_per_shard, distributor=distributor,

@@ -121,7 +121,8 @@ def test_manifest_counts_every_outcome(world, downloaded):
     assert len(on_disk) == len(man)
     # stages 07/09 download what stage 03 lacks with these same settings (download_beyond)
     assert dl.download_settings(out) == {"image_size": 32, "resize_mode": "keep_ratio",
-                                         "resize_only_if_bigger": False, "encode_format": "jpg"}
+                                         "resize_only_if_bigger": False, "encode_format": "jpg",
+                                         "skip_reencode": False}
     counts = man["status"].value_counts().to_dict()
     assert counts.get("success") == 5 * N_PER_MODE
     assert counts.get("failed_to_download") == N_404 + N_UNREACHABLE
@@ -322,3 +323,28 @@ def test_download_figures(downloaded):
                                            .head(1).head(2).set_index("key")["wnid"].sort_index())
     assert len(download_plots.plot_examples(ex).axes) == len(ex)
     assert download_plots.plot_examples([]) is None
+
+
+def test_the_authors_full_size_download_keeps_the_served_bytes(world, host, tmp_path):
+    """paper_spec A10: the authors stored images as served (no resize). `resize_mode no` with
+    `skip_reencode` keeps every served JPEG byte for byte (PNGs become JPEG: the shards hold jpg);
+    the default resizes to `image_size` and re-encodes (B5's documented deviation)."""
+    import hashlib
+
+    table, rewrite, exp = world
+    _, root = host
+    jpeg = exp[(exp["case"] == "RGB")]
+    rows = table[table["key"].isin(3 * 100_000_000 + jpeg["key"])]
+    served = {3 * 100_000_000 + k: hashlib.sha256((root / p.lstrip("/")).read_bytes()).hexdigest()
+              for k, p in zip(jpeg["key"], jpeg["path"])}
+    from laionet.image_embeddings import read_downloads
+
+    def stored(folder):  # sha256 of the bytes the shards hold (the manifest hashes the served ones)
+        return {k: hashlib.sha256(b).hexdigest() for k, b in read_downloads([folder], sorted(served))}
+
+    full = _download(rows, tmp_path / "full", rewrite, resize_mode="no", skip_reencode=True)
+    assert stored(tmp_path / "full") == served == full.set_index("key")["sha256"].to_dict()
+    assert dl.download_settings(tmp_path / "full")["skip_reencode"] is True
+    assert dl.shards_cache_names(dl.download_settings(tmp_path / "full"))[-1] == "skip_reencode"
+    _download(rows, tmp_path / "resized", rewrite)
+    assert not set(stored(tmp_path / "resized").values()) & set(served.values())

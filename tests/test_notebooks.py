@@ -169,3 +169,12 @@ def test_stage_02_streamed_outputs_equal_the_in_memory_pipeline(tiny_run):
     laionet = pd.read_parquet(runs / "02_caption_filtering" / "laionet.parquet")
     want = selection.select_laionet(ref, params["threshold"], params["nsfw_rule"])
     assert laionet["key"].tolist() == want["key"].tolist()
+
+
+def test_stage02_calibration_keeps_the_papers_share_of_every_matched_class(tiny_run):
+    """The paper's 915 / 978 is a share of the classes with any lemma match; the calibrated
+    threshold took it of the classes with single-label rows (fewer), so it kept too few."""
+    _, scratch = tiny_run
+    s = json.loads((scratch / "runs" / "tiny" / "02_caption_filtering" / "summary.json").read_text())
+    assert s["calibration_n_classes"] == s["n_classes_matched"] >= s["n_classes_single_label"]
+    assert s["calibrated_threshold"] is None or isinstance(s["calibrated_threshold"], float)

@@ -16,13 +16,14 @@ import pandas as pd
 
 from .selection import nsfw_mask, threshold_curves
 
-PAPER_CLASS_SHARE = 915 / 978  # LAIONet's classes / classes with single-label matches (paper §2)
+PAPER_CLASS_SHARE = 915 / 978  # LAIONet's classes / classes with any lemma match (paper §2, A3)
 
 
 def class_share_threshold(candidates: pd.DataFrame, n_matched: int, nsfw_rule: str = "paper",
                           share: float = PAPER_CLASS_SHARE, n_grid: int = 400) -> dict | None:
-    """The highest threshold on a fine grid keeping >= ``share`` of ``n_matched`` classes, with the
-    rows it keeps and their share of the single-label SFW rows; None when no grid value does."""
+    """The highest threshold on a fine grid keeping >= ``share`` of ``n_matched`` classes (the
+    paper's share is of the classes with any lemma match, stage 02's ``n_classes_matched``), with
+    the rows it keeps and their share of the single-label SFW rows; None when no grid value does."""
     sfw = candidates[nsfw_mask(candidates["NSFW"], nsfw_rule)]["similarity"]
     ok = sfw.dropna()
     if ok.empty:

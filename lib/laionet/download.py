@@ -147,11 +147,15 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                      processes_count: int = 2, thread_count: int = 16, retries: int = 2,
                      timeout: int = 10, incremental: bool = True,
                      distributor: str = "multiprocessing", number_sample_per_shard: int = 1000,
-                     encode_format: str = "jpg", user_agent_token: str | None = None
-                     ) -> pd.DataFrame:
+                     encode_format: str = "jpg", skip_reencode: bool = False,
+                     user_agent_token: str | None = None) -> pd.DataFrame:
     """Download the images of ``table`` (key, wnid, URL) into ``out_dir/shards`` and write
     ``out_dir/manifest.parquet``; returns the manifest (one row per input row, see
     ``build_manifest``).
+
+    ``resize_mode`` ``no`` with ``skip_reencode`` stores every image as it was served (JPEGs
+    byte for byte; other formats re-encoded to ``encode_format``): the authors' downloader (A10)
+    kept images at full size.
 
     ``url_rewrite`` maps each URL before download. ``serve_root`` (the demo world's ``http/``)
     is served on 127.0.0.1 for the duration of the download, with the demo URLs rewritten to
@@ -173,7 +177,7 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                 processes_count=processes_count, thread_count=thread_count, retries=retries,
                 timeout=timeout, incremental=incremental, distributor=distributor,
                 number_sample_per_shard=number_sample_per_shard, encode_format=encode_format,
-                user_agent_token=user_agent_token)
+                skip_reencode=skip_reencode, user_agent_token=user_agent_token)
     if distributor in ("ray", "pyspark") and importlib.util.find_spec(distributor) is None:
         raise ValueError(f"distributor={distributor!r} needs the {distributor} package, which is "
                          "not installed (img2dataset would silently download nothing); use "
@@ -186,7 +190,8 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                 "number_sample_per_shard": number_sample_per_shard,
                 "settings": {"image_size": int(image_size), "resize_mode": resize_mode,
                              "resize_only_if_bigger": bool(resize_only_if_bigger),
-                             "encode_format": encode_format}}, out_dir / INPUT_FINGERPRINT)
+                             "encode_format": encode_format,
+                             "skip_reencode": bool(skip_reencode)}}, out_dir / INPUT_FINGERPRINT)
     shards = shard_dir(out_dir)
     confirmed = _Confirmed(shards, fresh=not incremental)
     if incremental and shards.is_dir():
@@ -201,7 +206,7 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
             save_additional_columns=[KEY_COL, "wnid"], output_folder=str(shards),
             output_format="webdataset", image_size=image_size, resize_mode=resize_mode,
             resize_only_if_bigger=resize_only_if_bigger, encode_format=encode_format,
-            processes_count=processes_count, thread_count=thread_count, retries=retries,
+            skip_reencode=skip_reencode, processes_count=processes_count, thread_count=thread_count, retries=retries,
             timeout=timeout, number_sample_per_shard=number_sample_per_shard,
             incremental_mode="incremental" if incremental else "overwrite",
             distributor=distributor, enable_wandb=False, compute_hash="sha256",
@@ -476,14 +481,15 @@ def load_manifest(download_dir: str | Path) -> pd.DataFrame:
 
 
 def download_settings(download_dir: str | Path) -> dict:
-    """The resize settings (image_size, resize_mode, resize_only_if_bigger, encode_format) a
-    ``download_laionet`` folder was downloaded with (its ``download_input.json``)."""
+    """The resize settings (image_size, resize_mode, resize_only_if_bigger, encode_format,
+    skip_reencode) a ``download_laionet`` folder was downloaded with (its ``download_input.json``;
+    folders written before skip_reencode existed re-encoded every image)."""
     path = Path(download_dir) / INPUT_FINGERPRINT
     meta = json.loads(path.read_text()) if path.is_file() else {}
     if "settings" not in meta:
         raise FileNotFoundError(f"{path} does not record the download settings: rerun stage 03 "
                                 "(notebooks/03_download.py), which writes them")
-    return dict(meta["settings"])
+    return {"skip_reencode": False, **meta["settings"]}
 
 
 def download_beyond(table: pd.DataFrame, base_dir: str | Path, cache_root: str | Path,
@@ -500,7 +506,7 @@ def download_beyond(table: pd.DataFrame, base_dir: str | Path, cache_root: str |
     ``download_laionet`` (processes, serve_root, ...), never the resize settings.
     """
     clash = sorted(set(kwargs) & {"image_size", "resize_mode", "resize_only_if_bigger",
-                                  "encode_format"})
+                                  "encode_format", "skip_reencode"})
     if clash:
         raise ValueError(f"download_beyond: {clash} come from stage 03's download, not from "
                          "the caller (the same settings are what makes the images the same)")
@@ -526,7 +532,8 @@ def resize_like_download(data: bytes, settings: dict) -> bytes:
     resolution parity runs ImageNet val through it, so both datasets reach the classifiers
     resized and re-encoded alike. Raises ValueError when the resizer rejects the image."""
     resizer = _resizer(int(settings["image_size"]), str(settings["resize_mode"]),
-                       bool(settings["resize_only_if_bigger"]), str(settings["encode_format"]))
+                       bool(settings["resize_only_if_bigger"]), str(settings["encode_format"]),
+                       bool(settings.get("skip_reencode", False)))
     out, *_, err = resizer(io.BytesIO(data))
     if err is not None:
         raise ValueError(f"img2dataset's resizer rejected the image: {err}")
@@ -534,18 +541,21 @@ def resize_like_download(data: bytes, settings: dict) -> bytes:
 
 
 @functools.cache
-def _resizer(image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str):
+def _resizer(image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str,
+             skip_reencode: bool = False):
     from img2dataset.resizer import Resizer
 
-    return Resizer(image_size, resize_mode, resize_only_if_bigger, encode_format=encode_format)
+    return Resizer(image_size, resize_mode, resize_only_if_bigger, encode_format=encode_format,
+                   skip_reencode=skip_reencode)
 
 
 def shards_cache_names(settings: dict) -> tuple[str, ...]:
     """Folder names of the shared ``shards`` cache for rows downloaded with ``settings``: one
     folder per settings, so other settings never mix."""
-    return ("laion", f"size{int(settings['image_size'])}", str(settings["resize_mode"]),
-            f"only_if_bigger={bool(settings['resize_only_if_bigger'])}",
-            str(settings["encode_format"]))
+    names = ("laion", f"size{int(settings['image_size'])}", str(settings["resize_mode"]),
+             f"only_if_bigger={bool(settings['resize_only_if_bigger'])}",
+             str(settings["encode_format"]))
+    return names + ("skip_reencode",) if settings.get("skip_reencode") else names
 
 
 # --------------------------------------------------------------------------------------------
