@@ -141,6 +141,9 @@ if rule:
     print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {summ['n_classes_matched']} "
           f"matched classes: {rule['threshold']:.3f} ({rule['n_rows']:,} rows, {rule['row_share']:.1%} "
           f"of single-label SFW rows); this run uses {threshold}")
+else:  # e.g. more matched classes lack single-label rows than the paper's share allows
+    print(f"no threshold keeps {calibration.PAPER_CLASS_SHARE:.1%} of the {summ['n_classes_matched']} "
+          f"matched classes: {n_single_label} have single-label rows, the most any threshold keeps")
 summ.update(calibrated_threshold=rule["threshold"] if rule else None,  # the same rule, in numbers
             calibration_n_classes=summ["n_classes_matched"])
 write_json(summ, S.out / "summary.json")
