@@ -357,6 +357,12 @@ def test_the_download_stops_with_the_process_that_runs_it(project, how):
     out-of-memory killer) takes img2dataset's group with it (its tether)."""
     scratch, table = project
     http = scratch / "runs" / "tiny" / "00_demo_world" / "world" / "http"
+    # only the slow host's rows, ten times over (new keys): a minute of download at one thread,
+    # so the signal lands mid-download however slowly a loaded machine starts the pool
+    slow = pd.read_parquet(table).iloc[1::2]
+    long = pd.concat([slow.assign(key=slow["key"] + 1000 * i) for i in range(10)], ignore_index=True)
+    table = scratch / f"direct-{how}.parquet"
+    long.to_parquet(table)
     run = Run(scratch, scratch / f"direct-{how}.log",
               [sys.executable, "-c", _DOWNLOAD, str(table), str(scratch / "runs" / f"direct-{how}"),
                str(http), str(SHARD)])
