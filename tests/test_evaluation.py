@@ -485,7 +485,7 @@ def pa_concat(tables):
 def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
     """Stage 04's `device` reaches the zero-shot towers too (they were loaded with the encoders'
     default, `auto`: a GPU whenever one is visible, whatever the profile said)."""
-    import laionet.encoders as encoders
+    from laionet import encoders
     from laionet.evaluation import pipeline
 
     seen = []

@@ -16,10 +16,9 @@ Comparison rule (spec E.10): the authors *built* datasets with strict ``>`` on b
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import warnings
 
 import numpy as np
 import pandas as pd
