@@ -423,13 +423,9 @@ def combine(results: Mapping[str, VariantComparison]) -> tuple[pd.DataFrame, pd.
     """One table each over encoders (encoder name -> ``compare_variants`` result):
     per-class statistics, shares at or below the reference (with ``n_common``) and the
     average similarity per dataset (encoder, dataset, avg_similarity)."""
-    results = {e: r for e, r in results.items() if r.classes}
-    if not results:  # nothing was compared: empty tables with their columns
-        return (pd.DataFrame(columns=["wnid", "n_images", "n_pairs", "mean", "std", "dataset",
-                                      "encoder"]),
-                pd.DataFrame(columns=["dataset", "n_classes", "n_at_or_below", "share_at_or_below",
-                                      "encoder", "n_common"]),
-                pd.DataFrame(columns=["encoder", "dataset", "avg_similarity"]))
+    # encoders that compared nothing add no rows; when none did, their empty tables (with the
+    # columns) are the result
+    results = {e: r for e, r in results.items() if r.classes} or dict(results)
     per_class = pd.concat([r.per_class.assign(encoder=e) for e, r in results.items()],
                           ignore_index=True)
     shares = pd.concat([r.shares.assign(encoder=e, n_common=len(r.classes))

@@ -151,3 +151,17 @@ def write_text(text: str, dest: str | os.PathLike) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def sweep_run_files(sweep_json_path: str | os.PathLike, name: str) -> tuple[str, list]:
+    """(swept parameter, [(run, path of its file ``name``)]) of a sweep's index (``sweep.json``,
+    written by ``run_all.sh sweep``), in its order; FileNotFoundError for a run without the file."""
+    sweep = read_json(sweep_json_path)
+    runs = []
+    for run in sweep["runs"]:
+        path = Path(run["out_dir"]) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (listed in {sweep_json_path}) is missing: that run "
+                                    "did not finish; rerun the sweep")
+        runs.append((run, path))
+    return sweep["param"], runs

@@ -17,7 +17,6 @@ Curves for the threshold figures (``threshold_curves``, ``lemma_similarities``,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import read_json, read_part
+from .io import read_json, read_part, sweep_run_files
 from .keys import KEY_STRIDE, part_numbers, row_key
 
 # Thresholds the authors used (A6, A9); the MiniLM demo threshold is calibrated in notebook 02.
@@ -765,17 +764,9 @@ def summary(candidates: pd.DataFrame | None, laionet: pd.DataFrame, counts: dict
 def summarize_sweep(sweep_json_path: str | Path) -> pd.DataFrame:
     """One row per run of a stage-02 sweep (``run_all.sh sweep 02 threshold ...``): the swept
     value and that run's summary.json (n_laionet, n_classes_laionet, ...)."""
-    sweep_json_path = Path(sweep_json_path)
-    sweep = read_json(sweep_json_path)
-    rows = []
-    for run in sweep["runs"]:
-        path = Path(run["out_dir"]) / "summary.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} (listed in {sweep_json_path}) is missing: that run "
-                                    "did not finish; rerun the sweep")
-        rows.append({sweep["param"]: run["value"], **json.loads(path.read_text()),
-                     "out_dir": run["out_dir"]})
-    return pd.DataFrame(rows).sort_values(sweep["param"]).reset_index(drop=True)
+    param, runs = sweep_run_files(sweep_json_path, "summary.json")
+    rows = [{param: run["value"], **read_json(path), "out_dir": run["out_dir"]} for run, path in runs]
+    return pd.DataFrame(rows).sort_values(param).reset_index(drop=True)
 
 
 def plot_sweep(table: pd.DataFrame, param: str = "threshold"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import read_json
+from ..io import sweep_run_files
 
 ACCURACY = "accuracy.parquet"
 
@@ -20,17 +20,9 @@ ACCURACY = "accuracy.parquet"
 def summarize_sweep(sweep_json_path: str | Path) -> pd.DataFrame:
     """One row per (run, dataset, model, k, weighting): the swept value, the accuracy and its
     change from the first run's (``change``), in the sweep's order of values."""
-    sweep_json_path = Path(sweep_json_path)
-    sweep = read_json(sweep_json_path)
-    param, frames = sweep["param"], []
-    for i, run in enumerate(sweep["runs"]):
-        path = Path(run["out_dir"]) / ACCURACY
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} (listed in {sweep_json_path}) is missing: that run "
-                                    "did not finish, or ran before stage 04 wrote its accuracy "
-                                    "table; rerun the sweep")
-        frames.append(pd.read_parquet(path).assign(**{param: str(run["value"]), "run": i}))
-    table = pd.concat(frames, ignore_index=True)
+    param, runs = sweep_run_files(sweep_json_path, ACCURACY)
+    table = pd.concat([pd.read_parquet(path).assign(**{param: str(run["value"]), "run": i})
+                       for i, (run, path) in enumerate(runs)], ignore_index=True)
     keys = ["dataset", "model", "k", "weighting"]
     first = table[table["run"] == 0].set_index(keys)["accuracy"].rename("first")
     table = table.join(first, on=keys)
