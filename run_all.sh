@@ -114,7 +114,7 @@ pick_python() {
 ensure_jupyter() {  # $1 = the project venv's python: JupyterLab opens text notebooks as notebooks
     # Writes two files inside the venv only (nothing in $HOME), idempotent; README "Working in
     # JupyterLab" says how to undo it. An environment of the user's own is left as it is.
-    PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$1" -m laionet.jupyter_setup install --quiet \
+    PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$1" -m laionet.pipeline.jupyter_setup install --quiet \
         || echo "[run_all] could not set up JupyterLab in $VENV (see above); notebooks still run"
 }
 
@@ -138,7 +138,7 @@ case "$cmd" in
     sweep)
         shift
         pick_python
-        exec "$PY" -m laionet.runner sweep "$@"
+        exec "$PY" -m laionet.pipeline.runner sweep "$@"
         ;;
     -h|--help|help)
         sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
@@ -146,6 +146,6 @@ case "$cmd" in
     *)
         [ "$cmd" = "run" ] && [ $# -gt 0 ] && shift
         pick_python
-        exec "$PY" -m laionet.runner run "$@"
+        exec "$PY" -m laionet.pipeline.runner run "$@"
         ;;
 esac

@@ -43,8 +43,8 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
 def make_predictors(n_models: int, ckpt_dir: Path, wnids: list[str]):
     import timm
 
-    from laionet.evaluation import Classifier
-    from laionet.evaluation.inference import classifier_predictor
+    from laionet.jobs.inference import classifier_predictor
+    from laionet.models.classifiers import Classifier
 
     preds = []
     for i in range(n_models):
@@ -68,7 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    from laionet.evaluation import evaluate, label_space_wnids
+    from laionet.jobs.inference import evaluate
+    from laionet.models.labels import label_space_wnids
 
     wnids = label_space_wnids("imagenet1k")
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +88,7 @@ def main() -> None:
                  for p in preds]
         t_naive = time.perf_counter() - t0
 
-        from laionet.evaluation.inference import evaluate_shards, shard_tables
+        from laionet.jobs.inference import evaluate_shards, shard_tables
 
         shards = [(f"s{i:03d}", recs[i:i + args.shard_size])
                   for i in range(0, len(recs), args.shard_size)]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from laionet import frontier as fr
+from laionet.method import frontier as fr
 
 
 def golden_frontier(text: np.ndarray, image: np.ndarray, grid, n_ref: int) -> list[float]:

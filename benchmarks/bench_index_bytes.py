@@ -1,6 +1,6 @@
 """Benchmark: bytes a caption of stage 09's caption index, Flat vs the IVF-PQ32 of the size rule.
 
-Builds ``laionet.retrieval.index_parts`` over synthetic LAION parts (captions "caption <i>")
+Builds ``laionet.jobs.caption_index.index_parts`` over synthetic LAION parts (captions "caption <i>")
 with a cheap deterministic stand-in text encoder (a seeded unit vector per caption: the index,
 not the encoder, is measured), once Flat and once with the IVF-PQ factory (PQ32 codes: 32 bytes
 + 8 of row key a caption), and prints bytes on disk a caption (with and without the fixed cost
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--nlist", type=int, default=64)
     args = ap.parse_args()
-    from laionet import retrieval as rt
+    from laionet.jobs import caption_index as rt
 
     enc = StandIn(args.dim)
     with tempfile.TemporaryDirectory() as tmp:

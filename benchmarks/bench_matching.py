@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laionet.matching import LemmaIndex, match_batch, match_naive
+from laionet.method.matching import LemmaIndex, match_batch, match_naive
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("LAIONET_REFERENCE", ROOT.parent / "shared" / "reference"))

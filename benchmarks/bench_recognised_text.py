@@ -58,8 +58,8 @@ def main() -> None:
     ap.add_argument("--out", default="", help="write the per-pair texts here (JSON)")
     args = ap.parse_args()
 
-    from laionet import recognised_text as rt
     from laionet.demo.text import text_pairs
+    from laionet.jobs import ocr as rt
 
     photos, words = benchmark_photos(args.n)
     pairs = text_pairs(photos, words, seed=args.seed)

@@ -35,9 +35,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
 
-    from laionet.evaluation import label_space_wnids, read_classifier_specs
-    from laionet.evaluation.inference import evaluate
-    from laionet.evaluation.pipeline import build_predictors, imagenet_records
+    from laionet.jobs.evaluation import build_predictors, imagenet_records
+    from laionet.jobs.inference import evaluate
+    from laionet.models.classifiers import read_classifier_specs
+    from laionet.models.labels import label_space_wnids
 
     ref = Path(os.environ.get("LAIONET_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
     root = ref / "ilsvrc2012-val-sample"

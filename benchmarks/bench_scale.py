@@ -13,9 +13,9 @@ What it does
   it) runs in minutes on two shared cores and is large enough that a part's data dominates the
   interpreter's own memory; ``--rows 12900000`` runs the real size.
 - For each part count (``--parts``, default 1 and 4) runs stage 01 (``match_parts.match_all`` +
-  ``summarize_matches``, one worker), stage 02 (``selection.build_candidates`` + the streamed
+  ``summarize_matches``, one worker), stage 02 (``candidates.build_candidates`` + the streamed
   assembly of candidates.parquet, LAIONet, threshold curves and histogram) and stage 09's caption
-  indexing (``laionet.retrieval.index_parts``, one fixed faiss factory for every part count), each
+  indexing (``laionet.jobs.caption_index.index_parts``, one fixed faiss factory for every part count), each
   in a fresh subprocess, so each peak RSS (``getrusage`` of the process and its children) belongs
   to one configuration. It prints rows/s and peak RSS per stage for each part count and the ratio,
   and fails (exit 1) when peak RSS(4 parts) > 1.25 x peak RSS(1 part) for any stage.
@@ -78,7 +78,7 @@ class HashingEncoder:
                                       alternate_sign=True, dtype=np.float32)
 
     def embed_texts(self, texts, batch_size=64, progress=False):
-        from laionet.encoders.common import clean_texts
+        from laionet.models.common import clean_texts
 
         texts = clean_texts(texts)
         if not texts:
@@ -144,8 +144,8 @@ def write_classes(dest: Path) -> Path:
     """ImageNet-1k's lemmas (the authors' rule) and synset texts, computed once for the children."""
     if dest.is_file():
         return dest
-    from laionet import classes as lc
-    from laionet.io import write_json
+    from laionet.sources import classes as lc
+    from laionet.util.files import write_json
 
     table = lc.class_table("imagenet1k")
     pairs = lc.lemma_map(table, "unique_in_imagenet")
@@ -180,14 +180,14 @@ def run_stage(stage: str, parts: list[Path], work: Path, classes_json: Path) -> 
     """Run one stage on ``parts`` inside this process; returns what it measured."""
     import pandas as pd
 
-    from laionet.io import read_json
+    from laionet.util.files import read_json
 
     cls = read_json(classes_json)
     n_rows = sum(_num_rows(p) for p in parts)
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     info: dict = {}
     if stage == "01":
-        from laionet import match_parts
+        from laionet.jobs import match_parts
 
         out = work / "01"
         table = pd.DataFrame({"wnid": cls["wnid"], "head": cls["head"]})
@@ -198,29 +198,31 @@ def run_stage(stage: str, parts: list[Path], work: Path, classes_json: Path) -> 
                 "parts_computed": len(res.done)}
         written = _size(out)
     elif stage == "02":
-        from laionet import selection
-        from laionet.embedding_store import EmbeddingStore
+        from laionet.jobs.embedding_store import EmbeddingStore
+        from laionet.jobs import candidates as candidates_job
+        from laionet.method import selection
 
         out = work / "02"
         enc = HashingEncoder()
         store = EmbeddingStore(work / "cache" / enc.name, enc.name)
         texts = pd.Series(cls["name_def"], index=cls["wnid"])
-        res = selection.build_candidates(work / "01", parts, texts, enc, store, out)
-        counts = selection.candidate_counts(out)
-        selection.assemble_candidates(out, out / "candidates.parquet")
-        laionet = selection.select_laionet_parts(out, THRESHOLD)
-        stats = selection.sfw_stats(out)
-        selection.threshold_curves_parts(out, np.linspace(stats["min"], stats["max"], 60))
-        selection.similarity_histogram(out)
+        res = candidates_job.build_candidates(work / "01", parts, texts, enc, store, out)
+        counts = candidates_job.candidate_counts(out)
+        candidates_job.assemble_candidates(out, out / "candidates.parquet")
+        files = candidates_job.CandidateFiles(out)
+        laionet = selection.select_laionet(files, THRESHOLD)
+        stats = selection.sfw_stats(files)
+        selection.threshold_curves(files, np.linspace(stats["min"], stats["max"], 60))
+        selection.similarity_histogram(files)
         info = {**counts, "n_laionet_stand_in": len(laionet), "parts_computed": len(res.done)}
         written = _size(out) + _size(work / "cache")
     elif stage == "09":
         try:
-            from laionet.retrieval import index_parts
+            from laionet.jobs.caption_index import index_parts
         except ImportError as exc:
-            return {"stage": stage, "skipped": f"laionet.retrieval.index_parts not in this "
+            return {"stage": stage, "skipped": f"laionet.jobs.caption_index.index_parts not in this "
                                                f"checkout ({exc})"}
-        from laionet.keys import part_numbers
+        from laionet.sources.laion import part_numbers
 
         out = work / "09"
         enc = HashingEncoder()
@@ -257,7 +259,7 @@ def run_encoder(spec: str, n: int = 256, batch_size: int = 64) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from laionet.encoders import load_text_encoder
+    from laionet.models import load_text_encoder
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     texts = pq.read_table(reference_captions(), columns=["TEXT"])["TEXT"].to_pylist()[:n]
@@ -287,7 +289,7 @@ def run_encoder(spec: str, n: int = 256, batch_size: int = 64) -> dict:
 def mpnet_spec() -> str | None:
     """all-mpnet-base-v2 from the unpacked PyPI volumes, when they are unpacked (or unpackable)."""
     try:
-        from laionet.assets import mpnet_path  # the volumes' unpacker, where this checkout has it
+        from laionet.models.assets import mpnet_path
 
         return f"sentence-transformers:{mpnet_path()}"
     except Exception:  # noqa: BLE001, S110 - not in this checkout, or volumes missing
@@ -503,7 +505,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-encoders", action="store_true")
     ap.add_argument("--stage09-pythonpath", default="",
                     help="another checkout's lib/ for the stage-09 child (one with "
-                         "laionet.retrieval.index_parts, before it is merged)")
+                         "laionet.jobs.caption_index.index_parts, before it is merged)")
     ap.add_argument("--classes", default="",
                     help="JSON of lemma pairs and synset texts (default: ImageNet-1k, built once)")
     ap.add_argument("--seed", type=int, default=0)

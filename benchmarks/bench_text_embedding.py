@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from laionet.encoders import load_text_encoder
-from laionet.encoders.text import clip_tokenize
+from laionet.models import load_text_encoder
+from laionet.models.text import clip_tokenize
 
 REFERENCE = Path(os.environ.get("LAIONET_REFERENCE",
                                 Path(__file__).resolve().parents[2] / "shared" / "reference"))

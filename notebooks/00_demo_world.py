@@ -41,7 +41,7 @@ train_models: bool = True      # also train the demo image tower and classifiers
 import pandas as pd
 
 from laionet.demo import build_world, checks, plots
-from laionet.stage import open_stage
+from laionet.pipeline.stage import open_stage
 
 S = open_stage("00_demo_world", globals())
 with S.timings("world"):

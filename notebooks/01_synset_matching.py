@@ -24,7 +24,7 @@
 # Outputs: `matches/part-%05d.parquet` (part, row, key, lemma, wnid), `rows/part-%05d.parquet`
 # (part, row, key, wnids, n_classes, multi_label), `done/` (a marker per finished part: a killed
 # run resumes), `class_counts.parquet`, `lemma_counts.parquet`, `summary.json`. Parts are numbered
-# by their names (`part-NNNNN-...`); a key is `part * 100,000,000 + row` (`laionet.keys`).
+# by their names (`part-NNNNN-...`); a key is `part * 100,000,000 + row` (`laionet.sources.laion`).
 
 # %% tags=["parameters"]
 profile: str = "demo"             # profile name or YAML path (figure titles, default folders)
@@ -42,10 +42,10 @@ batch_size: int = 65536           # captions read and matched at a time (bounds 
 # %%
 import glob
 
-from laionet import classes as lc
-from laionet import match_parts
-from laionet import matching_plots as plots
-from laionet.stage import open_stage
+from laionet.jobs import match_parts
+from laionet.pipeline.stage import open_stage
+from laionet.plots import matching as plots
+from laionet.sources import classes as lc
 
 S = open_stage("01_synset_matching", globals())
 parts = sorted(glob.glob(S.inputs.laion_parts))

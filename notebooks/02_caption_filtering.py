@@ -59,14 +59,15 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from laionet import calibration, caption_review, selection
-from laionet import classes as lc
-from laionet import selection_plots as plots
 from laionet.demo.truth import caption_truth
-from laionet.embedding_store import EmbeddingStore
-from laionet.encoders import load_text_encoder
-from laionet.io import write_json, write_parquet
-from laionet.stage import open_stage
+from laionet.jobs import candidates as cand
+from laionet.jobs.embedding_store import EmbeddingStore
+from laionet.method import calibration, caption_review, selection
+from laionet.models import load_text_encoder
+from laionet.pipeline.stage import open_stage
+from laionet.plots import selection as plots
+from laionet.sources import classes as lc
+from laionet.util.files import write_json, write_parquet
 
 S = open_stage("02_caption_filtering", globals())
 S
@@ -87,29 +88,30 @@ class_tab = lc.class_table(S.inputs.classes, authors_class_list=authors_class_li
 with S.timings("embed"):
     encoder = load_text_encoder(text_encoder, device=device, precision=precision)
     store = EmbeddingStore(S.cache_dir("text_embeddings", "laion", encoder.name), encoder.name)
-    result = selection.build_candidates(S.inputs.matches_dir, S.inputs.laion_parts,
+    result = cand.build_candidates(S.inputs.matches_dir, S.inputs.laion_parts,
                                         selection.synset_texts(class_tab, query), encoder, store,
                                         S.out, batch_size=batch_size, chunk_rows=chunk_rows,
                                         progress=True)
 with S.timings("assemble"):
-    counts = selection.candidate_counts(S.out)
-    selection.assemble_candidates(S.out, S.out / "candidates.parquet")
+    counts = cand.candidate_counts(S.out)
+    cand.assemble_candidates(S.out, S.out / "candidates.parquet")
 print(f"{len(result.done)} part(s) computed, {len(result.skipped)} resumed;", counts,
       dict(S.timings))
-next(selection.iter_candidates(S.out, batch_rows=5), None)  # the first rows
+candidates = cand.CandidateFiles(S.out)
+next(cand.iter_candidates(S.out, batch_rows=5), None)  # the first rows
 
 # %% [markdown]
 # ## LAIONet and the top-k skim
 
 # %%
-laionet = selection.select_laionet_parts(S.out, threshold, nsfw_rule=nsfw_rule)
-selection.check_not_empty(laionet, S.out, threshold, nsfw_rule)  # empty: an error saying why
+laionet = selection.select_laionet(candidates, threshold, nsfw_rule=nsfw_rule)
+selection.check_not_empty(laionet, candidates, threshold, nsfw_rule)  # empty: an error saying why
 laionet, duplicates = selection.drop_duplicate_rows(laionet, drop=drop_duplicates)
 counts.update(duplicates)
 skim = selection.skim_top_k(laionet, k=top_k)
 write_parquet(laionet, S.out / "laionet.parquet")
 write_parquet(skim, S.out / f"laionet_top{top_k}.parquet")
-sfw = selection.sfw_stats(S.out, nsfw_rule)
+sfw = selection.sfw_stats(candidates, nsfw_rule)
 summ = selection.summary(None, laionet, counts, threshold)
 n_single_label = summ["n_classes_single_label"]  # classes a threshold can keep (single-label rows)
 print(f"classes with any match: {summ['n_classes_matched']}; with single-label rows: {n_single_label}")
@@ -130,13 +132,13 @@ pd.Series(summ)
 
 # %%
 grid = np.linspace(sfw["min"], sfw["max"], 60)
-curves = selection.threshold_curves_parts(S.out, grid, nsfw_rule=nsfw_rule)
-S.figure(plots.similarity_threshold_figure(selection.similarity_histogram(S.out, nsfw_rule),
+curves = selection.threshold_curves(candidates, grid, nsfw_rule=nsfw_rule)
+S.figure(plots.similarity_threshold_figure(selection.similarity_histogram(candidates, nsfw_rule),
                                            curves, threshold),
          "02_B1_similarity_threshold", title=f"Text-to-synset similarity ({text_encoder})")
 S.table(curves, "02_threshold_curves")
 # the paper's share is of every matched class (978, some left without a single-label row)
-rule = calibration.class_share_threshold_parts(S.out, summ["n_classes_matched"], nsfw_rule, stats=sfw)
+rule = calibration.class_share_threshold(candidates, summ["n_classes_matched"], nsfw_rule, stats=sfw)
 if rule:
     print(f"highest threshold keeping >= {rule['class_share']:.1%} of the {summ['n_classes_matched']} "
           f"matched classes: {rule['threshold']:.3f} ({rule['n_rows']:,} rows, {rule['row_share']:.1%} "
@@ -165,8 +167,8 @@ truth = caption_truth(S.inputs.truth) if S.inputs.truth else None
 if truth is None:
     print("no demo-world truth: calibration plot skipped (real data)")
 else:
-    ok = selection.concat_frames(selection.iter_candidates(  # demo only: the world is small
-        S.out, ["key", "wnid", "NSFW", "similarity"],
+    ok = selection.concat_frames(selection.batches(  # demo only: the world is small
+        candidates, ["key", "wnid", "NSFW", "similarity"],
         filter=lambda d: selection.nsfw_mask(d["NSFW"], nsfw_rule)))
     t = ok.merge(truth, on="key", how="left")
     calib = calibration.precision_curve(t["similarity"], t["true_wnid"].eq(t["wnid"]), grid)
@@ -190,7 +192,7 @@ else:
 # captions (the lowest kept, the highest dropped), on this run's own captions.
 
 # %%
-lemma_counts, lemma_examples = caption_review.kept_and_dropped_parts(S.out, threshold, nsfw_rule)
+lemma_counts, lemma_examples = caption_review.kept_and_dropped(candidates, threshold, nsfw_rule)
 S.table(lemma_counts, "02_kept_dropped_by_lemma")
 S.table(lemma_examples, "02_kept_dropped_examples")
 display(lemma_examples[lemma_examples["lemma"].isin(lemma_counts["lemma"].head(8))])
@@ -203,7 +205,7 @@ display(lemma_examples[lemma_examples["lemma"].isin(lemma_counts["lemma"].head(8
 # %%
 lemmas_of = class_tab.set_index("wnid")["lemmas"]
 if example_wnid in sfw["classes"]:
-    long, per_lemma = selection.lemma_similarities_parts(S.out, example_wnid,
+    long, per_lemma = selection.lemma_similarities(candidates, example_wnid,
                                                          lemmas_of.get(example_wnid, []))
     S.figure(plots.lemma_histograms_figure(long, per_lemma, threshold), "02_B2_lemma_histograms",
              title=f"Per-lemma similarity, {example_wnid}")

@@ -15,7 +15,7 @@
 #
 # img2dataset fetches every LAIONet URL into webdataset shards (`shards/00000.tar`, ...) and
 # stage 03 writes one `manifest.parquet` with a status per row. Every later stage reads the
-# shards (`laionet.download.iter_downloaded`), never the network, so all analyses share the same
+# shards (`laionet.jobs.download.iter_downloaded`), never the network, so all analyses share the same
 # downloaded set (the authors re-downloaded per analysis, paper_spec E.8).
 #
 # Differences from the authors' downloader (A10), on purpose: retries, img2dataset's opt-out
@@ -53,16 +53,19 @@ timeout: int = 10                     # seconds per request
 number_sample_per_shard: int = 1000   # rows per webdataset shard
 distributor: str = "multiprocessing"  # multiprocessing | pyspark | ray (img2dataset distributors)
 recognise_text: bool = True           # read the text in each image (A7); False: texts null, nothing flagged in 04
-ocr_engine: str = "rapidocr"          # rapidocr | easyocr | tesseract (see laionet.recognised_text)
+ocr_engine: str = "rapidocr"          # rapidocr | easyocr | tesseract (see laionet.method.recognised_text)
 ocr_batch_size: int = 64              # images recognised per cache file (a kill loses at most one batch)
 
 # %%
 import pandas as pd
 from IPython.display import display
 
-from laionet import download, download_plots, recognised_text
 from laionet.demo import truth as demo_truth
-from laionet.stage import open_stage
+from laionet.jobs import download
+from laionet.jobs import ocr
+from laionet.method import recognised_text
+from laionet.pipeline.stage import open_stage
+from laionet.plots import download as download_plots
 
 S = open_stage("03_download", globals())
 print(S)
@@ -108,7 +111,7 @@ if fig is not None:
 
 # %%
 with S.timings("recognise_text"):
-    texts = recognised_text.download_step(
+    texts = ocr.download_step(
         S.out, S.cache_dir("recognised_text"), enabled=recognise_text, engine=ocr_engine,
         batch_size=ocr_batch_size)
 print(f"{texts.attrs.get('recognised', 0):,} images read by {texts.attrs.get('engine', 'no engine')}, "

@@ -91,11 +91,14 @@ recognised_text_rule: str = "head"  # head: the authors' rule (WordNet head name
 import pandas as pd
 from IPython.display import Markdown, display
 
-from laionet import recognised_text
-from laionet.classes import class_table
-from laionet.evaluation import aggregate, pipeline, plots
-from laionet.io import write_parquet
-from laionet.stage import open_stage
+from laionet.jobs import evaluation as pipeline
+from laionet.method import accuracy as aggregate
+from laionet.jobs import ocr
+from laionet.method import recognised_text
+from laionet.pipeline.stage import open_stage
+from laionet.plots import accuracy as plots
+from laionet.sources.classes import class_table
+from laionet.util.files import write_parquet
 
 S = open_stage("04_evaluation", globals())
 print(S)
@@ -146,7 +149,7 @@ display(aggregate.result_counts(ev.results))
 # %%
 results = ev.results
 if drop_recognised_text and not released_val_parquet:
-    excl = recognised_text.Exclusion.of_download(
+    excl = ocr.exclusion_of_download(
         S.inputs.download_dir, class_table(S.inputs.classes, authors_class_list=authors_class_list,
                                            head_source=head_source), rule=recognised_text_rule)
     results = excl.drop(ev.results)

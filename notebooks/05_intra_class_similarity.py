@@ -62,13 +62,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from laionet import intra_class as ic
-from laionet import similarity_plots as plots
-from laionet.datasets import read_imagenet_val
-from laionet.download import load_manifest
-from laionet.image_embeddings import ImageSource
-from laionet.similarity import spearman
-from laionet.stage import open_stage
+from laionet.jobs import intra_class as ic
+from laionet.jobs.download import load_manifest
+from laionet.jobs.image_embeddings import ImageSource
+from laionet.method.similarity import spearman
+from laionet.pipeline.stage import open_stage
+from laionet.plots import similarity as plots
+from laionet.sources.imagenet import read_imagenet_val
 
 S = open_stage("05_intra_class_similarity", globals())
 encoders = ic.encoder_specs(S.inputs.image_encoders)

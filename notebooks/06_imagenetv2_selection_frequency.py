@@ -53,14 +53,15 @@ device: str = "auto"  # torch device
 import pandas as pd
 from IPython.display import Markdown, display
 
-from laionet import intra_class as ic
-from laionet import selection_frequency as sf
-from laionet import similarity_plots as plots
-from laionet.encoders import load_image_encoder
-from laionet.evaluation import pipeline
-from laionet.image_embeddings import embed_samples
-from laionet.io import write_parquet
-from laionet.stage import open_stage
+from laionet.jobs import evaluation as pipeline
+from laionet.jobs import intra_class as ic
+from laionet.jobs.image_embeddings import embed_samples
+from laionet.jobs import imagenetv2
+from laionet.method import selection_frequency as sf
+from laionet.models import load_image_encoder
+from laionet.pipeline.stage import open_stage
+from laionet.plots import similarity as plots
+from laionet.util.files import write_parquet
 
 S = open_stage("06_imagenetv2_selection_frequency", globals())
 label, spec = ic.main_encoder(S.inputs.image_encoder, S.inputs.similarity_dir)
@@ -72,12 +73,12 @@ print(S, f"\nencoder {label} ({spec})")
 # shared cache).
 
 # %%
-v2 = sf.read_releases(S.inputs.imagenetv2_root, S.inputs.class_info)
+v2 = imagenetv2.read_releases(S.inputs.imagenetv2_root, S.inputs.class_info)
 display(sf.describe_releases(v2))
 encoder = load_image_encoder(spec, device=device)
 with S.timings("embed"):
     emb = embed_samples(encoder, {**ic.read_samples(S.inputs.similarity_dir), **v2},
-                        sf.sources(S.inputs.download_dir), S.cache_dir("image_embeddings"),
+                        imagenetv2.sources(S.inputs.download_dir), S.cache_dir("image_embeddings"),
                         batch_size=batch_size)
 groups = {d: e.by_class() for d, e in emb.items()}
 
@@ -122,7 +123,7 @@ S.figure(plots.delta_figure(sf.pair_comparison(comparison, "LAIONet", "matched-f
 # publishes no per-image votes: the table stays empty there.
 
 # %%
-curve = sf.selection_frequency_curve(S.inputs.selection_frequencies, emb, sf_thresholds,
+curve = imagenetv2.selection_frequency_curve(S.inputs.selection_frequencies, emb, sf_thresholds,
                                      min_images_curve)
 write_parquet(curve, S.out / "selection_frequency_curve.parquet")
 if len(curve):
@@ -144,7 +145,7 @@ keys = (pipeline.class_keys(S.inputs.class_counts_path,
         if S.inputs.laionet_path else None)  # None: the classes with LAIONet results
 print(f"V2 projected onto {len(keys) if keys is not None else 'the LAIONet results'} keys")
 with S.timings("accuracy"):
-    acc = sf.accuracy_on_releases(S.inputs.classifiers, S.inputs.eval_dir, v2, S.out,
+    acc = imagenetv2.accuracy_on_releases(S.inputs.classifiers, S.inputs.eval_dir, v2, S.out,
                                   S.step("accuracy", uses=["classifiers", "imagenetv2_root", "class_info"]),
                                   device=device, batch_size=batch_size, keys=keys)
 write_parquet(acc, S.out / "accuracy.parquet")

@@ -64,18 +64,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from laionet import frontier as fr
-from laionet import frontier_plots as frp
-from laionet.classes import class_table
-from laionet.datasets import read_imagenet_val
-from laionet.download import download_beyond, report
-from laionet.encoders.image import load_image_encoder
-from laionet.encoders.text import load_text_encoder
-from laionet.image_embeddings import ClassSampler, ImageSource, read_downloads
-from laionet.io import write_json, write_parquet
-from laionet.selection import synset_texts
-from laionet.similarity_plots import delta_figure
-from laionet.stage import open_stage
+from laionet.jobs.candidates import CandidateFiles
+from laionet.jobs.download import download_beyond, report
+from laionet.jobs.image_embeddings import ClassSampler, ImageSource, read_downloads
+from laionet.method import frontier as fr
+from laionet.method.selection import synset_texts
+from laionet.models.image import load_image_encoder
+from laionet.models.text import load_text_encoder
+from laionet.pipeline.stage import open_stage
+from laionet.plots import frontier as frp
+from laionet.plots.similarity import delta_figure
+from laionet.sources.classes import class_table
+from laionet.sources.imagenet import read_imagenet_val
+from laionet.util.files import write_json, write_parquet
 
 S = open_stage("07_image_to_selection_link", globals())
 print(S)
@@ -86,7 +87,7 @@ print(S)
 # The candidates are streamed batch by batch; only the large subset is kept.
 
 # %%
-large, n_sfw, t_ref_v, t_min_v = fr.large_subset(S.inputs.candidates_dir / "candidates.parquet",
+large, n_sfw, t_ref_v, t_min_v = fr.large_subset(CandidateFiles(S.inputs.candidates_dir / "candidates.parquet"),
                                                  nsfw_rule, threshold_mode, t_ref, t_min, inclusive)
 print(f"{n_sfw:,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref={t_ref_v:.4f}; "
       f"{len(large):,} rows with text above t_min in {large['wnid'].nunique()} classes")
@@ -99,7 +100,7 @@ print(f"{n_sfw:,} SFW candidates; text thresholds t_min={t_min_v:.4f}, t_ref={t_
 # similarity is a row-wise cosine with the row's own synset text (no B x B logits: E.13).
 
 # %%
-b2_rows = fr.lemma_gallery_rows(S.inputs.candidates_dir / "candidates.parquet", b2_wnid, b2_lemma,
+b2_rows = fr.lemma_gallery_rows(CandidateFiles(S.inputs.candidates_dir / "candidates.parquet"), b2_wnid, b2_lemma,
                                 b2_bins, b2_per_bin, seed)  # B2's grid (reads only its class)
 with S.timings("download"):  # one download: the large subset and B2's rows at every similarity
     wanted = pd.concat([large[["key", "wnid", "URL"]], b2_rows[["key", "wnid", "URL"]]])

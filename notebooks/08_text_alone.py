@@ -44,15 +44,16 @@ device: str = "auto"             # torch device of the encoders: auto | cpu | cu
 import numpy as np
 import pandas as pd
 
-from laionet import text_alone as ta
-from laionet import text_alone_plots as tap
-from laionet.classes import class_table
-from laionet.datasets import read_imagenet_captions
-from laionet.embedding_store import EmbeddingStore, embed_with_store
-from laionet.encoders.text import load_text_encoder
-from laionet.io import write_json, write_parquet
-from laionet.selection import synset_texts
-from laionet.stage import open_stage
+from laionet.jobs.embedding_store import EmbeddingStore, embed_captions, embed_with_store
+from laionet.method import text_alone as ta
+from laionet.paper import PAPER_SHARE_AT
+from laionet.method.selection import synset_texts
+from laionet.models.text import load_text_encoder
+from laionet.pipeline.stage import open_stage
+from laionet.plots import text_alone as tap
+from laionet.sources.classes import class_table
+from laionet.sources.imagenet import read_imagenet_captions
+from laionet.util.files import write_json, write_parquet
 
 S = open_stage("08_text_alone", globals())
 print(S)
@@ -80,7 +81,7 @@ with S.timings("embed"):
     enc = load_text_encoder(text_encoder, device=device)
     class_emb = enc.embed_texts(texts.tolist(), batch_size=batch_size)
     store = EmbeddingStore(S.cache_dir("text_embeddings", "imagenet_captions", enc.name), enc.name)
-    cap_emb = ta.embed_captions(enc, caps, store, batch_size)
+    cap_emb = embed_captions(enc, caps, store, batch_size)
 with S.timings("false_class_proportion"):
     res = ta.false_class_proportion_from_embeddings(cap_emb, class_emb, true_index, excluded,
                                                     paper=paper_denominator, block_size=block_size)
@@ -88,7 +89,7 @@ res = pd.concat([caps[["image_key", "wnid"]].reset_index(drop=True), res], axis=
 write_parquet(res, S.out / "false_class_proportion.parquet")
 rep, share = ta.report(res), float(ta.cdf(res["p"].to_numpy(), [p_at])[0])
 print(rep, f"share of captions with p <= {p_at}: {share:.3f} (paper, CLIP on 443,798 captions: "
-      f"{ta.PAPER_SHARE_AT})", sep="\n")
+      f"{PAPER_SHARE_AT})", sep="\n")
 
 # %% [markdown]
 # ## B16 · Caption-to-synset similarity: ImageNet-Captions vs LAIONet

@@ -55,20 +55,22 @@ download_processes: int = 2      # img2dataset processes (rows stage 03 never ha
 import numpy as np
 import pandas as pd
 
-from laionet import retrieval as rt
-from laionet import retrieval_plots as rtp
-from laionet import text_alone as ta
-from laionet.datasets import read_imagenet_captions, read_imagenet_train
-from laionet.download import download_beyond, load_manifest, report
-from laionet.embedding_store import EmbeddingStore
-from laionet.encoders.image import load_image_encoder
-from laionet.encoders.text import load_text_encoder
-from laionet.image_embeddings import ClassSampler, ImageSource
-from laionet.io import write_json, write_parquet
-from laionet.selection import part_files
-from laionet.similarity import compare_classes, summarize_comparison
-from laionet.similarity_plots import delta_figure
-from laionet.stage import open_stage
+from laionet.jobs.download import download_beyond, load_manifest, report
+from laionet.jobs import caption_index as ci
+from laionet.jobs.embedding_store import EmbeddingStore, embed_captions
+from laionet.jobs.image_embeddings import ClassSampler, ImageSource
+from laionet.method import retrieval as rt
+from laionet.paper import PAPER_SWEEP
+from laionet.method import text_alone as ta
+from laionet.method.similarity import compare_classes, summarize_comparison
+from laionet.models.image import load_image_encoder
+from laionet.models.text import load_text_encoder
+from laionet.pipeline.stage import open_stage
+from laionet.plots import retrieval as rtp
+from laionet.plots.similarity import delta_figure
+from laionet.sources.laion import part_files
+from laionet.sources.imagenet import read_imagenet_captions, read_imagenet_train
+from laionet.util.files import write_json, write_parquet
 
 S = open_stage("09_text_retrieved_imagenet", globals())
 print(S)
@@ -76,7 +78,7 @@ parts = part_files(S.inputs.laion_parts)
 
 # %% [markdown]
 # ## The LAION caption index, one file per part (a rerun resumes after the last finished part)
-# Exact (Flat) on small data, IVF-PQ at LAION scale (`laionet.retrieval.suggest_factory`: the size
+# Exact (Flat) on small data, IVF-PQ at LAION scale (`laionet.method.retrieval.suggest_factory`: the size
 # rule), trained once on a sample drawn across the parts; each part is embedded and added
 # `chunk_rows` captions at a time and committed once. Caption embeddings are not kept unless
 # `keep_caption_embeddings` (then through the text store shared with stage 02).
@@ -84,9 +86,9 @@ parts = part_files(S.inputs.laion_parts)
 # %%
 enc = load_text_encoder(text_encoder, device=device)
 laion_texts = EmbeddingStore(S.cache_dir("text_embeddings", "laion", enc.name), enc.name)
-factory = index_factory or rt.suggest_factory(rt.count_rows(parts), enc.dim)
+factory = index_factory or ci.suggest_factory(ci.count_rows(parts), enc.dim)
 with S.timings("index"):
-    index = rt.index_parts(parts, enc, S.cache_dir("caption_index", "laion", enc.name, factory),
+    index = ci.index_parts(parts, enc, S.cache_dir("caption_index", "laion", enc.name, factory),
                            factory=factory, train_size=train_size, chunk_rows=chunk_rows,
                            batch_size=batch_size, keep_embeddings=keep_caption_embeddings,
                            store=laion_texts, nprobe=nprobe, seed=seed, progress=True)
@@ -104,9 +106,9 @@ caps = read_imagenet_captions(S.inputs.captions_json)
 with S.timings("query"):
     queries = EmbeddingStore(S.cache_dir("text_embeddings", "imagenet_captions", enc.name),
                              enc.name)
-    q_emb = ta.embed_captions(enc, caps, queries, batch_size)
+    q_emb = embed_captions(enc, caps, queries, batch_size)
     found, index_sims = index.search(q_emb, k=k, parts=parts)
-    sims = (rt.exact_similarity(q_emb, found, lambda keys: rt.caption_embeddings(
+    sims = (rt.exact_similarity(q_emb, found, lambda keys: ci.caption_embeddings(
         keys, parts, enc, laion_texts, batch_size)) if exact_rescore else index_sims)
 labelled = rt.label_retrieved(caps["image_key"], caps["wnid"], found, sims, index_sims)
 write_parquet(labelled, S.out / "retrieved.parquet")
@@ -127,7 +129,7 @@ labelled["similarity"].describe().round(3)
 sample = rt.sample_retrieved(everything, n_per_class, seed)
 with S.timings("download"):  # stage 03's rows as they are; the others with its settings
     manifest, shards = download_beyond(
-        rt.rows_to_download(sample, parts), S.inputs.download_dir, S.cache_dir("shards"),
+        ci.rows_to_download(sample, parts), S.inputs.download_dir, S.cache_dir("shards"),
         serve_root=S.inputs.http_root, processes_count=download_processes)
 print(*(report(manifest)[t].to_string(index=False) for t in ("overall", "error_kinds")), sep="\n")
 sample = sample[sample["key"].isin(manifest.loc[manifest["status"].eq("success"), "key"])]
@@ -166,7 +168,7 @@ S.figure(delta_figure(cmp, "LAION | ImageNet texts", "ImageNet"), "09_B18b_text_
 
 # %%
 with S.timings("sweep"):
-    sweep = rt.threshold_sweep(sampled_labelled, sweep_thresholds or rt.PAPER_SWEEP, compare)
+    sweep = rt.threshold_sweep(sampled_labelled, sweep_thresholds or PAPER_SWEEP, compare)
 S.table(sweep, "09_B18_threshold_sweep")
 S.figure(rtp.sweep_figure(sweep, threshold), "09_B18cd_text_retrieved_sweep",
          title="Threshold sweep of the text-retrieved dataset")

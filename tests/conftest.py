@@ -73,7 +73,7 @@ def write_downloads(folder, images, wnid="w", fingerprint="fp0"):
 
     import pandas as pd
 
-    from laionet import download as dl
+    from laionet.jobs import download as dl
 
     folder = Path(folder)
     shards = folder / dl.SHARDS / fingerprint
@@ -181,17 +181,17 @@ def tiny_run(tmp_path_factory):
     scratch project (symlinks to notebooks/, profiles/ and pyproject.toml): (exit code, folder).
     Shared by the notebook smoke tests, the report tests and the browser test;
     networking removed where the machine allows it."""
-    from laionet import runner
-
     import subprocess
     import sys
+
+    from laionet.pipeline import runner
 
     scratch = tmp_path_factory.mktemp("tiny_project")
     for name in ("notebooks", "profiles", "pyproject.toml"):
         (scratch / name).symlink_to(ROOT / name)
     offline, _ = offline_prefix()
     if offline:  # as run_all.sh starts it, with networking removed (issue 13: stages run offline)
-        cmd = [*offline, sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny"]
+        cmd = [*offline, sys.executable, "-m", "laionet.pipeline.runner", "run", "--profile", "tiny"]
         rc = subprocess.run(cmd, cwd=scratch, env=dict(os.environ, LAIONET_ROOT=str(scratch)),
                             check=False).returncode
         return rc, scratch

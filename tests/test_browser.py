@@ -2,9 +2,9 @@
 driven by playwright), on the tiny run of tests/conftest.py:tiny_run.
 
 - a double-click on ``notebooks/01_synset_matching.py`` opens it as a notebook (cells, the
-  parameters cell, rendered markdown) on the kernel "Python 3 (LAIONet)" (laionet.jupyter_setup);
+  parameters cell, rendered markdown) on the kernel "Python 3 (LAIONet)" (laionet.pipeline.jupyter_setup);
 - its first cells run with ``profile = "tiny"`` typed into the parameters cell, and the output
-  says which values came from the tiny profile (laionet.stage.open_stage);
+  says which values came from the tiny profile (laionet.pipeline.stage.open_stage);
 - the run's report page, ``figures/tiny/index.html``, opens from the file system: every image
   loads, and its link to an executed notebook works.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from laionet import jupyter_setup
+from laionet.pipeline import jupyter_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "runs" / "tests" / "browser"

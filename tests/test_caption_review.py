@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from laionet.caption_review import kept_and_dropped
+from laionet.method.caption_review import kept_and_dropped
 
 
 def test_borderline_examples_and_counts_per_lemma():

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from laionet import image_embeddings as ie
-from laionet import similarity as sim
+from laionet.jobs import image_embeddings as ie
+from laionet.method import similarity as sim
 
 
 def _colours(keys, size=4):
@@ -75,7 +75,7 @@ def test_other_download_settings_are_never_served_the_other_settings_embedding(
 
 
 def test_shard_names_key_the_download_settings():
-    from laionet.download import shards_cache_names as names
+    from laionet.jobs.download import shards_cache_names as names
 
     s = {"image_size": 256, "resize_mode": "keep_ratio", "resize_only_if_bigger": True,
          "encode_format": "jpg"}

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from laionet import classes as lc
+from laionet.sources import classes as lc
 
 needs_wordnet = pytest.mark.skipif(not lc.wordnet_available(), reason=lc.WORDNET_HELP)
 
@@ -102,8 +102,8 @@ def test_unique_in_imagenet_is_decided_over_the_full_list():
 def test_one_imagenet1k_class_list(tmp_path, monkeypatch):
     """classes.imagenet1k_wnids is the only ImageNet-1k list: the class table, the classifiers'
     label space and ImageNetV2's index -> wnid fallback all read it."""
-    from laionet import datasets
-    from laionet.evaluation import label_space_wnids
+    from laionet.models.labels import label_space_wnids
+    from laionet.sources import imagenet as datasets
 
     one_k = lc.imagenet1k_wnids()
     assert len(one_k) == 1000 == len(set(one_k)) and list(one_k) == sorted(one_k)

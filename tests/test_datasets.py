@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from laionet import datasets as ds
+from laionet.sources import imagenet as ds
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 

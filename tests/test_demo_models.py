@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from laionet.demo.models import DEMO_CLASSIFIER_ARCHS, train_classifier, train_image_tower
-from laionet.encoders import load_image_encoder, load_text_encoder
+from laionet.models import load_image_encoder, load_text_encoder
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ("red", "green", "blue", "yellow")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from laionet import download as dl
+from laionet.jobs import download as dl
 
 N_PER_MODE = 3          # RGB, L, P, RGBA, CMYK images, 3 each
 N_404 = 3
@@ -313,7 +313,7 @@ def test_report_accounts_for_every_row():
 
 
 def test_download_figures(downloaded):
-    from laionet import download_plots
+    from laionet.plots import download as download_plots
 
     out, man = downloaded
     r = dl.report(man)
@@ -337,7 +337,7 @@ def test_the_authors_full_size_download_keeps_the_served_bytes(world, host, tmp_
     rows = table[table["key"].isin(3 * 100_000_000 + jpeg["key"])]
     served = {3 * 100_000_000 + k: hashlib.sha256((root / p.lstrip("/")).read_bytes()).hexdigest()
               for k, p in zip(jpeg["key"], jpeg["path"])}
-    from laionet.image_embeddings import read_downloads
+    from laionet.jobs.image_embeddings import read_downloads
 
     def stored(folder):  # sha256 of the bytes the shards hold (the manifest hashes the served ones)
         return {k: hashlib.sha256(b).hexdigest() for k, b in read_downloads([folder], sorted(served))}

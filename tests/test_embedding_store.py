@@ -1,11 +1,11 @@
-"""laionet.embedding_store: one store for captions and images, keyed by key and content."""
+"""laionet.jobs.embedding_store: one store for captions and images, keyed by key and content."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from laionet.embedding_store import EmbeddingStore, content_hash, content_hashes
+from laionet.jobs.embedding_store import EmbeddingStore, content_hash, content_hashes
 
 
 def _emb(n, d=4, seed=0):
@@ -69,7 +69,7 @@ def test_append_is_per_shard(tmp_path):
 def test_lookup_is_exact_even_when_the_sort_key_collides(tmp_path, monkeypatch):
     """The 64-bit mix of key and content only orders the index; a hit is checked against the
     stored key and content, so two entries sharing a mix never answer for each other."""
-    from laionet import embedding_store as es
+    from laionet.jobs import embedding_store as es
 
     monkeypatch.setattr(es, "_mix", lambda k, c: np.zeros(len(k), np.uint64))  # all collide
     s = EmbeddingStore(tmp_path / "s", "enc")
@@ -84,7 +84,7 @@ def test_lookup_is_exact_even_when_the_sort_key_collides(tmp_path, monkeypatch):
 
 
 def test_store_folder_is_the_stage_cache_folder(tmp_path):
-    from laionet.embedding_store import safe_name as _safe
+    from laionet.jobs.embedding_store import safe_name as _safe
 
     name = "open_clip:ViT-B-32:openai/x y"
     assert EmbeddingStore.at(tmp_path, "imagenetv2-top-images", name).dir == \
@@ -100,7 +100,7 @@ def _unit(x):
 # ---------------------------------------------------------------- captions: embed_with_store
 
 def test_embed_with_store_embeds_only_missing_captions_and_aligns(tmp_path, hash_text_encoder):
-    from laionet.embedding_store import embed_with_store
+    from laionet.jobs.embedding_store import embed_with_store
 
     enc = hash_text_encoder()
     store = EmbeddingStore(tmp_path, enc.name)
@@ -128,7 +128,7 @@ def test_embed_with_store_embeds_only_missing_captions_and_aligns(tmp_path, hash
 def test_a_changed_caption_under_the_same_row_key_is_embedded_again(tmp_path, hash_text_encoder):
     """Issue 13 item 2: the world regenerated with another seed gives other captions under the
     same (part, row) keys; stage 02 must embed them, not reuse the old seed's embeddings."""
-    from laionet.embedding_store import embed_with_store
+    from laionet.jobs.embedding_store import embed_with_store
 
     enc = hash_text_encoder()
     keys = np.array([0, 1, 100_000_000], np.int64)
@@ -143,7 +143,7 @@ def test_a_changed_caption_under_the_same_row_key_is_embedded_again(tmp_path, ha
 
 
 def test_string_keys_for_file_names(tmp_path, hash_text_encoder):
-    from laionet.embedding_store import embed_with_store
+    from laionet.jobs.embedding_store import embed_with_store
 
     enc = hash_text_encoder()
     store = EmbeddingStore(tmp_path, enc.name)

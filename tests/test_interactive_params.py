@@ -1,5 +1,5 @@
 """A notebook run by hand (JupyterLab, no papermill injection) gets its profile's parameters as
-the runner would give them; an edit in the parameters cell wins (laionet.stage.open_stage).
+the runner would give them; an edit in the parameters cell wins (laionet.pipeline.stage.open_stage).
 Toy projects, no kernels; tests/test_browser.py and test_report.py run real ones."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import textwrap
 
 import pytest
 
-from laionet import runner, stage
-from laionet.params import ParameterError, read_parameters
+from laionet.pipeline import runner, stage
+from laionet.pipeline.params import ParameterError, read_parameters
+from laionet.pipeline import params as params_mod
 
 NOTEBOOK = '''\
 # %% tags=["parameters"]
@@ -23,7 +24,7 @@ label: str = "x"  # a label
 seed: int = 0  # seed
 
 # %%
-from laionet.stage import open_stage
+from laionet.pipeline.stage import open_stage
 S = open_stage("01_toy", globals())
 '''
 
@@ -53,7 +54,7 @@ def _cell(project, **edits):
 
 def _runner_values(project, profile="toy"):
     decl = read_parameters(project / "notebooks" / "01_toy.py")
-    full, _ = runner.notebook_parameters(runner.load_profile(profile), "01_toy", decl, {}, profile)
+    full, _ = params_mod.notebook_parameters(runner.load_profile(profile), "01_toy", decl, {}, profile)
     return full
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet.io import atomic_path, read_json, write_json, write_parquet
+from laionet.util.files import atomic_path, read_json, write_json, write_parquet
 
 
 def test_numpy_save_through_atomic_path_lands_in_place(tmp_path):
@@ -36,7 +36,7 @@ def test_read_part_names_the_file_and_the_whole_cause(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from laionet.io import PartError, read_part
+    from laionet.sources.laion import PartError, read_part
 
     path = tmp_path / "part-00000-x.parquet"
     pq.write_table(pa.table({"TEXT": [f"caption {i}" for i in range(50)]}), path, compression="none")

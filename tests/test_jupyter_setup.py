@@ -1,4 +1,4 @@
-"""laionet.jupyter_setup: the files it writes into an environment, read back by JupyterLab's and
+"""laionet.pipeline.jupyter_setup: the files it writes into an environment, read back by JupyterLab's and
 jupyter_client's own readers (no server; the browser test opens a real JupyterLab)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from laionet import jupyter_setup as js
+from laionet.pipeline import jupyter_setup as js
 
 
 def _lab_overrides(prefix, monkeypatch):

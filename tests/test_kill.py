@@ -1,6 +1,6 @@
 """A killed run loses no image and leaves nothing running (issue 13, item 1).
 
-Real processes throughout: the runner (``python -m laionet.runner run --only 03``) in a session
+Real processes throughout: the runner (``python -m laionet.pipeline.runner run --only 03``) in a session
 of its own, as ``setsid ./run_all.sh`` starts it, on a tiny demo world in a scratch project.
 Stage 03 downloads a LAIONet table of the test's own: every other row from the demo's loopback
 host (inside the kernel), the others from a slow loopback host of the test (0.2 s an image), so
@@ -32,8 +32,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from laionet import download as dl
-from laionet.stage import read_manifest
+from laionet.jobs import download as dl
+from laionet.pipeline.stage import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
@@ -236,7 +236,7 @@ def _run(project, name: str) -> tuple[Run, Path]:
     """The runner on stage 03 alone, our table, one worker of one thread, its own out_dir."""
     scratch, table = project
     out = scratch / "runs" / name
-    args = [sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny", "--only", "03"]
+    args = [sys.executable, "-m", "laionet.pipeline.runner", "run", "--profile", "tiny", "--only", "03"]
     for k, v in (("laionet_path", table), ("out_dir", out), ("processes_count", 1),
                  ("thread_count", 1), ("number_sample_per_shard", SHARD)):
         args += ["-p", f"03.{k}", str(v)]
@@ -262,7 +262,7 @@ def test_a_normal_end_leaves_no_process_and_no_socket(reference):
     man, run, waited = reference
     print(f"normal end: everything gone {waited:.1f}s after the runner")
     kinds = set(run.procs.values())
-    assert any("laionet.tether" in c for c in kinds), f"the kernel is tied to the runner: {kinds}"
+    assert any("laionet.jobs.processes" in c for c in kinds), f"the kernel is tied to the runner: {kinds}"
     assert any("_img2dataset_main" in c for c in kinds), kinds
     assert len(run.sockets) >= 5, "the watcher saw the kernel's listening sockets"
     assert len(man) == N_ROWS and man["key"].is_unique
@@ -423,7 +423,7 @@ def _new_project(scratch: Path, name: str) -> Path:
 
 
 def _run_01_02(proj: Path, parts: str, name: str, *extra: str) -> Run:
-    args = [sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny", "--only", "01,02",
+    args = [sys.executable, "-m", "laionet.pipeline.runner", "run", "--profile", "tiny", "--only", "01,02",
             "-p", "laion_parts", parts, "-p", "01.n_workers", "1", "-p", "01.batch_size", "1",
             *extra]
     return Run(proj, proj / f"{name}.log", args)
@@ -506,7 +506,7 @@ def test_sigkill_mid_stage_01_then_mid_stage_02_resumes_to_the_same_products(pro
                                                                             matching_reference):
     import re
 
-    from laionet.embedding_store import EmbeddingStore
+    from laionet.jobs.embedding_store import EmbeddingStore
 
     ref, parts = matching_reference
     scratch, _ = project
@@ -566,7 +566,7 @@ def test_an_empty_laionet_fails_stage_02_naming_the_threshold(matching_reference
     proj, parts = matching_reference
     out = proj / "runs" / "high_threshold"
     rc, text = _finish(Run(proj, proj / "high.log", [
-        sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny", "--only", "02",
+        sys.executable, "-m", "laionet.pipeline.runner", "run", "--profile", "tiny", "--only", "02",
         "-p", "laion_parts", parts, "-p", "02.threshold", "0.99", "-p", "02.out_dir", str(out)]))
     assert rc == 1, text
     assert "EmptyLAIONet: LAIONet is empty: threshold=0.99 keeps none of the" in text, text
@@ -576,17 +576,17 @@ def test_an_empty_laionet_fails_stage_02_naming_the_threshold(matching_reference
 
 def test_the_projects_own_kernel_spec_is_tethered():
     """The python3 spec the environment step installs (``ipykernel install --sys-prefix`` form,
-    ``-Xfrozen_modules=off`` before ``-m``) still starts as ``laionet.tether``."""
+    ``-Xfrozen_modules=off`` before ``-m``) still starts as ``laionet.jobs.processes``."""
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from laionet.tether import tethered_cmd
+    from laionet.jobs.processes import tethered_cmd
 
     argv = KernelSpecManager().get_kernel_spec("python3").argv
     cmd = tethered_cmd([sys.executable if a in ("python", "python3") else a for a in argv])
     if os.path.realpath(cmd[0]) == os.path.realpath(sys.executable):
-        assert "laionet.tether" in cmd and "ipykernel_launcher" not in cmd, cmd
+        assert "laionet.jobs.processes" in cmd and "ipykernel_launcher" not in cmd, cmd
     assert tethered_cmd([sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f",
-                         "c.json"])[3] == "laionet.tether"
+                         "c.json"])[3] == "laionet.jobs.processes"
     assert tethered_cmd([sys.executable, "-m", "ipykernel_launcher", "-f", "c.json"])[2] == \
-        "laionet.tether"
+        "laionet.jobs.processes"
     assert tethered_cmd(["/other/python", "-m", "ipykernel_launcher"])[2] == "ipykernel_launcher"

@@ -1,7 +1,7 @@
 """A SIGKILL in the middle of stage 04's and stage 09's work loses nothing and redoes nothing
 (issue 11: per-shard results of 04, per-part caption index of 09).
 
-Real processes: the runner (``python -m laionet.runner run --only 04`` / ``--only 09``) in a
+Real processes: the runner (``python -m laionet.pipeline.runner run --only 04`` / ``--only 09``) in a
 session of its own, killed with SIGKILL of its process group once some but not all of the
 stage's per-shard / per-part outputs exist; the rerun must finish with outputs identical to an
 uninterrupted run's, no (image, model) row missing or twice, and no finished output rewritten.
@@ -55,9 +55,9 @@ def inputs(tmp_path_factory):
     import timm
     import torch
 
-    from laionet import download as dl
     from laionet.demo import build_world
-    from laionet.keys import row_key
+    from laionet.jobs import download as dl
+    from laionet.sources.laion import row_key
 
     base = tmp_path_factory.mktemp("kill_resume")
     a = _project(base, "a")
@@ -66,7 +66,7 @@ def inputs(tmp_path_factory):
     wnids = world.classes_txt.read_text().split()
     part0 = sorted(world.laion.glob("part-*.parquet"))[0]
     urls = pd.read_parquet(part0, columns=["URL"])["URL"].head(N_ROWS)
-    from laionet.keys import part_number
+    from laionet.sources.laion import part_number
     table = pd.DataFrame({"key": row_key(part_number(part0), np.arange(N_ROWS)),
                           "wnid": [wnids[i % len(wnids)] for i in range(N_ROWS)], "URL": urls})
     table_path = base / "laionet.parquet"
@@ -93,7 +93,7 @@ def inputs(tmp_path_factory):
 
 
 def _runner(project: Path, stage: str, params: dict, log: str) -> Run:
-    args = [sys.executable, "-m", "laionet.runner", "run", "--profile", "tiny", "--only", stage]
+    args = [sys.executable, "-m", "laionet.pipeline.runner", "run", "--profile", "tiny", "--only", stage]
     for k, v in params.items():
         args += ["-p", f"{stage}.{k}", str(v)]
     return Run(project, project / f"{log}.log", args)
@@ -125,7 +125,7 @@ def _stamps(files) -> dict[Path, int]:
 
 
 def test_stage_04_killed_mid_shards_resumes_to_the_uninterrupted_results(inputs):
-    from laionet.evaluation.pipeline import PARTS, RESULT_FILES
+    from laionet.jobs.evaluation import PARTS, RESULT_FILES
 
     project = _project(inputs["base"], "e04", inputs["world"])
     params = {"classifiers": inputs["classifiers"], "download_dir": inputs["download"],

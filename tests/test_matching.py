@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet.matching import LemmaIndex, match_batch, match_naive, normalize_text
+from laionet.method.matching import LemmaIndex, match_batch, match_naive, normalize_text
 
 LEMMAS = ["pizza", "pizza pie", "lion", "sea lion", "mountain lion", "kit fox", "three-toed sloth",
           "R.V.", "EntleBucher", "ox", "café", "jack-o'-lantern", "tiger", "tiger cat", "Straße",

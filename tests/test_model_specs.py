@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from conftest import reference_file
-from laionet import stage
-from laionet import stages as st
-from laionet.encoders import load_image_encoder
-from laionet.encoders.packaged import PACKAGED, TF_LITE_MEAN, TF_LITE_STD, convert_state_dict
-from laionet.evaluation import label_space_wnids, read_classifier_specs
-
+from laionet.models import load_image_encoder
+from laionet.models.classifiers import read_classifier_specs
+from laionet.models.labels import label_space_wnids
+from laionet.models.packaged import PACKAGED, TF_LITE_MEAN, TF_LITE_STD, convert_state_dict
+from laionet.pipeline import stage
+from laionet.pipeline import stages as st
 
 # ---------------------------------------------------------------- universe (the full.yaml bug)
 
@@ -114,7 +114,7 @@ def test_packaged_lite_is_one_spec_for_classifier_and_encoder():
     classify real photos in tests/test_golden_effnet_lite.py)."""
     name = "efficientnet-lite1"
     pytest.importorskip(PACKAGED[name].module)
-    from laionet.evaluation import classifier_predictor
+    from laionet.jobs.inference import classifier_predictor
 
     (spec,) = read_classifier_specs(name)
     pred = classifier_predictor(spec, universe=label_space_wnids("imagenet1k"))

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from conftest import offline_prefix
-from laionet import runner, stages
+from laionet.pipeline import runner, stages
+from laionet.jobs import candidates as candidates_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,7 @@ def test_every_file_of_the_figures_index_is_made(tiny_run):
 
 @pytest.mark.slow
 def test_every_stage_has_a_done_manifest_with_its_products(tiny_run):
-    from laionet import stages
+    from laionet.pipeline import stages
 
     rc, scratch = tiny_run
     assert rc == 0
@@ -148,10 +149,10 @@ def test_stage_02_streamed_outputs_equal_the_in_memory_pipeline(tiny_run):
     add_similarity through the same store: every caption is a hit, nothing is re-embedded)."""
     import pandas as pd
 
-    from laionet import classes as lc
-    from laionet import selection
-    from laionet.embedding_store import EmbeddingStore
-    from laionet.encoders import load_text_encoder
+    from laionet.jobs.embedding_store import EmbeddingStore
+    from laionet.method import selection
+    from laionet.models import load_text_encoder
+    from laionet.sources import classes as lc
 
     rc, scratch = tiny_run
     assert rc == 0
@@ -160,9 +161,9 @@ def test_stage_02_streamed_outputs_equal_the_in_memory_pipeline(tiny_run):
     params, inputs = man["params"], man["inputs"]
     enc = load_text_encoder(params["text_encoder"])
     store = EmbeddingStore(runs / "cache" / "text_embeddings" / "laion" / enc.name, enc.name)
-    ref, _ = selection.load_candidates(runs / "01_synset_matching", inputs["laion_parts"])
+    ref, _ = candidates_job.load_candidates(runs / "01_synset_matching", inputs["laion_parts"])
     texts = selection.synset_texts(lc.class_table(inputs["classes"]), params["query"])
-    ref = selection.add_similarity(ref, texts, enc, store)[selection.CANDIDATE_COLUMNS]
+    ref = candidates_job.add_similarity(ref, texts, enc, store)[selection.CANDIDATE_COLUMNS]
     got = pd.read_parquet(runs / "02_caption_filtering" / "candidates.parquet")
     pd.testing.assert_frame_equal(got.assign(lemmas=got["lemmas"].map(list)),
                                   ref.assign(lemmas=ref["lemmas"].map(list)), check_dtype=False)

@@ -1,4 +1,4 @@
-"""Profiles that inherit: ``extends`` merges the parent then the child (laionet.paths.load_profile)."""
+"""Profiles that inherit: ``extends`` merges the parent then the child (laionet.pipeline.profiles.load_profile)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from laionet import runner
-from laionet.paths import ProfileError, ProfileNotFound, load_profile
+from laionet.pipeline import runner
+from laionet.pipeline.profiles import ProfileError, ProfileNotFound, load_profile
 
 
 def _write(root, name, text):
@@ -76,7 +76,7 @@ def test_a_missing_parent_names_the_child_and_the_parent(root):
 
 def test_runner_list_shows_the_merged_profile(tmp_path, monkeypatch, capsys):
     """The real full profile under a lab profile that only changes a path and the device."""
-    from laionet.paths import project_root
+    from laionet.util.paths import project_root
 
     (tmp_path / "lab.yaml").write_text("extends: full\nparameters: {device: cpu, laion_parts: /lab/*.parquet}\n")
     monkeypatch.setenv("LAIONET_ROOT", str(project_root()))
@@ -105,7 +105,7 @@ def test_a_wrong_path_in_a_lab_profile_names_the_parameter_and_the_file(stage, p
                                                                        monkeypatch, capsys):
     """README 'Running on your data': a lab profile is `extends: full` plus paths; a wrong one is
     refused before any kernel starts, naming the parameter and the file."""
-    from laionet.paths import project_root
+    from laionet.util.paths import project_root
 
     monkeypatch.setenv("LAIONET_ROOT", str(project_root()))
     wrong = tmp_path / "nowhere" / ("part-*.parquet" if param == "laion_parts" else "x")

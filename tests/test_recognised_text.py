@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from laionet import recognised_text as rt
-from laionet import stages
+from laionet.method import recognised_text as rt
+from laionet.pipeline import stages
+from laionet.jobs import ocr
 
 # ------------------------------------------------------------------------------ the flag rule
 
@@ -55,11 +56,11 @@ def test_special_values_never_match_and_the_lemma_fix_is_a_parameter():
 
 
 def test_stage_declarations_match_the_module():
-    assert stages.CHOICES["ocr_engine"] == rt.ENGINES
+    assert stages.CHOICES["ocr_engine"] == ocr.ENGINES
     assert stages.CHOICES["recognised_text_rule"] == rt.RULES
     d = stages.STAGES["03_download"]
-    assert rt.PRODUCT in d.products and "recognised_text" in d.caches
-    assert rt.DEFAULT_ENGINE in rt.ENGINES
+    assert ocr.PRODUCT in d.products and "recognised_text" in d.caches
+    assert ocr.DEFAULT_ENGINE in ocr.ENGINES
 
 
 # ------------------------------------------------------------------------------ the cached step
@@ -98,13 +99,13 @@ def test_step_texts_every_row_caches_by_content_and_resumes(tmp_path, downloads)
     folder = downloads(tmp_path / "dl", images)
     _with_failed_row(folder)
     eng = CountingEngine()
-    t = rt.recognise_downloads(folder, tmp_path / "cache", eng, batch_size=1, progress=False,
-                               dest=folder / rt.PRODUCT)
+    t = ocr.recognise_downloads(folder, tmp_path / "cache", eng, batch_size=1, progress=False,
+                               dest=folder / ocr.PRODUCT)
     by_key = dict(zip(t["key"], t[rt.TEXT_COL]))
     assert by_key == {1: "red 7", 2: "red 7", 3: rt.RECOGNITION_ERROR, 4: "red 0",
                       99: rt.DOWNLOAD_ERROR}
     assert eng.n == 3  # rows 1 and 2 share their bytes: read once
-    assert rt.read_table(folder).equals(t[["key", "wnid", rt.TEXT_COL]])
+    assert ocr.read_table(folder).equals(t[["key", "wnid", rt.TEXT_COL]])
     cache_files = sorted((tmp_path / "cache" / "counting-v1").glob("*.parquet"))
     assert len(cache_files) == 3  # one file per batch (batch_size=1)
 
@@ -112,38 +113,38 @@ def test_step_texts_every_row_caches_by_content_and_resumes(tmp_path, downloads)
     for p in cache_files[1:]:
         p.unlink()
     eng2 = CountingEngine()
-    t2 = rt.recognise_downloads(folder, tmp_path / "cache", eng2, batch_size=2, progress=False)
+    t2 = ocr.recognise_downloads(folder, tmp_path / "cache", eng2, batch_size=2, progress=False)
     assert eng2.n == 2 and t2.attrs["cache_hits"] == 2
     assert dict(zip(t2["key"], t2[rt.TEXT_COL])) == by_key
 
     # same bytes again: nothing read; other bytes under the same key: read again
     eng3 = CountingEngine()
-    rt.recognise_downloads(folder, tmp_path / "cache", eng3, progress=False)
+    ocr.recognise_downloads(folder, tmp_path / "cache", eng3, progress=False)
     assert eng3.n == 0
     folder2 = downloads(tmp_path / "dl2", {**images, 4: _solid((130, 0, 0))})
-    t4 = rt.recognise_downloads(folder2, tmp_path / "cache", eng3, progress=False)
+    t4 = ocr.recognise_downloads(folder2, tmp_path / "cache", eng3, progress=False)
     assert eng3.n == 1 and dict(zip(t4["key"], t4[rt.TEXT_COL]))[4] == "red 4"
 
 
 def test_cache_compacts_and_keeps_every_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(rt, "COMPACT_AT", 4)
-    c = rt.TextCache(tmp_path, "e")
+    c = ocr.TextCache(tmp_path, "e")
     for i in range(9):
         c.add([i], [f"t{i}"])
     files = list(tmp_path.glob("*.parquet"))
     assert len(files) < 4
-    assert rt.TextCache(tmp_path, "e").texts == {i: f"t{i}" for i in range(9)}
+    assert ocr.TextCache(tmp_path, "e").texts == {i: f"t{i}" for i in range(9)}
 
 
 def test_step_off_writes_null_texts_and_stage04_filter(tmp_path, downloads):
     folder = downloads(tmp_path / "dl", {1: _solid((0, 0, 0)), 2: _solid((9, 9, 9))}, wnid="n1")
-    off = rt.download_step(folder, tmp_path / "cache", enabled=False)
-    assert off[rt.TEXT_COL].isna().all() and (folder / rt.PRODUCT).is_file()
+    off = ocr.download_step(folder, tmp_path / "cache", enabled=False)
+    assert off[rt.TEXT_COL].isna().all() and (folder / ocr.PRODUCT).is_file()
     with pytest.raises(ValueError, match="ocr_engine"):
-        rt.download_step(folder, tmp_path / "cache", engine="east")
+        ocr.download_step(folder, tmp_path / "cache", engine="east")
     # stage 04: flag under the rule, drop only the flagged LAIONet rows
-    rt.write_table(pd.DataFrame({"key": [1, 2], "wnid": ["n1", "n1"],
-                                 rt.TEXT_COL: ["cute teddy bear", "NO TEXT"]}), folder / rt.PRODUCT)
+    ocr.write_table(pd.DataFrame({"key": [1, 2], "wnid": ["n1", "n1"],
+                                 rt.TEXT_COL: ["cute teddy bear", "NO TEXT"]}), folder / ocr.PRODUCT)
     ex = rt.Exclusion.of_download(folder, CLASSES, rule="head")
     assert ex.keys == {"1"}
     res = pd.DataFrame({"dataset": ["LAIONet", "LAIONet", "ImageNet"], "image_key": ["1", "2", "1"],
@@ -152,7 +153,7 @@ def test_step_off_writes_null_texts_and_stage04_filter(tmp_path, downloads):
     assert kept["dataset"].tolist() == ["LAIONet", "ImageNet"] and kept["image_key"].tolist() == ["2", "1"]
     s = ex.summary().set_index("outcome")["rows"]
     assert s["some text"] == 1 and s[rt.NO_TEXT] == 1 and s[rt.FLAG_COL] == 1
-    (folder / rt.PRODUCT).unlink()
+    (folder / ocr.PRODUCT).unlink()
     with pytest.raises(FileNotFoundError, match="drop_recognised_text=False"):
         rt.Exclusion.of_download(folder, CLASSES)
 
@@ -229,7 +230,7 @@ def test_engine_finds_class_names_rendered_on_real_photos(reference):
 
     photos, words = benchmark_photos(N_PHOTOS)
     pairs = text_pairs(photos, words, seed=0)
-    m = rt.measure(rt.load_engine(rt.DEFAULT_ENGINE, n_threads=2), pairs)
+    m = ocr.measure(ocr.load_engine(ocr.DEFAULT_ENGINE, n_threads=2), pairs)
     print(f"{m['engine']}: recall {m['recall']:.3f}, false-flag rate {m['false_flag_rate']:.3f}, "
           f"{m['s_per_image']:.2f} s/image ({m['cpu_s_per_image']:.2f} CPU-s)")
     assert m["recall"] >= RECALL_FLOOR, m["rows"][~m["rows"]["hit"]][["word", "text_with"]]

@@ -17,10 +17,11 @@ import socket
 import pandas as pd
 import pytest
 
-from laionet import rehearsal, runner
-from laionet.paths import load_profile, project_root
-
 from conftest import REFERENCE
+from laionet.demo import rehearsal
+from laionet.pipeline import runner
+from laionet.pipeline.profiles import load_profile
+from laionet.util.paths import project_root
 
 pytestmark = pytest.mark.skipif(
     not (REFERENCE / "coco-mini").is_dir(),

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from conftest import reference_file
-from laionet.classes import class_table
-from laionet.evaluation import aggregate, pipeline
-from laionet.evaluation.released import (caption_hash, join_released_laionet, name_def_wnids,
-                                         read_released_laionet)
+from laionet.jobs import evaluation as pipeline
+from laionet.method import accuracy as aggregate
+from laionet.sources.classes import class_table
+from laionet.sources.released import (caption_hash, join_released_laionet, name_def_wnids,
+                                      read_released_laionet)
 
 WNIDS = ["n01440764", "n01443537", "n02123045"]  # tench, goldfish, tabby
 SIM = "text_to_name_def_wnid_similarity_clip-vit-base-patch32"

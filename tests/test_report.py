@@ -1,4 +1,4 @@
-"""The report page of a run and of a sweep (laionet.report, written by the runner), the figure
+"""The report page of a run and of a sweep (laionet.pipeline.report, written by the runner), the figure
 catalogue behind it, and the tiny run's parameters run both ways (runner / by hand)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from laionet import figure_catalog as fc
-from laionet import runner
+from laionet.pipeline import catalog as fc
+from laionet.pipeline import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ threshold: float = 0.5  # a threshold
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-from laionet.stage import open_stage
+from laionet.pipeline.stage import open_stage
 S = open_stage("01_toy", globals())
 fig, ax = plt.subplots()
 ax.plot([0, 1], [0, threshold])
@@ -116,7 +116,7 @@ def test_a_run_and_a_sweep_write_their_report_pages(project, capsys):
 
 
 def test_a_figure_saved_by_hand_with_other_parameters_says_so(project, tmp_path):
-    from laionet import report, stage
+    from laionet.pipeline import report, stage
 
     man = project / "runs" / "toy" / "01_toy" / "manifest.json"
     man.parent.mkdir(parents=True)
@@ -205,5 +205,5 @@ def test_by_hand_with_only_profile_edited_gets_the_runners_parameters(tiny_run, 
 
 def test_the_readme_walks_a_new_user_through_the_report_and_jupyterlab():
     readme = (ROOT / "README.md").read_text()
-    for needle in ("figures/demo/index.html", "jupyter lab", "laionet.jupyter_setup uninstall"):
+    for needle in ("figures/demo/index.html", "jupyter lab", "laionet.pipeline.jupyter_setup uninstall"):
         assert needle in readme, needle

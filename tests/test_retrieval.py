@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet import retrieval as rt
+from laionet.method import retrieval as rt
+from laionet.jobs import caption_index
+from laionet import paper
 
 
 def unit(x):
@@ -23,7 +25,7 @@ def parts():
 
 
 def test_exact_nearest_neighbour(parts):
-    idx = rt.TextIndex.create(16)
+    idx = caption_index.TextIndex.create(16)
     for p, (e, k) in parts.items():
         assert idx.add_part(p, e, k)
     # a query slightly perturbed from row 7 of part 1 must retrieve exactly that row
@@ -42,12 +44,12 @@ def test_exact_nearest_neighbour(parts):
 
 
 def test_incremental_equals_at_once_and_no_duplicate_part(parts):
-    inc = rt.TextIndex.create(16)
+    inc = caption_index.TextIndex.create(16)
     inc.add_part(0, *parts[0])
     inc.add_part(1, *parts[1])
     assert not inc.add_part(1, *parts[1])          # already in: nothing added
     assert inc.ntotal == 60 and inc.parts == {0, 1}
-    once = rt.TextIndex.create(16)
+    once = caption_index.TextIndex.create(16)
     once.add_part(99, np.vstack([parts[0][0], parts[1][0]]), np.r_[parts[0][1], parts[1][1]])
     q = unit(np.random.default_rng(2).normal(size=(10, 16)))
     a, sa = inc.search(q, k=2)
@@ -58,26 +60,26 @@ def test_incremental_equals_at_once_and_no_duplicate_part(parts):
 
 def test_save_load_round_trip_and_resume(tmp_path, parts):
     folder = tmp_path / "index"
-    idx = rt.TextIndex.open(folder, 16)
+    idx = caption_index.TextIndex.open(folder, 16)
     idx.add_part(0, *parts[0])
     idx.save(folder)
-    resumed = rt.TextIndex.open(folder, 16)
+    resumed = caption_index.TextIndex.open(folder, 16)
     assert resumed.parts == {0} and resumed.ntotal == 30
     resumed.add_part(0, *parts[0])                 # skipped
     resumed.add_part(1, *parts[1])
     resumed.save(folder)
     assert len(list(folder.glob("index-*.faiss"))) == 1   # the stale file is gone
-    again = rt.TextIndex.load(folder)
+    again = caption_index.TextIndex.load(folder)
     q = unit(np.random.default_rng(3).normal(size=(5, 16)))
     np.testing.assert_array_equal(again.search(q)[0], resumed.search(q)[0])
     with pytest.raises(ValueError, match="saved index"):
-        rt.TextIndex.open(folder, 8)
+        caption_index.TextIndex.open(folder, 8)
 
 
 def test_ivfpq_needs_training_and_finds_exact_duplicates(parts):
     rng = np.random.default_rng(4)
     emb = unit(rng.normal(size=(1000, 16)))
-    idx = rt.TextIndex.create(16, "IVF4,PQ8x4", nprobe=4)
+    idx = caption_index.TextIndex.create(16, "IVF4,PQ8x4", nprobe=4)
     with pytest.raises(RuntimeError, match="trained"):
         idx.add_part(0, emb, np.arange(1000))
     idx.train(emb)
@@ -87,7 +89,7 @@ def test_ivfpq_needs_training_and_finds_exact_duplicates(parts):
 
 
 def test_missing_neighbours_and_shape_errors(parts):
-    idx = rt.TextIndex.create(16)
+    idx = caption_index.TextIndex.create(16)
     idx.add_part(0, parts[0][0][:2], parts[0][1][:2])
     keys, sims = idx.search(parts[0][0][:1], k=3)
     assert keys[0, 2] == -1 and np.isnan(sims[0, 2])
@@ -136,11 +138,11 @@ def _laion_parts(folder, sizes):
 
 
 def test_the_size_rule_and_the_bytes_a_caption():
-    assert rt.suggest_factory(1000, 384) == "Flat"
-    assert rt.suggest_factory(rt.FLAT_MAX, 512) == "Flat"
-    assert rt.suggest_factory(413_871_335, 512) == "IVF65536,PQ32"   # the authors' 41 B/caption
-    assert rt.auto_train_size("IVF65536,PQ32", 413_871_335) == 40 * 65536
-    assert rt.auto_train_size("Flat", 10**9) == 0
+    assert caption_index.suggest_factory(1000, 384) == "Flat"
+    assert caption_index.suggest_factory(caption_index.FLAT_MAX, 512) == "Flat"
+    assert caption_index.suggest_factory(413_871_335, 512) == "IVF65536,PQ32"   # the authors' 41 B/caption
+    assert caption_index.auto_train_size("IVF65536,PQ32", 413_871_335) == 40 * 65536
+    assert caption_index.auto_train_size("Flat", 10**9) == 0
 
 
 def _spy(enc_cls, dim=16):
@@ -157,17 +159,17 @@ def _spy(enc_cls, dim=16):
 
 
 def test_index_parts_one_file_per_part_resumes_and_merges_exactly(tmp_path, hash_text_encoder):
-    from laionet.embedding_store import EmbeddingStore
+    from laionet.jobs.embedding_store import EmbeddingStore
 
     parts = _laion_parts(tmp_path / "laion", {0: 25, 3: 14})
     enc = _spy(hash_text_encoder)
     store = EmbeddingStore(tmp_path / "store", enc.name)
-    first = rt.index_parts({0: parts[0]}, enc, tmp_path / "index", store=store, chunk_rows=10)
+    first = caption_index.index_parts({0: parts[0]}, enc, tmp_path / "index", store=store, chunk_rows=10)
     assert first.parts == {0} and first.ntotal == 25 and first.factory == "Flat"
     assert enc.calls == [10, 10, 5]                       # chunk by chunk, never a whole part
     part0 = tmp_path / "index" / "part-00000.faiss"
     stamp = part0.stat().st_mtime_ns
-    index = rt.index_parts(parts, enc, tmp_path / "index", store=store, chunk_rows=10)
+    index = caption_index.index_parts(parts, enc, tmp_path / "index", store=store, chunk_rows=10)
     assert index.parts == {0, 3} and index.ntotal == 39
     assert enc.calls[3:] == [10, 4]                       # only part 3 embedded
     assert part0.stat().st_mtime_ns == stamp              # a finished part is never rewritten
@@ -184,28 +186,28 @@ def test_index_parts_one_file_per_part_resumes_and_merges_exactly(tmp_path, hash
     only3, _ = index.search(q, k=1, parts=[3])
     assert (only3 // 100_000_000 == 3).all()
     assert index.bytes_per_caption() > 4 * 16             # Flat: the float32 vectors + ids
-    again = rt.index_parts(parts, enc, tmp_path / "index", store=store)
+    again = caption_index.index_parts(parts, enc, tmp_path / "index", store=store)
     assert again.ntotal == 39 and len(enc.calls) == 5     # nothing to do
     with pytest.raises(ValueError, match="asked for IVF"):
-        rt.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4")
+        caption_index.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4")
     parts = _laion_parts(tmp_path / "laion", {3: 15})     # part 3 changed under the index
     with pytest.raises(RuntimeError, match="delete part-00003"):
-        rt.index_parts(parts, enc, tmp_path / "index")
+        caption_index.index_parts(parts, enc, tmp_path / "index")
 
 
 def test_keep_embeddings_fills_the_store(tmp_path, hash_text_encoder):
-    from laionet.embedding_store import EmbeddingStore
+    from laionet.jobs.embedding_store import EmbeddingStore
 
     parts = _laion_parts(tmp_path / "laion", {0: 5, 3: 4})
     enc = hash_text_encoder()
     store = EmbeddingStore(tmp_path / "store", enc.name)
-    rt.index_parts(parts, enc, tmp_path / "i1", store=store, keep_embeddings=True)
+    caption_index.index_parts(parts, enc, tmp_path / "i1", store=store, keep_embeddings=True)
     assert len(store) == 9
     n = len(enc.seen)
-    rt.index_parts(parts, enc, tmp_path / "i2", store=store, keep_embeddings=True)
+    caption_index.index_parts(parts, enc, tmp_path / "i2", store=store, keep_embeddings=True)
     assert len(enc.seen) == n                             # read back from the store
     with pytest.raises(ValueError, match="needs a store"):
-        rt.index_parts(parts, enc, tmp_path / "i3", keep_embeddings=True)
+        caption_index.index_parts(parts, enc, tmp_path / "i3", keep_embeddings=True)
 
 
 def test_ivfpq_index_is_trained_on_a_sample_and_rescored_exactly(tmp_path, hash_text_encoder):
@@ -218,20 +220,20 @@ def test_ivfpq_index_is_trained_on_a_sample_and_rescored_exactly(tmp_path, hash_
     try:
         parts = _laion_parts(tmp_path / "laion", {0: 400, 1: 300})
         enc = hash_text_encoder(16)
-        index = rt.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4x4",
+        index = caption_index.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4x4",
                                train_size=300, chunk_rows=128, nprobe=4)
     finally:
         faiss.omp_set_num_threads(threads)
     assert index.ntotal == 700 and index.parts == {0, 1}
     assert len(enc.seen) == 300 + 700                     # the sample, then every caption once
-    trained = (tmp_path / "index" / rt.TRAINED).stat().st_size
+    trained = (tmp_path / "index" / caption_index.TRAINED).stat().st_size
     files = sum(r["bytes"] for r in index.records().values())
     assert (files - 2 * trained) / 700 == pytest.approx(2 + 8, abs=0.5)
     assert faiss.read_index(str(tmp_path / "index" / "part-00001.faiss")).ntotal == 300
     texts = [f"caption 0-{i}" for i in range(10)] + [f"caption 1-{i}" for i in range(10)]
     q = enc.embed_texts(texts)
     found, approx = index.search(q, k=2)
-    exact = rt.exact_similarity(q, found, lambda keys: rt.caption_embeddings(keys, parts, enc))
+    exact = rt.exact_similarity(q, found, lambda keys: caption_index.caption_embeddings(keys, parts, enc))
     direct = np.array([[float(q[i] @ enc.embed_texts([_caption(key)])[0]) for key in row]
                        for i, row in enumerate(found)])
     np.testing.assert_allclose(exact, direct, atol=1e-6)  # exact = a direct cosine
@@ -254,14 +256,14 @@ def test_sample_and_rows_to_download(tmp_path):
     sample = rt.sample_retrieved(retrieved, n_per_class=5, seed=0)
     assert len(sample) == 4 and "pair" not in sample.columns   # a row can serve two classes
     assert len(rt.sample_retrieved(retrieved, n_per_class=1, seed=0)) == 2
-    todo = rt.rows_to_download(sample, parts)
+    todo = caption_index.rows_to_download(sample, parts)
     assert todo["key"].tolist() == [1, 2, 200_000_001]         # distinct rows, in key order
     assert todo["URL"].tolist() == ["http://x/0/1.jpg", "http://x/0/2.jpg", "http://x/2/1.jpg"]
     assert todo.loc[todo["key"] == 1, "wnid"].item() == "a"    # the row's first class
 
 
 def test_class_comparer_matches_compare_classes():
-    from laionet import similarity as sim
+    from laionet.method import similarity as sim
 
     rng = np.random.default_rng(0)
     keys = np.arange(20)
@@ -282,7 +284,7 @@ def test_figures_are_built():
     import matplotlib
 
     matplotlib.use("Agg")
-    from laionet import retrieval_plots as rtp
+    from laionet.plots import retrieval as rtp
 
     rng = np.random.default_rng(0)
     a = {"a": unit(rng.normal(size=(6, 16))), "b": unit(rng.normal(size=(4, 16)))}
@@ -291,4 +293,4 @@ def test_figures_are_built():
                           "share_higher": [0.0, 0.0]})
     figs = [rtp.pooled_histogram(a, b, "LAION | ImageNet texts"), rtp.sweep_figure(sweep, 0.5)]
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
-    assert len(rt.PAPER_SWEEP) == 20 and rt.PAPER_SWEEP[0] == 0.5 and rt.PAPER_SWEEP[-1] == 0.75
+    assert len(paper.PAPER_SWEEP) == 20 and paper.PAPER_SWEEP[0] == 0.5 and paper.PAPER_SWEEP[-1] == 0.75

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from laionet import runner
+from laionet.pipeline import runner
 
 NOTEBOOK_OK = '''\
 # %% [markdown]
@@ -24,8 +24,8 @@ threshold: float = 0.5  # a threshold
 label: str = "x"  # a label
 
 # %%
-from laionet.io import write_json
-from laionet.stage import open_stage
+from laionet.util.files import write_json
+from laionet.pipeline.stage import open_stage
 S = open_stage("01_toy", globals())
 write_json({"threshold": threshold, "label": label, "profile": profile}, S.out / "result.json")
 '''
@@ -130,7 +130,7 @@ def test_a_sweep_over_an_unknown_parameter_leaves_no_folder(project):
 
 _KILLED_WRITER = """
 import os, signal, sys
-from laionet.io import atomic_path
+from laionet.util.files import atomic_path
 with atomic_path(sys.argv[1], suffix=sys.argv[2]) as tmp:
     tmp.write_text("half written")
     os.kill(os.getpid(), signal.SIGKILL)  # a hard kill between the write and the rename
@@ -237,9 +237,9 @@ def test_out_of_range_value_is_refused_before_any_kernel_starts(project, capsys)
 
 
 def test_choice_sets_match_the_library():
-    from laionet import stages
-    from laionet.classes import QUERY_COLUMNS
-    from laionet.selection import NSFW_RULES
+    from laionet.paper import NSFW_RULES
+    from laionet.pipeline import stages
+    from laionet.sources.classes import QUERY_COLUMNS
 
     assert stages.CHOICES["nsfw_rule"] == tuple(NSFW_RULES)
     assert stages.CHOICES["query"] == tuple(QUERY_COLUMNS)
@@ -261,7 +261,7 @@ def test_second_run_skips_and_a_changed_parameter_reruns(project, capsys):
 
 @pytest.mark.parametrize("profile", ["demo", "tiny", "full", "rehearsal"])
 def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
-    from laionet.paths import load_profile
+    from laionet.pipeline.profiles import load_profile
 
     root = Path(__file__).resolve().parents[1]
     prof = load_profile(str(root / "profiles" / f"{profile}.yaml"))  # `extends` merged
@@ -302,7 +302,7 @@ def test_every_notebook_declares_typed_documented_parameters(tmp_path):
 
         seen = set(pm.inspect_notebook(str(runner.to_ipynb(path, tmp_path / f"{path.stem}.ipynb"))))
         assert names == seen, f"{path.name}: papermill cannot parse {sorted(names - seen)}"
-        assert names == set(runner.declared(path)), f"{path.name}: laionet.params disagrees"
+        assert names == set(runner.declared(path)), f"{path.name}: laionet.pipeline.params disagrees"
 
 
 if __name__ == "__main__":

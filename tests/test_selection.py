@@ -14,8 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet import keys
-from laionet import selection as sel
+from laionet.sources import laion as keys
+from laionet.method import selection as sel
+from laionet.jobs import candidates as candidates_job
+from laionet.pipeline import sweeps
+from laionet.sources import laion as laion_src
 
 S = keys.KEY_STRIDE
 LION = "n02129165"
@@ -78,7 +81,7 @@ def _write_world(tmp_path):
 
 def test_candidates_drop_multi_label_and_join_by_part_row(tmp_path):
     m01, parts = _write_world(tmp_path)
-    cand, counts = sel.load_candidates(m01, parts)
+    cand, counts = candidates_job.load_candidates(m01, parts)
     assert counts == {"n_matched_rows": 5, "n_single_label": 4, "n_multi_label_dropped": 1,
                       "n_classes_matched": 3, "n_classes_single_label": 3}
     assert cand["key"].tolist() == [1, 2, 7 * S, 7 * S + 3]
@@ -97,23 +100,23 @@ def test_candidates_errors_name_the_problem(tmp_path):
     m01, parts = _write_world(tmp_path)
     only0 = parts.replace("part-*", "part-00000*")
     with pytest.raises(FileNotFoundError, match="part 7"):
-        sel.load_candidates(m01, only0)
+        candidates_job.load_candidates(m01, only0)
     t = pa.table({"part": pa.array([0], pa.int32()), "row": pa.array([99], pa.int64()),
                   "key": pa.array([99], pa.int64())})
     with pytest.raises(IndexError, match="row 99"):
-        sel.join_laion_columns(t, sel.part_files(parts))
+        laion_src.join_laion_columns(t, laion_src.part_files(parts))
     with pytest.raises(FileNotFoundError, match="run stage 01"):
-        sel.load_candidates(tmp_path / "nowhere", parts)
+        candidates_job.load_candidates(tmp_path / "nowhere", parts)
 
 
 def test_part_files_use_stage_01s_part_rule(tmp_path):
-    """One rule (laionet.keys): a file stage 01 would reject, stage 02 rejects, naming it."""
+    """One rule (laionet.sources.laion): a file stage 01 would reject, stage 02 rejects, naming it."""
     _, parts = _write_world(tmp_path)
-    assert sorted(sel.part_files(parts)) == [0, 7]
+    assert sorted(laion_src.part_files(parts)) == [0, 7]
     odd = tmp_path / "laion" / "extra.parquet"
     odd.write_bytes(b"")
     with pytest.raises(ValueError, match="extra.parquet: a LAION part file must be named"):
-        sel.part_files(str(tmp_path / "laion" / "*.parquet"))
+        laion_src.part_files(str(tmp_path / "laion" / "*.parquet"))
     with pytest.raises(ValueError, match="extra.parquet"):
         keys.part_numbers([odd])
 
@@ -202,13 +205,13 @@ def test_class_frequency_and_summarize_sweep(tmp_path):
             {"threshold": t, "n_laionet": n, "n_classes_laionet": 3, "n_classes_matched": 4}))
         runs.append({"value": t, "out_dir": str(out), "figures_dir": str(out)})
     (tmp_path / "sweep.json").write_text(json.dumps({"param": "threshold", "runs": runs}))
-    table = sel.summarize_sweep(tmp_path / "sweep.json")
+    table = sweeps.selection_sweep(tmp_path / "sweep.json")
     assert table["threshold"].tolist() == [0.5, 0.7] and table["n_laionet"].tolist() == [300, 100]
-    sel.plot_sweep(table)
+    sweeps.plot_selection_sweep(table)
     runs.append({"value": 0.9, "out_dir": str(tmp_path / "missing")})
     (tmp_path / "sweep.json").write_text(json.dumps({"param": "threshold", "runs": runs}))
     with pytest.raises(FileNotFoundError, match="did not finish"):
-        sel.summarize_sweep(tmp_path / "sweep.json")
+        sweeps.selection_sweep(tmp_path / "sweep.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,8 +231,8 @@ class _CountingEncoder:
 
 @pytest.fixture(scope="module")
 def minilm():
-    pytest.importorskip("laionet.encoders.text", reason="laionet.encoders not available")
-    from laionet.encoders.text import load_text_encoder
+    pytest.importorskip("laionet.models.text", reason="laionet.models not available")
+    from laionet.models.text import load_text_encoder
     try:
         return load_text_encoder("minilm", device="cpu")
     except (ImportError, FileNotFoundError) as e:
@@ -237,7 +240,7 @@ def minilm():
 
 
 def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
-    from laionet.embedding_store import EmbeddingStore
+    from laionet.jobs.embedding_store import EmbeddingStore
 
     caps = pd.read_parquet(reference("img2dataset", "test_10000.parquet"), columns=["TEXT"])
     pick = {LION: "roaring lion", GUITAR: "Epiphone guitar", COUGAR: "Renaissance lion head"}
@@ -250,25 +253,25 @@ def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
     texts = pd.Series(TEXTS)
     enc = _CountingEncoder(minilm)
     cache = EmbeddingStore(tmp_path / "cache", enc.name)
-    out = sel.add_similarity(cand, texts, enc, cache)
+    out = candidates_job.add_similarity(cand, texts, enc, cache)
     first = enc.n_embedded
     # each similarity is the cosine of the two texts' embeddings (float16 cache: ~1e-3)
     cap = minilm.embed_texts(cand["TEXT"].tolist())
     cls = minilm.embed_texts(texts.loc[cand["wnid"]].tolist())
     np.testing.assert_allclose(out["similarity"], (cap * cls).sum(1), atol=2e-3)
     # on topic: a lion sketch is closer to "lion" than a guitar ad is to "lion"
-    swapped = sel.add_similarity(cand.assign(wnid=LION), texts, enc, cache)
+    swapped = candidates_job.add_similarity(cand.assign(wnid=LION), texts, enc, cache)
     assert swapped["similarity"][0] > swapped["similarity"][1] + 0.2
     assert out["similarity"][1] > swapped["similarity"][1] + 0.2  # guitar text fits guitar
     # the second call embedded only the class text of its one class (classes without candidates
     # are never embedded: 1,000 ImageNet texts for a few hundred captions), never the captions again
     assert enc.n_embedded == first + 1
     with pytest.raises(KeyError, match="no synset text"):
-        sel.add_similarity(cand.assign(wnid="n99999999"), texts, enc, cache)
+        candidates_job.add_similarity(cand.assign(wnid="n99999999"), texts, enc, cache)
     # another world seed: other captions under the same row keys are embedded, never reused
     reseeded = cand.assign(TEXT=cand["TEXT"][::-1].to_numpy())
-    again = sel.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "cache", enc.name))
-    fresh = sel.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "fresh", enc.name))
+    again = candidates_job.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "cache", enc.name))
+    fresh = candidates_job.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "fresh", enc.name))
     np.testing.assert_allclose(again["similarity"], fresh["similarity"], atol=1e-6)
     assert abs(again["similarity"][0] - out["similarity"][0]) > 0.1
 
@@ -312,16 +315,16 @@ def test_an_empty_laionet_is_an_error_naming_the_threshold_and_the_best_similari
 
 
 def test_captions_are_embedded_one_store_shard_per_part(tmp_path, hash_text_encoder):
-    from laionet.embedding_store import EmbeddingStore
+    from laionet.jobs.embedding_store import EmbeddingStore
 
     enc = hash_text_encoder()
     store = EmbeddingStore(tmp_path / "store", enc.name)
     k = np.array([2 * S + 4, 0 * S + 1, 2 * S + 0, 5 * S + 3], np.int64)
     texts = np.array(["c", "a", None, "d"], dtype=object)
-    emb, n_new = sel.embed_captions_by_part(enc, k[:3], texts[:3], store)
+    emb, n_new = candidates_job.embed_captions_by_part(enc, k[:3], texts[:3], store)
     assert n_new == 3 and len(list(store.dir.glob("*.keys.parquet"))) == 2  # parts 0 and 2
     assert enc.seen == ["a", "c", None]
-    emb2, n_new = sel.embed_captions_by_part(enc, k, texts, store)
+    emb2, n_new = candidates_job.embed_captions_by_part(enc, k, texts, store)
     assert n_new == 1 and enc.seen[3:] == ["d"]  # finished parts are never embedded again
     np.testing.assert_array_equal(emb2[:3], emb)
     assert len(list(store.dir.glob("*.keys.parquet"))) == 3

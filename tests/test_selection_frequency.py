@@ -1,4 +1,4 @@
-"""Stage 06's algorithms (laionet.selection_frequency) on hand-built embeddings and tables."""
+"""Stage 06's algorithms (laionet.method.selection_frequency) on hand-built embeddings and tables."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet import selection_frequency as sf
-from laionet import similarity as sim
-from laionet.image_embeddings import ImageEmbeddings
+from laionet.jobs.image_embeddings import ImageEmbeddings
+from laionet.method import selection_frequency as sf
+from laionet.method import similarity as sim
+from laionet.jobs import imagenetv2
 
 V = [v.name for v in sf.VERSIONS]  # matched-frequency, threshold0.7, top-images
 
@@ -75,7 +76,7 @@ def _pool_inputs():
 def test_pool_images_counts_an_image_once_and_aligns_embeddings(tmp_path):
     sf_table, emb, e = _pool_inputs()
     sf_table.to_parquet(tmp_path / "votes.parquet")
-    votes = sf.read_selection_frequencies(tmp_path / "votes.parquet")
+    votes = imagenetv2.read_selection_frequencies(tmp_path / "votes.parquet")
     assert set(votes["version"]) == set(V) and votes["image_key"].iloc[0] == "i0"
     pool, vecs = sf.pool_images(votes, emb)
     assert pool["image_key"].tolist() == ["i0", "x", "i1", "i3", "i4"]
@@ -109,7 +110,7 @@ def test_threshold_curve_known_answers():
 
 def test_selection_frequency_curve_without_votes_is_empty(tmp_path):
     for path in (None, "", tmp_path / "absent.parquet"):
-        curve = sf.selection_frequency_curve(path, {}, [0.0, 0.5])
+        curve = imagenetv2.selection_frequency_curve(path, {}, [0.0, 0.5])
         assert len(curve) == 0 and list(curve.columns) == list(sf.EMPTY_CURVE)
 
 
@@ -123,8 +124,8 @@ class _Step:
 
 
 def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys):
-    assert len(sf.accuracy_on_releases("", tmp_path, {}, tmp_path, _Step(False))) == 0
-    assert len(sf.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path, _Step(False))) == 0
+    assert len(imagenetv2.accuracy_on_releases("", tmp_path, {}, tmp_path, _Step(False))) == 0
+    assert len(imagenetv2.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path, _Step(False))) == 0
     assert "missing (run stage 04)" in capsys.readouterr().out
 
     def results(dataset, wnids, correct):
@@ -143,17 +144,17 @@ def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(sf, "evaluate_releases", fake_evaluate)
     step = _Step(False)
     (tmp_path / "out").mkdir()
-    acc = sf.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
+    acc = imagenetv2.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
     assert calls == ["demo:/m"] and step.n_done == 1
     assert set(acc["dataset"]) == {"LAIONet", "ImageNetV2-a", "ImageNetV2-b", "ImageNetV2-c"}
     assert set(acc["weighting"]) == {"equal"}
     top1 = acc[acc["k"] == 1].set_index("dataset")["accuracy"]
     assert top1["LAIONet"] == pytest.approx(0.75) and top1["ImageNetV2-b"] == pytest.approx(1.0)
-    again = sf.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
+    again = imagenetv2.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
     assert calls == ["demo:/m"]  # current: not evaluated again
     pd.testing.assert_frame_equal(acc, again)
     (tmp_path / "out" / f"results_imagenetv2-{V[2]}.parquet").unlink()
-    sf.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
+    imagenetv2.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
     assert len(calls) == 2  # a results file went missing: evaluated again
     wide = sf.accuracy_wide(acc)
     assert list(wide.columns[:2]) == ["model", "k"] and len(wide) == len(set(acc["k"]))
@@ -163,7 +164,7 @@ def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys)
 def test_sources_and_release_tables(tmp_path):
     from PIL import Image
 
-    src = sf.sources(tmp_path)
+    src = imagenetv2.sources(tmp_path)
     assert src["LAIONet"].dataset == "laion" and src["LAIONet"].download_dir == tmp_path
     assert src["ImageNet"].dataset == "imagenet_val" and src["ImageNet"].download_dir is None
     assert [src[v].dataset for v in V] == [f"imagenetv2-{v}" for v in V]
@@ -173,7 +174,7 @@ def test_sources_and_release_tables(tmp_path):
             Image.new("RGB", (4, 4)).save(tmp_path / v.folder / cls / "x.jpeg")
     (tmp_path / "class_info.json").write_text(
         '[{"cid": 0, "wnid": "n00000001", "synset": ["a"]}, {"cid": 1, "wnid": "n00000002", "synset": ["b"]}]')
-    v2 = sf.read_releases(tmp_path)
+    v2 = imagenetv2.read_releases(tmp_path)
     assert list(v2) == V and set(v2[V[0]]["wnid"]) == {"n00000001", "n00000002"}
     table = sf.describe_releases(v2)
     assert table["letter"].tolist() == ["b", "a", "c"] and table["n_images"].tolist() == [2, 2, 2]

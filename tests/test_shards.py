@@ -11,8 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet import keys, match_parts, shards
-from laionet.matching import match_naive
+from laionet.jobs import match_parts
+from laionet.jobs import parts as shards
+from laionet.method.matching import match_naive
+from laionet.sources import laion as keys
 
 PAIRS = [("lion", "n02129165"), ("sea lion", "n02077923"), ("pizza", "n07873807"),
          ("pizza pie", "n07873807"), ("tiger", "n02129604"), ("tiger cat", "n02123159")]
@@ -189,7 +191,7 @@ def test_any_executor_process_pool_and_dask(parts, tmp_path):
 def test_stage_01_figures(parts, tmp_path):
     import matplotlib.pyplot as plt
 
-    from laionet import matching_plots
+    from laionet.plots import matching as matching_plots
 
     out = tmp_path / "out"
     match_parts.match_all(parts, PAIRS, out, n_workers=1)

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet import image_embeddings as emb_mod
-from laionet import similarity as sim
+from laionet.jobs import image_embeddings as emb_mod
+from laionet.method import similarity as sim
+from laionet.method import similarity as similarity_mod
 
 
 def _unit(x):
@@ -163,7 +164,7 @@ def test_bootstrap_interval_wider_than_pairs_as_independent_and_covers():
 def test_spearman_and_group_by_class():
     rho, p, n = sim.spearman([1, 2, 3, 4, np.nan], [10, 20, 30, 35, 1])
     assert (rho, n) == (1.0, 4)
-    groups = emb_mod.group_by_class(np.arange(10.0)[:, None], ["b", "a"] * 5)
+    groups = similarity_mod.group_by_class(np.arange(10.0)[:, None], ["b", "a"] * 5)
     assert list(groups) == ["a", "b"] and groups["a"].ravel().tolist() == [1, 3, 5, 7, 9]
 
 
@@ -199,7 +200,7 @@ def test_an_image_replaced_in_place_is_embedded_again(tmp_path, colour_encoder):
     give the old embeddings: the store is keyed by the file's bytes, not its name."""
     from PIL import Image
 
-    from laionet import datasets as ds
+    from laionet.sources import imagenet as ds
 
     val = tmp_path / "val"
     names = [ds.VAL_NAME.format(i) for i in (1, 2)]
@@ -225,7 +226,7 @@ def test_an_undecodable_image_stops_stage_05_saying_how_to_skip_it(tmp_path, col
     'skip' the image is left out and listed, from downloads and from files alike."""
     from PIL import Image
 
-    from laionet.params import read_parameters
+    from laionet.pipeline.params import read_parameters
 
     assert read_parameters(Path(__file__).resolve().parents[1] / "notebooks" /
                            "05_intra_class_similarity.py")["on_error"].default == "raise"
@@ -320,7 +321,7 @@ def _toy_study_inputs(tmp_path):
 
 
 def test_run_study_writes_stage_05_products_and_reads_back(tmp_path, colour_encoder):
-    from laionet import intra_class as ic
+    from laionet.jobs import intra_class as ic
 
     frames = _toy_study_inputs(tmp_path)
     samples = ic.draw_samples(frames, 4, seed=0)
@@ -360,7 +361,7 @@ def test_run_study_writes_stage_05_products_and_reads_back(tmp_path, colour_enco
 
 
 def test_study_side_tables(tmp_path):
-    from laionet import intra_class as ic
+    from laionet.jobs import intra_class as ic
 
     man = pd.DataFrame({"key": [5, 6, 7], "wnid": ["a", "b", "a"], "status": ["success", "failed", "success"]})
     assert ic.downloaded_images(man).to_dict("list") == {"image_key": [5, 7], "wnid": ["a", "a"]}
@@ -382,7 +383,7 @@ def test_study_side_tables(tmp_path):
 def test_similarity_figures_build():
     import matplotlib.pyplot as plt
 
-    from laionet import similarity_plots as plots
+    from laionet.plots import similarity as plots
 
     rec = pd.DataFrame({"model": ["m1", "m1", "m2"], "wnid": ["a", "b", "a"],
                         "recall": [0.5, 0.9, 0.7], "delta": [-0.1, 0.05, np.nan]})
@@ -402,7 +403,7 @@ def test_similarity_figures_build():
 
 
 def test_a_list_of_specs_resolves_to_a_list_and_fingerprints_each_file(tmp_path):
-    from laionet import stage, stages
+    from laionet.pipeline import stage, stages
 
     ckpt = tmp_path / "tower.safetensors"
     ckpt.write_bytes(b"weights")

@@ -1,4 +1,4 @@
-"""The stage contract (laionet.stage + laionet.stages): input resolution, errors, fingerprints,
+"""The stage contract (laionet.pipeline.stage + laionet.pipeline.stages): input resolution, errors, fingerprints,
 the runner-owned manifest, skip and clean-up rules. Toy projects, no kernels."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from laionet import stage, stages
-from laionet.stage import MissingInput, plan_stage, resolve_inputs
+from laionet.pipeline import stage, stages
+from laionet.pipeline.stage import MissingInput, plan_stage, resolve_inputs
 
 
 def _project(root: Path, with_world: bool) -> Path:
@@ -194,7 +194,7 @@ def test_every_declared_stage_has_its_notebook_and_world_keys_exist():
 
 def test_input_parameters_default_to_empty():
     """An input a notebook sets by default could never resolve from upstream or the world."""
-    from laionet.params import read_parameters
+    from laionet.pipeline.params import read_parameters
 
     root = Path(__file__).resolve().parents[1]
     for name, spec in stages.STAGES.items():
@@ -224,7 +224,7 @@ def _p05(root: Path) -> dict:
 def _run_stage(name: str, params: dict, laionet: bytes = b"laionet v1") -> None:
     """What the runner does around a notebook, the notebook writing its declared products
     (stage 02's laionet.parquet with ``laionet`` as its bytes, through the atomic writer)."""
-    from laionet.io import atomic_path
+    from laionet.util.files import atomic_path
 
     plan = plan_stage(name, params, "p")
     plan.begin()

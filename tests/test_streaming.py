@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet import calibration, match_parts, selection, shards
-from laionet.embedding_store import EmbeddingStore
-from laionet.keys import KEY_STRIDE
+from laionet.method import calibration, selection
+from laionet.jobs import match_parts, parts as shards
+from laionet.jobs.embedding_store import EmbeddingStore
+from laionet.sources.laion import KEY_STRIDE
+from laionet.jobs import candidates as candidates_job
 
 PAIRS = [("lion", "n02129165"), ("sea lion", "n02077923"), ("pizza", "n07873807"),
          ("tiger", "n02129604"), ("tiger cat", "n02123159"), ("puma", "n02125311"),
@@ -142,13 +144,13 @@ def test_stage01_failed_run_resumes_at_the_failed_part(world, tmp_path):
 
 def _reference(m01, glob, enc, folder):
     """The pre-change stage 02: every candidate in one frame."""
-    cand, counts = selection.load_candidates(m01, glob)
-    return selection.add_similarity(cand, TEXTS, enc, EmbeddingStore(folder, enc.name)), counts
+    cand, counts = candidates_job.load_candidates(m01, glob)
+    return candidates_job.add_similarity(cand, TEXTS, enc, EmbeddingStore(folder, enc.name)), counts
 
 
 def _build(m01, glob, out, enc, calls=None, **kw):
     store = EmbeddingStore(out.parent / f"store-{out.name}", enc.name)
-    return selection.build_candidates(m01, glob, TEXTS, enc, store, out, chunk_rows=3,
+    return candidates_job.build_candidates(m01, glob, TEXTS, enc, store, out, chunk_rows=3,
                                       read_batch=5, on_part=None if calls is None else
                                       calls.append, **kw)
 
@@ -159,24 +161,24 @@ def test_stage02_streamed_outputs_equal_the_in_memory_pipeline(world, tmp_path):
     assert len(ref) > 20 and ref["NSFW"].isna().any()  # (a null caption never matches)
     out = tmp_path / "02"
     _build(m01, glob, out, CountingEncoder())
-    assert selection.assemble_candidates(out, out / "candidates.parquet") == len(ref)
+    assert candidates_job.assemble_candidates(out, out / "candidates.parquet") == len(ref)
     got = pd.read_parquet(out / "candidates.parquet")
     assert list(got.columns) == selection.CANDIDATE_COLUMNS
     pd.testing.assert_frame_equal(got.assign(lemmas=got["lemmas"].map(list)),
                                   ref[selection.CANDIDATE_COLUMNS].assign(
                                       lemmas=ref["lemmas"].map(list)), check_dtype=False)
     assert np.array_equal(got["similarity"].to_numpy(), ref["similarity"].to_numpy())
-    c = selection.candidate_counts(out)
+    c = candidates_job.candidate_counts(out)
     assert c == {**counts, "n_candidates": len(ref),
                  "n_nsfw_unlikely": int((ref["NSFW"] == "UNLIKELY").sum())}
     for rule in ("paper", "ignore"):
         thr = float(ref["similarity"].median())
         pd.testing.assert_frame_equal(
-            selection.select_laionet_parts(out, thr, rule, batch_rows=4).drop(columns="lemmas"),
+            selection.select_laionet(out, thr, rule, batch_rows=4).drop(columns="lemmas"),
             selection.select_laionet(ref, thr, rule)[selection.CANDIDATE_COLUMNS]
             .drop(columns="lemmas"), check_dtype=False)
         grid = np.linspace(0, 1, 23)
-        pd.testing.assert_frame_equal(selection.threshold_curves_parts(out, grid, rule, batch_rows=4),
+        pd.testing.assert_frame_equal(selection.threshold_curves(out, grid, rule, batch_rows=4),
                                       selection.threshold_curves(ref, grid, rule))
         ok = ref[selection.nsfw_mask(ref["NSFW"], rule)]
         counts_, _, n = selection.similarity_histogram(out, rule, bins=9, batch_rows=4)
@@ -185,9 +187,9 @@ def test_stage02_streamed_outputs_equal_the_in_memory_pipeline(world, tmp_path):
                                                 9)[0].tolist()
         n_matched = ref["wnid"].nunique()
         assert selection.sfw_stats(out, rule)["classes"] == sorted(ref["wnid"].unique())
-        assert calibration.class_share_threshold_parts(out, n_matched, rule, share=0.5) == \
+        assert calibration.class_share_threshold(out, n_matched, rule, share=0.5) == \
             calibration.class_share_threshold(ref, n_matched, rule, share=0.5)
-    long, per = selection.lemma_similarities_parts(out, "n02125311", ["puma", "cougar"])
+    long, per = selection.lemma_similarities(out, "n02125311", ["puma", "cougar"])
     rlong, rper = selection.lemma_similarities(ref, "n02125311", ["puma", "cougar"])
     pd.testing.assert_series_equal(per, rper)
     assert long["key"].tolist() == rlong["key"].tolist()
@@ -233,10 +235,10 @@ def test_stage02_checks_inputs_before_any_work(world, tmp_path):
     _, m01, glob = world
     enc = CountingEncoder()
     with pytest.raises(KeyError, match="no synset text"):
-        selection.build_candidates(m01, glob, TEXTS.drop("n02129165"), enc,
+        candidates_job.build_candidates(m01, glob, TEXTS.drop("n02129165"), enc,
                                    EmbeddingStore(tmp_path / "s", enc.name), tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="part 7 has matches but no LAION file"):
-        selection.build_candidates(m01, glob.replace("part-*", "part-0000[03]*"), TEXTS, enc,
+        candidates_job.build_candidates(m01, glob.replace("part-*", "part-0000[03]*"), TEXTS, enc,
                                    EmbeddingStore(tmp_path / "s", enc.name), tmp_path / "o")
     assert enc.n == 0 and not (tmp_path / "o" / "candidates").exists()
 
@@ -247,8 +249,8 @@ def test_store_lookups_of_one_part_load_only_that_parts_shards(world, tmp_path):
     _build(m01, glob, out, CountingEncoder())
     store = EmbeddingStore(tmp_path / "store-02", CountingEncoder.name)
     cand7 = pd.read_parquet(out / "candidates" / "part-00007.parquet")
-    from laionet.embedding_store import content_hashes
-    from laionet.encoders.common import clean_texts
+    from laionet.jobs.embedding_store import content_hashes
+    from laionet.models.common import clean_texts
 
     hit = store.contains(cand7["key"], content_hashes(clean_texts(list(cand7["TEXT"]))))
     assert hit.all()

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet import text_alone as ta
+from laionet.method import text_alone as ta
+from laionet.jobs import embedding_store
 
 # 4 captions x 5 classes
 SIM = np.array([
@@ -97,16 +98,16 @@ def test_own_class_similarity_and_unknown_class():
 
 
 def test_embed_captions_goes_through_the_store(tmp_path, hash_text_encoder):
-    from laionet.embedding_store import EmbeddingStore
+    from laionet.jobs.embedding_store import EmbeddingStore
 
     caps = pd.DataFrame({"image_key": ["x.JPEG", "y.JPEG"], "text": ["ab", "abcd"]})
     enc = hash_text_encoder()
-    e = ta.embed_captions(enc, caps, EmbeddingStore(tmp_path, enc.name))
+    e = embedding_store.embed_captions(enc, caps, EmbeddingStore(tmp_path, enc.name))
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, rtol=1e-6)
-    again = ta.embed_captions(enc, caps.iloc[::-1], EmbeddingStore(tmp_path, enc.name))
+    again = embedding_store.embed_captions(enc, caps.iloc[::-1], EmbeddingStore(tmp_path, enc.name))
     assert enc.seen == ["ab", "abcd"]                 # the second call embedded nothing
     np.testing.assert_allclose(again, e[::-1])
-    edited = ta.embed_captions(enc, caps.assign(text=["ab", "abc"]),
+    edited = embedding_store.embed_captions(enc, caps.assign(text=["ab", "abc"]),
                                EmbeddingStore(tmp_path, enc.name))
     assert enc.seen == ["ab", "abcd", "abc"]          # an edited caption is embedded again
     np.testing.assert_allclose(edited[0], e[0])
@@ -116,7 +117,7 @@ def test_figures_are_built():
     import matplotlib
 
     matplotlib.use("Agg")
-    from laionet import text_alone_plots as tap
+    from laionet.plots import text_alone as tap
 
     rng = np.random.default_rng(0)
     own = rng.random(200)

@@ -12,7 +12,7 @@ samples, annotators), captions (caption text), v2 (ImageNetV2's sampling strateg
 demo's image tower and classifiers; another module's job).
 """
 
-from .host import ImageHost
-from .world import SIZES, WorldPaths, build_world
+from laionet.demo.world import SIZES, WorldPaths, build_world
+from laionet.sources.loopback import ImageHost
 
 __all__ = ["SIZES", "ImageHost", "WorldPaths", "build_world"]

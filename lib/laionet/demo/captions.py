@@ -22,8 +22,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from . import images
-from .sampling import World, prototypes_of
+from laionet.demo import images
+from laionet.demo.sampling import World, prototypes_of
 
 SUBJECT_TEMPLATES = (("", ""), ("photo of a ", ""), ("", "s"), ("the ", " in my garden"),
                      ("", " for sale"), ("cute ", " picture"), ("", " - stock image"),

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .world import WorldPaths
+from laionet.demo.world import WorldPaths
+from laionet.models import load_image_encoder
+from laionet.demo.sampling import KINDS
 
 TEXT_SELECTED_KINDS = ("unique", "nested", "two_classes")
 TEXT_SET, IMAGE_SET = "LAION text-selected", "ImageNet-mini train"  # text- vs image-selected
@@ -90,8 +92,6 @@ def tower_embeddings(world: WorldPaths, images: np.ndarray, batch: int = 512) ->
         return None
     import torch
 
-    from laionet.encoders import load_image_encoder
-
     enc = load_image_encoder(f"demo-tower:{world.models / info['image_tower']}", device="cpu")
     out = []
     for lo in range(0, len(images), batch):
@@ -151,7 +151,6 @@ def caption_samples(laion: pd.DataFrame, names: dict[int, str], seed: int = 0,
                     per_kind: int = 3) -> pd.DataFrame:
     """``per_kind`` LAION-mini rows of each caption kind (drawn with ``seed``): kind, TEXT, the
     class the image shows and its typicality."""
-    from .sampling import KINDS
 
     sample = pd.concat([laion[laion["kind"] == k].sample(min(per_kind, (laion["kind"] == k).sum()),
                                                          random_state=seed) for k in KINDS])

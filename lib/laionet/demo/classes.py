@@ -6,7 +6,7 @@
 * lemmas with punctuation, which the paper's matcher can never find ("jack-o'-lantern",
   "three-toed sloth").
 
-Lemmas and glosses come from the real class table (``laionet.classes.class_table``,
+Lemmas and glosses come from the real class table (``laionet.sources.classes.class_table``,
 the same WordNet 3.0 strings ImageNet uses), never typed in here, so the demo world's class texts
 are exactly the real ones.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from laionet.classes import class_table, imagenet1k_wnids
+from laionet.sources.classes import class_table, imagenet1k_wnids
 
 # Order matters only for readability; every table is sorted by wnid before it is written.
 DEMO_WNIDS: tuple[str, ...] = (

@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
-from laionet.io import write_parquet, write_text
+from laionet.sources.loopback import DEMO_URL_PREFIX  # noqa: F401 (the world writes its URLs with it)
+from laionet.util.files import write_parquet, write_text
 
 LAION_PART_NAME = "part-{:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
 #: LAION-400M metadata schema (paper_spec A0): SAMPLE_ID is a float in the released parts.
@@ -26,7 +27,6 @@ LAION_SCHEMA = pa.schema([
     ("HEIGHT", pa.int64()), ("WIDTH", pa.int64()), ("LICENSE", pa.string()),
     ("NSFW", pa.string()), ("similarity", pa.float64()),
 ])
-DEMO_URL_PREFIX = "http://laion-demo.invalid/"   # RFC 2606 reserved: never resolves
 JPEG_QUALITY = 90
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"
 V2_VERSIONS = ("matched-frequency", "threshold0.7", "top-images")

@@ -1,6 +1,6 @@
 """Where each input of the pipeline sits inside a demo world: the one source of that layout.
 
-Stage declarations (``laionet.stages``) name world keys; ``locate(world, key)`` turns one into
+Stage declarations (``laionet.pipeline.stages``) name world keys; ``locate(world, key)`` turns one into
 a path, a glob or a model spec. Profiles say which world (size, seed), never these paths.
 """
 
@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .world import WorldPaths
+from laionet.demo.world import WorldPaths
+from laionet.demo.checks import model_paths
 
 
 def _tower(w: WorldPaths) -> str | None:
-    from .checks import model_paths
-
     ckpt = model_paths(w).get("image_tower") if w.world_json.is_file() else None
     return f"demo-tower:{ckpt}" if ckpt else None
 

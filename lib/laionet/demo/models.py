@@ -3,7 +3,7 @@
 - :func:`train_image_tower`: the demo "CLIP" image tower, a small CNN trained contrastively
   (symmetric InfoNCE) into the space of FROZEN all-MiniLM-L6-v2 caption embeddings, so
   image-image, image-text and zero-shot similarities all exist. Loaded back with
-  ``laionet.encoders.load_image_encoder("demo-tower:<file>")``.
+  ``laionet.models.load_image_encoder("demo-tower:<file>")``.
 - :func:`train_classifier`: the demo's "pretrained ImageNet classifiers", small timm
   architectures trained from scratch, loadable through timm's checkpoint-file path.
 
@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..encoders.tower import build_tower, default_config, save_tower
-from ..io import atomic_path, write_json, write_text
+from laionet.models.tower import build_tower, default_config, save_tower
+from laionet.util.files import atomic_path, write_json, write_text
+from laionet.models import load_text_encoder
 
 #: Small timm CNNs that train in seconds on 64 px images on 2 CPU cores (see the report/bench).
 DEMO_CLASSIFIER_ARCHS: list[str] = ["regnetx_002", "mobilenetv3_small_100", "tinynet_e"]
@@ -126,7 +127,6 @@ def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_pa
     ``max_pairs`` pairs (a seeded subsample) are used, which keeps the demo build in budget.
     Returns ``out_path``.
     """
-    from ..encoders import load_text_encoder
 
     images = _check_images(images)
     if len(captions) != len(images):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .checks import IMAGE_SET, TEXT_SET, class_names, load_images
-from .sampling import KINDS
-from .world import WorldPaths
+from laionet.demo.checks import IMAGE_SET, TEXT_SET, class_names, load_images
+from laionet.demo.sampling import KINDS
+from laionet.demo.world import WorldPaths
 
 TYPICALITY_QUANTILES = (0.95, 0.75, 0.5, 0.25, 0.05)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import images
-from .classes import POLYSEMES
+from laionet.demo import images
+from laionet.demo.classes import POLYSEMES
 
 KINDS = ("unique", "nested", "two_classes", "polysemous", "unmentioned", "no_class")
 # LAION's natural mix (before "unique" / "nested" are told apart: both are "lemma" here)

@@ -1,5 +1,5 @@
 """Text written into images: the demo world's "class name in the picture", and the real-photo
-benchmark of the recognised-text step (``laionet.recognised_text``).
+benchmark of the recognised-text step (``laionet.method.recognised_text``).
 
 Web images often show their own class as text (a product label, a caption burnt into the photo, a
 watermark), which lets a classifier read instead of look; the TMLR version of the paper drops such

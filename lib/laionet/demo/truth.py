@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from laionet.method.recognised_text import SPECIAL, TEXT_COL, names_in_text
 
 
 def caption_truth(truth_dir: str | Path) -> pd.DataFrame | None:
@@ -40,7 +41,6 @@ def text_recall(recognised: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     recall = the share of rows with a written name whose recognised text contains it
     (normalised as the flag rule does), and, on the rows without one, the share where the
     engine read some text anyway."""
-    from laionet.recognised_text import SPECIAL, TEXT_COL, names_in_text
 
     t = recognised.merge(truth, on="key", how="left")
     t = t[~t[TEXT_COL].isin(SPECIAL[1:]) & t[TEXT_COL].notna()]  # downloaded and read

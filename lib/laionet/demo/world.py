@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from laionet.classes import class_table
-from laionet.io import read_json, write_json, write_text
-from laionet.keys import row_key
-from laionet.stage import Timings, fingerprint
-
-from . import captions, formats, sampling, v2
-from .classes import world_classes
+from laionet.demo import captions, formats, sampling, v2
+from laionet.demo.classes import world_classes
+from laionet.sources.classes import class_table
+from laionet.sources.laion import row_key
+from laionet.util.files import read_json, write_json, write_text
+from laionet.util.fingerprint import fingerprint
+from laionet.util.timings import Timings
 
 GENERATOR_VERSION = 1
 STREAMS = ("world", "laion", "laion_pixels", "laion_files", "imagenet", "imagenet_pixels",
@@ -194,7 +194,7 @@ def _write_class_text(world: sampling.World, samples: pd.DataFrame, pixels: np.n
     """Write a name of the shown class into ``TEXT_IN_IMAGE_SHARE`` of the images that show a
     class (its own stream, so every other pixel and draw stays as it was). Returns the pixels and
     the truth columns ``text_in_image`` (the written string, else null) and ``text_is_head``."""
-    from .text import write_texts
+    from laionet.demo.text import write_texts
 
     label = samples["label"].to_numpy()
     chosen = (label >= 0) & (rng.random(len(label)) < TEXT_IN_IMAGE_SHARE)
@@ -389,7 +389,7 @@ def _counts(values: pd.Series) -> dict[str, int]:
 
 def _models_module():
     try:
-        from . import models
+        from laionet.demo import models
     except ImportError as exc:
         raise ImportError(
             "laionet.demo.models (the demo's image tower and classifiers) is not available: "

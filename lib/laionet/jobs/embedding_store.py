@@ -1,0 +1,346 @@
+"""One on-disk embedding store for captions and images: keyed by row key and content.
+
+A store is one folder per (kind, dataset, encoder): ``Stage.cache_dir("text_embeddings", "laion",
+encoder.name)``, ``Stage.cache_dir("image_embeddings", "imagenet_val", encoder.name)``, ...
+
+    meta.json                    encoder name, dim, dtype, key type
+    <seq>-<digest>.emb.npy       embeddings [n, dim] (float32 by default; float16 on request)
+    <seq>-<digest>.keys.parquet  key (int64 or string) and content (int64 hash), written last:
+                                 the shard's commit mark
+
+An entry is found only when both its key and its content match: a caption whose text changed
+(another world seed, a re-mirrored LAION part) or an image whose bytes changed (a file replaced
+in place, other download settings) is embedded again instead of meeting a stale vector.
+``content_hash`` makes the content key of a text or of a file's bytes; ``embed_with_store``
+embeds captions through a store (``laionet.jobs.image_embeddings`` does the same for images).
+
+Appending writes one shard and never rewrites others (O(shard)); the lookup index is rebuilt
+lazily after adds, from the shards whose key range (read from their parquet footers) can hold
+the queried row keys: a lookup of one LAION part's rows loads that part's shards, so memory
+follows the part, not the store (21M captions would otherwise be ~0.8 GB of keys). Shard names hold a digest of their entries, so writing the same entries twice
+is idempotent, several processes can add shards side by side, and a crash leaves at most a stray
+temp file. Lookups are exact: the 64-bit mix of key and content only sorts, every hit is checked
+against the stored key and content.
+
+float32 is the default: similarities decide strict thresholds, and float16 storage moves cosines
+by up to ~1e-3 (it halves the disk; an existing store keeps its own dtype).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from laionet.util.files import atomic_path, read_json, write_json, write_parquet
+from laionet.models.common import clean_texts
+
+NO_CONTENT = 0  # the content of entries added without one (found only by lookups without one)
+
+
+def content_hash(value: str | bytes) -> int:
+    """A 63-bit content key (> 0) of a caption (its UTF-8 text) or of an image file's bytes."""
+    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1 or 1
+
+
+def content_hashes(values: Sequence[Any]) -> np.ndarray:
+    """``content_hash`` of each value, as int64."""
+    return np.fromiter((content_hash(v) for v in values), dtype=np.int64, count=len(values))
+
+
+def safe_name(name: str) -> str:
+    """A folder name of a dataset or encoder name, the rule of ``Stage.cache_dir``."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in str(name))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _repeated(keys: np.ndarray, contents: np.ndarray) -> np.ndarray:
+    """True where a (key, content) pair already occurred earlier in the arrays."""
+    import pandas as pd
+
+    return pd.DataFrame({"k": keys, "c": contents}).duplicated().to_numpy()
+
+
+def _mix(k: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """One uint64 per (key hash, content): the sort order of the index (not unique: checked)."""
+    with np.errstate(over="ignore"):
+        return k * np.uint64(0x9E3779B97F4A7C15) ^ c
+
+
+class EmbeddingStore:
+    """Embeddings of one encoder for one dataset; see the module docstring."""
+
+    def __init__(self, folder: str | os.PathLike, encoder_name: str, dtype: str = "float32"):
+        self.dir = Path(folder)
+        self.encoder_name = encoder_name
+        self.dtype = np.dtype(dtype)
+        self._dim: int | None = None
+        self._key_type: str | None = None
+        self.refresh()
+
+    @classmethod
+    def at(cls, root: str | os.PathLike, dataset: str, encoder_name: str,
+           dtype: str = "float32") -> EmbeddingStore:
+        """The store of ``dataset`` under a cache root (``Stage.cache_dir(kind)``): the same
+        folder as ``Stage.cache_dir(kind, dataset, encoder_name)``."""
+        return cls(Path(root) / safe_name(dataset) / safe_name(encoder_name), encoder_name, dtype)
+
+    # -- reading ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """(Re)scan the shards; call it after another process added some."""
+        meta = self.dir / "meta.json"
+        m = read_json(meta) if meta.is_file() else {}
+        if m and m.get("encoder") != self.encoder_name:
+            raise ValueError(f"{meta}: store of encoder {m.get('encoder')!r}, opened for "
+                             f"{self.encoder_name!r}; use another folder")
+        # The caches this store replaced left meta.json without key_type and shards named
+        # *.keys.npy / part-*.keys.parquet (keyed without content): both are ignored.
+        if "key_type" in m:
+            self._dim, self.dtype = int(m["dim"]), np.dtype(m["dtype"])
+            self._key_type = m["key_type"]
+        self._shards = sorted(self.dir.glob("[0-9]*-*.keys.parquet"))
+        self._ranges = [self._key_range(p) for p in self._shards]
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._idx_sel: tuple[int, ...] | None = None
+
+    @staticmethod
+    def _key_range(path: Path) -> tuple[int, int] | None:
+        """(min, max) of an integer-keyed shard from its parquet footer (no data read)."""
+        try:
+            md = pq.ParquetFile(path).metadata
+            lo = hi = None
+            for g in range(md.num_row_groups):
+                st = md.row_group(g).column(0).statistics
+                if st is None or not st.has_min_max or not isinstance(st.min, int):
+                    return None
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+            return None if lo is None else (int(lo), int(hi))
+        except (OSError, pa.ArrowException):
+            return None
+
+    @classmethod
+    def _read_keys(cls, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A shard's keys, contents and key hashes."""
+        t = pq.read_table(path)
+        key = t.column("key").to_numpy(zero_copy_only=False)
+        key = key.astype(object) if key.dtype.kind not in "iu" else key.astype(np.int64)
+        return key, t.column("content").to_numpy().astype(np.int64), cls._key_hash(key)
+
+    @staticmethod
+    def _key_hash(keys: np.ndarray) -> np.ndarray:
+        if keys.dtype.kind in "iu":
+            return keys.astype(np.int64).view(np.uint64)
+        return content_hashes([str(k) for k in keys]).view(np.uint64)
+
+    def _select(self, keys: np.ndarray | None) -> tuple[int, ...]:
+        """The shards that may hold ``keys``: for integer row keys only those whose key range
+        overlaps the queries' (stage 02 asks one LAION part at a time, so the lookup index holds
+        that part's entries, never the whole store's); every shard otherwise."""
+        if keys is None or not len(keys) or keys.dtype.kind not in "iu":
+            return tuple(range(len(self._shards)))
+        lo, hi = int(keys.min()), int(keys.max())
+        return tuple(i for i, r in enumerate(self._ranges)
+                     if r is None or (r[0] <= hi and r[1] >= lo))
+
+    def _index(self, sel: tuple[int, ...] | None = None):
+        """The entries of the shards ``sel`` (default: all): keys, contents, key hashes, their
+        sorted mix, the order sorting it, shard offsets, and ``sel``. Only those shards' keys are
+        kept in memory."""
+        sel = tuple(range(len(self._shards))) if sel is None else sel
+        if sel != self._idx_sel:
+            self._parts = {i: self._parts[i] if i in self._parts else
+                           self._read_keys(self._shards[i]) for i in sel}
+            parts = [self._parts[i] for i in sel]
+            keys, contents, khash = ((np.concatenate(col) for col in zip(*parts)) if parts else
+                                     (np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                      np.zeros(0, np.uint64)))
+            mix = _mix(khash, contents.view(np.uint64))
+            order = np.argsort(mix, kind="stable")  # stable: the first copy written comes first
+            sizes = [len(c) for _, c, _ in parts]
+            self._idx = (keys, contents, khash, mix[order], order,
+                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), sel)
+            self._idx_sel = sel
+        return self._idx
+
+    def _as_keys(self, keys: Sequence) -> np.ndarray:
+        arr = np.asarray(keys)
+        if arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f"):
+            return arr.astype(np.int64)
+        if arr.dtype.kind in "fcb":
+            raise TypeError(f"{self.dir}: keys must be integers or strings, got {arr.dtype}")
+        return np.asarray([str(k) for k in keys], dtype=object)
+
+    def _contents(self, n: int, contents: Sequence[int] | None) -> np.ndarray:
+        c = np.full(n, NO_CONTENT, np.int64) if contents is None else np.asarray(contents, np.int64)
+        if c.shape != (n,):
+            raise ValueError(f"{self.dir}: {n} keys but {len(c)} contents")
+        return c
+
+    def _find(self, keys: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """Position of each (key, content) among the entries of the shards that may hold them
+        (-1 where not stored), and the index those positions refer to."""
+        idx = self._index(self._select(keys))
+        stored_k, stored_c, stored_h, mix, order, _, _ = idx
+        pos = np.full(len(keys), -1, np.int64)
+        if not len(mix) or not len(keys):
+            return pos, idx
+        qh = self._key_hash(keys)
+        q = _mix(qh, contents.view(np.uint64))
+        qs = np.argsort(q, kind="stable")  # sorted queries: a much faster search
+        lo = np.empty(len(q), np.int64)
+        lo[qs] = np.searchsorted(mix, q[qs], "left")
+        todo = np.flatnonzero(lo < len(mix))
+        while len(todo):  # almost always one candidate per query: checked, the next if it fails
+            todo = todo[mix[lo[todo]] == q[todo]]
+            cand = order[lo[todo]]
+            ok = (stored_h[cand] == qh[todo]) & (stored_c[cand] == contents[todo])
+            if keys.dtype == object:
+                ok &= stored_k[cand] == keys[todo]
+            pos[todo[ok]] = cand[ok]
+            lo[todo] += 1
+            todo = todo[~ok & (lo[todo] < len(mix))]
+        return pos, idx
+
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    def __len__(self) -> int:
+        """The number of distinct (key, content) entries."""
+        _, contents, khash, mix, order, _, _ = self._index()
+        if not len(mix):
+            return 0
+        same = (mix[1:] == mix[:-1]) & (khash[order[1:]] == khash[order[:-1]]) & \
+            (contents[order[1:]] == contents[order[:-1]])
+        return int(len(mix) - same.sum())
+
+    def contains(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
+        """Boolean mask: which (key, content) entries are stored."""
+        k = self._as_keys(keys)
+        return self._find(k, self._contents(len(k), contents))[0] >= 0
+
+    def get(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
+        """Unit-norm float32 rows aligned to ``keys``; every entry must be stored."""
+        k = self._as_keys(keys)
+        pos, idx = self._find(k, self._contents(len(k), contents))
+        if (pos < 0).any():
+            raise KeyError(f"{self.dir}: {int((pos < 0).sum())} of {len(k)} entries not stored "
+                           f"(first keys: {k[pos < 0][:5].tolist()}); embed them first")
+        offsets, shard_ids = idx[5], idx[6]
+        shard = np.searchsorted(offsets, pos, "right") - 1
+        row = pos - offsets[shard]
+        out = np.zeros((len(k), self._dim or 0), np.float32)
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            emb = np.load(self._emb_path(self._shards[shard_ids[s]]), mmap_mode="r")
+            out[sel] = emb[row[sel]]
+        return _unit(out)
+
+    # -- writing ---------------------------------------------------------------------------
+    def add(self, keys: Sequence, embeddings: np.ndarray,
+            contents: Sequence[int] | None = None) -> Path | None:
+        """Store one shard: embeddings first, then the keys file (the commit mark)."""
+        k = self._as_keys(keys)
+        c = self._contents(len(k), contents)
+        emb = np.asarray(embeddings)
+        if emb.ndim != 2 or len(emb) != len(k):
+            raise ValueError(f"{self.dir}: {len(k)} keys but embeddings of shape {emb.shape}")
+        if _repeated(k, c).any():
+            raise ValueError(f"{self.dir}: the same (key, content) twice in one add(); "
+                             "deduplicate first")
+        if not len(k):
+            return None
+        self._check_meta(emb.shape[1], "int" if k.dtype.kind == "i" else "str")
+        h = self._key_hash(k)
+        order = np.lexsort((c, h))
+        digest = hashlib.sha1(h[order].tobytes() + c[order].tobytes()).hexdigest()[:16]
+        existing = [p for p in self._shards if p.name.endswith(f"-{digest}.keys.parquet")]
+        if existing:
+            return existing[0]
+        keys_path = self.dir / f"{len(self._shards):06d}-{digest}.keys.parquet"
+        with atomic_path(self._emb_path(keys_path), suffix=".npy") as tmp:
+            np.save(tmp, emb.astype(self.dtype))
+        write_parquet(pa.table({"key": pa.array(k.tolist() if k.dtype == object else k),
+                                "content": pa.array(c, pa.int64())}), keys_path)
+        self._shards.append(keys_path)
+        self._ranges.append((int(k.min()), int(k.max())) if k.dtype.kind in "iu" else None)
+        self._parts[len(self._shards) - 1] = (k, c, h)
+        self._idx_sel = None  # the lookup index is rebuilt lazily
+        return keys_path
+
+    def _check_meta(self, dim: int, key_type: str) -> None:
+        if self._dim is None:
+            self._dim, self._key_type = dim, key_type
+            write_json({"encoder": self.encoder_name, "dim": dim, "dtype": self.dtype.name,
+                        "key_type": key_type}, self.dir / "meta.json")
+        elif dim != self._dim:
+            raise ValueError(f"{self.dir}: store holds dim {self._dim}, got dim {dim} "
+                             "(another encoder? give it its own folder)")
+        elif key_type != self._key_type:
+            raise ValueError(f"{self.dir}: store keyed by {self._key_type} keys, got "
+                             f"{key_type} keys")
+
+    @staticmethod
+    def _emb_path(keys_path: Path) -> Path:
+        return keys_path.with_name(keys_path.name.replace(".keys.parquet", ".emb.npy"))
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.dir)!r}, n={len(self)}, dim={self._dim})"
+
+
+# --------------------------------------------------------------------------------------------
+# Captions through a store
+# --------------------------------------------------------------------------------------------
+
+def _take(texts: Any, idx: np.ndarray) -> list[Any]:
+    """texts[idx] for a list, numpy array or pyarrow (Chunked)Array."""
+    if hasattr(texts, "take") and hasattr(texts, "to_pylist"):
+        return texts.take(idx).to_pylist()
+    return np.asarray(texts, dtype=object)[idx].tolist()
+
+
+def embed_with_store(encoder: Any, keys: Sequence, texts: Any, store: EmbeddingStore,
+                     batch_size: int = 64, shard_size: int = 65_536,
+                     progress: bool = False) -> np.ndarray:
+    """Unit-norm embeddings of ``texts`` aligned to ``keys`` (row keys, or file names), embedding
+    only the (key, caption) pairs not stored yet: a caption changed under the same key is a miss.
+
+    The content of a caption is ``content_hash`` of the text the encoder sees (null: "None").
+    New embeddings are written in shards of ``shard_size`` rows, so an interrupted run resumes
+    where it stopped; a repeated (key, caption) is embedded once.
+    """
+
+    if len(keys) != len(texts):
+        raise ValueError(f"embed_with_store: {len(keys)} keys but {len(texts)} texts")
+    if store.encoder_name != encoder.name:
+        raise ValueError(f"embed_with_store: store {store.dir} is for {store.encoder_name!r}, "
+                         f"encoder is {encoder.name!r}")
+    k = store._as_keys(keys)
+    contents = content_hashes(clean_texts(texts))
+    todo = np.flatnonzero(~store.contains(k, contents))
+    todo = todo[~_repeated(k[todo], contents[todo])]
+    for start in range(0, len(todo), shard_size):
+        idx = todo[start:start + shard_size]
+        emb = encoder.embed_texts(_take(texts, idx), batch_size=batch_size, progress=progress)
+        store.add(k[idx], emb, contents[idx])
+    return store.get(k, contents) if len(k) else np.zeros((0, store.dim or 0), np.float32)
+
+
+def embed_captions(encoder, captions: pd.DataFrame, store, batch_size: int = 64) -> np.ndarray:
+    """Embeddings of ImageNet-Captions (``sources.imagenet.read_imagenet_captions``: image_key,
+    text) aligned to its rows, through a store keyed by file name and caption (stages 08 and 09
+    share it: ``Stage.cache_dir("text_embeddings", "imagenet_captions", encoder.name)``)."""
+    return embed_with_store(encoder, captions["image_key"].astype(str).to_numpy(object),
+                            captions["text"].to_numpy(object), store, batch_size=batch_size)

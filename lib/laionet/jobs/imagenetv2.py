@@ -1,0 +1,110 @@
+"""Stage 06's files: ImageNetV2's releases and votes read, stage 04's classifiers run on them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from laionet.jobs.image_embeddings import ImageEmbeddings, ImageSource
+from laionet.method.selection_frequency import (EMPTY_ACCURACY, EMPTY_CURVE, VERSIONS, pool_images,
+                                                threshold_curve)
+from laionet.sources.imagenet import imagenetv2_version, read_imagenetv2
+from laionet.jobs import evaluation as pipeline
+from laionet.models.classifiers import read_classifier_specs
+from laionet.method.accuracy import accuracy_table
+
+
+def read_releases(root: str | os.PathLike, class_info: str | os.PathLike | None = None
+                  ) -> dict[str, pd.DataFrame]:
+    """Every release: version name -> ``read_imagenetv2`` table (image_key, path, wnid, ...)."""
+    return {v.name: read_imagenetv2(root, v.name, class_info or None) for v in VERSIONS}
+
+
+def sources(download_dir: str | os.PathLike) -> dict[str, ImageSource]:
+    """Where stage 06's datasets are read: LAIONet from stage 03, ImageNet and V2 from files."""
+    return {"LAIONet": ImageSource.laion(download_dir), "ImageNet": ImageSource.imagenet_val(),
+            **{v.name: ImageSource.imagenetv2(v.name) for v in VERSIONS}}
+
+
+def read_selection_frequencies(path: str | os.PathLike) -> pd.DataFrame:
+    """Per-image votes (version, path "<class index>/<file>", wnid, selection_frequency) with
+    image_key as the releases key their images and version as the release's name."""
+    sf = pd.read_parquet(path)
+    sf["image_key"] = sf["path"].str.split("/", n=1).str[1]
+    sf["version"] = sf["version"].map(lambda x: imagenetv2_version(x).name)
+    return sf
+
+
+def selection_frequency_curve(path: str | os.PathLike | None,
+                              embeddings: Mapping[str, ImageEmbeddings],
+                              thresholds: Sequence[float], min_images: int = 5) -> pd.DataFrame:
+    """``threshold_curve`` from the per-image votes at ``path`` and stage 06's embeddings
+    (LAIONet, ImageNet and every release); an empty table when there are no votes (real
+    ImageNetV2 publishes none)."""
+    if not path or not Path(path).is_file():
+        return pd.DataFrame(columns=list(EMPTY_CURVE))
+    pool, vecs = pool_images(read_selection_frequencies(path), embeddings)
+    return threshold_curve(pool, vecs, thresholds, embeddings["LAIONet"].by_class(),
+                           embeddings["ImageNet"].by_class(), min_images)
+
+
+def release_results_files(out: str | os.PathLike) -> dict[str, Path]:
+    """Where each release's per-image results go (the cached accuracy sub-step)."""
+    return {v.name: Path(out) / f"results_imagenetv2-{v.name}.parquet" for v in VERSIONS}
+
+
+def evaluate_releases(classifiers: str, v2: Mapping[str, pd.DataFrame],
+                      files: Mapping[str, Path], device: str = "auto",
+                      batch_size: int = 64) -> None:
+    """Stage 04's classifiers (a spec, as stage 04 takes) on every release, one results file
+    each (the columns of stage 04's results)."""
+
+    specs = read_classifier_specs(classifiers)
+    universe = sorted(set().union(*(set(v2[v.name]["wnid"]) for v in VERSIONS)))
+    predictors = pipeline.build_predictors(specs, universe,
+                                           device="cpu" if device == "auto" else device)
+    for v in VERSIONS:
+        recs, n = pipeline.imagenet_records(v2[v.name])
+        pipeline.evaluate_to_file(recs, n, predictors, f"ImageNetV2-{v.letter}", files[v.name],
+                                  batch_size)
+
+
+def release_accuracy(laionet_results: str | os.PathLike, files: Mapping[str, Path],
+                     keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Equally weighted accuracy of every model on LAIONet and on each release, the releases
+    projected onto LAIONet's keys (A16: the classes with any caption match, as stage 04
+    projects ImageNet: ``evaluation.pipeline.class_keys``). ``keys`` None: the classes with
+    LAIONet results (not the paper's projection; for callers without stage 01's counts)."""
+
+    results = pipeline.read_results([laionet_results] + [files[v.name] for v in VERSIONS])
+    if keys is None:
+        keys = sorted(results.loc[results["dataset"] == "LAIONet", "wnid"].unique())
+    keys = sorted(keys)
+    acc = accuracy_table(results, projections={f"ImageNetV2-{v.letter}": keys for v in VERSIONS})
+    return acc[acc["weighting"] == "equal"].reset_index(drop=True)
+
+
+def accuracy_on_releases(classifiers: str | None, eval_dir: str | os.PathLike | None,
+                         v2: Mapping[str, pd.DataFrame], out: str | os.PathLike, step: Any,
+                         device: str = "auto", batch_size: int = 64,
+                         keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """B13: ``release_accuracy`` (releases projected onto ``keys``, LAIONet's keys), evaluating
+    the releases first unless ``step`` (a ``Stage.step`` keyed by the classifiers and the
+    releases) is current and its files exist. Empty (with a note) without classifiers or
+    without stage 04's LAIONet results."""
+    laionet_results = Path(eval_dir) / "results_laionet.parquet" if eval_dir else None
+    if not classifiers or laionet_results is None or not laionet_results.is_file():
+        print(f"accuracy skipped: classifiers={classifiers!r}, LAIONet results "
+              f"{laionet_results or '(no eval_dir)'} "
+              f"{'found' if laionet_results and laionet_results.is_file() else 'missing (run stage 04)'}")
+        return pd.DataFrame(columns=list(EMPTY_ACCURACY))
+    files = release_results_files(out)
+    if step.current and all(f.is_file() for f in files.values()):
+        print("ImageNetV2 results are current: reusing", sorted(f.name for f in files.values()))
+    else:
+        evaluate_releases(classifiers, v2, files, device, batch_size)
+        step.done(files=[f.name for f in files.values()])
+    return release_accuracy(laionet_results, files, keys)

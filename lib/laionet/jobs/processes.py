@@ -1,0 +1,147 @@
+"""Processes that die with their parent and take their process group with them.
+
+A SIGKILL of the runner (``kill -9 -- -<pgid>``, an out-of-memory kill, a closed terminal) must
+not leave a kernel or a download worker running: an orphaned img2dataset worker keeps filling
+its shard with "Connection refused" rows once the demo's loopback host is gone, and marks the
+shard finished. Neither SIGKILL nor Linux's parent-death signal reaches grandchildren, so each
+link of the chain watches its own parent:
+
+- the runner's kernels start as ``python -m laionet.jobs.processes -f {connection_file}`` (ipykernel,
+  plus ``tie_to_parent``): when the runner is gone, the kernel kills its process group (the
+  kernel leads its own session, so the group is the kernel and whatever it started);
+- stage 03 runs img2dataset in a child process that leads its own group and is tied to the
+  kernel the same way (``laionet.jobs.download``), so a dead kernel takes img2dataset's pool and
+  logger processes with it.
+
+Polling ``getppid`` (every 0.1 s) works on Linux and macOS alike and, unlike
+``PR_SET_PDEATHSIG``, does not depend on which thread started the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+POLL_S = 0.1
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal a whole process group; False when it is already gone."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def tie_to_parent(parent_pid: int | None = None) -> threading.Thread:
+    """Kill this process, and its process group when it leads one, once ``parent_pid`` (default:
+    the current parent) is no longer its parent. Returns the daemon watcher thread."""
+    parent = os.getppid() if not parent_pid else int(parent_pid)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:  # reparented: the parent died
+                if os.getpgrp() == os.getpid():
+                    kill_group(os.getpid())
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(POLL_S)
+
+    thread = threading.Thread(target=watch, name="laionet-tether", daemon=True)
+    thread.start()
+    return thread
+
+
+# ------------------------------------------------------------------------- the runner's kernels
+_KERNELS: dict[int, Any] = {}  # pid -> Popen of the kernels this process started and not shut down
+_KM: type | None = None
+# set by the runner on Ctrl-C / SIGTERM: kernels shut down from then on are killed at once, with
+# their process groups, instead of being interrupted and asked to stop (which makes a busy
+# kernel and its download print tracebacks while it winds down)
+STOPPING = threading.Event()
+
+
+def _same_python(exe: str) -> bool:
+    return os.path.realpath(shutil.which(exe) or exe) == os.path.realpath(sys.executable)
+
+
+def tethered_cmd(cmd: list[str]) -> list[str]:
+    """A kernel command started as ``-m laionet.jobs.processes`` instead of ``-m ipykernel_launcher``
+    when it runs this interpreter; interpreter options may come first (the spec ipykernel
+    installs writes ``-Xfrozen_modules=off``). Other kernels are left as they are."""
+    cmd = list(cmd)
+    if cmd and _same_python(cmd[0]):
+        for i in range(1, len(cmd) - 1):
+            if cmd[i:i + 2] == ["-m", "ipykernel_launcher"]:
+                cmd[i + 1] = "laionet.jobs.processes"
+                break
+    return cmd
+
+
+def kernel_manager_class() -> type:
+    """jupyter_client's ``AsyncKernelManager`` whose kernels are tied to this process: they
+    start as ``python -m laionet.jobs.processes`` (when the kernel spec is this interpreter's ipykernel)
+    and, once shut down, whatever they left running in their process group is killed.
+    papermill passes it on to nbclient: ``execute_notebook(..., kernel_manager_class=...)``."""
+    global _KM
+    if _KM is not None:
+        return _KM
+    from jupyter_client.manager import AsyncKernelManager
+
+    class TiedKernelManager(AsyncKernelManager):
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            return tethered_cmd(super().format_kernel_cmd(extra_arguments))
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            proc = getattr(self.provisioner, "process", None)
+            if proc is not None:
+                _KERNELS[proc.pid] = proc
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            proc = getattr(self.provisioner, "process", None)
+            if STOPPING.is_set() and proc is not None:
+                kill_group(proc.pid)
+                now = True
+            await super().shutdown_kernel(now=now, restart=restart)
+            if proc is not None:
+                kill_group(proc.pid)  # the kernel led its group: what it left running
+                _KERNELS.pop(proc.pid, None)
+
+    _KM = TiedKernelManager
+    return _KM
+
+
+def kill_kernels() -> int:
+    """Kill now every kernel this process started and has not shut down, with their process
+    groups (Ctrl-C or SIGTERM of the runner); returns how many there were."""
+    n = 0
+    for pid, proc in list(_KERNELS.items()):
+        kill_group(pid)
+        with contextlib.suppress(Exception):
+            proc.kill()
+            proc.wait(timeout=5)
+        _KERNELS.pop(pid, None)
+        n += 1
+    return n
+
+
+def _kernel_main() -> None:
+    """``python -m laionet.jobs.processes -f CONNECTION_FILE``: an ipykernel tied to its launcher."""
+    launcher = int(os.environ.get("JPY_PARENT_PID") or 0)
+    tie_to_parent(launcher if launcher == os.getppid() else None)
+    if sys.path and sys.path[0] in ("", os.getcwd()):  # as ipykernel_launcher does; IPython
+        del sys.path[0]                                  # puts the working folder back
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
+
+
+if __name__ == "__main__":
+    _kernel_main()

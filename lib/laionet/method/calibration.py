@@ -1,0 +1,66 @@
+"""Choosing a caption threshold for an encoder other than the paper's CLIP ViT-B/32.
+
+Two rules, both exact on the candidate table (sort once, search):
+- ``class_share_threshold``: the highest threshold that still keeps the paper's share of the
+  matched classes (0.82 kept 915 of 978 classes with CLIP);
+- ``precision_curve``: where a ground truth exists (the demo world's), the share of rows above
+  each threshold that truly show their class, and the share of true rows kept.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from laionet.method.selection import sfw_stats, threshold_curves
+from laionet.paper import PAPER_CLASS_SHARE
+
+
+def class_share_threshold(candidates, n_matched: int, nsfw_rule: str = "paper",
+                          share: float = PAPER_CLASS_SHARE, n_grid: int = 400,
+                          stats: dict | None = None) -> dict | None:
+    """The highest threshold on a fine grid keeping >= ``share`` of ``n_matched`` classes (the
+    paper's share is of the classes with any lemma match, stage 02's ``n_classes_matched``), with
+    the rows it keeps and their share of the single-label SFW rows; None when no grid value does.
+    ``candidates``: a frame or a table on disk (``selection.batches``); ``stats``:
+    ``selection.sfw_stats`` of the same candidates and rule, when already computed."""
+    stats = stats or sfw_stats(candidates, nsfw_rule)
+    if not stats["n"]:
+        return None
+    grid = np.linspace(float(stats["min"]), float(stats["max"]), n_grid)
+    curves = threshold_curves(candidates, grid, nsfw_rule=nsfw_rule)
+    keeps = curves[curves["n_classes"] >= share * n_matched]
+    if keeps.empty:
+        return None
+    last = keeps.iloc[-1]
+    return {"threshold": float(last["threshold"]), "n_rows": int(last["n_rows"]),
+            "row_share": float(last["n_rows"]) / stats["n_sfw"], "class_share": share}
+
+
+def precision_curve(similarity: Sequence[float], correct: Sequence[bool],
+                    thresholds: Sequence[float]) -> pd.DataFrame:
+    """threshold, precision, recall_of_true_rows, n_rows for rows with similarity > threshold.
+
+    Precision above t = correct rows above t / rows above t, from suffix sums over the rows
+    sorted by similarity; NaN where no row is above t."""
+    sim = np.asarray(similarity, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    order = np.argsort(sim, kind="stable")
+    s, c = sim[order], ok[order]
+    suffix = np.concatenate([np.cumsum(c[::-1])[::-1], [0]])  # suffix[i] = correct rows in s[i:]
+    t = np.asarray(thresholds, dtype=np.float64)
+    pos = np.searchsorted(s, t, "right")                       # first row strictly above t
+    n_above = len(s) - pos
+    correct_above = suffix[pos]
+    precision = np.where(n_above > 0, correct_above / np.maximum(n_above, 1), np.nan)
+    return pd.DataFrame({"threshold": t, "precision": precision,
+                         "recall_of_true_rows": correct_above / max(int(ok.sum()), 1),
+                         "n_rows": n_above})
+
+
+def smallest_precise_threshold(curve: pd.DataFrame, precision: float = 0.95) -> pd.Series | None:
+    """The first row of ``precision_curve`` whose kept rows are >= ``precision`` truly on-class."""
+    good = curve[(curve["precision"] >= precision) & (curve["n_rows"] > 0)]
+    return None if good.empty else good.iloc[0]

@@ -1,0 +1,67 @@
+"""Which captions the text filter keeps and drops, lemma by lemma (stage 02's review table).
+
+A lemma names several things ("kite" the toy and the bird, "pitcher" the jug and the player):
+the filter's job is to keep the captions about the class and drop the others. This table shows,
+for every matched lemma, the captions just above and below the threshold and how many it kept,
+so a reader sees what the threshold does on their own captions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from laionet.method.selection import above, batches, nsfw_mask
+
+COLUMNS = ["lemmas", "wnid", "similarity", "TEXT", "NSFW"]
+
+
+def kept_and_dropped(candidates, threshold: float, nsfw_rule: str = "paper", n: int = 2,
+                     op: str = ">") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-lemma counts, examples) over the single-label candidates that pass the NSFW rule.
+
+    counts: lemma, wnid, n_candidates, n_kept, share_kept (sorted by n_candidates, descending).
+    examples: lemma, wnid, kept, similarity, TEXT: for each lemma its ``n`` kept captions with the
+    lowest similarity and its ``n`` dropped captions with the highest (the borderline cases), so
+    the table stays ``<= 2n`` rows per lemma at any scale. ``candidates``: a frame or a table on
+    disk (``selection.batches``): counts are summed batch by batch and each lemma's borderline
+    captions merged, so memory is one batch plus ``<= 2n`` example rows per lemma."""
+    counts, examples = [], []
+    for df in batches(candidates, COLUMNS):
+        c, e = _lemma_counts(df, threshold, nsfw_rule, n, op)
+        counts.append(c)
+        examples.append(e)
+    if not counts:
+        return _lemma_counts(pd.DataFrame({c: [] for c in COLUMNS}), threshold, nsfw_rule, n, op)
+    c = pd.concat(counts).groupby(["lemma", "wnid"], sort=False)[["n_candidates", "n_kept"]].sum()
+    c = c.reset_index()
+    c["share_kept"] = c["n_kept"] / c["n_candidates"]
+    c = c.sort_values(["n_candidates", "lemma"], ascending=[False, True], ignore_index=True)
+    return c, _borderline(pd.concat(examples), n)
+
+
+def _borderline(long: pd.DataFrame, n: int) -> pd.DataFrame:
+    kept = long[long["kept"]].sort_values("similarity").groupby("lemma", sort=False).head(n)
+    dropped = long[~long["kept"]].sort_values("similarity", ascending=False).groupby("lemma", sort=False).head(n)
+    examples = (pd.concat([kept, dropped])
+                .sort_values(["lemma", "kept", "similarity"], ascending=[True, False, False], ignore_index=True))
+    return examples[["lemma", "wnid", "kept", "similarity", "TEXT"]]
+
+
+def _lemma_counts(candidates: pd.DataFrame, threshold: float, nsfw_rule: str = "paper",
+                  n: int = 2, op: str = ">") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``kept_and_dropped`` of one batch."""
+    need = {"lemmas", "wnid", "similarity", "TEXT", "NSFW"}
+    missing = sorted(need - set(candidates.columns))
+    if missing:
+        raise KeyError(f"kept_and_dropped: candidates lack column(s) {missing}")
+    ok = candidates[nsfw_mask(candidates["NSFW"], nsfw_rule)]
+    long = ok[["lemmas", "wnid", "similarity", "TEXT"]].explode("lemmas").rename(columns={"lemmas": "lemma"})
+    long = long.dropna(subset=["lemma"])
+    long["kept"] = above(long["similarity"].to_numpy(np.float64), threshold, op)
+    counts = (long.groupby(["lemma", "wnid"], sort=False)["kept"].agg(["size", "sum"])
+              .rename(columns={"size": "n_candidates", "sum": "n_kept"}).reset_index())
+    counts["n_kept"] = counts["n_kept"].astype(int)
+    counts["share_kept"] = counts["n_kept"] / counts["n_candidates"]
+    counts = counts.sort_values(["n_candidates", "lemma"], ascending=[False, True], ignore_index=True)
+    return counts, _borderline(long, n)

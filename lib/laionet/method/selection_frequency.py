@@ -1,0 +1,136 @@
+"""ImageNetV2's three releases as a selection-frequency ablation (stage 06, paper §4.1, A16).
+
+The releases differ in the MTurk selection frequency of their images: matched-frequency ("b",
+0.73), threshold0.7 ("a", 0.85), top-images ("c", 0.93). This module compares each release's
+intra-class similarity with LAIONet's and ImageNet's (``compare_releases``), draws the A16
+histogram values (``release_histograms``), traces the similarity of the V2 images kept above
+each per-image selection-frequency threshold (``threshold_curve``, where the votes exist: the
+demo world); ``laionet.jobs.imagenetv2`` reads the releases and evaluates stage 04's classifiers
+on every release (``release_accuracy``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from laionet.method.similarity import (common_resample_sizes, compare_classes, group_by_class,
+                                       pairwise_stats, pooled_resample, summarize_comparison)
+from laionet.sources.imagenet import IMAGENETV2_VERSIONS
+
+VERSIONS = list(IMAGENETV2_VERSIONS.values())  # b, a, c: increasing selection frequency
+REFERENCES = ("LAIONet", "ImageNet")
+EMPTY_CURVE = ("threshold", "n_classes", "n_images", "mean_similarity", "se",
+               "share_laionet_lower", "laionet_mean_same_classes", "imagenet_mean_same_classes")
+EMPTY_ACCURACY = ("dataset", "model", "k", "weighting", "accuracy", "se", "n_classes")
+
+
+def describe_releases(v2: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per release: letter, selection frequency, images, classes, class map."""
+    return pd.DataFrame([{"version": v.name, "letter": v.letter,
+                          "selection_frequency": v.selection_frequency,
+                          "n_images": len(v2[v.name]), "n_classes": v2[v.name]["wnid"].nunique(),
+                          "class_info": v2[v.name].attrs.get("class_info")} for v in VERSIONS])
+
+
+def compare_releases(groups: Mapping[str, Mapping[str, np.ndarray]], method: str = "bootstrap",
+                     min_pairs: int = 7, n_boot: int = 1000, seed: int = 0
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each reference (LAIONet, ImageNet) vs each release, class by class (reference − V2).
+
+    Returns (per-class comparisons with columns reference and version; one row per pair with
+    letter, selection_frequency and ``summarize_comparison``'s counts and shares)."""
+    rows, comps = [], []
+    for ref in REFERENCES:
+        for v in VERSIONS:
+            cmp = compare_classes(groups[ref], groups[v.name], method=method,
+                                  min_pairs=min_pairs, n_boot=n_boot, seed=seed)
+            comps.append(cmp.assign(reference=ref, version=v.name))
+            rows.append({"reference": ref, "version": v.name, "letter": v.letter,
+                         "selection_frequency": v.selection_frequency, **summarize_comparison(cmp)})
+    return pd.concat(comps, ignore_index=True), pd.DataFrame(rows)
+
+
+def pair_comparison(comparison: pd.DataFrame, reference: str = "LAIONet",
+                    version: str = "matched-frequency", method: str = "bootstrap") -> pd.DataFrame:
+    """One (reference, release) pair of ``compare_releases``'s table, ready for delta_figure."""
+    cmp = comparison[(comparison["reference"] == reference) & (comparison["version"] == version)]
+    cmp = cmp.reset_index(drop=True)
+    cmp.attrs.update(method=method, level=0.95)
+    return cmp
+
+
+def release_histograms(groups: Mapping[str, Mapping[str, np.ndarray]], seed: int = 0,
+                       cap: int = 100) -> dict[str, pd.Series]:
+    """A16's histogram values: per class, n = min(#pairs in LAIONet and each release, cap)
+    resampled pair similarities of LAIONet and of each release (name -> values)."""
+    names = ["LAIONet"] + [v.name for v in VERSIONS]
+    sizes = common_resample_sizes(*(groups[n] for n in names), cap=cap)
+    return {n: pooled_resample(groups[n], sizes, seed)["similarity"] for n in names}
+
+
+# ------------------------------------------------------------------------------ the curve
+
+
+def pool_images(sf: pd.DataFrame, embeddings: Mapping[str, Any]
+                ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every V2 image once (an image in several releases counts once, the first release in
+    selection-frequency order wins) with its selection frequency and its embedding.
+
+    Returns (DataFrame image_key, wnid, sf, src; float32 [n, d] rows aligned to it)."""
+    parts = []
+    for v in VERSIONS:
+        rows = sf[sf["version"] == v.name]
+        parts.append(pd.DataFrame({"image_key": rows["image_key"].to_numpy(),
+                                   "wnid": rows["wnid"].to_numpy(),
+                                   "sf": rows["selection_frequency"].to_numpy(), "src": v.name}))
+    pool = pd.concat(parts, ignore_index=True).drop_duplicates("image_key")
+    dim = next(iter(embeddings.values())).emb.shape[1]
+    vecs = np.zeros((len(pool), dim), np.float32)
+    for v in VERSIONS:
+        m = (pool["src"] == v.name).to_numpy()
+        pos = pd.Index(embeddings[v.name].keys).get_indexer(pool.loc[m, "image_key"])
+        if (pos < 0).any():
+            raise KeyError(f"selection frequencies: {int((pos < 0).sum())} rows of {v.name} have "
+                           f"no image in the release, e.g. "
+                           f"{pool.loc[m, 'image_key'][pos < 0].head(3).tolist()}")
+        vecs[m] = embeddings[v.name].emb[pos]
+    return pool.reset_index(drop=True), vecs
+
+
+def threshold_curve(pool: pd.DataFrame, vecs: np.ndarray, thresholds: Sequence[float],
+                    laionet: Mapping[str, np.ndarray], imagenet: Mapping[str, np.ndarray],
+                    min_images: int = 5) -> pd.DataFrame:
+    """At each threshold t, the V2 images with selection frequency >= t: the mean (and its
+    standard error) over classes keeping >= ``min_images`` images of their mean intra-class
+    similarity, the share of those classes where LAIONet's is lower, and LAIONet's and
+    ImageNet's mean over the same classes. Thresholds keeping no class are left out."""
+    lai_mean = pairwise_stats(laionet).set_index("wnid")["mean"]
+    inet_mean = pairwise_stats(imagenet).set_index("wnid")["mean"]
+    out = []
+    for t in [float(x) for x in thresholds]:
+        keep = (pool["sf"] >= t - 1e-9).to_numpy()
+        st = pairwise_stats(group_by_class(vecs[keep], pool["wnid"].to_numpy()[keep]))
+        st = st[st["n_images"] >= min_images]
+        if not len(st):
+            continue
+        lo = lai_mean.reindex(st["wnid"]).to_numpy() < st["mean"].to_numpy()
+        out.append({"threshold": t, "n_classes": len(st), "n_images": int(st["n_images"].sum()),
+                    "mean_similarity": st["mean"].mean(),
+                    "se": st["mean"].std(ddof=1) / np.sqrt(len(st)) if len(st) > 1 else np.nan,
+                    "share_laionet_lower": float(np.mean(lo)),
+                    "laionet_mean_same_classes": lai_mean.reindex(st["wnid"]).mean(),
+                    "imagenet_mean_same_classes": inet_mean.reindex(st["wnid"]).mean()})
+    return pd.DataFrame(out, columns=list(EMPTY_CURVE))
+
+
+# ------------------------------------------------------------------------------ accuracy
+
+
+def accuracy_wide(acc: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, k), one column per dataset."""
+    if not len(acc):
+        return pd.DataFrame(columns=["model", "k"])
+    return acc.pivot_table(index=["model", "k"], columns="dataset", values="accuracy").reset_index()

@@ -1,0 +1,75 @@
+"""One plotting style for every notebook; figures saved as PNG + PDF, tables as CSV + Markdown.
+
+Every saved figure carries a title suffix naming the profile that made it (for example
+"[demo world]"), so a demo figure is never mistaken for a result on real data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from laionet.util.files import atomic_path, write_text  # noqa: E402
+
+PROFILE_LABELS = {"demo": "demo world", "tiny": "demo world, tiny", "full": "LAION-400M"}
+GROUP_COLORS = {"1k": "tab:red", "pt22k-ft1k": "goldenrod", "pt22k": "tab:green",
+                "clip": "black", "demo": "tab:blue"}
+DATASET_COLORS = {"LAIONet": "tab:blue", "ImageNet": "tab:red"}
+
+
+def style() -> None:
+    """Apply the companion's matplotlib style (call once per notebook)."""
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
+        "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+        "axes.spines.right": False, "font.size": 9, "axes.titlesize": 10,
+        "legend.fontsize": 8, "legend.frameon": False,
+    })
+
+
+def profile_label(profile: str) -> str:
+    return PROFILE_LABELS.get(profile, profile)
+
+
+def titled(title: str, profile: str) -> str:
+    return f"{title} [{profile_label(profile)}]"
+
+
+def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike, profile: str,
+                title: str | None = None) -> list[Path]:
+    """Save ``fig`` as <figures_dir>/<name>.png and .pdf, with the profile in the title."""
+    if title is not None:
+        fig.suptitle(titled(title, profile))
+    elif fig._suptitle is not None:  # keep the caller's title, append the profile once
+        text = fig._suptitle.get_text()
+        if f"[{profile_label(profile)}]" not in text:
+            fig.suptitle(titled(text, profile))
+    else:
+        fig.suptitle(f"[{profile_label(profile)}]")
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()  # make room for the suptitle (subplot titles would overlap it)
+    out = []
+    for ext in ("png", "pdf"):
+        dest = Path(figures_dir) / f"{name}.{ext}"
+        with atomic_path(dest, suffix=f".{ext}") as tmp:
+            # the title also goes into the file's metadata: tests and tools read it from there
+            fig.savefig(tmp, format=ext, metadata={"Title": fig._suptitle.get_text()})
+        out.append(dest)
+    return out
+
+
+def save_table(df: pd.DataFrame, name: str, figures_dir: str | os.PathLike,
+               float_format: str = "%.4f", index: bool = False) -> list[Path]:
+    """Save ``df`` as <figures_dir>/<name>.csv and .md."""
+    csv = Path(figures_dir) / f"{name}.csv"
+    with atomic_path(csv, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=index, float_format=float_format)
+    md = write_text(df.to_markdown(index=index, floatfmt=float_format.strip("%")) + "\n",
+                    Path(figures_dir) / f"{name}.md")
+    return [csv, md]
