@@ -1,4 +1,4 @@
-"""LAION part numbers and row keys: the one rule for both.
+"""LAION parts: their numbers, row keys, and reading their columns.
 
 A LAION-400M part is named ``part-NNNNN-<uuid>-c000.snappy.parquet``; its number is ``NNNNN``.
 A caption is identified across the dataset by its row key, the authors' global index
