@@ -101,9 +101,13 @@ pick_python() {
         PY="$(command -v python)"
         echo "[run_all] using the active environment: $PY"
     else
-        if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.laionet-lock-hash" 2>/dev/null)" != "$(lock_hash)" ] \
-                || ! env_ok "$VENV/bin/python"; then
+        if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.laionet-lock-hash" 2>/dev/null)" != "$(lock_hash)" ]; then
             create_venv
+        elif ! env_ok "$VENV/bin/python"; then  # same lock, an import fails: repair in place
+            echo "[run_all] $VENV cannot import every pinned package; reinstalling from the lock"
+            "$VENV/bin/python" -m pip install --quiet -r "$LOCK" \
+                && "$VENV/bin/python" -m pip install --quiet --no-deps -r "$LOCK_NODEPS" \
+                && env_ok "$VENV/bin/python" || create_venv
         fi
         PY="$VENV/bin/python"
         ensure_jupyter "$PY"

@@ -187,9 +187,6 @@ def per_class_significance(recalls: pd.DataFrame, model: str, ks: Iterable[int] 
     return pd.DataFrame(rows)
 
 
-# ------------------------------------------------------------------------------ stage 04's summary
-
-
 @dataclass
 class Summary:
     """Stage 04's aggregation: ``freq`` (LAIONet class frequencies, None without LAIONet rows),
@@ -242,8 +239,6 @@ def describe(summary: Summary, results: pd.DataFrame, keys: Sequence[str]) -> st
              for r in eq.itertuples()]
     return (f"{text}\n\nDrop from ImageNet ({n['ImageNet']} images) to LAIONet ({n['LAIONet']} "
             "images), equally weighted classes:\n\n" + "\n".join(lines))
-
-
 
 
 def pick_models(acc: pd.DataFrame, wanted: Sequence[str] = PAPER_RECALL_MODELS,

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from laionet.util.paths import resolve
-from laionet.sources.classes import imagenet1k_wnids, parse_class_file
+from laionet.sources import classes
 
 # label-space name -> timm subset name (timm.data.ImageNetInfo)
 LABEL_SPACES = {
@@ -55,7 +55,7 @@ def label_space_wnids(space: str | os.PathLike) -> list[str]:
     space = str(space)
     if space == "imagenet1k":  # the one ImageNet-1k list (laionet.sources.classes)
 
-        return list(imagenet1k_wnids())
+        return list(classes.imagenet1k_wnids())
     if space in LABEL_SPACES:
         from timm.data import ImageNetInfo
 
@@ -63,7 +63,7 @@ def label_space_wnids(space: str | os.PathLike) -> list[str]:
 
     path = resolve(space)
     if path.is_file():
-        return [w for w, _ in parse_class_file(path)]
+        return [w for w, _ in classes.parse_class_file(path)]
     raise ValueError(f"label space / class list {space!r}: not one of {sorted(LABEL_SPACES)} and "
                      f"no such file ({path}); give a name or a text file with one wnid per line")
 

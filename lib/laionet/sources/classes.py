@@ -27,18 +27,15 @@ from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+from laionet.paper import CRANE_MACHINE, HUSKY_AUTHORS, HUSKY_TRUE, WELL_KNOWN_HYPERNYM_MIN_COUNT
 from laionet.util.files import atomic_path, write_text
 from laionet.util.paths import resolve
 
-CRANE_MACHINE = "n03126707"  # removed by the authors (indistinguishable from crane the bird)
-HUSKY_TRUE = "n02110185"  # Siberian husky in the ILSVRC-2012 devkit
-HUSKY_AUTHORS = "n02112837"  # the wnid the authors' class file uses for Siberian husky
 
 QUERY_COLUMNS = ("name", "name_def", "lemmas_or", "a_photo_of_name", "a_photo_of_name_def",
                  "a_clear_photo_of_name_def", "a_photo_of_lemmas")
 TABLE_COLUMNS = ("wnid", "lemmas", "head", "definition", *QUERY_COLUMNS)
 LEMMA_RULES = ("unique_in_imagenet", "unique_in_wordnet")
-WELL_KNOWN_HYPERNYM_MIN_COUNT = 2  # the authors' WordNetConfig value (A1, unique-in-WordNet rule)
 
 _WNID = re.compile(r"^n\d{8}$")
 
@@ -71,10 +68,6 @@ TIMM_FALLBACK_HELP = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# timm metadata
-# ---------------------------------------------------------------------------------------------
-
 def _timm_info(name: str) -> str:
     try:
         return (resources.files("timm") / "data" / "_info" / name).read_text(encoding="utf-8")
@@ -102,10 +95,6 @@ def _timm_lemmas() -> dict[str, str]:
 def _timm_definitions() -> dict[str, str]:
     return _tab_map("imagenet_synset_to_definition.txt")
 
-
-# ---------------------------------------------------------------------------------------------
-# WordNet
-# ---------------------------------------------------------------------------------------------
 
 def _wordnet_candidates() -> list[Path]:
     env = os.environ.get("LAIONET_WORDNET")
@@ -212,10 +201,6 @@ def _head(synset) -> str:
     """The authors' name: the synset's name truncated before ``.n.``, underscores -> spaces."""
     return synset.name().split(".n.")[0].replace("_", " ")
 
-
-# ---------------------------------------------------------------------------------------------
-# Class lists
-# ---------------------------------------------------------------------------------------------
 
 def parse_class_file(path: str | os.PathLike) -> list[tuple[str, list[str] | None]]:
     """Read a class list: one wnid per line, or the authors' ``wnid: lemma, lemma`` format.
@@ -349,10 +334,6 @@ def add_query_forms(df: pd.DataFrame) -> pd.DataFrame:
     df["a_photo_of_lemmas"] = "a photo of " + df["lemmas_or"]
     return df[list(TABLE_COLUMNS)]
 
-
-# ---------------------------------------------------------------------------------------------
-# Lemma rules
-# ---------------------------------------------------------------------------------------------
 
 def unique_lemma_pairs(rows: Iterable[tuple[str, Sequence[str]]]) -> list[tuple[str, str]]:
     """The authors' "unique in ILSVRC" rule: keep a lemma iff it occurs exactly once in ``rows``.

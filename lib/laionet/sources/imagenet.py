@@ -24,7 +24,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,10 +37,6 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"
 _WNID = re.compile(r"^n\d{8}$")
 
-
-# --------------------------------------------------------------------------------------------
-# ImageNetV2 versions (paper_spec A16)
-# --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class V2Version:
@@ -76,10 +72,6 @@ def imagenetv2_version(version: str) -> V2Version:
                      "or the release folder name imagenetv2-<version>-format-val)")
 
 
-# --------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------
-
 def _list_images(folder: Path) -> list[os.DirEntry]:
     """Image files directly in ``folder`` (sorted by name), by suffix, case-insensitive."""
     with os.scandir(folder) as it:
@@ -100,10 +92,6 @@ def _check_wnids(wnids: pd.Series, source: str) -> None:
         raise ValueError(f"{source}: {len(bad)} value(s) are not WordNet ids like 'n01440764', "
                          f"e.g. {bad.head(3).tolist()} (at rows {bad.index[:3].tolist()})")
 
-
-# --------------------------------------------------------------------------------------------
-# ImageNet val and train
-# --------------------------------------------------------------------------------------------
 
 def _devkit_files(devkit_dir: Path) -> tuple[Path, Path]:
     """(ground truth txt, meta.mat) inside a devkit folder (``data/`` or the folder itself)."""
@@ -284,10 +272,6 @@ def read_imagenet_train(train_dir: str | os.PathLike,
     return df
 
 
-# --------------------------------------------------------------------------------------------
-# ImageNetV2
-# --------------------------------------------------------------------------------------------
-
 def read_class_info(path: str | os.PathLike) -> list[str]:
     """ImageNetV2 ``class_info.json`` ([{cid, wnid, ...}]) -> the wnid of every class index."""
     path = Path(path).expanduser()
@@ -360,10 +344,6 @@ def read_imagenetv2(root: str | os.PathLike, version: str,
     return df
 
 
-# --------------------------------------------------------------------------------------------
-# ImageNet-Captions
-# --------------------------------------------------------------------------------------------
-
 def caption_text(title: pa.Array, tags: pa.Array, description: pa.Array) -> pa.Array:
     """``' '.join([title] + tags + [description])`` for whole Arrow columns (A18), vectorised.
 
@@ -412,10 +392,6 @@ def read_imagenet_captions(json_path: str | os.PathLike) -> pd.DataFrame:
     out.attrs.update(source=str(path), n_duplicates_dropped=n_raw - len(df))
     return out
 
-
-# --------------------------------------------------------------------------------------------
-# Decoding
-# --------------------------------------------------------------------------------------------
 
 def decode_image(data: bytes, paper_rgb_only: bool = False) -> tuple["Image.Image | None", str]:
     """(RGB PIL image, "") of an encoded image file's bytes; non-RGB images (L, P, RGBA, CMYK,
@@ -478,8 +454,3 @@ def iter_images(df: pd.DataFrame, root: str | os.PathLike | None = None,
     returned iterator has ``len()`` and a ``.skipped`` dict after iteration.
     """
     return ImageIterator(df, root, paper_rgb_only, on_error)
-
-
-def labels_of(df: pd.DataFrame) -> Mapping:
-    """image_key -> wnid of a reader's table (for joining embeddings back to classes)."""
-    return dict(zip(df["image_key"].tolist(), df["wnid"].tolist()))

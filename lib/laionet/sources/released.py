@@ -18,13 +18,11 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from laionet.paper import PAPER_NEVER_MATCHED_LEMMAS
 from laionet.sources.classes import class_table
 from laionet.sources.laion import part_files, row_key
 
 _COL = re.compile(r"^top_(1|5)_is_correct_(.+)$")
-# Spec A3: these two lemmas never occur with exactly that casing in LAION-400M captions, so
-# their classes got no substring match although they contain no punctuation.
-PAPER_NEVER_MATCHED_LEMMAS = ("Brabancon griffon", "EntleBucher")
 
 
 def released_models(columns: Iterable[str]) -> list[str]:
@@ -117,7 +115,6 @@ def paper_laionet_keys(lemma_pairs: Iterable[tuple[str, str]],
     return sorted(keys)
 
 
-# --------------------------------------------------------------------------------------------
 # The authors' released LAIONet parquets (Google Drive; paper_spec D, "External"): index = their
 # global LAION index (part * 1e8 + row of the original 32-part LAION-400M files), columns URL,
 # TEXT, the LAION metadata, name_def_wnid (the row's class as its exact synset text),
@@ -203,7 +200,6 @@ def read_released_frame(df: pd.DataFrame, dataset: str, where: str,
         "top5": None, "correct1": tmp[1], "correct5": tmp[5]})
 
 
-# --------------------------------------------------------------------------------------------
 # Joining the released rows to a user's own LAION copy: by URL and a hash of the caption, never
 # by the authors' global index (it points into the original 32 part files; a mirror or
 # Re-LAION-400M numbers and orders rows differently).
