@@ -13,53 +13,41 @@
 # %% [markdown]
 # # 01 · Synset matching: which LAION captions name an ImageNet class
 #
-# Paper §2, criterion 1 (paper_spec A1-A3). Every caption of every LAION part is searched for the
-# lemmas of the ImageNet classes. By default this is the authors' exact rule: a lemma is kept when
-# it is unique among ImageNet's lemma strings; a caption matches it when, after every ASCII
-# punctuation character became a space, " lemma " is a case-sensitive substring of " caption ".
-# `mode="normalized"` matches both sides after NFKC, case folding and punctuation/whitespace
-# normalization instead (the fix of paper_spec E.1). A caption is recorded under every lemma it
-# contains, so nested lemmas ("lion" in "sea lion") give multi-label rows, which stage 02 drops.
-#
-# Outputs: `matches/part-%05d.parquet` (part, row, key, lemma, wnid), `rows/part-%05d.parquet`
-# (part, row, key, wnids, n_classes, multi_label), `done/` (a marker per finished part: a killed
-# run resumes), `class_counts.parquet`, `lemma_counts.parquet`, `summary.json`. Parts are numbered
-# by their names (`part-NNNNN-...`); a key is `part * 100,000,000 + row` (`laionet.sources.laion`).
+# Paper §2, criterion 1 (paper_spec A1-A3). Every LAION caption is searched for the lemmas of the
+# ImageNet classes, by the authors' exact rule: a lemma is kept when it is unique among ImageNet's
+# lemma strings; a caption matches it when, after every ASCII punctuation character became a
+# space, " lemma " is a case-sensitive substring of " caption ". `mode="normalized"` matches after
+# NFKC, case folding and punctuation normalization instead (E.1). Nested lemmas ("lion" in "sea
+# lion") give multi-label rows, which stage 02 drops. Per LAION part: `matches/`, `rows/` (row
+# key = part * 10^8 + row) and a `done/` marker (a killed run resumes).
 
 # %% tags=["parameters"]
+lemma_rule: str = "unique_in_imagenet"  # unique_in_imagenet (paper) | unique_in_wordnet (needs WordNet 3.0)
+mode: str = "paper"               # paper (authors' exact matching) | normalized (NFKC + casefold + punctuation)
+authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
+head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 profile: str = "demo"             # profile name or YAML path (figure titles, default folders)
 out_dir: str = ""                 # empty: runs/<profile>/01_synset_matching/
 figures_dir: str = ""             # empty: figures/<profile>/
 laion_parts: str = ""             # glob of LAION parquet parts (relative: project root); empty: the demo world's parts
 classes: str = ""                 # class list file or imagenet1k; empty: the demo world's list, else imagenet1k
-lemma_rule: str = "unique_in_imagenet"  # unique_in_imagenet (paper) | unique_in_wordnet (needs WordNet 3.0)
-mode: str = "paper"               # paper (authors' exact matching) | normalized (NFKC + casefold + punctuation)
-authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
-head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 n_workers: int = 2                # processes matching parts in parallel (1: in this kernel)
 batch_size: int = 65536           # captions read and matched at a time (bounds memory per worker)
 
 # %%
-import glob
-
 from laionet.jobs import match_parts
 from laionet.pipeline.stage import open_stage
 from laionet.plots import matching as plots
 from laionet.sources import classes as lc
 
 S = open_stage("01_synset_matching", globals())
-parts = sorted(glob.glob(S.inputs.laion_parts))
-print(S, f"{len(parts)} part(s), e.g. {parts[0]}", sep="\n")
-
-# %% [markdown]
-# ## Classes and lemmas
 
 # %%
 table = lc.class_table(S.inputs.classes, authors_class_list=authors_class_list,
                        head_source=head_source)
 pairs = lc.lemma_map(table, lemma_rule)
 print(f"{len(table)} classes, {len(pairs)} lemmas for {len({w for _, w in pairs})} classes "
-      f"(rule {lemma_rule}); synset text example:\n  {table['name_def'].iloc[0]}")
+      f"(rule {lemma_rule})")
 table.head()
 
 # %% [markdown]
@@ -72,49 +60,36 @@ table.head()
 # %%
 without = lc.classes_without_unique_lemma(table, lemma_rule)
 S.table(without.assign(lemmas=without["lemmas"].map(", ".join)), "01_classes_without_unique_lemma")
-print(f"{len(without)} of {len(table)} classes have no unique lemma ({lemma_rule})")
 without
 
 # %% [markdown]
-# ## Matching, part by part
-# One task per part (resumable: a part finished with the same lemmas and mode is skipped), then
-# per-class and per-lemma counts over all parts.
+# ## Matching, part by part (a part finished with the same lemmas and mode is skipped)
 
 # %%
 with S.timings("match"):
-    result = match_parts.match_all(parts, pairs, S.out, mode=mode, batch_size=batch_size,
-                                   n_workers=n_workers)
+    result = match_parts.match_all(S.inputs.laion_parts, pairs, S.out, mode=mode,
+                                   batch_size=batch_size, n_workers=n_workers)
 print(f"matched {len(result.done)} part(s), resumed {len(result.skipped)}")
-with S.timings("summarize"):
-    class_counts, lemma_counts, summary = match_parts.summarize_matches(S.out, table, pairs, mode=mode)
+class_counts, lemma_counts, summary = match_parts.summarize_matches(S.out, table, pairs, mode=mode)
 {k: v for k, v in summary.items() if k != "unreachable"}
 
 # %% [markdown]
-# ## Class coverage: matched classes, and why the others are unreachable
-# In paper mode a class whose every lemma holds punctuation can never match (the caption's
-# punctuation became spaces, the lemma's did not).
+# ## Class coverage, and matches per class (log scale)
+# Why classes are unreachable: in paper mode a class whose every lemma holds punctuation can never
+# match (the caption's punctuation became spaces, the lemma's did not). Per class, all matching
+# captions and the single-label ones (those stage 02 can keep): the web's long tail.
 
 # %%
 S.figure(plots.class_coverage(class_counts), "01_class_coverage",
          title=f"Class coverage: {summary['n_matched_classes']} of {len(table)} classes "
                f"matched ({mode} mode, {lemma_rule})")
-unreachable = match_parts.unreachable_classes(class_counts)
-S.table(unreachable, "01_unreachable_classes")
-unreachable.groupby("status").head(5)
-
-# %% [markdown]
-# ## Matches per class (log scale)
-# All matching captions and the single-label ones (those stage 02 can keep): the long tail of
-# the web shows as a steep fall with the class rank.
-
-# %%
+S.table(match_parts.unreachable_classes(class_counts), "01_unreachable_classes")
 S.figure(plots.matches_per_class(class_counts), "01_matches_per_class",
          title="Matching captions per class")
 class_counts.sort_values("n_rows", ascending=False).reset_index(drop=True).head(10)
 
 # %% [markdown]
-# ## Lemma-level counts
-# The most frequent lemmas, and how many of each class's lemmas ever match.
+# ## Lemma counts: the most frequent lemmas, and how many of each class's lemmas ever match
 
 # %%
 S.figure(plots.lemma_counts(lemma_counts), "01_lemma_counts",
@@ -123,9 +98,7 @@ S.figure(plots.lemma_counts(lemma_counts), "01_lemma_counts",
 S.table(lemma_counts.sort_values("n_rows", ascending=False), "01_lemma_counts")
 
 # %% [markdown]
-# ## Multi-label share
-# A caption matching lemmas of several classes is multi-label; nested lemmas ("lion" / "sea lion")
-# make some classes lose most of their captions here.
+# ## Multi-label share: nested lemmas ("lion" / "sea lion") make some classes lose most captions
 
 # %%
 share = summary["multi_label_share"]

@@ -1,7 +1,6 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -22,70 +21,62 @@
 # put the image in ImageNet. Spec: paper_spec A18, C.6, E.17.
 
 # %% tags=["parameters"]
+text_encoder: str = "open_clip:ViT-B-32:openai"  # the papers CLIP ViT-B/32 text tower
+query: str = "name_def"          # synset text form
+exclude_wnids: list = []         # classes left out of the comparison set (paper: [n03126707])
+paper_denominator: bool = False  # True: the authors' (all classes incl. own, p 0 if excluded: E.17)
+p_at: float = 0.05               # the CDF guide line: share of captions with p <  p_at
+bins: int = 50                   # own-similarity bins of B17 (c) (the authors 50)
+authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
+head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
 profile: str = "demo"            # profile name or YAML path (folders and figure titles)
 out_dir: str = ""                # empty: runs/<profile>/08_text_alone/
 figures_dir: str = ""            # empty: figures/<profile>/
 captions_json: str = ""          # imagenet_captions.json; empty: the demo world's
 laionet_path: str = ""           # LAIONet (key, wnid, TEXT); empty: stage 02's laionet.parquet
 classes: str = ""                # wnid file or imagenet1k; empty: the demo world's, else imagenet1k
-authors_class_list: bool = False  # True: the authors' 999 classes (crane machine dropped, husky as n02112837), in every stage
-head_source: str = "wordnet"      # synset head names: wordnet (paper; an error without WordNet) | timm (first ImageNet lemma: 112 texts change)
-exclude_wnids: list = []         # classes left out of the comparison set (paper: [n03126707])
-paper_denominator: bool = False  # True: the authors' (all classes incl. own, p 0 if excluded: E.17)
-text_encoder: str = "open_clip:ViT-B-32:openai"  # the papers CLIP ViT-B/32 text tower
-query: str = "name_def"          # synset text form
-bins: int = 50                   # own-similarity bins of B17 (c) (the authors 50)
-p_at: float = 0.05               # the CDF guide line: share of captions with p <  p_at
 block_size: int = 8192           # captions per similarity block
 batch_size: int = 64             # text-embedding batch size
 device: str = "auto"             # torch device of the encoders: auto | cpu | cuda
 
 # %%
-import numpy as np
 import pandas as pd
 
-from laionet.jobs.embedding_store import EmbeddingStore, embed_captions, embed_with_store
+from laionet.jobs.candidates import caption_embeddings
+from laionet.jobs.embedding_store import EmbeddingStore, embed_captions
 from laionet.method import text_alone as ta
-from laionet.paper import PAPER_SHARE_AT
 from laionet.method.selection import synset_texts
 from laionet.models.text import load_text_encoder
+from laionet.paper import PAPER_SHARE_AT
 from laionet.pipeline.stage import open_stage
 from laionet.plots import text_alone as tap
-from laionet.sources.classes import class_table
+from laionet.sources import classes as lc
 from laionet.sources.imagenet import read_imagenet_captions
 from laionet.util.files import write_json, write_parquet
 
 S = open_stage("08_text_alone", globals())
-print(S)
 
 # %% [markdown]
-# ## Captions and the class texts
-# Caption = `' '.join([title] + tags + [description])`, one row per file name (A18).
+# ## Captions (`' '.join([title] + tags + [description])`, one per file: A18) and class texts
 
 # %%
 caps = read_imagenet_captions(S.inputs.captions_json)
-texts = synset_texts(class_table(S.inputs.classes, authors_class_list=authors_class_list,
-                                 head_source=head_source), query)
-excluded = texts.index.isin(list(exclude_wnids))
-true_index = texts.index.get_indexer(caps["wnid"])      # -1: class not in the comparison set
-print(f"{len(caps):,} captions ({caps.attrs.get('n_duplicates_dropped', 0)} duplicate file names "
-      f"dropped), {caps['wnid'].nunique()} classes; comparison set {len(texts)} classes, "
-      f"{int(excluded.sum())} excluded; {int((true_index < 0).sum())} captions outside it")
+texts = synset_texts(lc.class_table(S.inputs.classes, authors_class_list=authors_class_list,
+                                    head_source=head_source), query)
+print(f"{len(caps):,} captions of {caps['wnid'].nunique()} classes; {len(texts)} class texts")
 
 # %% [markdown]
 # ## Similarities, one block of captions at a time (no captions x classes table is kept)
 # Caption embeddings go through the shared text store ("imagenet_captions"; stage 09 reuses them).
 
 # %%
-with S.timings("embed"):
-    enc = load_text_encoder(text_encoder, device=device)
-    class_emb = enc.embed_texts(texts.tolist(), batch_size=batch_size)
-    store = EmbeddingStore(S.cache_dir("text_embeddings", "imagenet_captions", enc.name), enc.name)
-    cap_emb = embed_captions(enc, caps, store, batch_size)
 with S.timings("false_class_proportion"):
-    res = ta.false_class_proportion_from_embeddings(cap_emb, class_emb, true_index, excluded,
-                                                    paper=paper_denominator, block_size=block_size)
-res = pd.concat([caps[["image_key", "wnid"]].reset_index(drop=True), res], axis=1)
+    enc, stores = load_text_encoder(text_encoder, device=device), S.cache_dir("text_embeddings")
+    class_emb = enc.embed_texts(texts.tolist(), batch_size=batch_size)
+    cap_emb = embed_captions(enc, caps, EmbeddingStore.at(stores, "imagenet_captions", enc.name),
+                             batch_size)
+    res = ta.false_class_table(caps, texts, cap_emb, class_emb, exclude_wnids,
+                               paper=paper_denominator, block_size=block_size)
 write_parquet(res, S.out / "false_class_proportion.parquet")
 rep, share = ta.report(res), float(ta.cdf(res["p"].to_numpy(), [p_at])[0])
 print(rep, f"share of captions with p <= {p_at}: {share:.3f} (paper, CLIP on 443,798 captions: "
@@ -94,30 +85,25 @@ print(rep, f"share of captions with p <= {p_at}: {share:.3f} (paper, CLIP on 443
 # %% [markdown]
 # ## B16 · Caption-to-synset similarity: ImageNet-Captions vs LAIONet
 # LAIONet's similarity is truncated at its threshold by construction; ImageNet's captions spread
-# far below it. Both come from this notebook's encoder (the authors' figure mixed MPNet and CLIP,
-# E.18); LAIONet's caption embeddings come from the text store stage 02 fills ("laion").
+# far below it. Both from this notebook's encoder (the authors' figure mixed MPNet and CLIP, E.18).
 
 # %%
 lai = pd.read_parquet(S.inputs.laionet_path, columns=["key", "wnid", "TEXT"])
-lai_store = EmbeddingStore(S.cache_dir("text_embeddings", "laion", enc.name), enc.name)
-lai_emb = embed_with_store(enc, lai["key"].to_numpy(np.int64), lai["TEXT"].to_numpy(object),
-                           lai_store, batch_size=batch_size)
-lai_sim = ta.own_class_similarity(lai_emb, lai["wnid"], texts, class_emb, S.inputs.laionet_path)
+lai_sim = ta.own_class_similarity(caption_embeddings(lai, enc, stores, batch_size), lai["wnid"],
+                                  texts, class_emb, S.inputs.laionet_path)
 S.figure(tap.similarity_figure(lai_sim, res["own_similarity"]), "08_B16_text_to_synset_similarity",
          title="Caption-to-synset similarity")
 
 # %% [markdown]
 # ## B17 · Proportion of false classes more similar to the caption than its own class
-# Left: most captions rank their own class near the top (small p). Right: the mean p per bin
-# of own-class similarity: many captions are barely similar to their class at all.
+# Left: most captions rank their own class near the top (small p). Right: mean p per bin of
+# own-class similarity: many captions are barely similar to their class at all.
 
 # %%
 binned = ta.binned_proportion(res["own_similarity"].to_numpy(), res["p"].to_numpy(), bins=bins)
 S.table(binned, "08_B17_false_class_proportion_binned")
-S.figure(tap.false_class_figure(res["p"], res["own_similarity"], p_at, binned=binned),
+S.figure(tap.false_class_figure(res["p"], binned, p_at),
          "08_B17_false_class_proportion", title="Text alone does not single out the class")
-
-# %%
 write_json({**rep, "share_p_at_most": share, "p_at": p_at,
             "mean_own_similarity_imagenet_captions": float(res["own_similarity"].mean()),
             "mean_similarity_laionet": float(lai_sim.mean())}, S.out / "summary.json")

@@ -28,12 +28,13 @@ def test_image_embeddings_are_stored_in_float32(tmp_path):
     assert new.dtype == np.float32 and not new.contains(["a.JPEG"], [1]).any()
 
 
-def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path):
+def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path, hash_text_encoder):
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from laionet.method import selection as sel
-    from test_selection import LION, _write_world
+    from test_selection import LION, TEXTS, _write_world
 
     tiger = "n02129604"  # only in a multi-label row ("tiger" and "lion"): matched, never kept
     m01, parts = _write_world(tmp_path)
@@ -51,8 +52,10 @@ def test_stage02_counts_matched_and_single_label_classes_apart(tmp_path):
                             "key": pa.array([5, 5], pa.int64()), "lemma": ["lion", "tiger"],
                             "wnid": [LION, tiger]}, schema=t.schema)
         pq.write_table(pa.concat_tables([t, add]), f)
-    cand, counts = candidates_job.load_candidates(m01, parts)
-    summ = sel.summary(cand, candidates_job.iloc[:0], counts, 0.5)
+    enc, out = hash_text_encoder(), tmp_path / "02"
+    candidates_job.build_candidates(m01, parts, pd.Series({**TEXTS, tiger: "tiger"}), enc,
+                                    EmbeddingStore(tmp_path / "store", enc.name), out)
+    summ = sel.summary(pd.DataFrame({"wnid": []}), candidates_job.candidate_counts(out), 0.5)
     assert (summ["n_classes_matched"], summ["n_classes_single_label"]) == (4, 3)
 
 

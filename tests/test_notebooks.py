@@ -19,7 +19,6 @@ import yaml
 
 from conftest import offline_prefix
 from laionet.pipeline import runner, stages
-from laionet.jobs import candidates as candidates_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,14 +144,16 @@ def test_a_second_run_skips_every_stage_and_says_so(tiny_run, capsys):
 @pytest.mark.slow
 def test_stage_02_streamed_outputs_equal_the_in_memory_pipeline(tiny_run):
     """Stage 02 now works part by part (issue 11); on the tiny profile its products equal what
-    the whole-table code it replaced gives from the same stage-01 outputs (load_candidates +
-    add_similarity through the same store: every caption is a hit, nothing is re-embedded)."""
+    the whole-table code it replaced gives from the same stage-01 outputs
+    (``test_streaming.whole_table_candidates`` through the same store: every caption is a hit,
+    nothing is re-embedded)."""
     import pandas as pd
 
     from laionet.jobs.embedding_store import EmbeddingStore
     from laionet.method import selection
     from laionet.models import load_text_encoder
     from laionet.sources import classes as lc
+    from test_streaming import whole_table_candidates
 
     rc, scratch = tiny_run
     assert rc == 0
@@ -161,9 +162,10 @@ def test_stage_02_streamed_outputs_equal_the_in_memory_pipeline(tiny_run):
     params, inputs = man["params"], man["inputs"]
     enc = load_text_encoder(params["text_encoder"])
     store = EmbeddingStore(runs / "cache" / "text_embeddings" / "laion" / enc.name, enc.name)
-    ref, _ = candidates_job.load_candidates(runs / "01_synset_matching", inputs["laion_parts"])
     texts = selection.synset_texts(lc.class_table(inputs["classes"]), params["query"])
-    ref = candidates_job.add_similarity(ref, texts, enc, store)[selection.CANDIDATE_COLUMNS]
+    ref, _ = whole_table_candidates(runs / "01_synset_matching", inputs["laion_parts"], texts,
+                                    enc, store)
+    ref = ref[selection.CANDIDATE_COLUMNS]
     got = pd.read_parquet(runs / "02_caption_filtering" / "candidates.parquet")
     pd.testing.assert_frame_equal(got.assign(lemmas=got["lemmas"].map(list)),
                                   ref.assign(lemmas=ref["lemmas"].map(list)), check_dtype=False)

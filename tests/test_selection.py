@@ -14,13 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet.sources import laion as keys
-from laionet.method import selection as sel
 from laionet.jobs import candidates as candidates_job
+from laionet.jobs.embedding_store import EmbeddingStore
+from laionet.method import selection as sel
 from laionet.pipeline import sweeps
 from laionet.sources import laion as laion_src
 
-S = keys.KEY_STRIDE
+S = laion_src.KEY_STRIDE
 LION = "n02129165"
 COUGAR = "n02125311"
 GUITAR = "n02676566"
@@ -33,33 +33,23 @@ TEXTS = {  # WordNet 3.0 glosses as in the authors' name_def strings
 
 
 # --------------------------------------------------------------------------------------------
-# hand-built stage 01 outputs and LAION parts
+# hand-built stage 01 outputs and LAION parts; stage 02's candidates over them
 
 
-def _write_world(tmp_path):
-    """Two LAION parts and stage-01 rows/matches over them; returns (matches_dir, parts glob)."""
-    laion = tmp_path / "laion"
-    laion.mkdir()
-    for p, n in [(0, 6), (7, 4)]:
-        pq.write_table(pa.table({
-            "SAMPLE_ID": np.arange(n, dtype=np.float64),
-            "URL": [f"http://x/{p}/{r}.jpg" for r in range(n)],
-            "TEXT": [f"caption {p}-{r}" if r != 2 else None for r in range(n)],
-            "HEIGHT": np.full(n, 64), "WIDTH": np.full(n, 48 + p),
-            "LICENSE": ["?"] * n,
-            "NSFW": ["UNLIKELY", "UNSURE", None, "NSFW", "UNLIKELY", "UNLIKELY"][:n],
-            "similarity": np.linspace(0.2, 0.4, n)}),
-            laion / f"part-{p:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet")
-    # (part, row, [(lemma, wnid), ...]) in match order
-    matched = [(0, 1, [("puma", COUGAR), ("cougar", COUGAR)]),
-               (0, 2, [("lion", LION)]),
-               (0, 4, [("lion", LION), ("mountain lion", COUGAR)]),   # multi-label: dropped
-               (7, 0, [("acoustic guitar", GUITAR)]),
-               (7, 3, [("painter", COUGAR)])]
-    m01 = tmp_path / "01"
+PART = "part-{:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
+# (part, row, [(lemma, wnid), ...]) in match order
+MATCHED = [(0, 1, [("puma", COUGAR), ("cougar", COUGAR)]),
+           (0, 2, [("lion", LION)]),
+           (0, 4, [("lion", LION), ("mountain lion", COUGAR)]),   # multi-label: dropped
+           (7, 0, [("acoustic guitar", GUITAR)]),
+           (7, 3, [("painter", COUGAR)])]
+
+
+def _write_stage01(m01, matched):
+    """Stage-01 rows/ and matches/ tables of the ``matched`` rows, one file per part."""
     for sub in ("rows", "matches"):
         (m01 / sub).mkdir(parents=True)
-    for p in (0, 7):
+    for p in sorted({m[0] for m in matched}):
         mine = [m for m in matched if m[0] == p]
         pq.write_table(pa.table({
             "part": pa.array([p] * len(mine), pa.int32()),
@@ -76,14 +66,40 @@ def _write_world(tmp_path):
             "key": pa.array([f[0] * S + f[1] for f in flat], pa.int64()),
             "lemma": [f[2] for f in flat], "wnid": [f[3] for f in flat]}),
             m01 / "matches" / f"part-{p:05d}.parquet")
-    return m01, str(laion / "part-*.parquet")
 
 
-def test_candidates_drop_multi_label_and_join_by_part_row(tmp_path):
+def _write_world(tmp_path):
+    """Two LAION parts and stage-01 rows/matches over them; returns (matches_dir, parts glob)."""
+    laion = tmp_path / "laion"
+    laion.mkdir()
+    for p, n in [(0, 6), (7, 4)]:
+        pq.write_table(pa.table({
+            "SAMPLE_ID": np.arange(n, dtype=np.float64),
+            "URL": [f"http://x/{p}/{r}.jpg" for r in range(n)],
+            "TEXT": [f"caption {p}-{r}" if r != 2 else None for r in range(n)],
+            "HEIGHT": np.full(n, 64), "WIDTH": np.full(n, 48 + p),
+            "LICENSE": ["?"] * n,
+            "NSFW": ["UNLIKELY", "UNSURE", None, "NSFW", "UNLIKELY", "UNLIKELY"][:n],
+            "similarity": np.linspace(0.2, 0.4, n)}), laion / PART.format(p))
+    _write_stage01(tmp_path / "01", MATCHED)
+    return tmp_path / "01", str(laion / "part-*.parquet")
+
+
+def _candidates(m01, parts, enc, out, texts=TEXTS, store=None):
+    """Stage 02's candidates of every part, built and read back as one frame."""
+    if store is None:
+        store = EmbeddingStore(out.parent / f"store-{out.name}", enc.name)
+    candidates_job.build_candidates(m01, parts, pd.Series(texts), enc, store, out)
+    return pd.concat(candidates_job.CandidateFiles(out, batch_rows=2).batches(), ignore_index=True)
+
+
+def test_candidates_drop_multi_label_and_join_by_part_row(tmp_path, hash_text_encoder):
     m01, parts = _write_world(tmp_path)
-    cand, counts = candidates_job.load_candidates(m01, parts)
-    assert counts == {"n_matched_rows": 5, "n_single_label": 4, "n_multi_label_dropped": 1,
-                      "n_classes_matched": 3, "n_classes_single_label": 3}
+    enc = hash_text_encoder()
+    cand = _candidates(m01, parts, enc, tmp_path / "02", {**TEXTS, "n99999999": "unmatched"})
+    assert candidates_job.candidate_counts(tmp_path / "02") == {
+        "n_matched_rows": 5, "n_single_label": 4, "n_multi_label_dropped": 1, "n_candidates": 4,
+        "n_nsfw_unlikely": 1, "n_classes_matched": 3, "n_classes_single_label": 3}
     assert cand["key"].tolist() == [1, 2, 7 * S, 7 * S + 3]
     assert cand["wnid"].tolist() == [COUGAR, LION, GUITAR, COUGAR]
     assert [list(x) for x in cand["lemmas"]] == [["puma", "cougar"], ["lion"],
@@ -94,19 +110,43 @@ def test_candidates_drop_multi_label_and_join_by_part_row(tmp_path):
     assert cand["TEXT"].isna().tolist() == [False, True, False, False]
     assert cand["NSFW"].tolist() == ["UNSURE", None, "UNLIKELY", "NSFW"]
     assert cand["WIDTH"].tolist() == [48, 48, 55, 55]
+    # only the matched classes' texts were embedded (each once), never the class without a match
+    assert sorted(t for t in enc.seen if t in TEXTS.values()) == sorted(TEXTS.values())
+    assert "unmatched" not in enc.seen
 
 
-def test_candidates_errors_name_the_problem(tmp_path):
+def test_candidates_errors_name_the_problem(tmp_path, hash_text_encoder):
     m01, parts = _write_world(tmp_path)
+    enc = hash_text_encoder()
     only0 = parts.replace("part-*", "part-00000*")
     with pytest.raises(FileNotFoundError, match="part 7"):
-        candidates_job.load_candidates(m01, only0)
+        _candidates(m01, only0, enc, tmp_path / "a")
     t = pa.table({"part": pa.array([0], pa.int32()), "row": pa.array([99], pa.int64()),
                   "key": pa.array([99], pa.int64())})
     with pytest.raises(IndexError, match="row 99"):
         laion_src.join_laion_columns(t, laion_src.part_files(parts))
     with pytest.raises(FileNotFoundError, match="run stage 01"):
-        candidates_job.load_candidates(tmp_path / "nowhere", parts)
+        _candidates(tmp_path / "nowhere", parts, enc, tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="run stage 02"):
+        next(candidates_job.CandidateFiles(tmp_path / "b").batches())
+
+
+def test_build_stage02_in_one_call_and_the_store_stage_08_reads(tmp_path, hash_text_encoder,
+                                                                capsys):
+    m01, parts = _write_world(tmp_path)
+    enc, out = hash_text_encoder(), tmp_path / "02"
+    files, counts = candidates_job.build_stage02(m01, parts, pd.Series(TEXTS), enc,
+                                                 tmp_path / "cache", out)
+    assert "2 part(s) computed, 0 resumed" in capsys.readouterr().out
+    assert counts == candidates_job.candidate_counts(out) and counts["n_candidates"] == 4
+    whole = pd.read_parquet(out / "candidates.parquet")
+    pd.testing.assert_frame_equal(pd.concat(files.batches(), ignore_index=True), whole)
+    again = candidates_job.build_stage02(m01, parts, pd.Series(TEXTS), enc, tmp_path / "cache", out)
+    assert "0 part(s) computed, 2 resumed" in capsys.readouterr().out and again[1] == counts
+    n_seen = len(enc.seen)
+    emb = candidates_job.caption_embeddings(whole, enc, tmp_path / "cache")
+    assert len(enc.seen) == n_seen and emb.shape == (4, enc.dim)  # all from stage 02's store
+    np.testing.assert_allclose(emb[0], enc.embed_texts([whole["TEXT"][0]])[0], atol=1e-6)
 
 
 def test_part_files_use_stage_01s_part_rule(tmp_path):
@@ -118,7 +158,7 @@ def test_part_files_use_stage_01s_part_rule(tmp_path):
     with pytest.raises(ValueError, match="extra.parquet: a LAION part file must be named"):
         laion_src.part_files(str(tmp_path / "laion" / "*.parquet"))
     with pytest.raises(ValueError, match="extra.parquet"):
-        keys.part_numbers([odd])
+        laion_src.part_numbers([odd])
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +224,23 @@ def test_threshold_curves_match_select_laionet():
         assert curves[["n_rows", "n_classes"]].to_numpy().tolist() == [list(b) for b in brute]
 
 
+def test_truth_curve_precision_and_share_kept_per_kind():
+    from laionet.method import calibration
+
+    df = _table(key=[1, 2, 3, 4, 5], wnid=["a", "a", "b", "b", "b"],
+                NSFW=["UNLIKELY"] * 4 + ["NSFW"], similarity=[0.9, 0.5, 0.8, 0.3, 0.99])
+    truth = pd.DataFrame({"key": [1, 2, 3, 4, 5], "kind": ["unique", "polysemous", "unique",
+                                                          "unique", "unique"],
+                          "true_wnid": ["a", None, "c", "b", "b"]})
+    curve, by_kind = calibration.truth_curve(df, truth, [0.0, 0.6, 0.85], 0.6)
+    # above 0: keys 1-4 (5 fails NSFW), 1 and 4 correct; above 0.6: 1 and 3; above 0.85: 1
+    assert curve["n_rows"].tolist() == [4, 2, 1]
+    assert curve["precision"].tolist() == [0.5, 0.5, 1.0]
+    assert curve["recall_of_true_rows"].tolist() == [1.0, 0.5, 0.5]
+    assert by_kind.to_dict() == {"share kept": {"polysemous": 0.0, "unique": 2 / 3},
+                                 "rows": {"polysemous": 1, "unique": 3}}
+
+
 def test_lemma_similarities_count_each_matched_lemma():
     df = pd.DataFrame({"key": [1, 2, 3], "wnid": [COUGAR, COUGAR, LION],
                        "lemmas": [["puma", "cougar"], ["painter"], ["lion"]],
@@ -240,44 +297,50 @@ def minilm():
 
 
 def test_minilm_similarity_on_real_captions(minilm, reference, tmp_path):
-    from laionet.jobs.embedding_store import EmbeddingStore
-
     caps = pd.read_parquet(reference("img2dataset", "test_10000.parquet"), columns=["TEXT"])
     pick = {LION: "roaring lion", GUITAR: "Epiphone guitar", COUGAR: "Renaissance lion head"}
-    rows = []
-    for i, (wnid, needle) in enumerate(pick.items()):
+    texts = []
+    for needle in pick.values():
         hit = caps["TEXT"][caps["TEXT"].str.contains(needle, regex=False, na=False)]
         assert len(hit), f"reference caption containing {needle!r} not found"
-        rows.append({"key": i, "wnid": wnid, "TEXT": hit.iloc[0]})
-    cand = pd.DataFrame(rows)
-    texts = pd.Series(TEXTS)
+        texts.append(hit.iloc[0])
     enc = _CountingEncoder(minilm)
     cache = EmbeddingStore(tmp_path / "cache", enc.name)
-    out = candidates_job.add_similarity(cand, texts, enc, cache)
+
+    def similarity(name, wnids, captions=texts, store=cache):
+        """Stage 02 on one LAION part holding ``captions``, row i matched to ``wnids[i]``."""
+        (tmp_path / name / "laion").mkdir(parents=True)
+        pq.write_table(pa.table({"URL": ["u"] * 3, "TEXT": captions, "NSFW": ["UNLIKELY"] * 3,
+                                 "HEIGHT": [1] * 3, "WIDTH": [1] * 3}),
+                       tmp_path / name / "laion" / PART.format(0))
+        _write_stage01(tmp_path / name / "01", [(0, r, [("x", w)]) for r, w in enumerate(wnids)])
+        return _candidates(tmp_path / name / "01", str(tmp_path / name / "laion" / "part-*"),
+                           enc, tmp_path / name / "02", store=store)["similarity"]
+
+    out = similarity("a", list(pick))
     first = enc.n_embedded
-    # each similarity is the cosine of the two texts' embeddings (float16 cache: ~1e-3)
-    cap = minilm.embed_texts(cand["TEXT"].tolist())
-    cls = minilm.embed_texts(texts.loc[cand["wnid"]].tolist())
-    np.testing.assert_allclose(out["similarity"], (cap * cls).sum(1), atol=2e-3)
+    # each similarity is the cosine of the two texts' embeddings
+    cap = minilm.embed_texts(texts)
+    cls = minilm.embed_texts([TEXTS[w] for w in pick])
+    np.testing.assert_allclose(out, (cap * cls).sum(1), atol=2e-3)
     # on topic: a lion sketch is closer to "lion" than a guitar ad is to "lion"
-    swapped = candidates_job.add_similarity(cand.assign(wnid=LION), texts, enc, cache)
-    assert swapped["similarity"][0] > swapped["similarity"][1] + 0.2
-    assert out["similarity"][1] > swapped["similarity"][1] + 0.2  # guitar text fits guitar
-    # the second call embedded only the class text of its one class (classes without candidates
+    swapped = similarity("b", [LION] * 3)
+    assert swapped[0] > swapped[1] + 0.2
+    assert out[1] > swapped[1] + 0.2  # guitar text fits guitar
+    # the second run embedded only the class text of its one class (classes without candidates
     # are never embedded: 1,000 ImageNet texts for a few hundred captions), never the captions again
     assert enc.n_embedded == first + 1
     with pytest.raises(KeyError, match="no synset text"):
-        candidates_job.add_similarity(cand.assign(wnid="n99999999"), texts, enc, cache)
+        similarity("c", ["n99999999"] * 3)
     # another world seed: other captions under the same row keys are embedded, never reused
-    reseeded = cand.assign(TEXT=cand["TEXT"][::-1].to_numpy())
-    again = candidates_job.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "cache", enc.name))
-    fresh = candidates_job.add_similarity(reseeded, texts, enc, EmbeddingStore(tmp_path / "fresh", enc.name))
-    np.testing.assert_allclose(again["similarity"], fresh["similarity"], atol=1e-6)
-    assert abs(again["similarity"][0] - out["similarity"][0]) > 0.1
+    again = similarity("d", list(pick), texts[::-1])
+    fresh = similarity("e", list(pick), texts[::-1], EmbeddingStore(tmp_path / "fresh", enc.name))
+    np.testing.assert_allclose(again, fresh, atol=1e-6)
+    assert abs(again[0] - out[0]) > 0.1
 
 
 # --------------------------------------------------------------------------------------------
-# issue 13: duplicates, an empty LAIONet, per-part caption embedding
+# issue 13: duplicates, an empty LAIONet
 
 
 def test_exact_duplicate_rows_are_dropped_and_counted_shared_urls_warned():
@@ -312,19 +375,3 @@ def test_an_empty_laionet_is_an_error_naming_the_threshold_and_the_best_similari
         sel.check_not_empty(df.iloc[:0], df.assign(NSFW="NSFW"), 0.5)
     with pytest.raises(sel.EmptyLAIONet, match="no single-label candidate"):
         sel.check_not_empty(df.iloc[:0], df.iloc[:0], 0.5)
-
-
-def test_captions_are_embedded_one_store_shard_per_part(tmp_path, hash_text_encoder):
-    from laionet.jobs.embedding_store import EmbeddingStore
-
-    enc = hash_text_encoder()
-    store = EmbeddingStore(tmp_path / "store", enc.name)
-    k = np.array([2 * S + 4, 0 * S + 1, 2 * S + 0, 5 * S + 3], np.int64)
-    texts = np.array(["c", "a", None, "d"], dtype=object)
-    emb, n_new = candidates_job.embed_captions_by_part(enc, k[:3], texts[:3], store)
-    assert n_new == 3 and len(list(store.dir.glob("*.keys.parquet"))) == 2  # parts 0 and 2
-    assert enc.seen == ["a", "c", None]
-    emb2, n_new = candidates_job.embed_captions_by_part(enc, k, texts, store)
-    assert n_new == 1 and enc.seen[3:] == ["d"]  # finished parts are never embedded again
-    np.testing.assert_array_equal(emb2[:3], emb)
-    assert len(list(store.dir.glob("*.keys.parquet"))) == 3

@@ -1,7 +1,7 @@
 """Stages 01 and 02 part by part (issue 11): outputs written as each part finishes, a finished part
 never recomputed (calls counted), a failed run resumed, and the streamed stage-02 pipeline equal
-to the in-memory one it replaced (``load_candidates`` + ``add_similarity`` + the whole-table
-selection, curves and calibration), on real stage-01 outputs of small LAION parts."""
+to the whole-table one it replaced (``whole_table_candidates`` below, then the selection, curves
+and calibration on one frame), on real stage-01 outputs of small LAION parts."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionet.method import calibration, selection
-from laionet.jobs import match_parts, parts as shards
-from laionet.jobs.embedding_store import EmbeddingStore
-from laionet.sources.laion import KEY_STRIDE
 from laionet.jobs import candidates as candidates_job
+from laionet.jobs import match_parts
+from laionet.jobs import parts as shards
+from laionet.jobs.embedding_store import EmbeddingStore, embed_with_store
+from laionet.method import calibration, caption_review, selection
+from laionet.models import cosine_rowwise
+from laionet.sources.laion import KEY_STRIDE, join_laion_columns, part_files
 
 PAIRS = [("lion", "n02129165"), ("sea lion", "n02077923"), ("pizza", "n07873807"),
          ("tiger", "n02129604"), ("tiger cat", "n02123159"), ("puma", "n02125311"),
@@ -142,10 +144,26 @@ def test_stage01_failed_run_resumes_at_the_failed_part(world, tmp_path):
 
 # ------------------------------------------------------------------------------ stage 02
 
+def whole_table_candidates(m01, laion_parts, texts, enc, store):
+    """The whole-table stage 02 the per-part path replaced, as a reference: every stage-01 table
+    at once, joined to the LAION parts by row, captions embedded through ``store``, each class
+    text once; and its counts."""
+    def read(kind, columns):
+        return pa.concat_tables(pq.read_table(f, columns=columns)
+                                for f in sorted((m01 / kind).glob("part-*.parquet")))
+
+    single, counts = selection.single_label_table(
+        read("rows", ["part", "row", "key", "wnids", "n_classes"]),
+        read("matches", ["key", "lemma", "wnid"]))
+    cand = join_laion_columns(single, part_files(laion_parts)).to_pandas()
+    emb = embed_with_store(enc, cand["key"].to_numpy(), cand["TEXT"].to_numpy(object), store)
+    wnids = pd.Index(pd.unique(cand["wnid"]))
+    cls = enc.embed_texts(texts.loc[wnids].tolist())
+    return cand.assign(similarity=cosine_rowwise(emb, cls[wnids.get_indexer(cand["wnid"])])), counts
+
+
 def _reference(m01, glob, enc, folder):
-    """The pre-change stage 02: every candidate in one frame."""
-    cand, counts = candidates_job.load_candidates(m01, glob)
-    return candidates_job.add_similarity(cand, TEXTS, enc, EmbeddingStore(folder, enc.name)), counts
+    return whole_table_candidates(m01, glob, TEXTS, enc, EmbeddingStore(folder, enc.name))
 
 
 def _build(m01, glob, out, enc, calls=None, **kw):
@@ -171,25 +189,32 @@ def test_stage02_streamed_outputs_equal_the_in_memory_pipeline(world, tmp_path):
     c = candidates_job.candidate_counts(out)
     assert c == {**counts, "n_candidates": len(ref),
                  "n_nsfw_unlikely": int((ref["NSFW"] == "UNLIKELY").sum())}
+    files = candidates_job.CandidateFiles(out, batch_rows=4)
     for rule in ("paper", "ignore"):
         thr = float(ref["similarity"].median())
         pd.testing.assert_frame_equal(
-            selection.select_laionet(out, thr, rule, batch_rows=4).drop(columns="lemmas"),
+            selection.select_laionet(files, thr, rule).drop(columns="lemmas"),
             selection.select_laionet(ref, thr, rule)[selection.CANDIDATE_COLUMNS]
             .drop(columns="lemmas"), check_dtype=False)
         grid = np.linspace(0, 1, 23)
-        pd.testing.assert_frame_equal(selection.threshold_curves(out, grid, rule, batch_rows=4),
+        pd.testing.assert_frame_equal(selection.threshold_curves(files, grid, rule),
                                       selection.threshold_curves(ref, grid, rule))
         ok = ref[selection.nsfw_mask(ref["NSFW"], rule)]
-        counts_, _, n = selection.similarity_histogram(out, rule, bins=9, batch_rows=4)
+        counts_, _, n = selection.similarity_histogram(files, rule, bins=9)
         assert n == ok["similarity"].notna().sum()
         assert counts_.tolist() == np.histogram(ok["similarity"].dropna().to_numpy(np.float64),
                                                 9)[0].tolist()
         n_matched = ref["wnid"].nunique()
-        assert selection.sfw_stats(out, rule)["classes"] == sorted(ref["wnid"].unique())
-        assert calibration.class_share_threshold(out, n_matched, rule, share=0.5) == \
+        assert selection.sfw_stats(files, rule) == selection.sfw_stats(ref, rule)
+        assert selection.sfw_stats(files, rule)["classes"] == sorted(ref["wnid"].unique())
+        assert calibration.class_share_threshold(files, n_matched, rule, share=0.5) == \
             calibration.class_share_threshold(ref, n_matched, rule, share=0.5)
-    long, per = selection.lemma_similarities(out, "n02125311", ["puma", "cougar"])
+        for data in (files, ref):  # an empty LAIONet: the same error, naming the best similarity
+            with pytest.raises(selection.EmptyLAIONet, match=f"{ok['similarity'].max():.4f}"):
+                selection.check_not_empty(ref.iloc[:0], data, 1.0, rule)
+        pd.testing.assert_frame_equal(caption_review.kept_and_dropped(files, thr, rule)[0],
+                                      caption_review.kept_and_dropped(ref, thr, rule)[0])
+    long, per = selection.lemma_similarities(files, "n02125311", ["puma", "cougar"])
     rlong, rper = selection.lemma_similarities(ref, "n02125311", ["puma", "cougar"])
     pd.testing.assert_series_equal(per, rper)
     assert long["key"].tolist() == rlong["key"].tolist()

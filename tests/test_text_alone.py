@@ -58,8 +58,16 @@ def test_blocks_equal_one_matrix():
     c /= np.linalg.norm(c, axis=1, keepdims=True)
     true = rng.integers(-1, 6, size=53)
     whole = ta.false_class_proportion(t @ c.T, true)
-    blocked = ta.false_class_proportion_from_embeddings(t, c, true, block_size=7)
+    texts = pd.Series([f"text {j}" for j in range(6)], index=[f"w{j}" for j in range(6)])
+    caps = pd.DataFrame({"image_key": [f"{i}.JPEG" for i in range(53)],
+                         "wnid": [f"w{j}" if j >= 0 else "unknown" for j in true]})
+    blocked = ta.false_class_table(caps, texts, t, c, block_size=7)
+    assert blocked[["image_key", "wnid"]].equals(caps)
     np.testing.assert_allclose(whole["p"], blocked["p"], rtol=1e-6)
+    excluded = ta.false_class_table(caps, texts, t, c, exclude_wnids=["w5"], block_size=7)
+    pd.testing.assert_frame_equal(excluded.drop(columns=["image_key", "wnid"]),
+                                  ta.false_class_proportion(t @ c.T, true, texts.index == "w5"))
+    assert len(ta.false_class_table(caps.iloc[:0], texts, t[:0], c)) == 0
     # brute force over captions
     for i in range(53):
         if true[i] < 0:
@@ -68,7 +76,7 @@ def test_blocks_equal_one_matrix():
         want = sum(s[j] > s[true[i]] for j in range(6) if j != true[i]) / 5
         assert blocked["p"][i] == pytest.approx(want)
     with pytest.raises(ValueError, match="same text encoder"):
-        list(ta.class_similarity_blocks(t, c[:, :4]))
+        ta.false_class_table(caps, texts, t, c[:, :4])
 
 
 def test_out_of_range_true_index():
@@ -124,6 +132,6 @@ def test_figures_are_built():
     own[3] = np.nan
     p = rng.random(200) ** 4
     figs = [tap.similarity_figure(rng.random(50) * 0.5 + 0.5, own),
-            tap.false_class_figure(p, own, 0.05, bins=10)]
+            tap.false_class_figure(p, ta.binned_proportion(own, p, bins=10), 0.05)]
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
     assert len(figs[1].axes) == 3  # CDF, binned mean and its twin axis

@@ -1,31 +1,30 @@
-"""Choosing a caption threshold for an encoder other than the paper's CLIP ViT-B/32.
+"""Choosing a caption threshold for an encoder other than the paper's CLIP ViT-B/32 (A6, A9).
 
 Two rules, both exact on the candidate table (sort once, search):
 - ``class_share_threshold``: the highest threshold that still keeps the paper's share of the
   matched classes (0.82 kept 915 of 978 classes with CLIP);
-- ``precision_curve``: where a ground truth exists (the demo world's), the share of rows above
-  each threshold that truly show their class, and the share of true rows kept.
+- ``precision_curve``: where a ground truth exists (the demo world's, ``truth_curve``), the share
+  of rows above each threshold that truly show their class, and the share of true rows kept.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from laionet.method.selection import sfw_stats, threshold_curves
+from laionet.method.selection import (above, batches, concat_frames, nsfw_mask, sfw_stats,
+                                      threshold_curves)
 from laionet.paper import PAPER_CLASS_SHARE
 
 
 def class_share_threshold(candidates, n_matched: int, nsfw_rule: str = "paper",
-                          share: float = PAPER_CLASS_SHARE, n_grid: int = 400,
-                          stats: dict | None = None) -> dict | None:
+                          stats: dict | None = None, share: float = PAPER_CLASS_SHARE,
+                          n_grid: int = 400) -> dict | None:
     """The highest threshold on a fine grid keeping >= ``share`` of ``n_matched`` classes (the
-    paper's share is of the classes with any lemma match, stage 02's ``n_classes_matched``), with
-    the rows it keeps and their share of the single-label SFW rows; None when no grid value does.
-    ``candidates``: a frame or a table on disk (``selection.batches``); ``stats``:
-    ``selection.sfw_stats`` of the same candidates and rule, when already computed."""
+    paper's: of the classes with any lemma match), the rows it keeps and their share of the
+    single-label SFW rows; None when none does. ``stats``: ``sfw_stats``, if already computed."""
     stats = stats or sfw_stats(candidates, nsfw_rule)
     if not stats["n"]:
         return None
@@ -60,7 +59,14 @@ def precision_curve(similarity: Sequence[float], correct: Sequence[bool],
                          "n_rows": n_above})
 
 
-def smallest_precise_threshold(curve: pd.DataFrame, precision: float = 0.95) -> pd.Series | None:
-    """The first row of ``precision_curve`` whose kept rows are >= ``precision`` truly on-class."""
-    good = curve[(curve["precision"] >= precision) & (curve["n_rows"] > 0)]
-    return None if good.empty else good.iloc[0]
+def truth_curve(candidates, truth: pd.DataFrame, thresholds: Sequence[float], threshold: float,
+                nsfw_rule: str = "paper") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where a ground truth exists (the demo world's: key, kind, true_wnid): the
+    ``precision_curve`` of the candidates passing the NSFW rule (a row is correct when its image
+    shows its class), and per caption kind the share ``threshold`` keeps. Small worlds only."""
+    ok = concat_frames(batches(candidates, ["key", "wnid", "NSFW", "similarity"],
+                               filter=lambda d: nsfw_mask(d["NSFW"], nsfw_rule)))
+    rows = ok.merge(truth, on="key", how="left")
+    kept = rows.assign(kept=above(rows["similarity"], threshold)).groupby("kind")["kept"]
+    return (precision_curve(rows["similarity"], rows["true_wnid"].eq(rows["wnid"]), thresholds),
+            kept.agg(["mean", "size"]).rename(columns={"mean": "share kept", "size": "rows"}))

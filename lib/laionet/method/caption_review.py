@@ -28,13 +28,16 @@ def kept_and_dropped(candidates, threshold: float, nsfw_rule: str = "paper", n: 
     captions merged, so memory is one batch plus ``<= 2n`` example rows per lemma."""
     counts, examples = [], []
     for df in batches(candidates, COLUMNS):
-        c, e = _lemma_counts(df, threshold, nsfw_rule, n, op)
-        counts.append(c)
-        examples.append(e)
+        ok = df[nsfw_mask(df["NSFW"], nsfw_rule)]
+        long = ok[COLUMNS[:4]].explode("lemmas").rename(columns={"lemmas": "lemma"})
+        long = long.dropna(subset=["lemma"])
+        long["kept"] = above(long["similarity"].to_numpy(np.float64), threshold, op)
+        counts.append(long.groupby(["lemma", "wnid"], sort=False)["kept"].agg(["size", "sum"]))
+        examples.append(_borderline(long, n))
     if not counts:
-        return _lemma_counts(pd.DataFrame({c: [] for c in COLUMNS}), threshold, nsfw_rule, n, op)
-    c = pd.concat(counts).groupby(["lemma", "wnid"], sort=False)[["n_candidates", "n_kept"]].sum()
-    c = c.reset_index()
+        return kept_and_dropped(pd.DataFrame({c: [] for c in COLUMNS}), threshold, nsfw_rule, n, op)
+    c = pd.concat(counts).groupby(level=["lemma", "wnid"], sort=False).sum().astype(int)
+    c = c.rename(columns={"size": "n_candidates", "sum": "n_kept"}).reset_index()
     c["share_kept"] = c["n_kept"] / c["n_candidates"]
     c = c.sort_values(["n_candidates", "lemma"], ascending=[False, True], ignore_index=True)
     return c, _borderline(pd.concat(examples), n)
@@ -46,22 +49,3 @@ def _borderline(long: pd.DataFrame, n: int) -> pd.DataFrame:
     examples = (pd.concat([kept, dropped])
                 .sort_values(["lemma", "kept", "similarity"], ascending=[True, False, False], ignore_index=True))
     return examples[["lemma", "wnid", "kept", "similarity", "TEXT"]]
-
-
-def _lemma_counts(candidates: pd.DataFrame, threshold: float, nsfw_rule: str = "paper",
-                  n: int = 2, op: str = ">") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``kept_and_dropped`` of one batch."""
-    need = {"lemmas", "wnid", "similarity", "TEXT", "NSFW"}
-    missing = sorted(need - set(candidates.columns))
-    if missing:
-        raise KeyError(f"kept_and_dropped: candidates lack column(s) {missing}")
-    ok = candidates[nsfw_mask(candidates["NSFW"], nsfw_rule)]
-    long = ok[["lemmas", "wnid", "similarity", "TEXT"]].explode("lemmas").rename(columns={"lemmas": "lemma"})
-    long = long.dropna(subset=["lemma"])
-    long["kept"] = above(long["similarity"].to_numpy(np.float64), threshold, op)
-    counts = (long.groupby(["lemma", "wnid"], sort=False)["kept"].agg(["size", "sum"])
-              .rename(columns={"size": "n_candidates", "sum": "n_kept"}).reset_index())
-    counts["n_kept"] = counts["n_kept"].astype(int)
-    counts["share_kept"] = counts["n_kept"] / counts["n_candidates"]
-    counts = counts.sort_values(["n_candidates", "lemma"], ascending=[False, True], ignore_index=True)
-    return counts, _borderline(long, n)

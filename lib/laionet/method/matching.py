@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import functools
 import string
+from itertools import groupby
 import sys
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -40,9 +41,7 @@ _HASH_BITS = 20  # 2**20 hash buckets for the 4-byte words that start a pattern
 _PUNCT_TO_SPACE = bytes(_SPACE if chr(i) in string.punctuation else i for i in range(256))
 
 
-# ---------------------------------------------------------------------------------------------
-# Text preparation (both modes) and the naive reference
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------- Text preparation (both modes) and the naive reference
 
 def _is_separator(ch: str) -> bool:
     cat = unicodedata.category(ch)
@@ -51,67 +50,38 @@ def _is_separator(ch: str) -> bool:
 
 @functools.cache
 def _separator_regex() -> str:
-    """An RE2 class of every non-ASCII P*/S*/Z*/Cc code point, from Python's unicodedata.
-
-    Building it from the same table as the naive reference keeps both sides identical, whatever
-    Unicode version RE2 was compiled with. (ASCII separators are translated byte-wise.)
-    """
-    ranges, start, prev = [], None, None
-    for cp in range(128, sys.maxunicode + 1):
-        if 0xD800 <= cp <= 0xDFFF:
-            continue
-        if _is_separator(chr(cp)):
-            if start is None:
-                start = cp
-            elif cp != prev + 1:
-                ranges.append((start, prev))
-                start = cp
-            prev = cp
-    ranges.append((start, prev))
-    body = "".join(f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges)
+    """An RE2 class of every non-ASCII P*/S*/Z*/Cc code point, from Python's unicodedata (as
+    the naive reference, whatever RE2's Unicode version; ASCII separators go byte-wise)."""
+    seps = [cp for cp in range(128, sys.maxunicode + 1)
+            if not 0xD800 <= cp <= 0xDFFF and _is_separator(chr(cp))]
+    runs = [[cp for _, cp in g] for _, g in groupby(enumerate(seps), lambda t: t[1] - t[0])]
+    body = "".join(f"\\x{{{r[0]:x}}}" if len(r) == 1 else f"\\x{{{r[0]:x}}}-\\x{{{r[-1]:x}}}"
+                   for r in runs)
     return f"[{body}]+"
-
-
-@functools.cache
-def _casefold_exceptions() -> str:
-    """Characters whose Python ``casefold`` differs from Arrow's ``utf8_lower`` (373: ß, ς, ...)."""
-    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
-    lowered = pc.utf8_lower(pa.array(chars)).to_pylist()
-    return "".join(c for c, low in zip(chars, lowered) if c.casefold() != low)
 
 
 def normalize_text(text: str) -> str:
     """The normalized-mode form of one string: NFKC, casefold, separator runs -> one space."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    out, in_sep = [], False
-    for ch in folded:
-        if _is_separator(ch):
-            if not in_sep:
-                out.append(" ")
-            in_sep = True
-        else:
-            out.append(ch)
-            in_sep = False
-    return "".join(out)
+    return "".join(" " if sep else "".join(run) for sep, run in groupby(folded, _is_separator))
 
 
 @functools.cache
 def _casefold_exception_regex() -> str:
-    """An RE2 class matching any of ``_casefold_exceptions``."""
-    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _casefold_exceptions()) + "]"
+    """An RE2 class of the characters whose Python ``casefold`` differs from Arrow's
+    ``utf8_lower`` (373: ß, ς, ...)."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    lowered = pc.utf8_lower(pa.array(chars)).to_pylist()
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c, low in zip(chars, lowered)
+                         if c.casefold() != low) + "]"
 
 
 def _normalize_array(arr: pa.Array) -> pa.Array:
     """``normalize_text`` over an Arrow string array, vectorized, up to the ASCII separators
-    and ASCII upper case (translated byte-wise by ``_prepare``).
-
-    Pure-ASCII rows (the vast majority) are returned as they are: ASCII text is already NFKC,
-    its casefold is its ASCII lowering, and it holds no non-ASCII separators. Only the other rows
-    go through the Unicode steps, and are scattered back.
-
-    Arrow lowercases by simple per-code-point mapping; the rare rows holding a character whose
-    full case folding differs (ß -> ss, final sigma, ...) are folded with Python's ``casefold``.
-    """
+    and ASCII upper case (translated byte-wise by ``_prepare``). Pure-ASCII rows (most) are
+    already NFKC with no non-ASCII separator: only the others go through the Unicode steps, and
+    are scattered back. Arrow lowercases per code point; the rare rows whose full case folding
+    differs (ß -> ss, final sigma, ...) are folded with Python's ``casefold``."""
     wide = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True)).to_numpy(zero_copy_only=False)
     if not wide.any():
         return arr
@@ -142,10 +112,8 @@ def _normalize_unicode(arr: pa.Array) -> pa.Array:
 
 
 def _prepare(arr: pa.Array, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, bytes) the engine scans: every caption prepared for ``mode`` plus one space.
-
-    paper: ASCII punctuation -> space; normalized: see the module docstring.
-    """
+    """(offsets, bytes) the engine scans: every caption prepared for ``mode`` (paper: ASCII
+    punctuation -> space; normalized: the module docstring) plus one space."""
     if mode == "paper":
         offsets, data = _offsets_and_data(_pad(arr))
         # one byte per ASCII char, so offsets are unchanged; UTF-8 continuation bytes are >= 0x80
@@ -173,18 +141,14 @@ def _pad(arr: pa.Array) -> pa.Array:
 
 
 def _prepare_lemma(lemma: str, mode: str) -> str:
-    if mode == "paper":
-        return lemma
-    return normalize_text(lemma).strip(" ")
+    return lemma if mode == "paper" else normalize_text(lemma).strip(" ")
 
 
 def match_naive(texts: Sequence[str | None], lemmas: Sequence[str] | LemmaIndex,
                 mode: str = "paper") -> tuple[np.ndarray, np.ndarray]:
-    """The authors' loop (every caption x every lemma, Python ``in``): the reference for tests.
-
-    Returns (row_index int64, lemma_id int32) sorted by row then lemma id. Null captions never
-    match (the authors' code raised on them and lost the row).
-    """
+    """The authors' loop (every caption x every lemma, Python ``in``), the reference: (row_index
+    int64, lemma_id int32) by row then lemma. Null captions never match (the authors' code
+    raised on them and lost the row)."""
     names = lemmas.lemmas if isinstance(lemmas, LemmaIndex) else list(lemmas)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -193,10 +157,8 @@ def match_naive(texts: Sequence[str | None], lemmas: Sequence[str] | LemmaIndex,
     for i, text in enumerate(texts):
         if text is None:
             continue
-        if mode == "paper":
-            hay = " " + text.translate(_PUNCT_TABLE_STR) + " "
-        else:
-            hay = " " + normalize_text(text) + " "
+        hay = text.translate(_PUNCT_TABLE_STR) if mode == "paper" else normalize_text(text)
+        hay = f" {hay} "
         for j, pat in enumerate(pats):
             if pat.strip(" ") and pat in hay:
                 rows.append(i)
@@ -212,9 +174,7 @@ _ASCII_SEP_TO_SPACE = bytes(_SPACE if _is_separator(chr(i)) else ord(chr(i).lowe
                             for i in range(128)) + bytes(range(128, 256))
 
 
-# ---------------------------------------------------------------------------------------------
-# The lemma index
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------- The lemma index
 
 @dataclass
 class _Patterns:
@@ -271,24 +231,15 @@ def _build_patterns(lemmas: Sequence[str], mode: str) -> _Patterns:
                      pids[order], head8, mask8)
 
 
-@dataclass
 class LemmaIndex:
     """Lemma strings (ids = positions) and, per mode, their compiled lookup tables."""
-
-    lemmas: list[str]
-    _compiled: dict[str, _Patterns] = field(default_factory=dict, repr=False)
 
     def __init__(self, lemmas: Sequence[str]):
         self.lemmas = [str(lem) for lem in lemmas]
         bad = [lem for lem in self.lemmas if not lem.strip()]
         if bad:
             raise ValueError(f"LemmaIndex: empty or blank lemma strings {bad[:3]}")
-        self._compiled = {}
-
-    @classmethod
-    def from_pairs(cls, pairs: Sequence[tuple[str, str]]) -> LemmaIndex:
-        """From ordered (lemma, wnid) pairs (``laionet.sources.classes.lemma_map``)."""
-        return cls([lem for lem, _ in pairs])
+        self._compiled: dict[str, _Patterns] = {}
 
     def __len__(self) -> int:
         return len(self.lemmas)
@@ -310,9 +261,7 @@ class LemmaIndex:
         return [lem for lem in self.lemmas if not _prepare_lemma(lem, mode)]
 
 
-# ---------------------------------------------------------------------------------------------
-# The engine
-# ---------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------- The engine
 
 def _as_string_array(texts: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
@@ -339,11 +288,9 @@ def _offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan(prepared: tuple[np.ndarray, np.ndarray], pats: _Patterns) -> tuple[np.ndarray, np.ndarray]:
-    """(row, pattern id) of every pattern occurrence at token boundaries of the prepared array.
-
-    ``prepared`` holds every caption followed by one space (the padding), so a pattern with its
-    trailing space occurs at a token start iff the padded lemma occurs in the padded caption.
-    """
+    """(row, pattern id) of every pattern occurrence at token boundaries of ``prepared`` (every
+    caption + one space: a pattern with its trailing space occurs at a token start iff the
+    padded lemma occurs in the padded caption)."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     offsets, data = prepared
     if len(offsets) < 2 or len(pats.length) == 0:
@@ -397,19 +344,17 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
 
 def match_batch(texts: pa.Array | pa.ChunkedArray, lemmas: LemmaIndex | Sequence[str],
                 mode: str = "paper") -> tuple[np.ndarray, np.ndarray]:
-    """Every (caption, lemma) containment in ``texts``: (row_index int64, lemma_id int32).
-
-    Rows index ``texts`` (chunks of a ChunkedArray are numbered consecutively). Pairs are unique
-    and sorted by row, then lemma id. Null captions never match (count them with ``null_count``).
-    Raises TypeError for a non-string column.
-    """
+    """Every (caption, lemma) containment in ``texts`` (a string column; chunks numbered
+    consecutively): (row_index int64, lemma_id int32), unique, by row then lemma id. Null
+    captions never match (count them with ``null_count``)."""
     index = lemmas if isinstance(lemmas, LemmaIndex) else LemmaIndex(lemmas)
     pats = index.patterns(mode)
     rows_out, ids_out, base = [], [], 0
     for chunk in _as_string_array(texts):
         row, pid = _scan(_prepare(chunk, mode), pats)
         if chunk.null_count and len(row):  # a null slot's bytes are undefined: drop its hits
-            row, pid = _drop_null_rows(chunk, row, pid)
+            keep = chunk.is_valid().to_numpy(zero_copy_only=False)[row]
+            row, pid = row[keep], pid[keep]
         # expand pattern -> lemma ids (several lemmas can share one normalized pattern)
         cnt = pats.lemma_ptr[pid + 1] - pats.lemma_ptr[pid]
         rows_out.append(np.repeat(row, cnt) + base)
@@ -422,8 +367,3 @@ def match_batch(texts: pa.Array | pa.ChunkedArray, lemmas: LemmaIndex | Sequence
     pair = np.unique(row * max(len(index), 1) + lid)  # dedupe per (row, lemma) and sort
     return pair // max(len(index), 1), (pair % max(len(index), 1)).astype(np.int32)
 
-
-def _drop_null_rows(chunk: pa.Array, row: np.ndarray, pid: np.ndarray):
-    valid = chunk.is_valid().to_numpy(zero_copy_only=False)
-    keep = valid[row]
-    return row[keep], pid[keep]

@@ -1,24 +1,18 @@
 """Stage 02's rule: which matched captions become LAIONet (paper_spec A4-A6, A8, A9).
 
-Pure functions over tables (no files; ``laionet.jobs.candidates`` makes and reads them):
-- ``single_label_table``: the rows of stage 01 whose lemmas name exactly one class (A5: the
-  multi-label rows never get a similarity);
-- ``select_laionet``: NSFW == "UNLIKELY" exactly (A6), similarity strictly above the threshold;
-  ``check_not_empty`` makes an empty result an error naming the best similarity seen;
-  ``drop_duplicate_rows`` drops exact URL+caption duplicates, counted and warned;
-- ``skim_top_k``: the k most similar rows per class (Appendix B);
-- the curves of the threshold figures: ``threshold_curves``, ``similarity_histogram``,
-  ``sfw_stats``, ``lemma_similarities``, ``class_frequency``.
-
-Every function that reads candidates takes ``data``: a DataFrame, or a table on disk read batch
-by batch (anything with ``.batches(columns, filter)``, e.g. ``jobs.candidates.CandidateFiles``):
-one code path, whatever the size; memory is one batch.
+``single_label_table`` keeps the stage-01 rows whose lemmas name exactly one class (A5);
+``select_laionet``: NSFW == "UNLIKELY" exactly (A6) and similarity strictly above the threshold;
+``skim_top_k``: the k most similar rows per class (Appendix B); the rest are the numbers of the
+threshold figures (B1-B3). Pure functions: every one that reads candidates takes a DataFrame or a
+table on disk read batch by batch (anything with ``.batches(columns, filter)``, e.g.
+``jobs.candidates.CandidateFiles``): one code path, whatever the size; memory is one batch.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,16 +43,16 @@ def concat_frames(frames: Iterable[pd.DataFrame], columns: Sequence[str] | None 
                   ) -> pd.DataFrame:
     """The frames as one (an empty one keeps the first frame's columns, else ``columns``)."""
     frames = list(frames)
-    non_empty = [f for f in frames if len(f)]
-    out = pd.concat(non_empty or frames[:1], ignore_index=True) if frames else pd.DataFrame(
-        columns=list(columns or CANDIDATE_COLUMNS))
-    return out.reset_index(drop=True)
+    if not frames:
+        return pd.DataFrame(columns=list(columns or CANDIDATE_COLUMNS))
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
 
 def single_label_table(rows: pa.Table, matches: pa.Table, where: str | Path = "stage 01"
                        ) -> tuple[pa.Table, dict]:
-    """``single_label_rows`` of stage-01 ``rows`` and ``matches`` tables (one part or several);
-    the output is sorted by key."""
+    """A5: the stage-01 ``rows`` whose captions matched lemmas of exactly one class, with that
+    ``wnid`` and the matched ``lemmas`` (from ``matches``, in match-table order), sorted by key;
+    and counts (rows, single-label, multi-label dropped, classes matched, classes kept)."""
     single = rows.filter(pc.equal(rows["n_classes"], 1))
     single = single.append_column("wnid", pc.list_element(single["wnids"], 0)).drop(
         ["wnids", "n_classes"])
@@ -80,37 +74,19 @@ def single_label_table(rows: pa.Table, matches: pa.Table, where: str | Path = "s
     return single, counts
 
 
-# --------------------------------------------------------------------------------------------
-# 2. similarity
-
-
 def synset_texts(classes: pd.DataFrame, query: str = "name_def") -> pd.Series:
-    """wnid -> synset text of the chosen query form (a column of ``class_table``)."""
+    """A4: wnid -> synset text of the chosen query form (a column of ``class_table``)."""
     if query not in classes.columns:
         forms = [c for c in classes.columns if c not in ("wnid", "lemmas", "head", "definition")]
         raise ValueError(f"query {query!r} is not a class-table column; choose one of {forms}")
     return classes.set_index("wnid")[query]
 
 
-# --------------------------------------------------------------------------------------------
-# 1+2 part by part: what stage 02 runs (memory set by the part and chunk sizes, not the run's)
-
-
-# --------------------------------------------------------------------------------------------
-# 3. selection and 4. skim
-
-
 def drop_duplicate_rows(candidates: pd.DataFrame, drop: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Rows repeating an earlier row's URL *and* caption (exact duplicates, e.g. a part mirrored
-    twice into one file) are dropped when ``drop``, the one with the smallest key kept; either
-    way they are counted and warned about, as are URLs still shared by rows with other captions.
-
-    Not a deviation from the paper: LAION-400M was built with URL+caption duplicates removed,
-    so on its parts nothing is dropped (the authors have no such step because they need none).
-    Returns the table (order kept) and counts for summary.json.
-    """
-    import warnings
-
+    """Rows repeating an earlier row's URL *and* caption (e.g. a part mirrored twice into one
+    file) are dropped when ``drop``, the smallest key kept; they and URLs shared by rows with
+    other captions are counted and warned about. No deviation: LAION-400M has no such rows.
+    Returns the table (order kept) and counts for summary.json."""
     order = candidates.sort_values("key", kind="stable")
     repeat = order.duplicated(["URL", "TEXT"]).reindex(candidates.index).to_numpy(bool)
     n_exact = int(repeat.sum())
@@ -154,13 +130,10 @@ def above(similarity: pd.Series | np.ndarray, threshold: float, op: str = ">") -
 
 def skim_top_k(df: pd.DataFrame, k: int = 50, min_similarity: float | None = None
                ) -> pd.DataFrame:
-    """Per wnid the ``k`` rows of highest similarity (all of them when fewer), ties broken by
-    the smaller key; output sorted by wnid, then rank.
-
-    The authors' skim first kept similarity > 0.58 whatever the encoder (MPNet's threshold,
-    E.17): pass ``min_similarity=0.58`` to reproduce that. If the OCR flag
-    ``wnid_is_in_recognized_text`` is present, rows flagged True or null are dropped (A8 step 2).
-    """
+    """Per wnid the ``k`` rows of highest similarity, ties broken by the smaller key; sorted by
+    wnid, then rank. The authors first kept similarity > 0.58 whatever the encoder (E.17):
+    ``min_similarity=0.58``. Rows whose OCR flag ``wnid_is_in_recognized_text`` is True or null
+    are dropped (A8 step 2)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     keep = df["similarity"].notna().to_numpy()
@@ -176,10 +149,6 @@ def skim_top_k(df: pd.DataFrame, k: int = 50, min_similarity: float | None = Non
     return d[rank < k].reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------------------------
-# curves and summaries for the figures
-
-
 def class_frequency(laionet: pd.DataFrame) -> pd.DataFrame:
     """wnid, n_rows, rel_freq (share of the dataset), most frequent first (figure B3)."""
     n = laionet["wnid"].value_counts().rename_axis("wnid").reset_index(name="n_rows")
@@ -187,38 +156,10 @@ def class_frequency(laionet: pd.DataFrame) -> pd.DataFrame:
     return n
 
 
-def summary(candidates: pd.DataFrame | None, laionet: pd.DataFrame, counts: dict,
-            threshold: float) -> dict:
-    """The numbers of stage 02 in one JSON-able dict (written as summary.json).
-
-    ``n_classes_matched``: classes with any matched row, multi-label ones included (the paper's
-    978); ``n_classes_single_label``: classes with single-label rows (the candidates' classes,
-    those a threshold can keep); both from ``counts`` (``single_label_rows`` or
-    ``candidate_counts``) when given there. ``candidates`` None (stage 02 streams them):
-    ``counts`` holds n_candidates and n_nsfw_unlikely too (``candidate_counts``).
-    """
-    if candidates is not None:
-        counts = {"n_classes_matched": int(candidates["wnid"].nunique()),
-                  "n_classes_single_label": int(candidates["wnid"].nunique()),
-                  "n_candidates": int(len(candidates)),
-                  "n_nsfw_unlikely": int((candidates["NSFW"] == "UNLIKELY").sum()), **counts}
+def summary(laionet: pd.DataFrame, counts: dict, threshold: float) -> dict:
+    """summary.json: ``counts`` (``candidate_counts``), the threshold, LAIONet's rows, classes."""
     return {**counts, "threshold": float(threshold),
-            "n_laionet": int(len(laionet)), "n_classes_laionet": int(laionet["wnid"].nunique())}
-
-
-
-
-def _evidence(data, nsfw_rule: str) -> tuple[int, int, int, float, str | None]:
-    """(candidates, passing the NSFW rule, of those with a similarity, best similarity, its class)."""
-    n = n_ok = n_sim = 0
-    best, best_wnid = -np.inf, None
-    for df in batches(data, ["wnid", "NSFW", "similarity"]):
-        ok = df[nsfw_mask(df["NSFW"], nsfw_rule)]
-        sims = ok["similarity"].astype("float64")
-        n, n_ok, n_sim = n + len(df), n_ok + len(ok), n_sim + int(sims.notna().sum())
-        if sims.notna().any() and sims.max() > best:
-            best, best_wnid = float(sims.max()), ok.loc[sims.idxmax(), "wnid"]
-    return n, n_ok, n_sim, best, best_wnid
+            "n_laionet": len(laionet), "n_classes_laionet": int(laionet["wnid"].nunique())}
 
 
 def check_not_empty(laionet: pd.DataFrame, candidates, threshold: float,
@@ -228,31 +169,28 @@ def check_not_empty(laionet: pd.DataFrame, candidates, threshold: float,
     the threshold (its value and class named)."""
     if len(laionet):
         return
-    n, n_ok, n_sim, best, best_wnid = _evidence(candidates, nsfw_rule)
-    if not n:
+    st = sfw_stats(candidates, nsfw_rule)
+    if not st["n_rows"]:
         raise EmptyLAIONet("LAIONet is empty: stage 01 left no single-label candidate (no caption "
                            "matched the lemmas of exactly one class); check laion_parts and classes")
-    if not n_ok:
-        raise EmptyLAIONet(f"LAIONet is empty: none of the {n} single-label "
+    if not st["n_sfw"]:
+        raise EmptyLAIONet(f"LAIONet is empty: none of the {st['n_rows']} single-label "
                            f"candidates passes nsfw_rule={nsfw_rule!r}; try "
                            "`-p 02.nsfw_rule unlikely_or_unsure` (or check the NSFW column)")
-    if not n_sim:
-        raise EmptyLAIONet(f"LAIONet is empty: all {n_ok} candidates have no similarity")
+    if not st["n"]:
+        raise EmptyLAIONet(f"LAIONet is empty: all {st['n_sfw']} candidates have no similarity")
     raise EmptyLAIONet(
-        f"LAIONet is empty: threshold={threshold} keeps none of the {n_ok} single-label "
+        f"LAIONet is empty: threshold={threshold} keeps none of the {st['n_sfw']} single-label "
         f"candidates passing nsfw_rule={nsfw_rule!r}; the best similarity seen is "
-        f"{best:.4f} (class {best_wnid}). Lower the threshold below "
+        f"{st['max']:.4f} (class {st['max_wnid']}). Lower the threshold below "
         "that (`-p 02.threshold VALUE`; the paper: 0.82 for CLIP ViT-B/32, 0.58 for mpnet)")
 
 
 def select_laionet(candidates, threshold: float, nsfw_rule: str = "paper",
                    op: str = ">") -> pd.DataFrame:
-    """LAIONet: candidates with the NSFW rule and similarity strictly above ``threshold``; only
-    LAIONet (small by design, 822k rows in the paper) is held, never all candidates.
-
-    A table that still holds multi-label rows (``n_classes`` > 1, or no ``wnid``) loses them:
-    the paper never gives such rows a similarity.
-    """
+    """LAIONet: candidates passing the NSFW rule with similarity strictly above ``threshold``
+    (only LAIONet is held, never all candidates); multi-label rows (``n_classes`` > 1, or no
+    ``wnid``) never pass."""
     nsfw_mask(pd.Series([], dtype=object), nsfw_rule)  # a bad rule fails before any read
     above(np.zeros(0), threshold, op)
 
@@ -266,19 +204,23 @@ def select_laionet(candidates, threshold: float, nsfw_rule: str = "paper",
     return concat_frames(batches(candidates, filter=keep))
 
 
+def _sfw(candidates, nsfw_rule: str, columns=("wnid", "NSFW", "similarity")):
+    """Per batch: (the batch, its rows passing the NSFW rule with a similarity, as float64)."""
+    for df in batches(candidates, list(columns)):
+        ok = df[nsfw_mask(df["NSFW"], nsfw_rule) & df["similarity"].notna().to_numpy()]
+        yield df, ok, ok["similarity"].to_numpy(np.float64)
+
+
 def threshold_curves(candidates, thresholds: Sequence[float], nsfw_rule: str = "paper",
                      op: str = ">") -> pd.DataFrame:
-    """Dataset size and classes with >= 1 row vs threshold (exactly what ``select_laionet``
-    would keep): rows above each threshold summed per batch (searchsorted), each class's best
-    similarity kept (one number per class)."""
+    """Dataset size and classes with >= 1 row vs threshold, exactly as ``select_laionet`` keeps
+    them (per batch: rows above each threshold, each class's best similarity)."""
     t = np.asarray(thresholds, dtype=np.float64)
     side = "right" if op == ">" else "left"  # ">": values equal to t fail
     n_rows = np.zeros(len(t), np.int64)
     best: dict[str, float] = {}
-    for df in batches(candidates, ["wnid", "NSFW", "similarity"]):
-        ok = df[nsfw_mask(df["NSFW"], nsfw_rule) & df["similarity"].notna().to_numpy()]
-        sims = np.sort(ok["similarity"].to_numpy(np.float64))
-        n_rows += len(sims) - np.searchsorted(sims, t, side)
+    for _, ok, sims in _sfw(candidates, nsfw_rule):
+        n_rows += len(sims) - np.searchsorted(np.sort(sims), t, side)
         for w, m in ok.groupby("wnid")["similarity"].max().items():
             best[w] = max(best.get(w, -np.inf), float(m))
     b = np.sort(np.fromiter(best.values(), np.float64, len(best)))
@@ -286,49 +228,43 @@ def threshold_curves(candidates, thresholds: Sequence[float], nsfw_rule: str = "
                          "n_classes": len(b) - np.searchsorted(b, t, side)})
 
 
-def similarity_histogram(candidates, nsfw_rule: str = "paper", bins: int = 60
-                         ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Histogram of the similarity of the rows passing the NSFW rule, in two passes (range,
-    then counts): (counts, edges, n rows with a similarity); the bins of ``np.histogram``."""
-    lo, hi, n = np.inf, -np.inf, 0
-    cols = ["NSFW", "similarity"]
-    for df in batches(candidates, cols):
-        v = df.loc[nsfw_mask(df["NSFW"], nsfw_rule), "similarity"].dropna().to_numpy(np.float64)
-        if len(v):
-            lo, hi, n = min(lo, v.min()), max(hi, v.max()), n + len(v)
-    if not n:
-        return np.zeros(bins, np.int64), np.linspace(0, 1, bins + 1), 0
-    edges = np.histogram_bin_edges(np.array([lo, hi]), bins)
-    counts = np.zeros(bins, np.int64)
-    for df in batches(candidates, cols):
-        v = df.loc[nsfw_mask(df["NSFW"], nsfw_rule), "similarity"].dropna().to_numpy(np.float64)
-        counts += np.histogram(v, edges)[0]
-    return counts, edges, n
-
-
 def sfw_stats(candidates, nsfw_rule: str = "paper") -> dict:
-    """Over the rows passing the NSFW rule: how many (n_sfw), how many have a similarity (n),
-    its min and max (NaN when none); and the classes of all candidates."""
-    n_sfw = n = 0
-    lo, hi = np.inf, -np.inf
+    """Candidates (n_rows), those passing the NSFW rule (n_sfw), those of them with a
+    similarity (n), its min and max (NaN when none) and the class of the max; the classes of
+    all candidates."""
+    n_rows = n_sfw = n = 0
+    lo, hi, hi_wnid = np.inf, -np.inf, None
     classes: set[str] = set()
-    for df in batches(candidates, ["wnid", "NSFW", "similarity"]):
+    for df, ok, v in _sfw(candidates, nsfw_rule):
         classes |= set(df["wnid"].dropna())
-        v = df.loc[nsfw_mask(df["NSFW"], nsfw_rule), "similarity"]
-        n_sfw += len(v)
-        v = v.dropna().to_numpy(np.float64)
+        n_rows, n_sfw = n_rows + len(df), n_sfw + int(nsfw_mask(df["NSFW"], nsfw_rule).sum())
         if len(v):
+            if v.max() > hi:
+                hi_wnid = ok["wnid"].iloc[int(np.argmax(v))]
             lo, hi, n = min(lo, v.min()), max(hi, v.max()), n + len(v)
-    return {"n_sfw": n_sfw, "n": n, "min": lo if n else float("nan"),
-            "max": hi if n else float("nan"), "classes": sorted(classes)}
+    return {"n_rows": n_rows, "n_sfw": n_sfw, "n": n, "min": lo if n else float("nan"),
+            "max": hi if n else float("nan"), "max_wnid": hi_wnid, "classes": sorted(classes)}
+
+
+def similarity_histogram(candidates, nsfw_rule: str = "paper", bins: int = 60,
+                         stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(counts, edges, n) of the similarity of the rows passing the NSFW rule, ``np.histogram``'s
+    bins over its range (``sfw_stats``: ``stats`` when already computed)."""
+    stats = stats or sfw_stats(candidates, nsfw_rule)
+    if not stats["n"]:
+        return np.zeros(bins, np.int64), np.linspace(0, 1, bins + 1), 0
+    edges = np.histogram_bin_edges(np.array([stats["min"], stats["max"]]), bins)
+    counts = np.zeros(bins, np.int64)
+    for _, _, v in _sfw(candidates, nsfw_rule, ["NSFW", "similarity"]):
+        counts += np.histogram(v, edges)[0]
+    return counts, edges, stats["n"]
 
 
 def lemma_similarities(candidates, wnid: str, class_lemmas: Sequence[str] = ()
                        ) -> tuple[pd.DataFrame, pd.Series]:
-    """Long table (lemma, similarity, key) of one class (only its rows are read), a row counted
-    under every lemma it matched (as the authors' per-lemma histograms); and rows per lemma,
-    including the class's lemmas that matched nothing (e.g. "mountain lion": 0 after the
-    multi-label drop)."""
+    """B2: one class's rows as (key, lemma, similarity), a row under every lemma it matched (the
+    authors' per-lemma histograms); and rows per lemma, the class's unmatched lemmas at 0 (e.g.
+    "mountain lion" after the multi-label drop)."""
     cols = ["key", "wnid", "lemmas", "similarity"]
     one = concat_frames(batches(candidates, cols, filter=lambda d: (d["wnid"] == wnid).to_numpy()),
                         cols)

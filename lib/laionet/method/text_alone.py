@@ -1,52 +1,26 @@
 """§4.3: text alone cannot explain why an image is in ImageNet (paper_spec A18, B16, B17, E.17).
 
 For each ImageNet-Captions caption, p = the proportion of *other* classes whose synset text is
-strictly more similar to the caption than the caption's own class's synset text. If captions
-alone explained selection, p would be ~0 for almost every caption.
-
-Denominator (the E.17 fix, the default): the number of other classes compared, i.e. (classes
-in the comparison set) - 1. A caption whose class is not in the comparison set (an excluded
-or unknown class) gets p = NaN and is counted in the report, never silently set to 0.
-``paper=True`` reproduces the authors: denominator = all classes of the set (999, the true
-class included) and p = 0 for captions of excluded classes.
-
-The caption x class similarity matrix is computed block by block from embeddings; only the
-per-caption results are kept (the authors stored a 443,798 x 999 table, 2.8 GB).
+strictly more similar to the caption than its own class's. If captions alone explained
+selection, p would be ~0 for almost every caption. Denominator (the E.17 fix, the default): the
+other classes compared, (classes in the set) - 1; a caption of an excluded or unknown class gets
+p = NaN, counted in the report. ``paper=True`` reproduces the authors: all classes of the set
+(999, the true one included) and p = 0 for captions of excluded classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
-
-from laionet.paper import PAPER_P_AT, PAPER_SHARE_AT  # noqa: F401
-
-
-def class_similarity_blocks(text_emb: np.ndarray, class_emb: np.ndarray,
-                            block_size: int = 8192) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield (row slice, cosine similarity block [b, n_classes]) for L2-normalised embeddings."""
-    if text_emb.shape[1] != class_emb.shape[1]:
-        raise ValueError(f"caption embeddings are {text_emb.shape[1]}-d, class texts "
-                         f"{class_emb.shape[1]}-d: embed both with the same text encoder")
-    class_t = np.ascontiguousarray(class_emb.T, dtype=np.float32)
-    for s in range(0, len(text_emb), block_size):
-        sl = slice(s, min(s + block_size, len(text_emb)))
-        yield sl, np.asarray(text_emb[sl], dtype=np.float32) @ class_t
 
 
 def false_class_proportion(sim: np.ndarray, true_index: np.ndarray,
                            excluded: np.ndarray | None = None, paper: bool = False) -> pd.DataFrame:
-    """Per caption, the share of other classes strictly more similar than its own class.
-
-    ``sim`` [n, C]: caption-to-class-text similarities; ``true_index`` [n]: the column of each
-    caption's class, or -1 when its class has no column. ``excluded`` [C] (bool): classes left
-    out of the comparison set (e.g. the authors' deleted n03126707). Ties do not count.
-
+    """Per caption, the share of other classes strictly more similar than its own (ties do not
+    count). ``sim`` [n, C]: caption-to-class-text similarities; ``true_index`` [n]: each
+    caption's class column, or -1; ``excluded`` [C]: classes left out of the comparison set.
     Columns: own_similarity (NaN without a column), n_more_similar, n_compared (the
-    denominator), p (NaN for captions of excluded / unknown classes unless ``paper``).
-    """
+    denominator), p (NaN for captions of excluded / unknown classes unless ``paper``)."""
     sim = np.asarray(sim)
     true_index = np.asarray(true_index, dtype=np.int64)
     n, n_cls = sim.shape
@@ -77,19 +51,25 @@ def false_class_proportion(sim: np.ndarray, true_index: np.ndarray,
                          "n_compared": n_compared.astype(np.int32), "p": p})
 
 
-def false_class_proportion_from_embeddings(text_emb: np.ndarray, class_emb: np.ndarray,
-                                           true_index: np.ndarray,
-                                           excluded: np.ndarray | None = None,
-                                           paper: bool = False,
-                                           block_size: int = 8192) -> pd.DataFrame:
-    """``false_class_proportion`` over caption embeddings, one similarity block at a time."""
-    true_index = np.asarray(true_index)
-    parts = [false_class_proportion(block, true_index[sl], excluded, paper)
-             for sl, block in class_similarity_blocks(text_emb, class_emb, block_size)]
-    if not parts:
-        return false_class_proportion(np.empty((0, len(class_emb))), true_index[:0], excluded,
-                                      paper)
-    return pd.concat(parts, ignore_index=True)
+def false_class_table(captions: pd.DataFrame, texts: pd.Series, caption_emb: np.ndarray,
+                      class_emb: np.ndarray, exclude_wnids=(), paper: bool = False,
+                      block_size: int = 8192) -> pd.DataFrame:
+    """A18 on ImageNet-Captions: per caption (image_key, wnid), ``false_class_proportion``
+    against the classes of ``texts`` (wnid -> synset text; the rows of ``class_emb``, both sides
+    L2-normalised), ``exclude_wnids`` left out of the comparison set (the authors': n03126707).
+    One block of ``block_size`` captions at a time: no captions x classes matrix is kept (the
+    authors stored a 443,798 x 999 table, 2.8 GB)."""
+    if caption_emb.shape[1] != class_emb.shape[1]:
+        raise ValueError(f"caption embeddings are {caption_emb.shape[1]}-d, class texts "
+                         f"{class_emb.shape[1]}-d: embed both with the same text encoder")
+    true_index = texts.index.get_indexer(captions["wnid"])
+    excluded = texts.index.isin(list(exclude_wnids))
+    class_t = np.ascontiguousarray(class_emb.T, dtype=np.float32)
+    res = pd.concat([false_class_proportion(
+        np.asarray(caption_emb[s:s + block_size], np.float32) @ class_t,
+        true_index[s:s + block_size], excluded, paper)
+        for s in range(0, max(len(caption_emb), 1), block_size)], ignore_index=True)
+    return pd.concat([captions[["image_key", "wnid"]].reset_index(drop=True), res], axis=1)
 
 
 def report(result: pd.DataFrame) -> dict:
@@ -110,11 +90,8 @@ def cdf(p: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 def binned_proportion(own_similarity: np.ndarray, p: np.ndarray,
                       bins: int | np.ndarray = 50, z: float = 1.96) -> pd.DataFrame:
-    """B17 (c): captions binned by own-class similarity; per bin the mean p and its band
-    mean +- z * sqrt(mean (1 - mean) / n). Captions with NaN p or similarity are left out.
-
-    Columns: left, right, center, n, mean_p, half_width (empty bins: n = 0, NaN mean).
-    """
+    """B17 (c): captions (NaN left out) binned by own-class similarity: left, right, center,
+    n, mean_p and half_width = z * sqrt(mean (1 - mean) / n) (empty bins: n = 0, NaN mean)."""
     s = np.asarray(own_similarity, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     ok = ~(np.isnan(s) | np.isnan(p))
@@ -135,11 +112,8 @@ def binned_proportion(own_similarity: np.ndarray, p: np.ndarray,
 
 def own_class_similarity(text_emb: np.ndarray, wnids, class_texts: pd.Series,
                          class_emb: np.ndarray, source: str = "") -> np.ndarray:
-    """Cosine similarity of each caption with its own class's synset text (B16, LAIONet side).
-
-    ``class_texts``: wnid -> synset text (its index gives the rows of ``class_emb``); a wnid
-    outside it is a KeyError naming ``source``.
-    """
+    """B16, LAIONet side: each caption's cosine with its class's synset text (``class_texts``'
+    index gives the rows of ``class_emb``); a wnid outside it is a KeyError naming ``source``."""
     idx = class_texts.index.get_indexer(pd.Index(wnids))
     if (idx < 0).any():
         bad = sorted(set(np.asarray(wnids)[idx < 0]))[:5]

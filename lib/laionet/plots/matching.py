@@ -1,5 +1,4 @@
-"""Figures of stage 01 (synset matching): each builder returns a matplotlib Figure; the notebook
-saves it with ``Stage.figure``. Inputs are stage 01's products (``laionet.jobs.match_parts``)."""
+"""Figures of stage 01 (synset matching) from its products; each builder returns a Figure."""
 
 from __future__ import annotations
 

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 
-def similarity_threshold_figure(similarity, curves: pd.DataFrame, threshold: float):
-    """B1: the similarity histogram, classes with >= 1 row and dataset size against the threshold.
-
-    ``similarity``: the values (a Series), or a histogram already counted (counts, edges, ...)
-    as ``selection.similarity_histogram`` streams it."""
+def similarity_threshold_figure(histogram, curves: pd.DataFrame, threshold: float):
+    """B1: the similarity histogram (``selection.similarity_histogram``), classes with >= 1 row
+    and dataset size (``selection.threshold_curves``) against the threshold."""
     fig, ax = plt.subplots(1, 3, figsize=(11, 3))
-    if isinstance(similarity, tuple):
-        counts, edges = similarity[0], similarity[1]
-        ax[0].stairs(counts, edges, fill=True, color="tab:blue")
-    else:
-        ax[0].hist(similarity.dropna(), bins=60, color="tab:blue")
+    ax[0].stairs(histogram[0], histogram[1], fill=True, color="tab:blue")
     ax[0].axvline(threshold, c="k", ls="--", label=f"threshold {threshold}")
     ax[0].set(xlabel="text-to-synset similarity", ylabel="rows")
     ax[0].legend()
@@ -61,3 +55,8 @@ def class_frequency_figure(freq: pd.DataFrame):
     ax.plot(np.arange(1, len(freq) + 1), freq["rel_freq"], ".-")
     ax.set(xlabel="class rank", ylabel="relative frequency", yscale="log")
     return fig
+
+
+def summary_table(summary: dict) -> pd.DataFrame:
+    """A summary dict as a two-column table (quantity, value), in its order."""
+    return pd.DataFrame({"quantity": list(summary), "value": list(summary.values())}).astype(str)

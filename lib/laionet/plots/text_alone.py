@@ -1,19 +1,17 @@
-"""Figures of stage 08 (text alone, B16/B17): each returns a matplotlib Figure, which the
-notebook saves with ``Stage.figure``."""
+"""Figures of stage 08 (text alone, B16/B17); each builder returns a Figure."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from laionet.method.text_alone import binned_proportion, cdf
+from laionet.method.text_alone import cdf
 from laionet.plots.style import DATASET_COLORS
 
 
 def similarity_figure(laionet: np.ndarray, imagenet_captions: np.ndarray):
     """B16: caption-to-synset similarity densities, LAIONet (20 bins) vs ImageNet-Captions (50)."""
-    import matplotlib.pyplot as plt
-
     own = np.asarray(imagenet_captions, dtype=np.float64)
     own = own[~np.isnan(own)]
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
@@ -26,17 +24,13 @@ def similarity_figure(laionet: np.ndarray, imagenet_captions: np.ndarray):
     return fig
 
 
-def false_class_figure(p: np.ndarray, own_similarity: np.ndarray, p_at: float = 0.05,
-                       bins: int = 50, binned: pd.DataFrame | None = None):
+def false_class_figure(p: np.ndarray, binned: pd.DataFrame, p_at: float = 0.05):
     """B17: (a) the CDF of p with the guide lines at ``p_at``; (c) mean p +- 95% band per
-    own-similarity bin, with the share of captions per bin (red, right axis)."""
-    import matplotlib.pyplot as plt
-
+    own-similarity bin (``binned_proportion``), with the share of captions per bin (red, right
+    axis)."""
     grid = np.linspace(0, 1, 1001)
     curve = cdf(p, grid)
     share = float(cdf(p, [p_at])[0])
-    if binned is None:
-        binned = binned_proportion(own_similarity, p, bins=bins)
     fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
     axes[0].step(grid, curve, where="post", color="black")
     axes[0].axvline(p_at, color="gray", ls="--")
