@@ -21,8 +21,7 @@ from laionet.jobs.embedding_store import EmbeddingStore, embed_with_store
 from laionet.jobs.parts import MapResult, done_stats, map_parts, part_file
 from laionet.method.selection import CANDIDATE_COLUMNS, single_label_table
 from laionet.models.common import cosine_rowwise
-from laionet.sources.laion import (KEY_STRIDE, LAION_COLUMNS, part_files, part_number,
-                                   row_key)
+from laionet.sources.laion import LAION_COLUMNS, check_keys, part_files, part_number
 from laionet.util.files import parquet_writer
 from laionet.util.fingerprint import fingerprint
 
@@ -95,15 +94,6 @@ def candidate_schema(laion: pa.Schema) -> pa.Schema:
                       *(laion.field(c) for c in LAION_COLUMNS), ("similarity", pa.float32())])
 
 
-def _check_keys(rows: pa.Table) -> None:
-    part, row, key = (rows[c].to_numpy() for c in ("part", "row", "key"))
-    bad_key = np.flatnonzero(key != row_key(part, row))
-    if len(bad_key):
-        i = bad_key[0]
-        raise ValueError(f"row key {key[i]} != part {part[i]} * {KEY_STRIDE} + row {row[i]}: "
-                         "stage 01 keys are corrupt; rerun stage 01")
-
-
 def _rechunk(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
     """The same rows, in tables of about ``rows`` rows (the last one smaller)."""
     buf, n = [], 0
@@ -132,7 +122,7 @@ def candidates_part(part_path: str | Path, part: int, matches_dir: str | Path,
     single, counts = single_label_table(rows, matches, part_file(matches_dir, "rows", part))
     rows_wnids = rows["wnids"]
     del rows, matches
-    _check_keys(single)
+    check_keys(single)
     wnids = pd.Index(sorted(class_emb))
     table = np.stack([class_emb[w] for w in wnids]) if len(wnids) else np.zeros((0, 1), np.float32)
     schema = candidate_schema(pq.ParquetFile(part_path).schema_arrow)

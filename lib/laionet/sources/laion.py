@@ -64,6 +64,17 @@ def split_key(key):
     return (int(part), int(row)) if k.ndim == 0 else (part, row)
 
 
+def check_keys(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(part, row) of a table of stage-01 rows, after checking its keys are ``row_key(part, row)``."""
+    part, row, key = (rows[c].to_numpy() for c in ("part", "row", "key"))
+    bad = np.flatnonzero(key != row_key(part, row))
+    if len(bad):
+        i = bad[0]
+        raise ValueError(f"row key {key[i]} != part {part[i]} * {KEY_STRIDE} + row {row[i]}: "
+                         "stage 01 keys are corrupt; rerun stage 01")
+    return part, row
+
+
 LAION_COLUMNS = ("TEXT", "URL", "NSFW", "HEIGHT", "WIDTH")
 
 
@@ -91,14 +102,7 @@ def join_laion_columns(rows: pa.Table, parts: dict[int, Path],
         empty = {c: pa.array([], pa.string() if c in ("TEXT", "URL", "NSFW") else pa.int64())
                  for c in columns}
         return pa.Table.from_pydict({**rows.to_pydict(), **empty})
-    part = rows["part"].to_numpy()
-    row = rows["row"].to_numpy()
-    key = rows["key"].to_numpy()
-    bad_key = np.flatnonzero(key != row_key(part, row))
-    if len(bad_key):
-        i = bad_key[0]
-        raise ValueError(f"row key {key[i]} != part {part[i]} * {KEY_STRIDE} + row {row[i]}: "
-                         "stage 01 keys are corrupt; rerun stage 01")
+    part, row = check_keys(rows)
     order = np.argsort(part, kind="stable")
     pieces, positions = [], []
     for p in np.unique(part):
