@@ -5,8 +5,10 @@ One tiny world (no models) is built per session; a second build checks byte iden
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import re
 import socket
 import threading
@@ -22,6 +24,7 @@ from PIL import Image
 
 from laionet.demo import ImageHost, build_world, formats, v2
 from laionet.demo.classes import TINY_WNIDS
+from laionet.sources.imagenet import IMAGENETV2_VERSIONS
 
 REAL_PART = re.compile(r"^part-(\d{5})-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000\.snappy\.parquet$")
 LAION_COLUMNS = ["SAMPLE_ID", "URL", "TEXT", "HEIGHT", "WIDTH", "LICENSE", "NSFW", "similarity"]
@@ -60,11 +63,11 @@ def test_laion_parts_have_the_real_schema_and_names(world):
 def test_imagenet_val_and_devkit_read_like_the_real_ones(world):
     from scipy.io import loadmat
 
-    synsets = loadmat(str(world.devkit / "data" / "meta.mat"), squeeze_me=True)["synsets"]
+    synsets = loadmat(str(world.imagenet_devkit / "data" / "meta.mat"), squeeze_me=True)["synsets"]
     id2wnid = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"])}
     assert sorted(id2wnid.values()) == sorted(TINY_WNIDS) and sorted(id2wnid) == [1, 2, 3, 4, 5, 6]
     assert {"words", "gloss", "num_children"} <= set(synsets.dtype.names)
-    gt = np.loadtxt(world.devkit / "data" / "ILSVRC2012_validation_ground_truth.txt", dtype=int)
+    gt = np.loadtxt(world.imagenet_devkit / "data" / "ILSVRC2012_validation_ground_truth.txt", dtype=int)
     files = sorted(world.imagenet_val.iterdir())
     assert [f.name for f in files] == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(gt) + 1)]
     truth = world.truth_table("imagenet").set_index("filename")
@@ -74,12 +77,12 @@ def test_imagenet_val_and_devkit_read_like_the_real_ones(world):
 
 
 def test_imagenetv2_folders_are_class_indices(world):
-    info = json.loads(world.class_info.read_text())
+    info = json.loads(world.imagenetv2_class_info.read_text())
     assert len(info) == 1000 and [r["cid"] for r in info] == list(range(1000))
     assert {"cid", "wnid", "synset", "gloss"} <= set(info[0])
     cid2wnid = {r["cid"]: r["wnid"] for r in info}
     assert cid2wnid[286] == "n02125311" and "painter" in info[286]["synset"]
-    for version in formats.V2_VERSIONS:
+    for version in IMAGENETV2_VERSIONS:
         folder = world.imagenetv2_version(version)
         classes = sorted(int(d.name) for d in folder.iterdir())   # int() fails on a non-index
         assert sorted(cid2wnid[c] for c in classes) == sorted(TINY_WNIDS)
@@ -125,13 +128,20 @@ def test_laion_files_fault_kinds_are_what_truth_says(world):
 
 # ---- determinism and cache --------------------------------------------------------------------
 
+def tree_digest(root) -> dict[str, str]:
+    """sha256 of every file under ``root`` by relative path: the byte-identity check."""
+    return {os.path.relpath(os.path.join(d, f), root):
+            hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(root) for f in files}
+
+
 def test_same_seed_gives_byte_identical_files(world, tmp_path):
     again = build_world(tmp_path / "again", size="tiny", seed=0, train_models=False)
-    a, b = formats.tree_digest(world.root), formats.tree_digest(again.root)
+    a, b = tree_digest(world.root), tree_digest(again.root)
     a.pop("world.json"), b.pop("world.json")      # holds timings
     assert a.keys() == b.keys() and a == b
     other = build_world(tmp_path / "other", size="tiny", seed=1, train_models=False)
-    c = formats.tree_digest(other.root)
+    c = tree_digest(other.root)
     assert c[LAION_PART] != a[LAION_PART]
 
 
@@ -273,3 +283,36 @@ def test_figures_of_notebook_00(world):
     assert [t.get_text() for t in fig3.axes[0].get_legend().get_texts()] == [
         checks.TEXT_SET, checks.IMAGE_SET]
     plt.close("all")
+
+
+# ---- layout and cache keys ---------------------------------------------------------------------
+
+def test_world_paths_and_pipeline_keys(world):
+    from laionet.demo.layout import WORLD, locate
+    from laionet.demo.world import LAYOUT
+
+    assert world.imagenet_val == world.root / "imagenet" / "val" and world.imagenet_val.is_dir()
+    assert all(getattr(world, k).exists() for k in LAYOUT if k != "models")  # no models trained
+    with pytest.raises(AttributeError, match="no 'nope'"):
+        _ = world.nope
+    assert locate(world, "classes") == world.classes_txt and locate(world, "http") == world.http
+    assert world.model_files() == {} and locate(world, "image_tower") is None
+    assert set(LAYOUT) <= set(WORLD)
+    with pytest.raises(KeyError, match="no 'nope'"):
+        locate(world, "nope")
+
+
+def test_generator_digest_covers_every_module_the_generator_runs():
+    """Editing any module the world is generated with must regenerate cached worlds."""
+    import ast
+    from pathlib import Path
+
+    from laionet.demo import world as W
+
+    for mod in W.GENERATOR_MODULES:
+        tree = ast.parse((Path(W.__file__).parent / f"{mod}.py").read_text())
+        used = {a.name if n.module == "laionet.demo" else n.module.rsplit(".", 1)[1]
+                for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and (n.module or "").startswith("laionet.demo") for a in n.names}
+        # the models are trained from the data and keyed by their own code digest
+        assert used - {"models"} <= set(W.GENERATOR_MODULES), (mod, used)

@@ -6,11 +6,11 @@
     with ImageHost(world.http) as host:
         host.rewrite_url(url)    # http://laion-demo.invalid/... -> http://127.0.0.1:<port>/...
 
-Modules: classes (the class sets), images (prototype + nuisance renderer), sampling (draws of
-samples, annotators), captions (caption text), v2 (ImageNetV2's sampling strategies), formats
-(writers of the real formats), host (loopback HTTP), world (layout, build, cache), models (the
-demo's image tower and classifiers; another module's job).
-"""
+The generator: classes (class sets), images (prototype + nuisance renderer), sampling (samples,
+annotators), captions, text (names written into images), v2 (ImageNetV2's sampling), formats
+(the real file formats), world (layout, build, cache). Around it: models (the image tower and
+classifiers), layout (the pipeline's world keys), checks and plots (notebook 00), truth (hidden
+truth for later stages), rehearsal (the full profile's real-asset rehearsal)."""
 
 from laionet.demo.world import SIZES, WorldPaths, build_world
 from laionet.sources.loopback import ImageHost

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 
 from laionet.demo import images
-from laionet.demo.sampling import World, prototypes_of
+from laionet.demo.sampling import World, nuisance, prototypes_of
 
 SUBJECT_TEMPLATES = (("", ""), ("photo of a ", ""), ("", "s"), ("the ", " in my garden"),
                      ("", " for sale"), ("cute ", " picture"), ("", " - stock image"),
                      ("my ", ", taken yesterday"), ("a ", " close to home"), ("", "!"))
-PAIR_TEMPLATES = ((" and ", ""), (" vs ", ""), (" with a ", " nearby"), (", ", " & friends"))  # (sep, tail)
+PAIR_TEMPLATES = ((" and ", ""), (" vs ", ""), (" with a ", " nearby"), (", ", " & friends"))
 GENERIC = ("summer holiday beach house", "wedding dress with lace", "vintage poster design",
            "modern kitchen interior", "city skyline at dusk", "handmade ceramic bowl",
            "mens leather boots", "abstract watercolor pattern", "family picnic in the park",
@@ -69,9 +69,9 @@ def _vary_case(s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _fill(tpl, lemma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``lemma`` inside a random (before, after) template of ``tpl``."""
     t = rng.integers(0, len(tpl), len(lemma))
-    pre = np.array([a for a, _ in tpl], dtype=object)[t]
-    suf = np.array([b for _, b in tpl], dtype=object)[t]
+    pre, suf = (np.array(x, dtype=object)[t] for x in zip(*tpl))
     return pre + lemma + suf
 
 
@@ -83,25 +83,19 @@ def compose(world: World, samples: pd.DataFrame, rng: np.random.Generator) -> pd
     lemma = _vary_case(samples["lemma"].to_numpy(dtype=object), rng)
     lemma2 = _vary_case(samples["lemma2"].to_numpy(dtype=object), rng)
     empty = np.full(n, "", dtype=object)
-
     subject = empty.copy()
     one = np.isin(kind, ("unique", "nested"))
     subject[one] = _fill(SUBJECT_TEMPLATES, lemma[one], rng)
     two = kind == "two_classes"
-    t = rng.integers(0, len(PAIR_TEMPLATES), int(two.sum()))
-    sep = np.array([a for a, _ in PAIR_TEMPLATES], dtype=object)[t]
-    tail = np.array([b for _, b in PAIR_TEMPLATES], dtype=object)[t]
-    subject[two] = lemma[two] + sep + lemma2[two] + tail
+    subject[two] = lemma[two] + _fill(PAIR_TEMPLATES, lemma2[two], rng)
     poly = kind == "polysemous"
     subject[poly] = samples["phrase"].to_numpy(dtype=object)[poly]
     generic = kind == "no_class"
     subject[generic] = _choose(GENERIC, int(generic.sum()), rng)
 
     # context: gloss words of the class (always for "unmentioned": it is all the caption has)
-    ctx_words = _context_words(world)
-    ctx = empty.copy()
-    has_class = label >= 0
-    want_ctx = has_class & ((kind == "unmentioned") | (rng.random(n) < 0.25))
+    ctx_words, ctx = _context_words(world), empty.copy()
+    want_ctx = (label >= 0) & ((kind == "unmentioned") | (rng.random(n) < 0.25))
     for c in np.unique(label[want_ctx]):  # loop over classes (few), vectorised within
         rows = np.flatnonzero(want_ctx & (label == c))
         w = ctx_words[c]
@@ -112,11 +106,9 @@ def compose(world: World, samples: pd.DataFrame, rng: np.random.Generator) -> pd
 
     # what the caption saw of the image: colour (sometimes wrong), zoom, habitat
     protos = prototypes_of(world, samples)
-    z = samples[[f"z_{k}" for k in images.NUISANCE]].to_numpy(np.float32)
-    colour = images.dominant_colour(protos, z)
-    true_colour = colour
+    true_colour = images.dominant_colour(protos, nuisance(samples))
     wrong = rng.random(n) < 0.15
-    colour = np.where(wrong, rng.integers(0, len(images.COLOUR_NAMES), n), colour)
+    colour = np.where(wrong, rng.integers(0, len(images.COLOUR_NAMES), n), true_colour)
     names = np.array(images.COLOUR_NAMES, dtype=object)
     said = rng.random(n) < 0.3
     pre = np.where(said, names[colour], empty)
@@ -140,10 +132,8 @@ def compose(world: World, samples: pd.DataFrame, rng: np.random.Generator) -> pd
 
 
 def imagenet_captions_fields(parts: pd.DataFrame) -> pd.DataFrame:
-    """title / tags / description in ImageNet-Captions form from caption parts.
-
-    ``' '.join([title] + tags + [description])`` is the caption the paper reads (A18).
-    """
+    """title / tags / description in ImageNet-Captions form from caption parts;
+    ``' '.join([title] + tags + [description])`` is the caption the paper reads (A18)."""
     title = (parts["pre"] + " " + parts["subject"]).str.replace(r"\s+", " ", regex=True).str.strip()
     tag_text = (parts["where"] + " " + parts["context"]).str.strip()
     tags = tag_text.map(lambda s: s.split() if s else [])

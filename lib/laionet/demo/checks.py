@@ -1,27 +1,22 @@
-"""Checks of the demo world's causal structure against its hidden truth (notebook 00, tests).
-
-- typicality: image-selected ImageNet-mini vs text-selected LAION images of the same classes
-  (``typicality_summary``; check ``typicality_raised``);
-- intra-class similarity: mean pairwise cosine within a class, on pixel vectors (always) or the
-  demo tower's embeddings (when trained) (``set_embeddings``, ``intra_class_summary``; check
-  ``imagenet_more_similar``);
-- classifier accuracy: ImageNet-mini val vs natural-distribution (LAION) images of the classes
-  (``accuracy_table``; check ``classifiers_lose_accuracy``).
-Each check returns a verdict the notebook asserts; the figures are ``laionet.demo.plots``.
-"""
+"""Checks of the demo world's causal structure against its hidden truth (notebook 00, tests):
+1. image-selected ImageNet-mini is more typical than text-selected LAION (``typicality_raised``);
+2. and more similar within classes (paper A14), on pixel vectors and the demo tower's embeddings
+   (``intra_class_summary``, ``imagenet_more_similar``);
+3. classifiers trained on it lose accuracy on natural (LAION) images (``accuracy_table``,
+   ``classifiers_lose_accuracy``). The notebook asserts the verdicts; figures: ``demo.plots``."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
+from laionet.demo.models import to_tensor
+from laionet.demo.sampling import KINDS
 from laionet.demo.world import WorldPaths
 from laionet.models import load_image_encoder
-from laionet.demo.sampling import KINDS
+from laionet.models.classifiers import demo_classifiers, load_classifier
 
 TEXT_SELECTED_KINDS = ("unique", "nested", "two_classes")
 TEXT_SET, IMAGE_SET = "LAION text-selected", "ImageNet-mini train"  # text- vs image-selected
@@ -43,19 +38,11 @@ def comparison_sets(world: WorldPaths) -> pd.DataFrame:
     imagenet = world.truth_table("imagenet")
     imagenet = imagenet[imagenet["label"] == imagenet["query"]]  # its wnid is its true class
     cols = ["path", "label", "typicality"]
-    parts = [named[cols].assign(set="LAION text-selected"), ok[cols].assign(set="LAION natural")]
-    for split in ("train", "val"):
-        sub = imagenet[imagenet["dataset"] == f"imagenet_{split}"]
-        parts.append(sub[cols].assign(set=f"ImageNet-mini {split}"))
-    out = pd.concat(parts, ignore_index=True)
-    wnids = world.classes_txt.read_text().split()
-    out["wnid"] = np.asarray(wnids)[out["label"].to_numpy()]
+    out = pd.concat([named[cols].assign(set=TEXT_SET), ok[cols].assign(set=NATURAL_SET)] + [
+        imagenet.loc[imagenet["dataset"] == f"imagenet_{split}", cols].assign(
+            set=f"ImageNet-mini {split}") for split in ("train", "val")], ignore_index=True)
+    out["wnid"] = np.asarray(world.classes_txt.read_text().split())[out["label"].to_numpy()]
     return out
-
-
-def load_images(world: WorldPaths, paths: pd.Series) -> np.ndarray:
-    """[n, H, W, 3] uint8, decoded as RGB."""
-    return np.stack([np.asarray(Image.open(world.root / p).convert("RGB")) for p in paths])
 
 
 def pixel_embeddings(images: np.ndarray, size: int = 16) -> np.ndarray:
@@ -79,66 +66,9 @@ def intra_class_similarity(emb: np.ndarray, labels: np.ndarray, max_per_class: i
         if len(idx) > max_per_class:
             idx = np.sort(rng.choice(idx, max_per_class, replace=False))
         e = emb[idx]
-        s = e @ e.T
-        tri = s[np.tril_indices(len(idx), -1)]
+        tri = (e @ e.T)[np.tril_indices(len(idx), -1)]  # e @ e.T: numpy's symmetric product
         rows.append((int(c), len(idx), float(tri.mean()) if len(tri) else np.nan))
     return pd.DataFrame(rows, columns=["label", "n", "mean_similarity"])
-
-
-def tower_embeddings(world: WorldPaths, images: np.ndarray, batch: int = 512) -> np.ndarray | None:
-    """The demo tower's embeddings of ``images`` when the world has a trained tower, else None."""
-    info = world.info().get("models") or {}
-    if not info.get("image_tower"):
-        return None
-    import torch
-
-    enc = load_image_encoder(f"demo-tower:{world.models / info['image_tower']}", device="cpu")
-    out = []
-    for lo in range(0, len(images), batch):
-        x = torch.stack([enc.preprocess(Image.fromarray(a)) for a in images[lo:lo + batch]])
-        out.append(enc.embed_images(x))
-    return np.concatenate(out)
-
-
-def classifier_accuracy(world: WorldPaths, images: np.ndarray, labels: np.ndarray,
-                        batch: int = 256) -> pd.DataFrame:
-    """Top-1 accuracy of every trained demo classifier on ``images`` (label = world class index).
-
-    Loads each checkpoint the way real weights are loaded: timm's pretrained-file path.
-    """
-    info = world.info().get("models") or {}
-    rows = []
-    if not info.get("classifiers"):
-        return pd.DataFrame(columns=["arch", "n", "top1"])
-    import timm
-    import torch
-
-    for arch, rel in sorted(info["classifiers"].items()):
-        path = world.models / rel
-        cfg = json.loads(path.with_name(f"{arch}.json").read_text())
-        model = timm.create_model(arch, pretrained=True, num_classes=cfg["num_classes"],
-                                  pretrained_cfg_overlay=dict(cfg, file=str(path))).eval()
-        order = path.with_name(f"{arch}.wnids.txt").read_text().split()
-        wnids = world.classes_txt.read_text().split()
-        to_world = np.array([wnids.index(w) for w in order])
-        mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-        pred = []
-        with torch.no_grad():
-            for lo in range(0, len(images), batch):
-                x = torch.from_numpy(images[lo:lo + batch]).permute(0, 3, 1, 2).float() / 255
-                pred.append(model((x - mean) / std).argmax(1).numpy())
-        pred = to_world[np.concatenate(pred)] if pred else np.array([], dtype=int)
-        rows.append((arch, len(labels), float((pred == labels).mean()) if len(labels) else np.nan))
-    return pd.DataFrame(rows, columns=["arch", "n", "top1"])
-
-
-def model_paths(world: WorldPaths) -> dict[str, Path]:
-    """The trained checkpoint files recorded in world.json (empty without models)."""
-    info = world.info().get("models") or {}
-    out = {"image_tower": world.models / info["image_tower"]} if info.get("image_tower") else {}
-    out.update({arch: world.models / rel for arch, rel in (info.get("classifiers") or {}).items()})
-    return out
 
 
 def class_names(world: WorldPaths) -> dict[int, str]:
@@ -151,7 +81,6 @@ def caption_samples(laion: pd.DataFrame, names: dict[int, str], seed: int = 0,
                     per_kind: int = 3) -> pd.DataFrame:
     """``per_kind`` LAION-mini rows of each caption kind (drawn with ``seed``): kind, TEXT, the
     class the image shows and its typicality."""
-
     sample = pd.concat([laion[laion["kind"] == k].sample(min(per_kind, (laion["kind"] == k).sum()),
                                                          random_state=seed) for k in KINDS])
     sample["image shows"] = sample["label"].map(names).fillna("(no class)")
@@ -175,16 +104,14 @@ def set_embeddings(world: WorldPaths, sets: pd.DataFrame,
     """The images of the ``names`` sets (rows of ``sets``, order kept) and their embeddings by
     encoder: ``pixels`` always, ``demo tower`` when the world has a trained tower."""
     compare = sets[sets["set"].isin(list(names))].reset_index(drop=True)
-    pixels = load_images(world, compare["path"])
+    pixels = world.images(compare["path"])
     embeddings = {"pixels": pixel_embeddings(pixels)}
-    tower = tower_embeddings(world, pixels)
-    if tower is not None:
-        embeddings["demo tower"] = tower
+    if (ckpt := world.model_files().get("image_tower")) is not None:
+        enc, batch = load_image_encoder(f"demo-tower:{ckpt}", device="cpu"), 512
+        embeddings["demo tower"] = np.concatenate([enc.embed_images(torch.stack(
+            [enc.preprocess(Image.fromarray(a)) for a in pixels[lo:lo + batch]]))
+            for lo in range(0, len(pixels), batch)])
     return compare, embeddings
-
-
-def _share_positive(d: pd.Series) -> float:
-    return (d > 0).mean()
 
 
 def intra_class_summary(compare: pd.DataFrame, embeddings: dict[str, np.ndarray],
@@ -203,7 +130,7 @@ def intra_class_summary(compare: pd.DataFrame, embeddings: dict[str, np.ndarray]
     wide["delta"] = wide[IMAGE_SET] - wide[TEXT_SET]
     return wide.groupby("encoder").agg(laion=(TEXT_SET, "mean"), imagenet=(IMAGE_SET, "mean"),
                                        delta=("delta", "mean"),
-                                       share_imagenet_higher=("delta", _share_positive))
+                                       share_imagenet_higher=("delta", lambda d: (d > 0).mean()))
 
 
 def imagenet_more_similar(summary: pd.DataFrame) -> bool:
@@ -211,20 +138,29 @@ def imagenet_more_similar(summary: pd.DataFrame) -> bool:
     return bool((summary["delta"] > 0).all())
 
 
-def accuracy_table(world: WorldPaths, sets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Top-1 of every trained classifier on ImageNet-mini val and on LAION natural images:
-    the long table (arch, n, top1, test) and the wide one (one row per arch, the two top-1s and
-    their ``drop``). Both empty when the world has no trained models."""
-    wide_cols = [VAL_SET, NATURAL_SET, "drop"]
-    if not model_paths(world):
+def accuracy_table(world: WorldPaths, sets: pd.DataFrame,
+                   batch: int = 256) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top-1 of every trained classifier on ImageNet-mini val and on LAION natural images: the
+    long table (arch, n, top1, test) and the wide one (one row per arch, the two top-1s and their
+    ``drop``); both empty when the world has no trained models. Each classifier is loaded as
+    stage 04 loads it (timm's checkpoint-file path, its own normalisation)."""
+    if not world.model_files():
         return (pd.DataFrame(columns=["arch", "n", "top1", "test"]),
-                pd.DataFrame(columns=wide_cols, index=pd.Index([], name="arch")))
-    parts = []
-    for test in (VAL_SET, NATURAL_SET):
-        sub = sets[sets["set"] == test]
-        parts.append(classifier_accuracy(world, load_images(world, sub["path"]),
-                                         sub["label"].to_numpy()).assign(test=test))
-    acc = pd.concat(parts)
+                pd.DataFrame(columns=[VAL_SET, NATURAL_SET, "drop"], index=pd.Index([], name="arch")))
+    wnids = world.classes_txt.read_text().split()
+    tests = [(t, world.images(sub["path"]), sub["label"].to_numpy())
+             for t in (VAL_SET, NATURAL_SET) for sub in [sets[sets["set"] == t]]]
+    rows = []
+    for spec in demo_classifiers(world.models):
+        model, cfg = load_classifier(spec)
+        to_world = np.array([wnids.index(w) for w in spec.output_wnids])  # outputs -> world labels
+        for test, images, labels in tests:
+            with torch.no_grad():
+                pred = to_world[np.concatenate([model(to_tensor(
+                    images[lo:lo + batch], cfg["mean"], cfg["std"])).argmax(1).numpy()
+                    for lo in range(0, len(images), batch)])]
+            rows.append((spec.arch, len(labels), float((pred == labels).mean()), test))
+    acc = pd.DataFrame(rows, columns=["arch", "n", "top1", "test"])
     table = acc.pivot(index="arch", columns="test", values="top1")
     table["drop"] = table[VAL_SET] - table[NATURAL_SET]
     return acc, table
@@ -237,11 +173,10 @@ def classifiers_lose_accuracy(table: pd.DataFrame, n_classes: int) -> tuple[bool
     if table.empty:
         return None, "no models trained (train_models=False): classifier check skipped"
     chance2 = 2 / n_classes
-    trained = table[table[VAL_SET] > chance2]
-    if trained.empty:
+    losing = table.loc[table[VAL_SET] > chance2, "drop"] > 0
+    if losing.empty:
         return None, (f"no classifier beats 2x chance ({chance2:.2f}) on ImageNet-mini val: "
                       "too little training for this check (use the demo size)")
-    losing = trained["drop"] > 0
-    return bool(losing.mean() >= 0.5), (f"{int(losing.sum())} of {len(trained)} classifier(s) above "
-                                        f"2x chance ({chance2:.2f}) on ImageNet-mini val lose "
-                                        "accuracy on LAION natural")
+    return bool(losing.mean() >= 0.5), (f"{int(losing.sum())} of {len(losing)} classifier(s) "
+                                        f"above 2x chance ({chance2:.2f}) on ImageNet-mini val "
+                                        "lose accuracy on LAION natural")

@@ -28,21 +28,11 @@ DEMO_WNIDS: tuple[str, ...] = (
     "n02457408",  # three-toed sloth, ai, Bradypus tridactylus (punctuation; the 2-letter "ai")
     "n02229544",  # cricket                                   (polysemous: the game)
     "n03793489",  # mouse, computer mouse                     (polysemous: the animal)
-    "n01440764",  # tench, Tinca tinca
-    "n02085620",  # Chihuahua
-    "n02504458",  # African elephant, Loxodonta africana
-    "n03792782",  # mountain bike, all-terrain bike, off-roader
-    "n04254680",  # soccer ball
     "n07747607",  # orange                                    (polysemous: the colour)
-    "n07753592",  # banana
-    "n03028079",  # church, church building
-    "n04285008",  # sports car, sport car
-    "n02814533",  # beach wagon, station wagon, wagon, estate car, ...
-    "n04398044",  # teapot
-    "n03063599",  # coffee mug
-    "n02690373",  # airliner
-    "n09472597",  # volcano
-    "n03888257",  # parachute, chute
+    # tench, Chihuahua, African elephant, mountain bike, soccer ball, banana, church, sports car,
+    # beach wagon (station wagon, estate car, ...), teapot, coffee mug, airliner, volcano, parachute
+    "n01440764", "n02085620", "n02504458", "n03792782", "n04254680", "n07753592", "n03028079",
+    "n04285008", "n02814533", "n04398044", "n03063599", "n02690373", "n09472597", "n03888257",
 )
 
 # tiny keeps cougar, a nested pair (lion / sea lion, and cougar's "mountain lion"), a punctuation
@@ -68,14 +58,6 @@ POLYSEMES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
     for head, phrases in (line.split(":", 1) for line in _POLYSEME_TABLE.strip().splitlines()))
 
 
-def class_wnids(size: str) -> tuple[str, ...]:
-    """The wnids of the ``demo`` or ``tiny`` class set."""
-    try:
-        return CLASS_SETS[size]
-    except KeyError:
-        raise ValueError(f"world size {size!r}: expected one of {sorted(CLASS_SETS)}") from None
-
-
 def world_classes(size: str) -> pd.DataFrame:
     """The world's classes sorted by wnid: wnid, cid, lemmas, gloss, head, name_def, label.
 
@@ -83,8 +65,7 @@ def world_classes(size: str) -> pd.DataFrame:
     position in this table, the world's class index everywhere (ImageNet-mini labels, devkit
     ILSVRC2012_ID - 1).
     """
-    wnids = sorted(class_wnids(size))
-    t = class_table(wnids)
+    t = class_table(sorted(CLASS_SETS[size]))
     order = {w: i for i, w in enumerate(imagenet1k_wnids())}
     return pd.DataFrame({"wnid": t["wnid"], "cid": [order[w] for w in t["wnid"]],
                          "lemmas": [list(x) for x in t["lemmas"]], "gloss": t["definition"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,18 @@ LAION_SCHEMA = pa.schema([
 ])
 JPEG_QUALITY = 90
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"
-V2_VERSIONS = ("matched-frequency", "threshold0.7", "top-images")
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by laionet.demo (deterministic header)"
 
 
-def write_parquet_deterministic(table: pa.Table, dest: Path) -> Path:
-    """Atomic snappy parquet with no pandas metadata and no statistics that could vary."""
+def write_parquet_deterministic(table: pa.Table | pd.DataFrame, dest: Path) -> Path:
+    """Atomic snappy parquet with no pandas metadata (nor index) and no statistics that could vary."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
     return write_parquet(table.replace_schema_metadata(None), dest, compression="snappy")
 
 
 def write_laion_part(df: pd.DataFrame, laion_dir: Path, part: int) -> Path:
     """One LAION part with exactly LAION_SCHEMA's columns and types, named like the real ones."""
-    missing = [f.name for f in LAION_SCHEMA if f.name not in df.columns]
-    if missing:
-        raise ValueError(f"LAION part {part}: missing column(s) {missing}")
     table = pa.Table.from_pandas(df[LAION_SCHEMA.names], schema=LAION_SCHEMA, preserve_index=False)
     return write_parquet_deterministic(table, laion_dir / LAION_PART_NAME.format(part))
 
@@ -53,11 +50,8 @@ def encode_image(pixels: np.ndarray, mode: str = "RGB", fmt: str = "JPEG") -> by
     if mode != "RGB":
         img = img.convert(mode) if mode != "P" else img.quantize(64, dither=Image.Dither.NONE)
     buf = io.BytesIO()
-    if fmt == "JPEG":
-        img.save(buf, "JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False,
-                 subsampling=0)
-    else:
-        img.save(buf, "PNG", optimize=False)
+    img.save(buf, fmt, optimize=False, **({"quality": JPEG_QUALITY, "progressive": False,
+                                            "subsampling": 0} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
@@ -75,11 +69,9 @@ def write_imagenet_devkit(classes: pd.DataFrame, val_labels: np.ndarray, devkit_
     data = devkit_dir / "data"
     write_text("".join(f"{int(i) + 1}\n" for i in val_labels),
                data / "ILSVRC2012_validation_ground_truth.txt")
-    k = len(classes)
-    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
-              ("num_children", "O"), ("children", "O"), ("wordnet_height", "O"),
-              ("num_train_images", "O")]
-    synsets = np.empty((k, 1), dtype=fields)
+    synsets = np.empty((len(classes), 1), dtype=[(f, "O") for f in (
+        "ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+        "num_train_images")])
     for i, row in enumerate(classes.itertuples()):  # K rows (the class list), not a hot path
         synsets[i, 0] = (np.array([[i + 1]], dtype=np.uint16), row.wnid, ", ".join(row.lemmas),
                          row.gloss, np.array([[0]], dtype=np.uint8), np.zeros((1, 0), np.uint8),
@@ -102,25 +94,6 @@ def write_class_info(imagenet1k: pd.DataFrame, dest: Path) -> Path:
 
 def write_imagenet_captions(records: pd.DataFrame, dest: Path) -> Path:
     """imagenet_captions.json: a list of {filename, title, tags, description, wnid}."""
-    cols = ["filename", "title", "tags", "description", "wnid"]
-    rows = records[cols].to_dict("records")
+    rows = records[["filename", "title", "tags", "description", "wnid"]].to_dict("records")
     return write_text(json.dumps(rows, ensure_ascii=False) + "\n", dest)
 
-
-def save_images(pixels: np.ndarray, paths: list[Path], modes: np.ndarray | None = None) -> None:
-    """Write one JPEG per image (mode per image when given: RGB, L, CMYK)."""
-    for i, p in enumerate(paths):
-        write_bytes(p, encode_image(pixels[i], "RGB" if modes is None else str(modes[i])))
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` by relative path (sorted): the byte-identity check."""
-    import hashlib
-
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for f in sorted(filenames):
-            p = Path(dirpath) / f
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out

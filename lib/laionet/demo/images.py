@@ -37,10 +37,8 @@ HABITAT_RGB = np.array([c for _, c in HABITATS], dtype=np.float32)
 
 def make_prototypes(n: int, rng: np.random.Generator, family_offset: int = 0) -> pd.DataFrame:
     """``n`` distinct prototypes: family, aspect, colour_a/b (palette ids), texture, freq, habitat.
-
     Families and textures cycle so that neighbouring prototypes differ in shape *and* texture;
-    colours are drawn without replacement within each run of ten.
-    """
+    colours are drawn without replacement within each run of ten."""
     idx = np.arange(n) + family_offset
     col_a = np.concatenate([rng.permutation(len(COLOUR_NAMES)) for _ in range(n // 10 + 1)])[:n]
     col_b = (col_a + 1 + rng.integers(0, len(COLOUR_NAMES) - 1, n)) % len(COLOUR_NAMES)
@@ -54,11 +52,6 @@ def make_prototypes(n: int, rng: np.random.Generator, family_offset: int = 0) ->
         "tex_angle": rng.uniform(0, np.pi, n).astype(np.float32),
         "habitat": rng.integers(0, len(HABITATS), n).astype(np.int8),
     })
-
-
-def draw_nuisance(n: int, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Nuisance vectors z = spread * N(0, I), shape [n, N_NUISANCE], float32."""
-    return (rng.standard_normal((n, N_NUISANCE)) * spread[:, None]).astype(np.float32)
 
 
 def typicality(z: np.ndarray) -> np.ndarray:
@@ -87,22 +80,11 @@ def _family_distance(k: int, u: np.ndarray, v: np.ndarray, a: np.ndarray) -> np.
                       r * .75 - np.sqrt((u - r * .45) ** 2 + v ** 2))
 
 
-def _shape_masks(fam: np.ndarray, u: np.ndarray, v: np.ndarray, aspect: np.ndarray) -> np.ndarray:
-    """Soft inside-ness in [0, 1] of each image's shape, one vectorised pass per family present."""
-    d = np.empty_like(u)
-    for k in np.unique(fam):
-        sel = fam == k
-        d[sel] = _family_distance(int(k), u[sel], v[sel], aspect[sel][:, None, None])
-    return np.clip(0.5 - d * 25.0, 0.0, 1.0)  # ~2-pixel anti-aliased edge
-
-
 def _texture(tex: np.ndarray, u, v, freq, angle) -> np.ndarray:
     """Texture weight in [0, 1]: 0 plain, 1 stripes, 2 checker, 3 dots."""
-    f = freq[:, None, None]
-    t = angle[:, None, None]
+    f, t = freq[:, None, None], angle[:, None, None]
     s = u * np.cos(t) + v * np.sin(t)
-    out = np.zeros_like(u)
-    out = np.where((tex == 1)[:, None, None], 0.5 + 0.5 * np.sin(f * s), out)
+    out = np.where((tex == 1)[:, None, None], 0.5 + 0.5 * np.sin(f * s), np.zeros_like(u))
     out = np.where((tex == 2)[:, None, None], (np.sin(f * u) * np.sin(f * v) > 0), out)
     out = np.where((tex == 3)[:, None, None], (np.sin(f * u) * np.sin(f * v) > 0.55), out)
     return out.astype(np.float32)
@@ -110,12 +92,9 @@ def _texture(tex: np.ndarray, u, v, freq, angle) -> np.ndarray:
 
 def render(proto: pd.DataFrame, z: np.ndarray, rng: np.random.Generator,
            size: int = IMAGE_SIZE, chunk: int = 512) -> np.ndarray:
-    """Render images [n, size, size, 3] uint8 from per-image prototype rows and nuisance ``z``.
-
-    ``proto`` has one row per image (prototype fields, see ``make_prototypes``). ``rng`` draws the
-    incidental detail (clutter waves, occluder placement, pixel noise), so the same seed gives the
-    same pixels.
-    """
+    """Render images [n, size, size, 3] uint8 from per-image prototype rows (``make_prototypes``'
+    fields) and nuisance ``z``. ``rng`` draws the incidental detail (clutter waves, occluder
+    placement, pixel noise), so the same seed gives the same pixels."""
     n = len(proto)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     g = np.linspace(-1, 1, size, dtype=np.float32)
@@ -127,23 +106,22 @@ def render(proto: pd.DataFrame, z: np.ndarray, rng: np.random.Generator,
     noise_seed = int(rng.integers(0, 2 ** 31))
     cols = {k: proto[k].to_numpy() for k in proto.columns}
     for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        s = slice(lo, hi)
+        s = slice(lo, min(n, lo + chunk))
         zz = z[s]
-        theta = zz[:, 0] * 0.7
-        scale = np.exp(zz[:, 1] * 0.25)
-        dx, dy = zz[:, 2] * 0.22, zz[:, 3] * 0.22
+        theta = zz[:, 0] * 0.7                                 # pose, scale, position
+        sc = np.exp(zz[:, 1] * 0.25)[:, None, None]
         c, si = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-        x0 = xx[None] - dx[:, None, None]
-        y0 = yy[None] - dy[:, None, None]
-        sc = scale[:, None, None]
-        u = (c * x0 + si * y0) / sc
-        v = (-si * x0 + c * y0) / sc
-        mask = _shape_masks(cols["family"][s], u, v, cols["aspect"][s])
+        x0 = xx[None] - (zz[:, 2] * 0.22)[:, None, None]
+        y0 = yy[None] - (zz[:, 3] * 0.22)[:, None, None]
+        u, v = (c * x0 + si * y0) / sc, (-si * x0 + c * y0) / sc
+        fam, d = cols["family"][s], np.empty_like(u)  # the shape: one pass per family present
+        for k in np.unique(fam):
+            d[fam == k] = _family_distance(int(k), u[fam == k], v[fam == k],
+                                           cols["aspect"][s][fam == k][:, None, None])
+        mask = np.clip(0.5 - d * 25.0, 0.0, 1.0)  # soft inside-ness, ~2-pixel anti-aliased edge
         tex = _texture(cols["texture"][s], u, v, cols["tex_freq"][s], cols["tex_angle"][s])
         shift = zz[:, 4:7, None, None] * 0.12
-        ca = COLOUR_RGB[cols["colour_a"][s]][:, :, None, None] + shift
-        cb = COLOUR_RGB[cols["colour_b"][s]][:, :, None, None] + shift
+        ca, cb = (COLOUR_RGB[cols[k][s]][:, :, None, None] + shift for k in ("colour_a", "colour_b"))
         fg = ca * (1 - tex[:, None]) + cb * tex[:, None]                    # [b, 3, H, W]
         # background: habitat colour plus clutter (random low-frequency waves, amplitude |z_7|)
         w = waves[s]
@@ -158,9 +136,8 @@ def render(proto: pd.DataFrame, z: np.ndarray, rng: np.random.Generator,
         img = bg * (1 - mask[:, None]) + fg * mask[:, None]
         # occlusion: an opaque box whose half-size grows with |z_8| beyond 0.5
         half = (np.maximum(np.abs(zz[:, 8]) - 0.5, 0) * 0.35)[:, None, None]
-        o = occ[s]
-        box = (np.abs(xx[None] - o[:, 0, None, None]) < half) & \
-              (np.abs(yy[None] - o[:, 1, None, None]) < half)
+        box = (np.abs(xx[None] - occ[s, 0, None, None]) < half) & \
+              (np.abs(yy[None] - occ[s, 1, None, None]) < half)
         img = np.where(box[:, None], occ_col[s][:, :, None, None], img)
         img += 0.02 * np.random.default_rng([noise_seed, lo]).standard_normal(img.shape, np.float32)
         out[s] = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
@@ -170,5 +147,4 @@ def render(proto: pd.DataFrame, z: np.ndarray, rng: np.random.Generator,
 def dominant_colour(proto: pd.DataFrame, z: np.ndarray) -> np.ndarray:
     """Index into COLOUR_NAMES of each image's main colour after its colour shift (for captions)."""
     rgb = COLOUR_RGB[proto["colour_a"].to_numpy()] + z[:, 4:7] * 0.12
-    d = ((rgb[:, None, :] - COLOUR_RGB[None]) ** 2).sum(-1)
-    return d.argmin(1)
+    return ((rgb[:, None, :] - COLOUR_RGB[None]) ** 2).sum(-1).argmin(1)

@@ -1,41 +1,36 @@
-"""The demo world's models, trained once on its arrays and saved as ordinary checkpoint files.
-
-- :func:`train_image_tower`: the demo "CLIP" image tower, a small CNN trained contrastively
-  (symmetric InfoNCE) into the space of FROZEN all-MiniLM-L6-v2 caption embeddings, so
-  image-image, image-text and zero-shot similarities all exist. Loaded back with
-  ``laionet.models.load_image_encoder("demo-tower:<file>")``.
-- :func:`train_classifier`: the demo's "pretrained ImageNet classifiers", small timm
-  architectures trained from scratch, loadable through timm's checkpoint-file path.
-
-Both are deterministic for a seed (fixed torch/numpy seeds, CPU, deterministic algorithms).
-"""
+"""The demo world's models, trained once on its images and saved as ordinary checkpoint files,
+deterministic for a seed (fixed seeds, CPU, deterministic algorithms):
+- ``train_image_tower``: the demo "CLIP" image tower, a small CNN trained contrastively into the
+  space of FROZEN all-MiniLM-L6-v2 caption embeddings, so image-image, image-text and zero-shot
+  similarities all exist (loaded with ``load_image_encoder("demo-tower:<file>")``);
+- ``train_classifier``: the demo's "pretrained ImageNet classifiers", small timm architectures
+  trained from scratch, loaded through timm's checkpoint-file path as real weights are."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from laionet.models import load_text_encoder
 from laionet.models.tower import build_tower, default_config, save_tower
 from laionet.util.files import atomic_path, write_json, write_text
-from laionet.models import load_text_encoder
 
 #: Small timm CNNs that train in seconds on 64 px images on 2 CPU cores (see the report/bench).
 DEMO_CLASSIFIER_ARCHS: list[str] = ["regnetx_002", "mobilenetv3_small_100", "tinynet_e"]
 
 
-# -- shared training machinery ---------------------------------------------------------------
 @contextlib.contextmanager
 def _deterministic(seed: int, threads: int | None) -> Iterator[None]:
     """Seeded, deterministic torch for the duration; global torch settings restored after."""
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads or max(1, min(os.cpu_count() or 1, 8)))
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
@@ -61,7 +56,8 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return x.mean(0).round(4).tolist(), np.maximum(x.std(0), 1e-3).round(4).tolist()
 
 
-def _to_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def to_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 [N, H, W, 3] images as a normalised float [N, 3, H, W] batch."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
@@ -84,16 +80,13 @@ def _fit(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor,
          max_shift: float = 0.08) -> list[float]:
     """AdamW with one-cycle LR over shuffled, augmented mini-batches; returns per-epoch loss."""
     gen = torch.Generator().manual_seed(seed)
-    params = [*model.parameters(), *extra_params]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=0.2)
+    opt = torch.optim.AdamW([*model.parameters(), *extra_params], lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * math.ceil(len(x) / batch_size), pct_start=0.2)
     history = []
     model.train()
     for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        total = 0.0
+        perm, total = torch.randperm(len(x), generator=gen), 0.0
         for start in range(0, len(x), batch_size):
             idx = perm[start:start + batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples; contrastive loss needs negatives
@@ -109,29 +102,20 @@ def _fit(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor,
     return history
 
 
-# -- the image tower ----------------------------------------------------------------------------
-def _subsample(n: int, max_n: int | None, seed: int) -> np.ndarray:
-    if max_n is None or n <= max_n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_n, replace=False))
-
-
 def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_path: Path, *,
                       seed: int = 0, epochs: int = 8, max_pairs: int | None = 4000,
                       batch_size: int = 128, lr: float = 3e-3, text_encoder: Any = None,
                       threads: int | None = None) -> Path:
     """Train the demo tower on image-caption pairs and save ``out_path`` (.safetensors + .json).
-
     The caption side is frozen all-MiniLM-L6-v2 (or ``text_encoder``); the image side learns to
-    land next to its own caption (symmetric InfoNCE, learnable temperature). At most
-    ``max_pairs`` pairs (a seeded subsample) are used, which keeps the demo build in budget.
-    Returns ``out_path``.
-    """
-
+    land next to its own caption (symmetric InfoNCE, learnable temperature), on at most
+    ``max_pairs`` pairs (a seeded subsample: the demo build's budget)."""
     images = _check_images(images)
     if len(captions) != len(images):
         raise ValueError(f"train_image_tower: {len(images)} images but {len(captions)} captions")
-    sel = _subsample(len(images), max_pairs, seed)
+    sel = np.arange(len(images))
+    if max_pairs is not None and len(images) > max_pairs:
+        sel = np.sort(np.random.default_rng(seed).choice(len(images), size=max_pairs, replace=False))
     encoder = text_encoder or load_text_encoder("minilm", device="cpu")
     text = torch.from_numpy(encoder.embed_texts([captions[i] for i in sel], batch_size=256))
     mean, std = channel_stats(images[sel])
@@ -148,38 +132,19 @@ def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_pa
             labels = torch.arange(len(img))
             return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-        history = _fit(model, _to_tensor(images[sel], mean, std), text, info_nce, epochs=epochs,
+        history = _fit(model, to_tensor(images[sel], mean, std), text, info_nce, epochs=epochs,
                        batch_size=batch_size, lr=lr, seed=seed, extra_params=[log_scale])
     config["train_loss"] = [round(v, 4) for v in history]
     return save_tower(model, config, out_path)
 
 
-# -- the classifiers ----------------------------------------------------------------------------
-def classifier_config(arch: str, num_classes: int, size: int, mean: Sequence[float],
-                      std: Sequence[float]) -> dict[str, Any]:
-    """A timm pretrained_cfg-like dict; pass it (plus ``file``) as ``pretrained_cfg_overlay``."""
-    return {"architecture": arch, "input_size": [3, size, size], "mean": list(mean),
-            "std": list(std), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
-            "num_classes": num_classes}
-
-
 def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, wnids: Sequence[str],
                      out_dir: Path, *, seed: int = 0, epochs: int = 8, batch_size: int = 64,
                      lr: float = 4e-3, threads: int | None = None) -> Path:
-    """Train ``timm.create_model(arch, num_classes=len(wnids))`` from scratch; save the files.
-
-    Writes ``<out_dir>/<arch>.pth`` (state_dict), ``<arch>.wnids.txt`` (wnid of each output) and
-    ``<arch>.json`` (pretrained_cfg-like). Load it with timm's checkpoint-file path::
-
-        cfg = json.load(open(f"{arch}.json"))
-        timm.create_model(arch, pretrained=True, num_classes=cfg["num_classes"],
-                          pretrained_cfg_overlay=dict(cfg, file=str(path)))
-
-    ``num_classes`` must be in the overlay too: when it differs from the pretrained_cfg's
-    (1000 by default) timm drops the classifier weights and initialises them randomly.
-    Returns the .pth path.
-    """
-    import timm
+    """Train ``timm.create_model(arch, num_classes=len(wnids))`` from scratch and write
+    ``<out_dir>/<arch>.pth`` (returned), ``<arch>.wnids.txt`` (wnid of each output) and
+    ``<arch>.json`` (the pretrained_cfg ``laionet.models.classifiers.load_classifier`` reads)."""
+    import timm  # not at the top: the pipeline imports this module (via the world) without timm
 
     images = _check_images(images)
     labels = np.asarray(labels, dtype=np.int64)
@@ -191,17 +156,16 @@ def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, wnids: S
     mean, std = channel_stats(images)
     with _deterministic(seed, threads):
         model = timm.create_model(arch, pretrained=False, num_classes=len(wnids))
-
-        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits, y, label_smoothing=0.1)
-
-        _fit(model, _to_tensor(images, mean, std), torch.from_numpy(labels), loss_fn,
+        _fit(model, to_tensor(images, mean, std), torch.from_numpy(labels),
+             lambda logits, y: F.cross_entropy(logits, y, label_smoothing=0.1),
              epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     out_dir = Path(out_dir)
     path = out_dir / f"{arch}.pth"
     with atomic_path(path, suffix=".pth") as tmp:
         torch.save(model.state_dict(), tmp)
     write_text("".join(f"{w}\n" for w in wnids), out_dir / f"{arch}.wnids.txt")
-    write_json(classifier_config(arch, len(wnids), images.shape[1], mean, std),
-               out_dir / f"{arch}.json")
+    size = images.shape[1]  # the pretrained_cfg timm reads with the file
+    write_json({"architecture": arch, "input_size": [3, size, size], "mean": list(mean),
+                "std": list(std), "interpolation": "bilinear", "crop_pct": 1.0,
+                "crop_mode": "center", "num_classes": len(wnids)}, out_dir / f"{arch}.json")
     return path

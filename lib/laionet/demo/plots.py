@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from laionet.demo.checks import IMAGE_SET, TEXT_SET, class_names, load_images
+from laionet.demo.checks import IMAGE_SET, TEXT_SET, class_names
 from laionet.demo.sampling import KINDS
 from laionet.demo.world import WorldPaths
 
@@ -17,10 +17,8 @@ def samples_by_typicality(world: WorldPaths, n_classes: int = 12,
                           quantiles: tuple[float, ...] = TYPICALITY_QUANTILES) -> plt.Figure:
     """A grid of readable LAION-mini class images: one row per class (the first ``n_classes``),
     one column per typicality quantile (left = most typical), each titled with its typicality."""
-    classes = world.truth_table("classes")
-    laion = world.truth_table("laion")
-    names = class_names(world)
-    shown = classes["label"].tolist()[:n_classes]
+    laion, names = world.truth_table("laion"), class_names(world)
+    shown = list(names)[:n_classes]  # labels in class-table order
     ok = laion[(laion["file_status"] == "ok") & (laion["label"] >= 0)]
     fig, axes = plt.subplots(len(shown), len(quantiles), squeeze=False,
                              figsize=(1.3 * len(quantiles), 1.3 * len(shown)))
@@ -31,7 +29,7 @@ def samples_by_typicality(world: WorldPaths, n_classes: int = 12,
             ax.axis("off")
             if len(sub):
                 r = sub.iloc[min(int(q * len(sub)), len(sub) - 1)]
-                ax.imshow(load_images(world, pd.Series([r["path"]]))[0])
+                ax.imshow(world.images([r["path"]])[0])
                 ax.set_title(f"t={r['typicality']:.2f}", fontsize=6)
             if j == 0:
                 ax.text(-8, 32, names[c], ha="right", va="center", fontsize=7)

@@ -37,7 +37,6 @@ N_DISTRACTORS = 12
 @dataclass(frozen=True)
 class World:
     """Everything the samplers need: classes, prototypes, lemma tables, class frequencies."""
-
     classes: pd.DataFrame          # world_classes(): wnid, cid, lemmas, gloss, label
     prototypes: pd.DataFrame       # one row per class (label order)
     distractors: pd.DataFrame      # N_DISTRACTORS non-class prototypes
@@ -51,11 +50,9 @@ class World:
 
 def make_world(classes: pd.DataFrame, rng: np.random.Generator, zipf_s: float = 1.0) -> World:
     """Prototypes, distractors and Zipf class frequencies (a seeded permutation of the ranks)."""
-    k = len(classes)
-    protos = images.make_prototypes(k, rng)
+    protos = images.make_prototypes(len(classes), rng)
     distr = images.make_prototypes(N_DISTRACTORS, rng, family_offset=3)
-    ranks = rng.permutation(k) + 1
-    freq = ranks.astype(np.float64) ** -zipf_s
+    freq = (rng.permutation(len(classes)) + 1).astype(np.float64) ** -zipf_s
     label = dict(zip(classes["wnid"], classes["label"]))
     poly = pd.DataFrame([(label[w], lem, ph) for w, lem, phrases in POLYSEMES if w in label
                          for ph in phrases], columns=["label", "lemma", "phrase"])
@@ -65,34 +62,26 @@ def make_world(classes: pd.DataFrame, rng: np.random.Generator, zipf_s: float = 
 def nested_lemmas(classes: pd.DataFrame) -> set[str]:
     """Lemmas that contain, on word boundaries, a lemma of another class of this world."""
     owner = [(lem, lab) for lems, lab in zip(classes["lemmas"], classes["label"]) for lem in lems]
-    out = set()
-    for lem, lab in owner:
-        for other, olab in owner:
-            if olab != lab and re.search(rf"(?<!\w){re.escape(other)}(?!\w)", lem):
-                out.add(lem)
-    return out
+    return {lem for lem, lab in owner for other, olab in owner
+            if olab != lab and re.search(rf"(?<!\w){re.escape(other)}(?!\w)", lem)}
 
 
 def pick_lemma(world: World, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One lemma of each row's class, uniformly among the class's lemmas (vectorised)."""
     lemmas = world.classes["lemmas"].to_list()
     n_lem = np.array([len(x) for x in lemmas])
-    flat = np.array([lem for x in lemmas for lem in x], dtype=object)
     off = np.concatenate([[0], np.cumsum(n_lem)[:-1]])
     pick = off[labels] + (rng.random(len(labels)) * n_lem[labels]).astype(np.int64)
-    return flat[pick]
+    return np.array([lem for x in lemmas for lem in x], dtype=object)[pick]
 
 
 def draw(world: World, n: int, rng: np.random.Generator, *, query: np.ndarray | None = None,
          spread_sigma: float = 0.45) -> pd.DataFrame:
     """``n`` samples from the natural distribution, or, with ``query`` (a class label per row),
     from what a text search for that class returns (its lemma in the caption, images natural).
-
-    Nuisance spread is log-normal (``spread_sigma``): the web shows classes in every condition.
-    """
+    Nuisance spread is log-normal (``spread_sigma``): the web shows classes in every condition."""
     kinds_p = SEARCH_KINDS if query is not None else NATURAL_KINDS
-    names = list(kinds_p)
-    p = np.array([kinds_p[k] for k in names])
+    names, p = list(kinds_p), np.array(list(kinds_p.values()))
     if world.polysemes.empty:
         p[names.index("polysemous")] = 0
     kind = np.array(names, dtype=object)[rng.choice(len(names), n, p=p / p.sum())]
@@ -103,17 +92,13 @@ def draw(world: World, n: int, rng: np.random.Generator, *, query: np.ndarray | 
         # a search for a class without another sense returns a plain lemma hit instead
         has_poly = np.isin(label, world.polysemes["label"].to_numpy())
         kind = np.where((kind == "polysemous") & ~has_poly, "lemma", kind)
-    mention = label.copy()
-    mention2 = np.full(n, -1)
+    mention, mention2 = label.copy(), np.full(n, -1)
     lemma = pick_lemma(world, label, rng)
-    lemma2 = np.full(n, "", dtype=object)
-    phrase = np.full(n, "", dtype=object)
-
+    lemma2, phrase = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
     two = kind == "two_classes"
     other = (label + 1 + rng.integers(0, world.n_classes - 1, n)) % world.n_classes
     mention2[two] = other[two]
     lemma2[two] = pick_lemma(world, other[two], rng)
-
     poly = kind == "polysemous"
     if poly.any():
         # the polysemous entry: any one in natural text, one of the queried class in a search
@@ -126,30 +111,25 @@ def draw(world: World, n: int, rng: np.random.Generator, *, query: np.ndarray | 
             for c in np.unique(label[poly]):  # few classes: loop over classes, not rows
                 rows = np.flatnonzero(poly & (label == c))
                 e[rows] = rng.choice(np.flatnonzero(lab == c), len(rows))
-        mention[poly] = entries["label"].to_numpy()[e[poly]]
-        lemma[poly] = entries["lemma"].to_numpy()[e[poly]]
-        phrase[poly] = entries["phrase"].to_numpy()[e[poly]]
+        for col, out in (("label", mention), ("lemma", lemma), ("phrase", phrase)):
+            out[poly] = entries[col].to_numpy()[e[poly]]
     no_mention = (kind == "unmentioned") | (kind == "no_class")
     mention[no_mention] = -1
     lemma[no_mention] = ""
     nested = np.isin(lemma, list(nested_lemmas(world.classes))) & (kind == "lemma")
     kind = np.where(kind == "lemma", np.where(nested, "nested", "unique"), kind)
-
     shows_class = ~np.isin(kind, ("polysemous", "no_class"))
     distractor = np.where(shows_class, -1, rng.integers(0, N_DISTRACTORS, n))
     label = np.where(shows_class, label, -1)
     spread = np.exp(rng.normal(0.0, spread_sigma, n)).astype(np.float32)
-    z = images.draw_nuisance(n, spread, rng)
-    df = pd.DataFrame({
+    z = (rng.standard_normal((n, images.N_NUISANCE)) * spread[:, None]).astype(np.float32)
+    return pd.DataFrame({
         "label": label.astype(np.int16), "distractor": distractor.astype(np.int16),
         "kind": kind.astype(str), "mention": mention.astype(np.int16),
         "mention2": mention2.astype(np.int16), "lemma": lemma.astype(str),
         "lemma2": lemma2.astype(str), "phrase": phrase.astype(str),
         "typicality": images.typicality(z),
-    })
-    for j, name in enumerate(images.NUISANCE):
-        df[f"z_{name}"] = z[:, j]
-    return df
+        **{f"z_{k}": z[:, j] for j, k in enumerate(images.NUISANCE)}})
 
 
 def nuisance(samples: pd.DataFrame) -> np.ndarray:
@@ -172,11 +152,8 @@ def render(world: World, samples: pd.DataFrame, rng: np.random.Generator) -> np.
 
 def accept_probability(samples: pd.DataFrame, target: np.ndarray, *, slope: float = 8.0,
                        midpoint: float = 0.62, p_wrong: float = 0.03) -> np.ndarray:
-    """A simulated annotator's chance to say "this image shows ``target``".
-
-    Rises with typicality (a logistic curve) when the image shows the target class; ``p_wrong``
-    otherwise. This is where selection depends on the image, as for ImageNet.
-    """
-    t = samples["typicality"].to_numpy(np.float64)
-    p = 1.0 / (1.0 + np.exp(-slope * (t - midpoint)))
+    """A simulated annotator's chance to say "this image shows ``target``": rising with typicality
+    (a logistic curve) when the image shows the target class, ``p_wrong`` otherwise. This is where
+    selection depends on the image, as for ImageNet."""
+    p = 1.0 / (1.0 + np.exp(-slope * (samples["typicality"].to_numpy(np.float64) - midpoint)))
     return np.where(samples["label"].to_numpy() == target, p, p_wrong)

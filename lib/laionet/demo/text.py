@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 PALETTE = ((255, 255, 255), (0, 0, 0), (230, 30, 30), (255, 220, 0), (20, 60, 220),
            (20, 170, 60), (255, 140, 0), (160, 40, 200))
 CASES = ("lower", "title", "upper")
+_CASED = dict(zip(CASES, (str.lower, str.title, str.upper)))
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,10 @@ class TextStyle:
         return asdict(self)
 
 
-def _cased(text: str, case: str) -> str:
-    if case == "upper":
-        return text.upper()
-    if case == "title":
-        return text.title()
-    if case == "lower":
-        return text.lower()
-    raise ValueError(f"case must be one of {CASES}, got {case!r}")
-
-
 def _layer(text: str, style: TextStyle) -> Image.Image:
     """The text alone on a transparent RGBA layer, rotated (expanded to hold it)."""
     font = ImageFont.load_default(size=max(4, int(style.font_px)))
-    words = _cased(text, style.case)
+    words = _CASED[style.case](text)  # KeyError: not one of CASES
     stroke = max(1, style.font_px // 12) if style.outline is not None else 0
     left, top, right, bottom = font.getbbox(words, stroke_width=stroke)
     pad = 2 + stroke
@@ -69,13 +60,10 @@ def draw_text(image: Image.Image, text: str, style: TextStyle) -> Image.Image:
     """A copy of ``image`` (RGB) with ``text`` written in ``style``. The text is drawn on its own
     transparent layer, rotated about its centre and pasted so that it stays inside the image
     (its centre moves inwards when needed; text larger than the image is clipped)."""
-    base = image.convert("RGB")
-    layer = _layer(text, style)
-    w, h = base.size
-    lw, lh = layer.size
+    out, layer = image.convert("RGB"), _layer(text, style)  # convert() makes a copy
+    (w, h), (lw, lh) = out.size, layer.size
     cx = min(max(style.centre[0] * w, lw / 2), w - lw / 2) if lw < w else w / 2
     cy = min(max(style.centre[1] * h, lh / 2), h - lh / 2) if lh < h else h / 2
-    out = base.copy()
     out.paste(layer, (round(cx - lw / 2), round(cy - lh / 2)), layer)
     return out
 
@@ -87,22 +75,19 @@ def sample_style(rng: np.random.Generator, image_size: tuple[int, int], *,
     """A random style for an image of ``image_size`` (w, h): font size a fraction ``font_frac``
     of the smaller side, one of ``angles``, a palette colour (with a contrasting outline with
     probability ``outline_p``), a centre in the middle 70 % of the image, a random case."""
-    short = min(image_size)
-    font_px = round(rng.uniform(*font_frac) * short)
-    fill_i = int(rng.integers(len(PALETTE)))
-    fill = PALETTE[fill_i]
-    outline = None
-    if rng.uniform() < outline_p:
-        outline = (0, 0, 0) if sum(fill) > 380 else (255, 255, 255)
+    font_px = round(rng.uniform(*font_frac) * min(image_size))
+    fill = PALETTE[int(rng.integers(len(PALETTE)))]
+    contrast = (0, 0, 0) if sum(fill) > 380 else (255, 255, 255)
+    outline = contrast if rng.uniform() < outline_p else None
     angle = float(angles[int(rng.integers(len(angles)))])
     centre = (float(rng.uniform(0.15, 0.85)), float(rng.uniform(0.15, 0.85)))
-    case = CASES[int(rng.integers(len(CASES)))]
-    return TextStyle(font_px=max(6, font_px), angle=angle, fill=fill, outline=outline,
-                     centre=centre, case=case)
+    return TextStyle(max(6, font_px), angle, fill, outline, centre,
+                     CASES[int(rng.integers(len(CASES)))])
 
 
 def text_pairs(photos: Sequence[Image.Image], words: Sequence[str], seed: int = 0,
-               short_side: int = 256, **style_kw) -> list[tuple[Image.Image, Image.Image, str, TextStyle]]:
+               short_side: int = 256, **style_kw
+               ) -> list[tuple[Image.Image, Image.Image, str, TextStyle]]:
     """(clean, with text, word, style) for each photo: the photo resized so its smaller side is
     ``short_side`` (stage 03's download resize), and the same photo with ``words[i % len(words)]``
     drawn in a style from ``sample_style`` (seeded by ``seed``): the benchmark of the
@@ -113,8 +98,7 @@ def text_pairs(photos: Sequence[Image.Image], words: Sequence[str], seed: int = 
         im = photo.convert("RGB")
         f = short_side / min(im.size)
         im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BICUBIC)
-        word = words[i % len(words)]
-        style = sample_style(rng, im.size, **style_kw)
+        word, style = words[i % len(words)], sample_style(rng, im.size, **style_kw)
         out.append((im, draw_text(im, word, style), word, style))
     return out
 
@@ -137,16 +121,12 @@ def fitting_style(rng: np.random.Generator, text: str, size: int, *, max_frac: f
 
 
 def write_texts(pixels: np.ndarray, texts: Sequence[str | None], rng: np.random.Generator
-                ) -> tuple[np.ndarray, list[TextStyle | None]]:
+                ) -> np.ndarray:
     """``pixels`` [n, H, W, 3] uint8 with ``texts[i]`` written into image i (None: left as it
-    is), in a ``fitting_style``; returns the new pixels and each image's style."""
+    is), each in a ``fitting_style``."""
     out = pixels.copy()
-    styles: list[TextStyle | None] = []
     for i, t in enumerate(texts):
-        if not t:
-            styles.append(None)
-            continue
-        style = fitting_style(rng, t, min(pixels.shape[1:3]))
-        out[i] = np.asarray(draw_text(Image.fromarray(pixels[i]), t, style))
-        styles.append(style)
-    return out, styles
+        if t:
+            style = fitting_style(rng, t, min(pixels.shape[1:3]))
+            out[i] = np.asarray(draw_text(Image.fromarray(pixels[i]), t, style))
+    return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
+
 from laionet.method.recognised_text import SPECIAL, TEXT_COL, names_in_text
 
 
@@ -25,14 +27,10 @@ def text_truth(truth_dir: str | Path) -> pd.DataFrame | None:
     """key, text_in_image (the class name the world wrote into the image, else null) and
     text_is_head of every LAION row; None when the truth has no such columns (an older world)."""
     laion = Path(truth_dir) / "laion.parquet"
-    if not laion.is_file():
+    cols = ["key", "text_in_image", "text_is_head"]
+    if not laion.is_file() or not set(cols) <= set(pq.read_schema(laion).names):
         return None
-    import pyarrow.parquet as pq
-
-    cols = {"key", "text_in_image", "text_is_head"}
-    if not cols <= set(pq.read_schema(laion).names):
-        return None
-    return pd.read_parquet(laion, columns=["key", "text_in_image", "text_is_head"])
+    return pd.read_parquet(laion, columns=cols)
 
 
 def text_recall(recognised: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +39,6 @@ def text_recall(recognised: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     recall = the share of rows with a written name whose recognised text contains it
     (normalised as the flag rule does), and, on the rows without one, the share where the
     engine read some text anyway."""
-
     t = recognised.merge(truth, on="key", how="left")
     t = t[~t[TEXT_COL].isin(SPECIAL[1:]) & t[TEXT_COL].notna()]  # downloaded and read
     has = t["text_in_image"].notna()

@@ -2,28 +2,32 @@
 
     paths = build_world("runs/demo/00_demo_world/world", size="demo", seed=0)
 
-The world is built into a temporary sibling folder and renamed into place when complete, so a
-crash never leaves a half-world behind. ``world.json`` holds a fingerprint of the generator
-and its parameters: a rerun with the same size and seed returns at once; models missing from a
-cached world (``train_models=False`` before) are trained into it without regenerating data.
+The world is built in a temporary sibling folder renamed into place when complete (a crash never
+leaves a half-world). ``world.json`` holds a fingerprint of the generator's code and parameters:
+a rerun with the same size and seed returns at once; models missing from a cached world
+(``train_models=False`` before) are trained into it without regenerating data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+from PIL import Image
 
-from laionet.demo import captions, formats, sampling, v2
+from laionet.demo import captions, formats, models, sampling, v2
 from laionet.demo.classes import world_classes
+from laionet.demo.text import write_texts
+from laionet.models import tower
 from laionet.sources.classes import class_table
 from laionet.sources.laion import row_key
 from laionet.util.files import read_json, write_json, write_text
@@ -38,7 +42,6 @@ STREAMS = ("world", "laion", "laion_pixels", "laion_files", "imagenet", "imagene
 @dataclass(frozen=True)
 class WorldSize:
     """How big a world is (``SIZES``) and how long its models train."""
-
     n_laion: int
     n_parts: int
     n_train: int               # ImageNet-mini train images per class
@@ -71,32 +74,29 @@ VAL_GREY_SHARE = 0.02   # real ImageNet val has grey-scale / CMYK files the pape
 # authors' rule looks for), half a lemma drawn from the class's lemmas (which may differ from it).
 TEXT_IN_IMAGE_SHARE = 0.05
 
+#: Where everything of a world lives, relative to its root (``WorldPaths`` attributes; the
+#: pipeline's world keys, ``laionet.demo.layout``).
+LAYOUT = {"world_json": "world.json", "classes_txt": "classes.txt", "laion": "laion",
+          "http": "http", "imagenet": "imagenet", "imagenet_train": "imagenet/train",
+          "imagenet_val": "imagenet/val", "imagenet_devkit": "imagenet/devkit",
+          "imagenetv2": "imagenetv2", "imagenetv2_class_info": "imagenetv2/class_info.json",
+          "selection_frequencies": "imagenetv2/selection_frequencies.parquet",
+          "imagenet_captions": "imagenet_captions/imagenet_captions.json", "truth": "truth",
+          "models": "models"}
+
 
 @dataclass(frozen=True)
 class WorldPaths:
-    """Where everything of a built world lives (other stages read these)."""
-
+    """A built world: ``world.<name>`` is the path ``LAYOUT[name]`` under ``root``."""
     root: Path
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    world_json = property(lambda self: self.root / "world.json")
-    classes_txt = property(lambda self: self.root / "classes.txt")
-    laion = property(lambda self: self.root / "laion")
-    http = property(lambda self: self.root / "http")
-    imagenet = property(lambda self: self.root / "imagenet")
-    imagenet_train = property(lambda self: self.root / "imagenet" / "train")
-    imagenet_val = property(lambda self: self.root / "imagenet" / "val")
-    devkit = property(lambda self: self.root / "imagenet" / "devkit")
-    imagenetv2 = property(lambda self: self.root / "imagenetv2")
-    class_info = property(lambda self: self.root / "imagenetv2" / "class_info.json")
-    selection_frequencies = property(
-        lambda self: self.root / "imagenetv2" / "selection_frequencies.parquet")
-    imagenet_captions = property(
-        lambda self: self.root / "imagenet_captions" / "imagenet_captions.json")
-    truth = property(lambda self: self.root / "truth")
-    models = property(lambda self: self.root / "models")
+    def __getattr__(self, name: str) -> Path:
+        if name not in LAYOUT:
+            raise AttributeError(f"WorldPaths has no {name!r} (known: {sorted(LAYOUT)})")
+        return self.root / LAYOUT[name]
 
     def laion_parts(self) -> list[Path]:
         return sorted(self.laion.glob("part-*.parquet"))
@@ -111,16 +111,28 @@ class WorldPaths:
     def info(self) -> dict:
         return read_json(self.world_json)
 
+    def images(self, rel_paths) -> np.ndarray:
+        """The files at ``rel_paths`` (relative to the root) as RGB: [n, H, W, 3] uint8."""
+        return np.stack([np.asarray(Image.open(self.root / p).convert("RGB")) for p in rel_paths])
 
-GENERATOR_MODULES = ("classes", "images", "sampling", "captions", "v2", "formats", "world")
+    def model_files(self) -> dict[str, Path]:
+        """The trained checkpoints world.json records: ``image_tower`` and one per classifier
+        arch (empty without models or without world.json)."""
+        m = (self.info() if self.world_json.is_file() else {}).get("models") or {}
+        rel = {"image_tower": m["image_tower"]} if m.get("image_tower") else {}
+        return {k: self.models / v for k, v in {**rel, **(m.get("classifiers") or {})}.items()}
+
+
+GENERATOR_MODULES = ("classes", "images", "sampling", "captions", "v2", "formats", "text", "world")
+
+
+def _source_digest(*files: Path) -> str:
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
 
 
 def generator_digest() -> str:
     """sha256 of the generator's source files: any code change invalidates cached worlds."""
-    h = hashlib.sha256()
-    for mod in GENERATOR_MODULES:
-        h.update((Path(__file__).parent / f"{mod}.py").read_bytes())
-    return h.hexdigest()[:16]
+    return _source_digest(*(Path(__file__).parent / f"{m}.py" for m in GENERATOR_MODULES))
 
 
 def _rng(seed: int, stream: str) -> np.random.Generator:
@@ -128,14 +140,11 @@ def _rng(seed: int, stream: str) -> np.random.Generator:
 
 
 def _choice(mapping: dict, n: int, rng: np.random.Generator) -> np.ndarray:
-    keys = np.array(list(mapping), dtype=object)
-    p = np.array(list(mapping.values()), dtype=np.float64)
+    keys, p = np.array(list(mapping), dtype=object), np.array(list(mapping.values()), np.float64)
     return keys[rng.choice(len(keys), n, p=p / p.sum())]
 
 
-# --------------------------------------------------------------------------------------------
-# LAION-mini
-# --------------------------------------------------------------------------------------------
+# -- LAION-mini ------------------------------------------------------------------------------------
 
 def _laion_similarity(samples: pd.DataFrame, parts: pd.DataFrame,
                       rng: np.random.Generator) -> np.ndarray:
@@ -149,17 +158,13 @@ def _laion_similarity(samples: pd.DataFrame, parts: pd.DataFrame,
     return 0.30 + 0.12 * agree + 0.02 * np.abs(rng.standard_normal(len(samples)))
 
 
-def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldPaths,
-                 timings: Timings) -> pd.DataFrame:
+def _build_laion(world, cfg: WorldSize, seed: int, paths: WorldPaths) -> pd.DataFrame:
     """LAION-mini: parts, served files; returns the truth table (one row per LAION row)."""
-    rng = _rng(seed, "laion")
-    n = cfg.n_laion
-    with timings("laion_sample"):
-        s = sampling.draw(world, n, rng)
-        parts = captions.compose(world, s, rng)
-    with timings("laion_render"):
-        pixels = sampling.render(world, s, _rng(seed, "laion_pixels"))
-        pixels, written = _write_class_text(world, s, pixels, _rng(seed, "laion_text"))
+    rng, n = _rng(seed, "laion"), cfg.n_laion
+    s = sampling.draw(world, n, rng)
+    parts = captions.compose(world, s, rng)
+    pixels = sampling.render(world, s, _rng(seed, "laion_pixels"))
+    pixels, written = _write_class_text(world, s, pixels, _rng(seed, "laion_text"))
     part = (np.arange(n) * cfg.n_parts // n).astype(np.int32)
     row = (np.arange(n) - np.searchsorted(part, part)).astype(np.int64)
     frng = _rng(seed, "laion_files")
@@ -177,16 +182,13 @@ def _build_laion(world: sampling.World, cfg: WorldSize, seed: int, paths: WorldP
         "LICENSE": _choice(LICENSES, n, frng), "NSFW": _choice(NSFW_MIX, n, frng),
         "similarity": _laion_similarity(s, parts, frng),
     })
-    with timings("laion_write"):
-        for p in range(cfg.n_parts):
-            formats.write_laion_part(meta[part == p], paths.laion, p)
-        _write_laion_files(pixels, status, rel, paths.http, frng)
-    truth = pd.concat([pd.DataFrame({"part": part, "row": row,
-                                     "key": row_key(part, row),
-                                     "path": "http/" + rel, "file_status": status}),
-                       s, parts.drop(columns=["text"]),
-                       meta[["TEXT", "NSFW", "similarity"]], written], axis=1)
-    return truth
+    for p in range(cfg.n_parts):
+        formats.write_laion_part(meta[part == p], paths.laion, p)
+    _write_laion_files(pixels, status, rel, paths.http, frng)
+    return pd.concat([pd.DataFrame({"part": part, "row": row, "key": row_key(part, row),
+                                    "path": "http/" + rel, "file_status": status}),
+                      s, parts.drop(columns=["text"]),
+                      meta[["TEXT", "NSFW", "similarity"]], written], axis=1)
 
 
 def _write_class_text(world: sampling.World, samples: pd.DataFrame, pixels: np.ndarray,
@@ -194,28 +196,22 @@ def _write_class_text(world: sampling.World, samples: pd.DataFrame, pixels: np.n
     """Write a name of the shown class into ``TEXT_IN_IMAGE_SHARE`` of the images that show a
     class (its own stream, so every other pixel and draw stays as it was). Returns the pixels and
     the truth columns ``text_in_image`` (the written string, else null) and ``text_is_head``."""
-    from laionet.demo.text import write_texts
-
     label = samples["label"].to_numpy()
+    shown = np.where(label >= 0, label, 0)
     chosen = (label >= 0) & (rng.random(len(label)) < TEXT_IN_IMAGE_SHARE)
-    heads = world.classes["head"].to_numpy(dtype=object)
-    lemma = sampling.pick_lemma(world, np.where(label >= 0, label, 0), rng)
-    use_head = rng.random(len(label)) < 0.5
-    text = np.where(use_head, heads[np.where(label >= 0, label, 0)], lemma).astype(object)
+    head = world.classes["head"].to_numpy(dtype=object)[shown]
+    lemma = sampling.pick_lemma(world, shown, rng)
+    text = np.where(rng.random(len(label)) < 0.5, head, lemma).astype(object)
     text[~chosen] = None
-    pixels, _ = write_texts(pixels, list(text), rng)
-    is_head = np.array([t is not None and t == h for t, h in
-                        zip(text, heads[np.where(label >= 0, label, 0)])])
-    return pixels, pd.DataFrame({"text_in_image": pd.Series(text, dtype=object),
-                                 "text_is_head": is_head & chosen})
+    return write_texts(pixels, list(text), rng), pd.DataFrame({
+        "text_in_image": pd.Series(text, dtype=object), "text_is_head": chosen & (text == head)})
 
 
 def _write_laion_files(pixels: np.ndarray, status: np.ndarray, rel: np.ndarray, http: Path,
                        rng: np.random.Generator) -> None:
     """One file per row, except "missing" (a real 404); faults as their status says."""
     garbage_seed = int(rng.integers(0, 2 ** 31))
-    for i in range(len(rel)):  # one encode per image: PIL has no batch JPEG encoder
-        st = status[i]
+    for i, st in enumerate(status):  # one encode per image: PIL has no batch JPEG encoder
         if st == "missing":
             continue
         if st == "garbage":
@@ -229,9 +225,7 @@ def _write_laion_files(pixels: np.ndarray, status: np.ndarray, rel: np.ndarray, 
         formats.write_bytes(http / rel[i], data)
 
 
-# --------------------------------------------------------------------------------------------
-# ImageNet-mini (text-found candidates, image-based acceptance)
-# --------------------------------------------------------------------------------------------
+# -- ImageNet-mini (text-found candidates, image-based acceptance) ---------------------------------
 
 def _search_and_annotate(world, need: int, rng, *, max_rounds: int = 100) -> pd.DataFrame:
     """Search by text until each class has ``need`` accepted candidates; one annotator decision
@@ -255,19 +249,18 @@ def _search_and_annotate(world, need: int, rng, *, max_rounds: int = 100) -> pd.
     return pd.concat(batches, ignore_index=True)
 
 
-def _build_imagenet(world, cfg: WorldSize, seed: int, paths: WorldPaths,
-                    timings: Timings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ImageNet-mini train/val + devkit; returns (truth of kept images, all candidates)."""
+def _build_imagenet(world, cfg: WorldSize, seed: int,
+                    paths: WorldPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ImageNet-mini train/val + devkit + ImageNet-Captions; returns (truth of kept images, all
+    candidates)."""
     rng = _rng(seed, "imagenet")
-    with timings("imagenet_sample"):
-        cand = _search_and_annotate(world, cfg.n_train + cfg.n_val, rng)
-        acc = cand[cand["accepted"]].copy()
-        acc["rank"] = acc.groupby("query").cumcount()
-        acc = acc[acc["rank"] < cfg.n_train + cfg.n_val].sort_values(["query", "rank"])
-        acc["split"] = np.where(acc["rank"] < cfg.n_train, "train", "val")
-        acc = acc.reset_index(drop=True)
-    with timings("imagenet_render"):
-        pixels = sampling.render(world, acc, _rng(seed, "imagenet_pixels"))
+    cand = _search_and_annotate(world, cfg.n_train + cfg.n_val, rng)
+    acc = cand[cand["accepted"]].copy()
+    acc["rank"] = acc.groupby("query").cumcount()
+    acc = acc[acc["rank"] < cfg.n_train + cfg.n_val].sort_values(["query", "rank"])
+    acc["split"] = np.where(acc["rank"] < cfg.n_train, "train", "val")
+    acc = acc.reset_index(drop=True)
+    pixels = sampling.render(world, acc, _rng(seed, "imagenet_pixels"))
     wnid = world.classes["wnid"].to_numpy()[acc["query"].to_numpy()]
     train = acc["split"].to_numpy() == "train"
     val_pos = np.flatnonzero(~train)[rng.permutation(int((~train).sum()))]  # val files shuffled
@@ -279,80 +272,60 @@ def _build_imagenet(world, cfg: WorldSize, seed: int, paths: WorldPaths,
     # val images get 10 fresh votes too: ImageNetV2's matched-frequency needs their histogram
     p = sampling.accept_probability(acc, acc["query"].to_numpy())
     votes = np.where(train, -1, rng.binomial(cfg.n_votes, p))
-    with timings("imagenet_write"):
-        formats.save_images(pixels, [paths.root / q for q in path], mode)
-        formats.write_imagenet_devkit(world.classes, acc["query"].to_numpy()[val_pos], paths.devkit)
+    for px, q, m in zip(pixels, path, mode):
+        formats.write_bytes(paths.root / q, formats.encode_image(px, str(m)))
+    formats.write_imagenet_devkit(world.classes, acc["query"].to_numpy()[val_pos],
+                                  paths.imagenet_devkit)
     truth = pd.concat([pd.DataFrame({"dataset": "imagenet_" + acc["split"], "path": path,
                                      "filename": filename, "wnid": wnid, "mode": mode,
                                      "n_votes_yes": votes.astype(np.int16)}),
                        acc.drop(columns=["split", "accepted"])], axis=1)
+    # ImageNet-Captions: the captions the train images were found by
+    tr = truth[truth["dataset"] == "imagenet_train"]
+    formats.write_imagenet_captions(captions.imagenet_captions_fields(tr).assign(
+        filename=tr["filename"], wnid=tr["wnid"]), paths.imagenet_captions)
     return truth, cand
 
 
-def _write_imagenet_captions(imagenet: pd.DataFrame, paths: WorldPaths) -> None:
-    """The captions the train images were found by, in ImageNet-Captions' JSON form."""
-    train = imagenet[imagenet["dataset"] == "imagenet_train"].reset_index(drop=True)
-    fields = captions.imagenet_captions_fields(train)
-    fields["filename"] = train["filename"]
-    fields["wnid"] = train["wnid"]
-    formats.write_imagenet_captions(fields, paths.imagenet_captions)
+# -- ImageNetV2-mini -------------------------------------------------------------------------------
 
-
-# --------------------------------------------------------------------------------------------
-# ImageNetV2-mini
-# --------------------------------------------------------------------------------------------
-
-def _build_imagenetv2(world, cfg: WorldSize, seed: int, paths: WorldPaths, val_freq: np.ndarray,
-                      timings: Timings) -> tuple[pd.DataFrame, dict]:
+def _build_imagenetv2(world, cfg: WorldSize, seed: int, paths: WorldPaths,
+                      val_freq: np.ndarray) -> tuple[pd.DataFrame, dict]:
     """ImageNetV2-mini: a voted pool per class, three versions; returns (pool truth, shortfalls)."""
     rng = _rng(seed, "imagenetv2")
-    with timings("imagenetv2_sample"):
-        query = np.repeat(np.arange(world.n_classes), cfg.v2_pool)
-        pool = sampling.draw(world, len(query), rng, query=query)
-        pool["query"] = query.astype(np.int16)
-        pool["n_votes_yes"] = rng.binomial(cfg.n_votes, sampling.accept_probability(pool, query))
-        pool["selection_frequency"] = pool["n_votes_yes"] / cfg.n_votes
-        chosen, short = v2.sample_versions(pool.assign(label=pool["query"]), val_freq, cfg.n_v2, rng)
-        used = np.unique(np.concatenate(list(chosen.values())))
-    with timings("imagenetv2_render"):
-        pixels = sampling.render(world, pool.iloc[used].reset_index(drop=True),
-                                 _rng(seed, "imagenetv2_pixels"))
-    cid = world.classes["cid"].to_numpy()[pool["query"].to_numpy()]
-    rows = []
-    with timings("imagenetv2_write"):
-        data = {int(i): formats.encode_image(pixels[j]) for j, i in enumerate(used)}
-        for version, idx in chosen.items():
-            for i in idx:
-                name = f"{cid[i]}/{hashlib.sha1(data[int(i)]).hexdigest()}.jpeg"
-                formats.write_bytes(paths.imagenetv2_version(version) / name, data[int(i)])
-                rows.append((version, int(i), f"imagenetv2-{version}-format-val/{name}"))
-        formats.write_class_info(class_table("imagenet1k", head_source="timm"), paths.class_info)
-    sel = pd.DataFrame(rows, columns=["version", "pool_row", "path"])
-    wn = world.classes["wnid"].to_numpy()
-    public = pd.DataFrame({
-        "version": sel["version"], "path": sel["path"],
-        "wnid": wn[pool["query"].to_numpy()[sel["pool_row"]]],
-        "n_votes_yes": pool["n_votes_yes"].to_numpy()[sel["pool_row"]].astype(np.int64),
-        "n_votes": np.int64(cfg.n_votes),
-        "selection_frequency": pool["selection_frequency"].to_numpy()[sel["pool_row"]],
-        "typicality": pool["typicality"].to_numpy()[sel["pool_row"]].astype(np.float64),
-    })
-    formats.write_parquet_deterministic(pa.Table.from_pandas(public, preserve_index=False),
-                                        paths.selection_frequencies)
+    query = np.repeat(np.arange(world.n_classes), cfg.v2_pool)
+    pool = sampling.draw(world, len(query), rng, query=query)
+    pool["query"] = query.astype(np.int16)
+    pool["n_votes_yes"] = rng.binomial(cfg.n_votes, sampling.accept_probability(pool, query))
+    pool["selection_frequency"] = pool["n_votes_yes"] / cfg.n_votes
+    chosen, short = v2.sample_versions(pool.assign(label=pool["query"]), val_freq, cfg.n_v2, rng)
+    used = np.unique(np.concatenate(list(chosen.values())))
+    pixels = sampling.render(world, pool.iloc[used].reset_index(drop=True),
+                             _rng(seed, "imagenetv2_pixels"))
+    data = {int(i): formats.encode_image(pixels[j]) for j, i in enumerate(used)}
+    cid, wnid = (world.classes[c].to_numpy()[query] for c in ("cid", "wnid"))
+    rows = []  # (version, pool row, path) of every released image
     for version, idx in chosen.items():
-        pool[f"in_{version}"] = np.isin(np.arange(len(pool)), idx)
-    pool["wnid"] = wn[pool["query"].to_numpy()]
+        for i in idx:
+            name = f"{cid[i]}/{hashlib.sha1(data[int(i)]).hexdigest()}.jpeg"
+            formats.write_bytes(paths.imagenetv2_version(version) / name, data[int(i)])
+            rows.append((version, int(i), f"imagenetv2-{version}-format-val/{name}"))
+    formats.write_class_info(class_table("imagenet1k", head_source="timm"),
+                             paths.imagenetv2_class_info)
+    version, r, path = (list(c) for c in zip(*rows))
+    formats.write_parquet_deterministic(pd.DataFrame({
+        "version": version, "path": path, "wnid": wnid[r],
+        "n_votes_yes": pool["n_votes_yes"].to_numpy()[r].astype(np.int64),
+        "n_votes": np.int64(cfg.n_votes), "selection_frequency": pool["selection_frequency"].to_numpy()[r],
+        "typicality": pool["typicality"].to_numpy()[r].astype(np.float64),
+    }), paths.selection_frequencies)
+    for v, idx in chosen.items():
+        pool[f"in_{v}"] = np.isin(np.arange(len(pool)), idx)
+    pool["wnid"] = wnid
     return pool, short
 
 
-# --------------------------------------------------------------------------------------------
-# Orchestration and cache
-# --------------------------------------------------------------------------------------------
-
-def _write_truth(name: str, df: pd.DataFrame, paths: WorldPaths) -> None:
-    formats.write_parquet_deterministic(pa.Table.from_pandas(df, preserve_index=False),
-                                        paths.truth / f"{name}.parquet")
-
+# -- Orchestration and cache -----------------------------------------------------------------------
 
 def _generate(paths: WorldPaths, size: str, seed: int, timings: Timings) -> dict:
     """Write every data file of the world into ``paths.root``; return the counts."""
@@ -361,93 +334,62 @@ def _generate(paths: WorldPaths, size: str, seed: int, timings: Timings) -> dict
         classes = world_classes(size)
     world = sampling.make_world(classes, _rng(seed, "world"))
     write_text("".join(w + "\n" for w in classes["wnid"]), paths.classes_txt)
-    laion = _build_laion(world, cfg, seed, paths, timings)
-    imagenet, cand = _build_imagenet(world, cfg, seed, paths, timings)
-    _write_imagenet_captions(imagenet, paths)
+    with timings("laion"):
+        laion = _build_laion(world, cfg, seed, paths)
+    with timings("imagenet"):
+        imagenet, cand = _build_imagenet(world, cfg, seed, paths)
     val_freq = imagenet.loc[imagenet["dataset"] == "imagenet_val", "n_votes_yes"] / cfg.n_votes
-    pool, short = _build_imagenetv2(world, cfg, seed, paths, val_freq.to_numpy(), timings)
+    with timings("imagenetv2"):
+        pool, short = _build_imagenetv2(world, cfg, seed, paths, val_freq.to_numpy())
     cls = pd.concat([classes.drop(columns=["lemmas"]).assign(lemmas=classes["lemmas"]),
                      world.prototypes, pd.DataFrame({"class_freq": world.class_freq})], axis=1)
     for name, df in (("classes", cls), ("laion", laion), ("imagenet", imagenet),
                      ("imagenet_candidates", cand), ("imagenetv2", pool)):
-        _write_truth(name, df, paths)
-    return {
-        "classes": len(classes), "laion_rows": len(laion),
-        "laion_file_status": _counts(laion["file_status"]),
-        "laion_kinds": _counts(laion["kind"]),
-        "imagenet_train": int((imagenet["dataset"] == "imagenet_train").sum()),
-        "imagenet_val": int((imagenet["dataset"] == "imagenet_val").sum()),
-        "imagenet_candidates": len(cand),
-        "imagenetv2_pool": len(pool),
-        "imagenetv2_shortfall": short,
-    }
+        formats.write_parquet_deterministic(df, paths.truth / f"{name}.parquet")
+    return {"classes": len(classes), "laion_rows": len(laion),
+            "laion_file_status": _counts(laion["file_status"]), "laion_kinds": _counts(laion["kind"]),
+            "imagenet_train": int((imagenet["dataset"] == "imagenet_train").sum()),
+            "imagenet_val": int((imagenet["dataset"] == "imagenet_val").sum()),
+            "imagenet_candidates": len(cand), "imagenetv2_pool": len(pool),
+            "imagenetv2_shortfall": short}
 
 
 def _counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
-def _models_module():
-    try:
-        from laionet.demo import models
-    except ImportError as exc:
-        raise ImportError(
-            "laionet.demo.models (the demo's image tower and classifiers) is not available: "
-            f"{exc}. Build the data only with build_world(..., train_models=False).") from exc
-    return models
-
-
-def _read_rgb(paths: list[Path]) -> np.ndarray:
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-
-
-def _models_fingerprint(data_fp: str, size: str) -> str:
-    models = _models_module()
-    cfg = SIZES[size]
-    return fingerprint({"data": data_fp, "archs": list(models.DEMO_CLASSIFIER_ARCHS),
-                        "tower_pairs": cfg.tower_pairs, "tower_epochs": cfg.tower_epochs,
-                        "classifier_epochs": cfg.classifier_epochs})
-
-
-def _train_models(paths: WorldPaths, out: Path, size: str, seed: int, timings: Timings) -> dict:
+def _train_models(paths: WorldPaths, out: Path, cfg: WorldSize, seed: int) -> dict:
     """Train the image tower on LAION-mini pairs and the classifiers on ImageNet-mini train,
     reading the images back from the world's files (what every later stage sees)."""
-    models = _models_module()
-    cfg = SIZES[size]
-    laion = paths.truth_table("laion")
+    laion, train = paths.truth_table("laion"), paths.truth_table("imagenet")
     ok = laion[(laion["file_status"] == "ok") & laion["TEXT"].notna()]
-    train = paths.truth_table("imagenet")
     train = train[train["dataset"] == "imagenet_train"]
     wnids = paths.classes_txt.read_text().split()
-    with timings("models_read_images"):
-        laion_px = _read_rgb([paths.root / p for p in ok["path"]])
-        train_px = _read_rgb([paths.root / p for p in train["path"]])
     labels = train["wnid"].map({w: i for i, w in enumerate(wnids)}).to_numpy(np.int64)
-    out.mkdir(parents=True, exist_ok=True)
-    with timings("models_image_tower"):
-        tower = models.train_image_tower(laion_px, ok["TEXT"].tolist(), out / "image_tower.safetensors",
-                                         seed=seed, epochs=cfg.tower_epochs,
-                                         max_pairs=cfg.tower_pairs)
-    done = {"image_tower": Path(tower).name, "classifiers": {}}
-    for arch in models.DEMO_CLASSIFIER_ARCHS:
-        with timings(f"models_classifier_{arch}"):
-            path = models.train_classifier(arch, train_px, labels, wnids, out, seed=seed,
-                                           epochs=cfg.classifier_epochs)
-        done["classifiers"][arch] = str(Path(path).relative_to(out))
-    return done
+    tower_ckpt = models.train_image_tower(paths.images(ok["path"]), ok["TEXT"].tolist(),
+                                          out / "image_tower.safetensors", seed=seed,
+                                          epochs=cfg.tower_epochs, max_pairs=cfg.tower_pairs)
+    train_px = paths.images(train["path"])
+    return {"image_tower": tower_ckpt.name, "classifiers": {arch: models.train_classifier(
+        arch, train_px, labels, wnids, out, seed=seed, epochs=cfg.classifier_epochs).name
+        for arch in models.DEMO_CLASSIFIER_ARCHS}}
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Replace ``dest`` with the complete folder ``tmp`` (old one moved aside, then removed)."""
-    old = None
-    if dest.exists():
+@contextlib.contextmanager
+def replaced_when_done(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` that replaces it when the block ends without an error
+    (the old one moved aside, then removed) and is removed otherwise."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
         old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_world(world_dir: str | os.PathLike, size: str = "demo", seed: int = 0,
@@ -459,60 +401,35 @@ def build_world(world_dir: str | os.PathLike, size: str = "demo", seed: int = 0,
     """
     if size not in SIZES:
         raise ValueError(f"world size {size!r}: expected one of {sorted(SIZES)}")
-    dest = Path(world_dir).resolve()
+    cfg, seed, paths = SIZES[size], int(seed), WorldPaths(Path(world_dir).resolve())
     data_fp = fingerprint({"generator": GENERATOR_VERSION, "code": generator_digest(),
-                           "size": size, "seed": int(seed), "params": asdict(SIZES[size])})
-    info = _cached_info(dest, data_fp) if not force else None
-    if info is None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-        try:
-            paths = WorldPaths(tmp)
-            timings = Timings()
-            t0, c0 = time.perf_counter(), time.process_time()
-            counts = _generate(paths, size, int(seed), timings)
-            timings["generate_total"] = round(time.perf_counter() - t0, 3)
-            # CPU seconds too: wall time on a shared machine says little about the work
-            timings["generate_cpu"] = round(time.process_time() - c0, 3)
-            info = {"seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION,
-                    "fingerprint": data_fp, "params": asdict(SIZES[size]), "counts": counts,
-                    "timings_s": dict(timings), "models": None}
-            write_json(info, paths.world_json)
-            _swap_in(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    paths = WorldPaths(dest)
-    if train_models:
-        _ensure_models(paths, info, size, int(seed))
-    return paths
-
-
-def _cached_info(dest: Path, data_fp: str) -> dict | None:
+                           "size": size, "seed": seed, "params": asdict(cfg)})
     try:
-        info = read_json(dest / "world.json")
+        info = read_json(paths.world_json)
     except (OSError, ValueError):
-        return None
-    return info if info.get("fingerprint") == data_fp else None
-
-
-def _ensure_models(paths: WorldPaths, info: dict, size: str, seed: int) -> None:
-    """Train the models into the world unless world.json says these exact ones are there."""
-    models_fp = _models_fingerprint(info["fingerprint"], size)
+        info = {}
+    if force or info.get("fingerprint") != data_fp:
+        with replaced_when_done(paths.root) as tmp:
+            timings, cpu0 = Timings(), time.process_time()
+            with timings("generate_total"):
+                counts = _generate(WorldPaths(tmp), size, seed, timings)
+            # CPU seconds too: wall time on a shared machine says little about the work
+            timings["generate_cpu"] = round(time.process_time() - cpu0, 3)
+            info = {"seed": seed, "size": size, "generator_version": GENERATOR_VERSION,
+                    "fingerprint": data_fp, "params": asdict(cfg), "counts": counts,
+                    "timings_s": dict(timings), "models": None}
+            write_json(info, WorldPaths(tmp).world_json)
+    if not train_models:
+        return paths
+    # the models: keyed by the data (whose parameters hold the epochs), their code and archs
+    models_fp = fingerprint({"data": data_fp, "archs": list(models.DEMO_CLASSIFIER_ARCHS),
+                             "code": _source_digest(Path(models.__file__), Path(tower.__file__))})
     have = info.get("models") or {}
-    if have.get("fingerprint") == models_fp and (paths.models / have["image_tower"]).is_file():
-        return
-    tmp = Path(tempfile.mkdtemp(prefix=".models.", suffix=".tmp", dir=paths.root))
-    try:
-        timings = Timings()
-        c0 = time.process_time()
-        done = _train_models(paths, tmp, size, seed, timings)
-        cpu = round(time.process_time() - c0, 3)
-        _swap_in(tmp, paths.models)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    info = {**info, "models": {"fingerprint": models_fp, **done},
-            "timings_s": {**info.get("timings_s", {}), **timings,
-                          "models_total": round(sum(timings.values()), 3), "models_cpu": cpu}}
-    write_json(info, paths.world_json)
+    if have.get("fingerprint") != models_fp or not (paths.models / have["image_tower"]).is_file():
+        timings, cpu0 = Timings(), time.process_time()
+        with replaced_when_done(paths.models) as tmp, timings("models_total"):
+            done = _train_models(paths, tmp, cfg, seed)
+        write_json({**info, "models": {"fingerprint": models_fp, **done}, "timings_s": {
+            **info["timings_s"], **timings, "models_cpu": round(time.process_time() - cpu0, 3)}},
+            paths.world_json)
+    return paths
