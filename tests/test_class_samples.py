@@ -1,10 +1,11 @@
 """Per-class samples of downloaded rows and local images, embedded through the shared stores
-(``image_embeddings.ClassSampler``), and LAION images keyed by their downloaded bytes."""
+(``image_embeddings.Embedder``), and LAION images keyed by their downloaded bytes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from laionet.jobs import image_embeddings as ie
@@ -15,28 +16,26 @@ def _colours(keys, size=4):
     return {int(k): Image.new("RGB", (size, size), (int(k) % 256, 7, 9)) for k in keys}
 
 
-def test_sampler_draws_the_seeded_sample_and_embeds_it(tmp_path, colour_encoder, downloads):
+def test_classes_draws_the_seeded_sample_and_embeds_it(tmp_path, colour_encoder, downloads):
     rows = pd.DataFrame({"key": np.arange(100, 130), "wnid": ["a"] * 20 + ["b"] * 10,
                          "similarity": np.linspace(0, 1, 30)})
     dl = downloads(tmp_path / "dl", _colours(rows["key"]))
     enc = colour_encoder()
-    sampler = ie.ClassSampler(enc, ie.ImageSource.laion(dl), tmp_path / "cache", n_per_class=5,
-                              seed=3)
-    want = sim.sample_per_class(rows.rename(columns={"key": "image_key"}), 5, 3)
-    pd.testing.assert_frame_equal(sampler.sample(rows), want)
-    by = sampler(rows)
+    embed, src = ie.Embedder(enc, tmp_path / "cache", progress=False), ie.ImageSource.laion(dl)
+    by = embed.classes(rows, src, n_per_class=5, seed=3)
     assert {w: len(E) for w, E in by.items()} == {"a": 5, "b": 5}
     assert (tmp_path / "cache" / ie.LAION / enc.name).is_dir()
-    sampler(rows)
+    want = sim.sample_per_class(rows.rename(columns={"key": "image_key"}), 5, 3)
+    np.testing.assert_array_equal(by["a"], embed(want[want["wnid"] == "a"], src).emb)
+    embed.classes(rows, src, 5, 3)
     assert enc.n == 10                             # stored: nothing embedded again
-    all_rows = sampler.embed(rows.iloc[::-1])      # no sampling, aligned to the rows
+    all_rows = embed(rows.iloc[::-1], src)         # no sampling, aligned to the rows
     assert list(all_rows.keys) == list(range(129, 99, -1)) and enc.n == 30
-    long = pd.concat([rows.assign(dataset="D"), rows.iloc[:12].assign(dataset="A")])
-    long["dataset"] = pd.Categorical(long["dataset"], categories=["D", "A"])
-    per = sampler.by_dataset(long)
-    assert list(per) == ["D", "A"] and {w: len(E) for w, E in per["A"].items()} == {"a": 5}
-    other = sampler.with_encoder(colour_encoder())
-    assert other.source == sampler.source and other.encoder is not enc
+    assert {w: len(E) for w, E in embed.classes(rows.iloc[:12], src, 5, 3).items()} == {"a": 5}
+    other = embed.with_encoder(colour_encoder())
+    assert other.cache_root == embed.cache_root and other.encoder is not enc
+    with pytest.raises(ValueError, match="both 'key' and 'image_key'"):
+        embed(rows.assign(image_key=rows["key"]), src)
 
 
 def test_local_images_through_another_source(tmp_path, colour_encoder):
@@ -45,12 +44,16 @@ def test_local_images_through_another_source(tmp_path, colour_encoder):
         paths.append(str(tmp_path / f"v{i}.png"))
         Image.new("RGB", (4, 4), c).save(paths[-1])
     val = pd.DataFrame({"image_key": ["v0", "v1", "v2"], "wnid": ["a", "a", "b"], "path": paths})
-    sampler = ie.ClassSampler(colour_encoder(), ie.ImageSource.laion(tmp_path), tmp_path / "cache")
-    e = sampler.embed(val, ie.ImageSource.imagenet_val())
+    e = ie.Embedder(colour_encoder(), tmp_path / "cache")(val, ie.ImageSource.imagenet_val())
     assert list(e.keys) == ["v0", "v1", "v2"] and e.dataset == ie.IMAGENET_VAL
     by = e.by_class()
     assert {w: len(E) for w, E in by.items()} == {"a": 2, "b": 1}
     assert by["a"][0] @ by["a"][1] > by["a"][0] @ by["b"][0]
+    # (key, wnid) rows: a key may serve two classes; keys without an embedding are left out
+    pairs = pd.DataFrame({"wnid": ["b", "a", "b", "a"], "key": ["v0", "v1", "v2", "nope"]})
+    two = e.by_class(pairs)
+    assert {w: len(E) for w, E in two.items()} == {"a": 1, "b": 2}
+    np.testing.assert_array_equal(two["b"], e.emb[[0, 2]])
 
 
 def test_other_download_settings_are_never_served_the_other_settings_embedding(
@@ -64,13 +67,13 @@ def test_other_download_settings_are_never_served_the_other_settings_embedding(
     other = downloads(tmp_path / "shards_other", large)
     rows = pd.DataFrame({"image_key": [7], "wnid": ["a"]})
     enc = colour_encoder()
-    a = ie.embed_sample(enc, rows, ie.ImageSource.laion(stage03), tmp_path / "c", progress=False)
-    b = ie.embed_sample(enc, rows, ie.ImageSource.laion(same), tmp_path / "c", progress=False)
+    embed = ie.Embedder(enc, tmp_path / "c", progress=False)
+    a = embed(rows, ie.ImageSource.laion(stage03))
+    b = embed(rows, ie.ImageSource.laion(same))
     assert enc.n == 1 and np.array_equal(a.emb, b.emb)  # same row, same bytes: shared
-    c = ie.embed_sample(enc, rows, ie.ImageSource.laion(other), tmp_path / "c", progress=False)
+    c = embed(rows, ie.ImageSource.laion(other))
     assert enc.n == 2 and c.emb[0][2] > c.emb[0][0]     # other bytes: its own embedding
-    again = ie.embed_sample(enc, rows, ie.ImageSource.laion(stage03), tmp_path / "c",
-                            progress=False)
+    again = embed(rows, ie.ImageSource.laion(stage03))
     assert enc.n == 2 and np.array_equal(again.emb, a.emb)
 
 

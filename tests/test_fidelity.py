@@ -198,6 +198,7 @@ def test_b19_resamples_laionet_to_50_per_class_and_tests_each_class():
     import pandas as pd
 
     from laionet.method import frontier as fr
+    from laionet.method import similarity as sim
 
     rng = np.random.default_rng(0)
     lai = pd.DataFrame({"wnid": ["a"] * 8 + ["b"] * 120 + ["c"] * 3 + ["z"] * 9,
@@ -210,7 +211,8 @@ def test_b19_resamples_laionet_to_50_per_class_and_tests_each_class():
     assert sample["wnid"].value_counts().to_dict() == {"a": 50, "b": 50, "c": 50}  # z: no ImageNet
     again = fr.relevance_resample(lai, inet, 50, seed=1)
     assert sample.equals(again)
-    cmp = fr.relevance_comparison(lai, inet).set_index("wnid")
+    cmp = sim.compare_classes(sim.value_stats(lai, "image_similarity"),
+                              sim.value_stats(inet, "image_similarity"), "paper").set_index("wnid")
     assert cmp["tested"].to_dict() == {"a": True, "b": True, "c": False}  # c: 3 < 7 images
     assert cmp.loc["a", "significantly_lower"] and cmp.loc["b", "significantly_higher"]
     s = fr.relevance_summary(lai, inet, comparison=cmp.reset_index())["delta_test"]
@@ -253,8 +255,9 @@ def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin(tmp_path):
     assert set(rows["key"]) <= set(range(8))  # only the class's puma rows
     assert (rows["similarity"] >= rows["bin_lo"]).all() and (rows["similarity"] <= rows["bin_hi"]).all()
     # stage 07 passes stage 02's candidates file (never loaded whole): the same rows
-    candidates_job.to_parquet(tmp_path / "candidates.parquet")
-    from_file = fr.lemma_gallery_rows(tmp_path / "candidates.parquet", "n02125311", "puma",
+    cand.to_parquet(tmp_path / "candidates.parquet")
+    from_file = fr.lemma_gallery_rows(candidates_job.CandidateFiles(tmp_path / "candidates.parquet"),
+                                      "n02125311", "puma",
                                       n_bins=2, per_bin=3, seed=0)
     pd.testing.assert_frame_equal(from_file, rows)
     images = {int(k): Image.new("RGB", (8, 8)) for k in rows["key"]}

@@ -130,14 +130,13 @@ def test_image_to_synset_similarity_rowwise():
 
 
 def test_share_at_or_below():
-    means = pd.DataFrame({"dataset": ["D", "D", "D", "A", "A"], "wnid": ["a", "b", "c", "a", "b"],
-                          "mean": [0.9, 0.5, 0.7, 0.3, 0.5]})
-    ref = pd.Series({"a": 0.6, "b": 0.5, "c": 0.8})
-    out = fr.share_at_or_below(means, ref).set_index("dataset")
+    cmps = {"D": pd.DataFrame({"wnid": ["a", "b", "c"], "delta": [0.3, 0.0, -0.1]}),
+            "A": pd.DataFrame({"wnid": ["a", "b"], "delta": [-0.3, np.nan]}),
+            "none": pd.DataFrame({"wnid": [], "delta": []})}
+    out = fr.share_at_or_below(cmps).set_index("dataset")
     assert out.loc["D", "n_at_or_below"] == 2 and out.loc["D", "n_classes"] == 3
-    assert out.loc["A", "share_at_or_below"] == 1.0
-    common = fr.share_at_or_below(means, ref, classes=["a"]).set_index("dataset")
-    assert common.loc["D", "share_at_or_below"] == 0.0
+    assert out.loc["A", "share_at_or_below"] == 0.5  # an untestable class (NaN) counts, never below
+    assert np.isnan(out.loc["none", "share_at_or_below"])
 
 
 # ---------------------------------------------------------------- threshold modes (notebook 07)
@@ -162,10 +161,13 @@ def test_image_threshold_quantile_of_the_reference_rows(table):
         fr.image_threshold(table, "q", 0.5, 0.8)
 
 
-def test_sfw_candidates():
-    c = pd.DataFrame({"NSFW": ["UNLIKELY", "NSFW", "UNLIKELY", "UNSURE"],
-                      "similarity": [0.5, 0.9, np.nan, 0.4]})
-    assert fr.sfw_candidates(c, "paper").index.tolist() == [0]
+def test_large_subset_keeps_sfw_rows_above_t_min():
+    c = pd.DataFrame({"NSFW": ["UNLIKELY", "NSFW", "UNLIKELY", "UNSURE", "UNLIKELY"],
+                      "similarity": [0.5, 0.9, np.nan, 0.4, 0.1]})
+    large, n_sfw, t_ref, t_min = fr.large_subset(c, "paper", "absolute", 0.6, 0.2)
+    assert large["similarity"].tolist() == [0.5] and n_sfw == 2 and (t_ref, t_min) == (0.6, 0.2)
+    large, n_sfw, t_ref, t_min = fr.large_subset(c, "paper", "quantile", 1.0, 0.0, inclusive=True)
+    assert large["similarity"].tolist() == [0.5, 0.1] and (t_ref, t_min) == (0.5, 0.1)
 
 
 # ---------------------------------------------------------------- A-D vs ImageNet (B15)
@@ -175,27 +177,28 @@ def _cluster(rng, n, d, spread):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_compare_variants_and_combine():
+def test_compare_datasets_is_the_one_comparison_on_the_common_classes():
     from laionet.method import similarity as sim
 
     rng = np.random.default_rng(0)
     ref = {"a": _cluster(rng, 10, 8, 0.5), "b": _cluster(rng, 10, 8, 0.5), "c": _cluster(rng, 5, 8, 1)}
     tight = {"a": _cluster(rng, 6, 8, 0.1), "b": _cluster(rng, 6, 8, 0.1), "x": _cluster(rng, 4, 8, 1)}
     loose = {"a": _cluster(rng, 6, 8, 3.0), "b": _cluster(rng, 1, 8, 3.0)}  # b: 1 image -> out
-    r = fr.compare_variants({"D": tight, "A": loose}, ref, seed=3)
+    r = fr.compare_datasets({"enc1": ({"D": tight, "A": loose}, ref),
+                             "enc2": ({"D": tight, "A": loose}, ref)}, seed=3)
     assert r.classes == ["a"]
     assert set(r.per_class["dataset"]) == {"D", "A"} and set(r.per_class["wnid"]) == {"a"}
-    s = r.shares.set_index("dataset")["share_at_or_below"]
-    assert s["D"] == 0.0 and s["A"] == 1.0
+    assert len(r.per_class) == 4 and set(r.per_class["encoder"]) == {"enc1", "enc2"}
+    s = r.shares[r.shares["encoder"] == "enc1"].set_index("dataset")["share_at_or_below"]
+    assert s["D"] == 0.0 and s["A"] == 1.0 and r.shares["n_common"].tolist() == [1] * 4
+    delta = sim.compare_classes({"a": tight["a"]}, {"a": ref["a"]}, "paper")["delta"]
+    assert (delta > 0).all()  # D above ImageNet: not at or below
     assert list(r.pooled) == ["D", "A", "ImageNet"]
     np.testing.assert_array_equal(
         r.pooled["ImageNet"], sim.pooled_resample(ref, 100, 3, classes=["a"])["similarity"])
-    avg = r.averages().set_index("dataset")["avg_similarity"]
+    avg = r.avg[r.avg["encoder"] == "enc1"].set_index("dataset")["avg_similarity"]
     assert avg["D"] > avg["ImageNet"] > avg["A"]
-    per_class, shares, table = fr.combine({"enc1": r, "enc2": r})
-    assert len(per_class) == 2 * len(r.per_class) and set(per_class["encoder"]) == {"enc1", "enc2"}
-    assert shares["n_common"].tolist() == [1] * 4
-    assert list(table.columns) == ["encoder", "dataset", "avg_similarity"] and len(table) == 6
+    assert list(r.avg.columns) == ["encoder", "dataset", "avg_similarity"] and len(r.avg) == 6
 
 
 def test_coverage_embeds_each_text_selection():
@@ -205,7 +208,7 @@ def test_coverage_embeds_each_text_selection():
     emb = {k: _cluster(rng, 1, 8, 0.0)[0] for k in rows["key"]}
     seen = []
 
-    def embed(kept):  # stands in for a image_embeddings.ClassSampler
+    def embed(kept):  # stands in for image_embeddings.Embedder.classes
         seen.append(sorted(kept["key"]))
         return {w: np.stack([emb[k] for k in g["key"]]) for w, g in kept.groupby("wnid")}
 
@@ -235,7 +238,9 @@ def test_trend_and_relevance_summary():
 
 
 def test_zero_shot_recall_from_stage_04_results(tmp_path):
-    rec, why = fr.zero_shot_recall(None, "zero-shot")
+    from laionet.jobs import intra_class as ic
+
+    rec, why = ic.zero_shot_recall(None, "zero-shot")
     assert rec is None and "skipped" in why
     rows = []
     for ds, hits in (("LAIONet", [1, 0, 1, 1]), ("ImageNet", [1, 1, 1, 0])):
@@ -243,11 +248,12 @@ def test_zero_shot_recall_from_stage_04_results(tmp_path):
             rows.append({"dataset": ds, "model": "zero-shot", "wnid": "ab"[i // 2], "correct1": h})
     df = pd.DataFrame(rows)
     df[df["dataset"] == "LAIONet"].to_parquet(tmp_path / "results_laionet.parquet")
+    assert ic.zero_shot_recall(tmp_path, "zero-shot")[0] is None  # ImageNet's results missing
     df[df["dataset"] == "ImageNet"].to_parquet(tmp_path / "results_imagenet.parquet")
-    rec, why = fr.zero_shot_recall(tmp_path, "zero-shot")
+    rec, why = ic.zero_shot_recall(tmp_path, "zero-shot")
     assert rec.loc["a", "LAIONet"] == 0.5 and rec.loc["b", "ImageNet"] == 0.5
     assert "2 classes" in why
-    none, why = fr.zero_shot_recall(tmp_path, "other")
+    none, why = ic.zero_shot_recall(tmp_path, "other")
     assert none is None and "no model 'other'" in why
 
 
@@ -273,13 +279,13 @@ def test_figures_are_built():
     assert [t.get_text() for t in figs[5].axes[0].get_legend().get_texts()] == ["A", "D"]
 
 
-def test_compare_variants_with_an_empty_dataset_says_why():
+def test_compare_datasets_with_an_empty_dataset_says_why():
     """Found by the rehearsal: 07's absolute thresholds on a random-weight CLIP select no rows, and
     the comparison died in pandas ("No objects to concatenate"); it now warns, naming each
     dataset's image count, and returns an empty comparison."""
     ref = {"n01440764": np.eye(3, dtype=np.float32)}
     with pytest.warns(UserWarning, match=r"no class has >= 2 images.*'A \(reference\)': 0.*quantile"):
-        r = fr.compare_variants({"A (reference)": {}, "B": {"n01440764": np.eye(3, dtype=np.float32)}}, ref)
+        r = fr.compare_datasets({"e": ({"A (reference)": {}, "B": {"n01440764": np.eye(3, dtype=np.float32)}}, ref)})
     assert r.classes == []
 
 
@@ -291,11 +297,10 @@ def test_empty_datasets_are_reported_not_a_crash(by_dataset):
     rng = np.random.default_rng(0)
     ref = {"a": _cluster(rng, 5, 8, 0.5)}
     with pytest.warns(UserWarning, match="nothing to compare.*threshold_mode: quantile"):
-        r = fr.compare_variants(by_dataset, ref)
+        r = fr.compare_datasets({"enc": (by_dataset, ref)})
     assert r.classes == [] and r.pooled == {} and len(r.per_class) == 0
-    per_class, shares, avg = fr.combine({"enc": r})
-    assert len(per_class) == len(shares) == len(avg) == 0
-    assert {"dataset", "share_at_or_below", "encoder", "n_common"} <= set(shares.columns)
+    assert len(r.shares) == len(r.avg) == 0
+    assert {"dataset", "share_at_or_below", "encoder", "n_common"} <= set(r.shares.columns)
     summary = fr.datasets_summary(pd.DataFrame(columns=["dataset", "key", "wnid", "text_threshold",
                                                         "image_threshold"]))
-    assert fr.trend(avg, shares, summary)["homogeneity_decreases"] is None
+    assert fr.trend(r.avg, r.shares, summary)["homogeneity_decreases"] is None

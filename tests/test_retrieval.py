@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from laionet.method import retrieval as rt
-from laionet.jobs import caption_index
 from laionet import paper
+from laionet.jobs import caption_index
+from laionet.method import retrieval as rt
 
 
 def unit(x):
@@ -24,17 +24,22 @@ def parts():
     return {0: (emb[:30], keys[:30]), 1: (emb[30:], keys[30:])}
 
 
-def test_exact_nearest_neighbour(parts):
-    idx = caption_index.TextIndex.create(16)
+def _index(folder, parts, factory="Flat", nprobe=32):
+    idx = caption_index.PartedIndex.open(folder, 16, factory, nprobe=nprobe)
     for p, (e, k) in parts.items():
-        assert idx.add_part(p, e, k)
+        idx.add_part(p, [(e, k)])
+    return idx
+
+
+def test_exact_nearest_neighbour(tmp_path, parts):
+    idx = _index(tmp_path, parts)
     # a query slightly perturbed from row 7 of part 1 must retrieve exactly that row
     target = parts[1][0][7]
     q = unit((target + 0.01)[None, :])
     keys, sims = idx.search(q, k=1)
     assert keys[0, 0] == 1 * 100_000_000 + 7
     assert sims[0, 0] == pytest.approx(float(q[0] @ target), abs=1e-5)
-    # brute force agrees for many queries
+    # brute force agrees for many queries, searched in batches across the parts
     allemb = np.vstack([parts[0][0], parts[1][0]])
     allkeys = np.r_[parts[0][1], parts[1][1]]
     qs = unit(np.random.default_rng(5).normal(size=(25, 16)))
@@ -43,60 +48,45 @@ def test_exact_nearest_neighbour(parts):
     np.testing.assert_array_equal(keys, allkeys[bf])
 
 
-def test_incremental_equals_at_once_and_no_duplicate_part(parts):
-    inc = caption_index.TextIndex.create(16)
-    inc.add_part(0, *parts[0])
-    inc.add_part(1, *parts[1])
-    assert not inc.add_part(1, *parts[1])          # already in: nothing added
-    assert inc.ntotal == 60 and inc.parts == {0, 1}
-    once = caption_index.TextIndex.create(16)
-    once.add_part(99, np.vstack([parts[0][0], parts[1][0]]), np.r_[parts[0][1], parts[1][1]])
+def test_parts_resume_and_equal_one_index_of_all(tmp_path, parts):
+    inc = _index(tmp_path / "inc", {0: parts[0]})
+    resumed = caption_index.PartedIndex.open(tmp_path / "inc", 16)
+    assert not resumed.add_part(0, [parts[0]])        # already in: nothing added
+    assert resumed.add_part(1, [parts[1]])
+    assert resumed.ntotal == 60 and resumed.parts == {0, 1} == inc.parts
+    once = _index(tmp_path / "once", {99: (np.vstack([parts[0][0], parts[1][0]]),
+                                           np.r_[parts[0][1], parts[1][1]])})
     q = unit(np.random.default_rng(2).normal(size=(10, 16)))
-    a, sa = inc.search(q, k=2)
+    a, sa = resumed.search(q, k=2)
     b, sb = once.search(q, k=2)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(sa, sb)
+    with pytest.raises(ValueError, match="asked for Flat over 8-d"):
+        caption_index.PartedIndex.open(tmp_path / "inc", 8)
 
 
-def test_save_load_round_trip_and_resume(tmp_path, parts):
-    folder = tmp_path / "index"
-    idx = caption_index.TextIndex.open(folder, 16)
-    idx.add_part(0, *parts[0])
-    idx.save(folder)
-    resumed = caption_index.TextIndex.open(folder, 16)
-    assert resumed.parts == {0} and resumed.ntotal == 30
-    resumed.add_part(0, *parts[0])                 # skipped
-    resumed.add_part(1, *parts[1])
-    resumed.save(folder)
-    assert len(list(folder.glob("index-*.faiss"))) == 1   # the stale file is gone
-    again = caption_index.TextIndex.load(folder)
-    q = unit(np.random.default_rng(3).normal(size=(5, 16)))
-    np.testing.assert_array_equal(again.search(q)[0], resumed.search(q)[0])
-    with pytest.raises(ValueError, match="saved index"):
-        caption_index.TextIndex.open(folder, 8)
-
-
-def test_ivfpq_needs_training_and_finds_exact_duplicates(parts):
+def test_ivfpq_needs_training_and_finds_exact_duplicates(tmp_path):
     rng = np.random.default_rng(4)
     emb = unit(rng.normal(size=(1000, 16)))
-    idx = caption_index.TextIndex.create(16, "IVF4,PQ8x4", nprobe=4)
+    idx = caption_index.PartedIndex.open(tmp_path, 16, "IVF4,PQ8x4", nprobe=4)
     with pytest.raises(RuntimeError, match="trained"):
-        idx.add_part(0, emb, np.arange(1000))
+        idx.add_part(0, [(emb, np.arange(1000))])
     idx.train(emb)
-    idx.add_part(0, emb, np.arange(1000))
+    idx.add_part(0, [(emb, np.arange(1000))])
     keys, _ = idx.search(emb[:50], k=1)
     assert (keys[:, 0] == np.arange(50)).mean() > 0.8   # approximate, but mostly right
 
 
-def test_missing_neighbours_and_shape_errors(parts):
-    idx = caption_index.TextIndex.create(16)
-    idx.add_part(0, parts[0][0][:2], parts[0][1][:2])
+def test_missing_neighbours_and_shape_errors(tmp_path, parts):
+    idx = _index(tmp_path, {0: (parts[0][0][:2], parts[0][1][:2])})
     keys, sims = idx.search(parts[0][0][:1], k=3)
     assert keys[0, 2] == -1 and np.isnan(sims[0, 2])
     with pytest.raises(ValueError, match="16-d"):
         idx.search(np.zeros((1, 8)))
     with pytest.raises(ValueError, match="keys"):
-        idx.add_part(5, parts[0][0], parts[0][1][:3])
+        idx.add_part(5, [(parts[0][0], parts[0][1][:3])])
+    with pytest.raises(KeyError, match="not indexed"):
+        idx.search(parts[0][0][:1], parts=[7])
 
 
 def test_label_dedupe_threshold_and_sweep():
@@ -262,22 +252,26 @@ def test_sample_and_rows_to_download(tmp_path):
     assert todo.loc[todo["key"] == 1, "wnid"].item() == "a"    # the row's first class
 
 
-def test_class_comparer_matches_compare_classes():
+def test_the_sweep_compares_the_kept_pairs_with_their_images():
+    from laionet.jobs.image_embeddings import ImageEmbeddings
     from laionet.method import similarity as sim
 
     rng = np.random.default_rng(0)
-    keys = np.arange(20)
-    emb = unit(rng.normal(size=(20, 16)))
+    emb = ImageEmbeddings(np.arange(20), unit(rng.normal(size=(20, 16))))
     ref = {"a": unit(rng.normal(size=(6, 16))), "b": unit(rng.normal(size=(6, 16)))}
     kept = pd.DataFrame({"wnid": ["a"] * 8 + ["b"] * 8 + ["b"], "key": list(range(16)) + [99]})
-    comparer = rt.ClassComparer(keys, emb, ref, method="paper", min_pairs=3, seed=1)
-    by = comparer.by_class(kept)
+    by = emb.by_class(kept)
     assert {w: len(E) for w, E in by.items()} == {"a": 8, "b": 8}  # key 99 has no image
-    np.testing.assert_array_equal(by["b"], emb[8:16])
-    pd.testing.assert_frame_equal(comparer(kept), sim.compare_classes(
-        {"a": emb[:8], "b": emb[8:16]}, ref, method="paper", min_pairs=3, seed=1))
-    sw = rt.threshold_sweep(kept.assign(similarity=0.9, image_key="q"), [0.5], comparer)
-    assert sw["n_classes"].tolist() == [2]
+    np.testing.assert_array_equal(by["b"], emb.emb[8:16])
+    seen = []
+
+    def compare(k):
+        seen.append(len(k))
+        return sim.compare_classes(emb.by_class(k), ref, method="paper", min_pairs=3)
+
+    sw = rt.threshold_sweep(kept.assign(similarity=0.9, image_key="q"), [0.5, 0.95], compare)
+    assert sw["n_classes"].tolist() == [2, 0] and seen == [17, 0]
+    assert sw["n_tested"].tolist() == [2, 0]
 
 
 def test_figures_are_built():

@@ -1,4 +1,5 @@
-"""Stage 06's algorithms (laionet.method.selection_frequency) on hand-built embeddings and tables."""
+"""Stage 06's algorithms (laionet.method.selection_frequency, laionet.jobs.imagenetv2) on
+hand-built embeddings and tables."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from laionet.jobs import imagenetv2
 from laionet.jobs.image_embeddings import ImageEmbeddings
 from laionet.method import selection_frequency as sf
 from laionet.method import similarity as sim
-from laionet.jobs import imagenetv2
+from laionet.sources.imagenet import imagenetv2_version
 
 V = [v.name for v in sf.VERSIONS]  # matched-frequency, threshold0.7, top-images
 
@@ -30,9 +32,11 @@ def _groups(seed=0, d=16):
     return {name: {w: _cluster(rng, 30, d, s, centers[w]) for w in centers} for name, s in spread.items()}
 
 
-def test_compare_releases_one_row_per_reference_and_release():
+def test_release_tables_one_row_per_reference_and_release():
     groups = _groups()
-    comparison, props = sf.compare_releases(groups, n_boot=100, seed=0)
+    cmps = {(r, v): sim.compare_classes(groups[r], groups[v], n_boot=100, seed=0)
+            for r in sf.REFERENCES for v in V}
+    comparison, props = sf.release_tables(cmps)
     assert list(zip(props["reference"], props["version"])) == [(r, v) for r in sf.REFERENCES for v in V]
     assert props["letter"].tolist() == ["b", "a", "c"] * 2
     assert props["selection_frequency"].tolist() == [0.73, 0.85, 0.93] * 2
@@ -40,11 +44,10 @@ def test_compare_releases_one_row_per_reference_and_release():
     assert lai["share_lower"].tolist() == [1.0, 1.0, 1.0]  # LAIONet is the least homogeneous
     inet = props[props["reference"] == "ImageNet"]
     assert inet["share_higher"].tolist() == [1.0, 1.0, 1.0]
-    one = sf.pair_comparison(comparison, "LAIONet", V[0], "paper")
-    expected = sim.compare_classes(groups["LAIONet"], groups[V[0]], n_boot=100, seed=0)
-    np.testing.assert_allclose(one["delta"], expected["delta"])
-    np.testing.assert_allclose(one["lcb"], expected["lcb"])
-    assert one.attrs["method"] == "paper" and len(one) == 2
+    one = comparison[(comparison["reference"] == "LAIONet") & (comparison["version"] == V[0])]
+    pd.testing.assert_frame_equal(one.drop(columns=["reference", "version"]),
+                                  cmps[("LAIONet", V[0])])
+    assert len(comparison) == 12 and list(comparison.columns[-2:]) == ["reference", "version"]
 
 
 def test_release_histograms_share_one_n_per_class():
@@ -91,7 +94,7 @@ def test_pool_images_counts_an_image_once_and_aligns_embeddings(tmp_path):
 def test_threshold_curve_known_answers():
     sf_table, emb, e = _pool_inputs()
     votes = sf_table.assign(image_key=sf_table["path"].str.split("/").str[1],
-                            version=sf_table["version"].map(lambda x: sf.imagenetv2_version(x).name))
+                            version=sf_table["version"].map(lambda x: imagenetv2_version(x).name))
     pool, vecs = sf.pool_images(votes, emb)
     lai = {"w": _unit(np.array([[1.0, 0], [0, 1.0]]))}  # mean pair similarity 0
     inet = {"w": _unit(np.array([[1.0, 0], [1.0, 0.0]]))}  # 1
@@ -141,7 +144,7 @@ def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys)
         for v in sf.VERSIONS:  # class c is outside LAIONet's classes: projected away
             results(f"ImageNetV2-{v.letter}", ["a", "b", "c"], [True, True, False]).to_parquet(files[v.name])
 
-    monkeypatch.setattr(sf, "evaluate_releases", fake_evaluate)
+    monkeypatch.setattr(imagenetv2, "evaluate_releases", fake_evaluate)
     step = _Step(False)
     (tmp_path / "out").mkdir()
     acc = imagenetv2.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)

@@ -3,6 +3,7 @@ embeddings."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,6 @@ import pytest
 
 from laionet.jobs import image_embeddings as emb_mod
 from laionet.method import similarity as sim
-from laionet.method import similarity as similarity_mod
 
 
 def _unit(x):
@@ -162,9 +162,9 @@ def test_bootstrap_interval_wider_than_pairs_as_independent_and_covers():
 
 
 def test_spearman_and_group_by_class():
-    rho, p, n = sim.spearman([1, 2, 3, 4, np.nan], [10, 20, 30, 35, 1])
+    rho, _, n = sim.spearman([1, 2, 3, 4, np.nan], [10, 20, 30, 35, 1])
     assert (rho, n) == (1.0, 4)
-    groups = similarity_mod.group_by_class(np.arange(10.0)[:, None], ["b", "a"] * 5)
+    groups = sim.group_by_class(np.arange(10.0)[:, None], ["b", "a"] * 5)
     assert list(groups) == ["a", "b"] and groups["a"].ravel().tolist() == [1, 3, 5, 7, 9]
 
 
@@ -210,11 +210,10 @@ def test_an_image_replaced_in_place_is_embedded_again(tmp_path, colour_encoder):
     table = pd.DataFrame({"image_key": names, "wnid": ["a", "a"],
                           "path": [str(val / n) for n in names]})
     enc = colour_encoder()
-    before = emb_mod.embed_sample(enc, table, emb_mod.ImageSource.imagenet_val(), tmp_path / "c",
-                                  progress=False)
+    embed = emb_mod.Embedder(enc, tmp_path / "c", progress=False)
+    before = embed(table, emb_mod.ImageSource.imagenet_val())
     Image.new("RGB", (4, 4), (0, 0, 255)).save(val / names[0], format="JPEG")  # same name
-    after = emb_mod.embed_sample(enc, table, emb_mod.ImageSource.imagenet_val(), tmp_path / "c",
-                                 progress=False)
+    after = embed(table, emb_mod.ImageSource.imagenet_val())
     assert enc.n == 3  # only the replaced file is embedded again
     assert after.emb[0] @ before.emb[0] < 0.9 and after.emb[0][2] > after.emb[0][0]
     np.testing.assert_array_equal(after.emb[1], before.emb[1])
@@ -235,28 +234,32 @@ def test_an_undecodable_image_stops_stage_05_saying_how_to_skip_it(tmp_path, col
     sample = pd.DataFrame({"image_key": [1, 2, 3], "wnid": ["w"] * 3})
     source = emb_mod.ImageSource.laion(folder)
     with pytest.raises(OSError, match=r"cannot decode image 2.*-p 05.on_error skip"):
-        emb_mod.embed_sample(colour_encoder(), sample, source, tmp_path / "c", progress=False)
-    e = emb_mod.embed_sample(colour_encoder(), sample, source, tmp_path / "c", progress=False,
-                             on_error="skip")
+        emb_mod.Embedder(colour_encoder(), tmp_path / "c", progress=False)(sample, source)
+    e = emb_mod.Embedder(colour_encoder(), tmp_path / "c", progress=False, on_error="skip")(sample, source)
     assert list(e.keys) == [1, 3] and list(e.skipped) == [2]
     assert e.skipped[2].startswith("undecodable")
 
 
 # ---------------------------------------------------------------- datasets compared, the study
 
-def test_compare_datasets_is_the_parts_it_combines():
+def test_compare_classes_takes_per_class_tables_with_the_paper_interval():
+    """B19 compares a per-image value (image-to-synset similarity) class by class: the same
+    comparison, from per-class tables (``value_stats``) instead of embeddings."""
     rng = np.random.default_rng(7)
     a = {"x": _cluster(rng, 12, 8, 2.0), "y": _cluster(rng, 9, 8, 1.0), "only_a": _cluster(rng, 5, 8, 1)}
     b = {"x": _cluster(rng, 10, 8, 0.5), "y": _cluster(rng, 11, 8, 1.0)}
-    c = sim.compare_datasets(a, b, ("A", "B"), n_boot=100, seed=3)
-    pd.testing.assert_frame_equal(c.comparison, sim.compare_classes(a, b, n_boot=100, seed=3))
-    assert c.summary == sim.summarize_comparison(c.comparison)
-    assert set(c.stats["dataset"]) == {"A", "B"} and len(c.stats) == 5
-    pd.testing.assert_frame_equal(c.stats[c.stats["dataset"] == "A"].drop(columns="dataset")
-                                  .reset_index(drop=True), sim.pairwise_stats(a))
-    pa_ = c.pooled[c.pooled["dataset"] == "A"].drop(columns="dataset").reset_index(drop=True)
-    pd.testing.assert_frame_equal(pa_, sim.pooled_resample(a, 100, 3, classes=["x", "y"]))
-    assert "only_a" not in set(c.pooled["wnid"])  # pooled on the common classes only
+    from_tables = sim.compare_classes(sim.pairwise_stats(a), sim.pairwise_stats(b), "paper")
+    pd.testing.assert_frame_equal(from_tables, sim.compare_classes(a, b, "paper"))
+    with pytest.raises(ValueError, match="method='paper'"):
+        sim.compare_classes(sim.pairwise_stats(a), sim.pairwise_stats(b))
+    values = pd.DataFrame({"wnid": ["p", "p", "p", "q"], "v": [1.0, 2.0, 6.0, 4.0]})
+    st = sim.value_stats(values, "v").set_index("wnid")
+    assert st.loc["p", ["n_images", "n_pairs", "mean"]].tolist() == [3, 3, 3.0]
+    assert st.loc["p", "std"] == pytest.approx(np.std([1, 2, 6], ddof=1))
+    cmp = sim.compare_classes(st.reset_index(), st.reset_index(), "paper", min_pairs=2)
+    assert cmp["tested"].tolist() == [True, False] and cmp.loc[0, "delta"] == 0
+    h = np.hypot(*[1.96 * np.std([1, 2, 6], ddof=1) / np.sqrt(2)] * 2)
+    assert cmp.loc[0, "ucb"] == pytest.approx(h)
 
 
 def _images(tmp_path, colors, keys, modes=None):
@@ -277,12 +280,11 @@ def test_embed_sample_from_files_and_from_downloads(tmp_path, colour_encoder, do
     files = pd.DataFrame({"image_key": [f"f{i}" for i in range(5)], "wnid": list("aabbb"),
                           "path": _images(tmp_path, cols, range(5), ["RGB", "RGB", "L", "RGB", "RGB"])})
     enc = colour_encoder()
-    e = emb_mod.embed_sample(enc, files, emb_mod.ImageSource.imagenet_val(), tmp_path / "c",
-                             progress=False)
+    embed = emb_mod.Embedder(enc, tmp_path / "c", progress=False)
+    e = embed(files, emb_mod.ImageSource.imagenet_val())
     assert list(e.keys) == list(files["image_key"]) and e.dataset == emb_mod.IMAGENET_VAL
     assert {w: len(E) for w, E in e.by_class().items()} == {"a": 2, "b": 3}
-    rgb = emb_mod.embed_sample(enc, files, emb_mod.ImageSource("other", paper_rgb_only=True),
-                               tmp_path / "c", progress=False)
+    rgb = embed(files, emb_mod.ImageSource("other", paper_rgb_only=True))
     assert rgb.skipped == {"f2": "non-RGB mode L"} and "f2" not in list(rgb.keys)
     assert {w: len(E) for w, E in rgb.by_class().items()} == {"a": 2, "b": 2}
 
@@ -292,19 +294,14 @@ def test_embed_sample_from_files_and_from_downloads(tmp_path, colour_encoder, do
                                      for k in (100, 200, 300)})
     rows = pd.DataFrame({"image_key": ["300", "100", "200"], "wnid": ["p", "q", "p"]})  # str, as 05 saves
     n0 = enc.n
-    d = emb_mod.embed_sample(enc, rows, emb_mod.ImageSource.laion(dl), tmp_path / "c",
-                             progress=False)
+    d = embed(rows, emb_mod.ImageSource.laion(dl))
     assert d.dataset == emb_mod.LAION and list(d.keys) == [300, 100, 200] and enc.n == n0 + 3
     assert {w: len(E) for w, E in d.by_class().items()} == {"p": 2, "q": 1}
     assert (tmp_path / "c" / emb_mod.LAION / enc.name).is_dir()
-    again = emb_mod.embed_sample(enc, rows.iloc[::-1], emb_mod.ImageSource.laion(dl),
-                                 tmp_path / "c", progress=False)
+    again = embed(rows.iloc[::-1], emb_mod.ImageSource.laion(dl))
     assert enc.n == n0 + 3 and list(again.keys) == [200, 100, 300]  # all stored: none embedded
     with pytest.raises(KeyError, match="not among the images read"):
-        emb_mod.embed_sample(enc, pd.DataFrame({"image_key": [400], "wnid": ["p"]}),
-                             emb_mod.ImageSource.laion(dl), tmp_path / "c", progress=False)
-    with pytest.raises(KeyError, match="no ImageSource"):
-        emb_mod.embed_samples(enc, {"x": rows}, {}, tmp_path / "c")
+        embed(pd.DataFrame({"image_key": [400], "wnid": ["p"]}), emb_mod.ImageSource.laion(dl))
 
 
 def _toy_study_inputs(tmp_path):
@@ -337,17 +334,23 @@ def test_run_study_writes_stage_05_products_and_reads_back(tmp_path, colour_enco
     assert list(study.class_stats.columns)[-2:] == ["encoder", "dataset"]
     assert list(study.pooled.columns) == ["wnid", "similarity", "encoder", "dataset"]
     # the same numbers as the parts by hand
-    e = emb_mod.embed_samples(colour_encoder(), samples, sources, tmp_path / "cache")
-    ref = sim.compare_classes(e["LAIONet"].by_class(), e["ImageNet"].by_class(), n_boot=50, seed=1)
-    got = study.encoder_comparison("demo tower").drop(columns="encoder")
-    pd.testing.assert_frame_equal(got, ref, check_like=True)
-    assert study.encoder_comparison("demo tower").attrs["method"] == "bootstrap"
+    embed = emb_mod.Embedder(colour_encoder(), tmp_path / "cache")
+    a, b = (embed(samples[d], sources[d]).by_class() for d in ("LAIONet", "ImageNet"))
+    pd.testing.assert_frame_equal(study.comparisons["demo tower"],
+                                  sim.compare_classes(a, b, n_boot=50, seed=1))
+    assert study.comparisons["demo tower"].attrs["method"] == "bootstrap"
+    pd.testing.assert_frame_equal(study.comparison[study.comparison["encoder"] == "demo tower"]
+                                  .drop(columns="encoder"), sim.compare_classes(a, b, n_boot=50, seed=1))
+    pd.testing.assert_frame_equal(
+        study.pooled[(study.pooled["encoder"] == "demo tower") & (study.pooled["dataset"] == "LAIONet")]
+        .drop(columns=["encoder", "dataset"]).reset_index(drop=True),
+        sim.pooled_resample(a, 100, 1, classes=sorted(set(a) & set(b))))
     assert set(study.encoder_pooled("demo tower")) == {"LAIONet", "ImageNet"}
 
     study.write(tmp_path / "out")
     for name in ic.TABLES:
         assert (tmp_path / "out" / f"{name}.parquet").is_file()
-    assert ic.read_encoders(tmp_path / "out") == encoders
+    assert json.loads((tmp_path / "out" / ic.ENCODERS).read_text()) == encoders
     back = ic.read_samples(tmp_path / "out")
     assert back["LAIONet"]["image_key"].dtype == "int64" and list(back["LAIONet"].columns) == ["image_key", "wnid"]
     assert back["ImageNet"]["image_key"].tolist() == samples["ImageNet"]["image_key"].astype(str).tolist()

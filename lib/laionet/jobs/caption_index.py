@@ -1,187 +1,39 @@
-"""§4.4's caption index: LAION's caption embeddings in a faiss index, one file per LAION part.
-
-A faiss inner-product index over L2-normalised LAION caption embeddings (so scores are cosine
-similarities), keyed by the global row key (``laionet.sources.laion.row_key``). The index is
-exact (``Flat``) on small data and approximate (IVF-PQ, 40 bytes a caption) at LAION scale
-(``suggest_factory``: the size rule). Stage 09 keeps it as one faiss file per LAION part
-(``PartedIndex``, built by ``index_parts``): trained once on a sample drawn across the parts,
-each part added chunk by chunk and committed once, a search merging the parts' top-k; a killed
-build resumes after its last finished part. ``TextIndex`` is one in-memory faiss index (a part's).
-The approximate index's scores are not the caption-to-caption similarity (PQ codes): the
-retrieved pairs are re-scored exactly (``method.retrieval.exact_similarity`` with
-``caption_embeddings``) before the threshold and the sweep.
-"""
+"""§4.4's caption index (A19, C.6): LAION's caption embeddings in a faiss inner-product index
+(L2-normalised: cosines) keyed by row key, ``Flat`` on small data, IVF-PQ (40 bytes a caption) at
+LAION scale (``suggest_factory``); PQ scores are re-scored exactly (``caption_embeddings``).
+``PartedIndex``: one faiss file per part (a copy of the once-trained IVF-PQ index + the part's
+vectors, then its commit marker), so a killed build (``index_parts``) resumes after its last
+finished part and a search merges the parts' top-k (``merge_ondisk`` works for IVF only, by
+rewriting every list). Each part file repeats the quantizer (~50 bytes a caption in all instead
+of 40 at IVF65536 over 32 parts; benchmarks/bench_index_bytes.py measures both)."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from laionet.util.files import atomic_path, read_json, write_json
-from laionet.sources.laion import join_laion_columns, row_key, split_key
 from laionet.jobs.embedding_store import embed_with_store
+from laionet.sources.laion import join_laion_columns, row_key, split_key
+from laionet.util.files import atomic_path, read_json, write_json
 
 META = "meta.json"
-
-class TextIndex:
-    """A faiss inner-product index of caption embeddings with int64 row keys and part records."""
-
-    def __init__(self, index, factory: str, parts: Iterable[int] = (), nprobe: int = 32):
-        self.index = index
-        self.factory = factory
-        self.parts: set[int] = {int(p) for p in parts}
-        self.nprobe = nprobe
-
-    # construction -------------------------------------------------------------------------
-    @classmethod
-    def create(cls, dim: int, factory: str = "Flat", nprobe: int = 32) -> TextIndex:
-        """An empty index. ``factory`` is a faiss index_factory string (Flat, HNSW32,
-        IVF4096,PQ64, ...); IVF indexes carry ids themselves, others get an IDMap2 wrapper."""
-        import faiss
-
-        native_ids = factory.upper().startswith("IVF")
-        index = faiss.index_factory(int(dim), factory if native_ids else f"IDMap2,{factory}",
-                                    faiss.METRIC_INNER_PRODUCT)
-        return cls(index, factory, nprobe=nprobe)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike, nprobe: int = 32) -> TextIndex:
-        import faiss
-
-        folder = Path(folder)
-        meta = read_json(folder / META)
-        index = faiss.read_index(str(folder / meta["index_file"]))
-        if index.ntotal != meta["ntotal"]:
-            raise RuntimeError(f"{folder / meta['index_file']}: holds {index.ntotal} vectors but "
-                               f"{folder / META} records {meta['ntotal']}; delete {folder} and "
-                               "rebuild the index")
-        return cls(index, meta["factory"], meta["parts"], nprobe=nprobe)
-
-    @classmethod
-    def open(cls, folder: str | os.PathLike, dim: int, factory: str = "Flat",
-             nprobe: int = 32) -> TextIndex:
-        """Load the index saved in ``folder`` (to resume), else create an empty one."""
-        if (Path(folder) / META).is_file():
-            idx = cls.load(folder, nprobe=nprobe)
-            if idx.dim != dim or idx.factory != factory:
-                raise ValueError(f"{folder}: saved index is {idx.factory} over {idx.dim}-d vectors, "
-                                 f"asked for {factory} over {dim}-d; use another folder or delete it")
-            return idx
-        return cls.create(dim, factory, nprobe=nprobe)
-
-    # properties ----------------------------------------------------------------------------
-    @property
-    def dim(self) -> int:
-        return int(self.index.d)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
-    @property
-    def needs_training(self) -> bool:
-        return not self.index.is_trained
-
-    # building ------------------------------------------------------------------------------
-    def train(self, sample: np.ndarray) -> None:
-        """Train an approximate index (IVF/PQ) on a sample of embeddings; no-op for Flat/HNSW."""
-        if self.needs_training:
-            self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
-
-    def add_part(self, part: int, embeddings: np.ndarray, keys: np.ndarray) -> bool:
-        """Add one LAION part's embeddings with their row keys. Returns False (and adds
-        nothing) when the part is already in, so a resumed build never duplicates vectors."""
-        part = int(part)
-        if part in self.parts:
-            return False
-        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-        keys = np.ascontiguousarray(keys, dtype=np.int64)
-        if emb.ndim != 2 or emb.shape[1] != self.dim:
-            raise ValueError(f"part {part}: embeddings have shape {emb.shape}, index is {self.dim}-d")
-        if len(keys) != len(emb):
-            raise ValueError(f"part {part}: {len(keys)} keys for {len(emb)} embeddings")
-        if self.needs_training:
-            raise RuntimeError(f"part {part}: the {self.factory} index must be trained first "
-                               "(TextIndex.train(sample of embeddings))")
-        if len(emb):
-            self.index.add_with_ids(emb, keys)
-        self.parts.add(part)
-        return True
-
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index and meta.json atomically; older index files in ``folder`` are removed."""
-        import faiss
-
-        folder = Path(folder)
-        name = f"index-{self.ntotal}-{len(self.parts)}.faiss"
-        with atomic_path(folder / name, suffix=".faiss") as tmp:
-            faiss.write_index(self.index, str(tmp))
-        write_json({"factory": self.factory, "dim": self.dim, "ntotal": self.ntotal,
-                    "parts": sorted(self.parts), "index_file": name}, folder / META)
-        for old in folder.glob("index-*.faiss"):
-            if old.name != name:
-                old.unlink()
-        return folder
-
-    # querying ------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int = 1,
-               batch_size: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest captions of each query: (keys int64 [n, k], similarities float32 [n, k]).
-
-        Missing neighbours (k > ntotal) come back as key -1 and similarity NaN.
-        """
-        import faiss
-
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"queries have shape {q.shape}, index is {self.dim}-d")
-        if self.factory.upper().startswith("IVF"):
-            faiss.extract_index_ivf(self.index).nprobe = self.nprobe
-        keys = np.full((len(q), k), -1, dtype=np.int64)
-        sims = np.full((len(q), k), np.nan, dtype=np.float32)
-        for s in range(0, len(q), batch_size):
-            d, i = self.index.search(q[s:s + batch_size], k)
-            keys[s:s + batch_size] = i
-            sims[s:s + batch_size] = np.where(i >= 0, d, np.nan)
-        return keys, sims
-
-
-# Layout of an index folder (``PartedIndex``):
-#   meta.json            factory, dim (written once, when the folder is made)
-#   trained.faiss        the trained, empty approximate index (IVF-PQ): trained once on a sample
-#                        drawn across the parts; absent for Flat
-#   part-NNNNN.faiss     the part's captions (a copy of trained.faiss + that part's vectors),
-#                        written once, atomically
-#   part-NNNNN.json      its commit marker (rows, source file, bytes): written after the .faiss,
-#                        so a part is either done (marker) or redone from scratch
-# A finished part is never rewritten; a search visits the parts one at a time and merges their
-# top-k (faiss ``merge_ondisk`` would give one IVF file, but only for IVF indexes and by
-# rewriting every list: per-part files work for Flat too, and adding a part touches nothing
-# done). Peak memory: one part's index + one chunk of ``chunk_rows`` caption embeddings.
-# Cost of the layout: each part file repeats the trained quantizer (nlist x dim x 4 bytes:
-# 134 MB at IVF65536 over 512-d, +4.3 GB over 32 parts, ~50 bytes a caption all in instead of
-# 40; benchmarks/bench_index_bytes.py measures both).
-
 TRAINED = "trained.faiss"
-#: exact (Flat) search up to this many captions: 4 * dim + 8 bytes each (2 KB at 512-d; 200k
-#: captions = 0.4 GB of index); beyond, IVF-PQ with PQ_BYTES bytes of code per caption.
-FLAT_MAX = 200_000
+FLAT_MAX = 200_000  # exact search up to this many captions (4 * dim + 8 bytes each: 0.4 GB)
 PQ_BYTES = 32   # + 8 bytes of row key = 40 bytes per caption: the authors' 16 GB / 413.9M = 41
 
 
 def suggest_factory(n_vectors: int, dim: int) -> str:
-    """The size rule: exact ``Flat`` up to ``FLAT_MAX`` captions (inner products of the full
-    float32 vectors, 4 * dim + 8 bytes a caption); beyond, ``IVF<nlist>,PQ32``: about
-    4 sqrt(n) inverted lists (a power of two) and 32 one-byte codes per caption, i.e. 32 bytes of
-    code + 8 of row key = 40 bytes a caption, as the authors' 16 GB index of 413.9M captions
-    (41 bytes a caption). LAION-400M (4.1e8 x 512): ``IVF65536,PQ32``, about 16.6 GB. Pass your
-    own factory string to trade memory for recall (``IVF65536,PQ64`` doubles the codes)."""
+    """The size rule: ``Flat`` up to ``FLAT_MAX`` captions; beyond, ``IVF<~4 sqrt(n)>,PQ32``: 40
+    bytes a caption as the authors' 16 GB index of 413.9M (LAION-400M: ``IVF65536,PQ32``)."""
     if n_vectors <= FLAT_MAX:
         return "Flat"
     nlist = 2 ** int(round(math.log2(4 * math.sqrt(n_vectors))))
@@ -190,17 +42,13 @@ def suggest_factory(n_vectors: int, dim: int) -> str:
     return f"IVF{nlist},PQ{m}"
 
 
-def count_rows(parts: Mapping[int, str | os.PathLike]) -> int:
-    """Rows of the LAION parts, from their parquet footers (nothing else is read)."""
-    import pyarrow.parquet as pq
-
-    return int(sum(pq.ParquetFile(f).metadata.num_rows for f in parts.values()))
+def part_rows(parts: Mapping[int, str | os.PathLike]) -> dict[int, int]:
+    """Rows of each LAION part, from its parquet footer (nothing else is read)."""
+    return {int(p): pq.ParquetFile(f).metadata.num_rows for p, f in parts.items()}
 
 
 def n_lists(factory: str) -> int:
     """The inverted-list count of an ``IVF<n>...`` factory string (0 for others)."""
-    import re
-
     m = re.match(r"IVF(\d+)", factory.upper())
     return int(m.group(1)) if m else 0
 
@@ -228,8 +76,7 @@ def _gpu(index):
 def _cpu(index):
     import faiss
 
-    return faiss.index_gpu_to_cpu(index) if hasattr(faiss, "index_gpu_to_cpu") and \
-        type(index).__name__.startswith("Gpu") else index
+    return faiss.index_gpu_to_cpu(index) if type(index).__name__.startswith("Gpu") else index
 
 
 def _part_name(part: int) -> str:
@@ -241,7 +88,7 @@ class PartedIndex:
 
     def __init__(self, folder: str | os.PathLike, factory: str, dim: int, nprobe: int = 32):
         self.folder = Path(folder)
-        self.factory, self._dim, self.nprobe = factory, int(dim), nprobe
+        self.factory, self.dim, self.nprobe = factory, int(dim), nprobe
 
     @classmethod
     def open(cls, folder: str | os.PathLike, dim: int, factory: str = "Flat",
@@ -260,17 +107,9 @@ class PartedIndex:
         return cls(folder, factory, dim, nprobe)
 
     # what is in ---------------------------------------------------------------------------
-    @property
-    def dim(self) -> int:
-        return self._dim
-
     def records(self) -> dict[int, dict]:
         """part -> its marker (rows, file, bytes, source) of every finished part."""
-        out = {}
-        for f in sorted(self.folder.glob("part-*.json")):
-            r = read_json(f)
-            out[int(r["part"])] = r
-        return out
+        return {int(r["part"]): r for r in map(read_json, sorted(self.folder.glob("part-*.json")))}
 
     @property
     def parts(self) -> set[int]:
@@ -292,7 +131,7 @@ class PartedIndex:
 
     # building -----------------------------------------------------------------------------
     def _empty(self):
-        """A fresh empty index of this factory: the trained one for IVF, else Flat + ids."""
+        """A fresh empty index of this factory: the trained one for IVF, else one with ids."""
         import faiss
 
         if n_lists(self.factory):
@@ -300,7 +139,7 @@ class PartedIndex:
                 raise RuntimeError(f"{self.folder}: the {self.factory} index must be trained "
                                    "first (PartedIndex.train(sample of embeddings))")
             return faiss.read_index(str(self.folder / TRAINED))
-        return TextIndex.create(self.dim, self.factory).index
+        return faiss.index_factory(self.dim, f"IDMap2,{self.factory}", faiss.METRIC_INNER_PRODUCT)
 
     def train(self, sample: np.ndarray) -> None:
         """Train the approximate index on ``sample`` (GPU when present) and save it once."""
@@ -308,10 +147,8 @@ class PartedIndex:
 
         if not self.needs_training:
             return
-        index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
-        x = np.ascontiguousarray(sample, dtype=np.float32)
-        on = _gpu(index)
-        on.train(x)
+        on = _gpu(faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT))
+        on.train(np.ascontiguousarray(sample, dtype=np.float32))
         with atomic_path(self.folder / TRAINED, suffix=".faiss") as tmp:
             faiss.write_index(_cpu(on), str(tmp))
 
@@ -348,10 +185,8 @@ class PartedIndex:
     # querying -----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 1, batch_size: int = 16_384,
                parts: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest captions of each query over ``parts`` (default: every finished part):
-        each part's index is loaded alone and searched, and the top-k are merged (similarity
-        descending, then row key). (keys int64 [n, k], similarities float32 [n, k]); missing
-        neighbours are key -1, similarity NaN."""
+        """The k nearest captions over ``parts`` (default all), merged by similarity then key:
+        (keys [n, k], similarities [n, k]), a missing neighbour -1 / NaN."""
         import faiss
 
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -364,16 +199,19 @@ class PartedIndex:
             raise KeyError(f"{self.folder}: parts {missing} are not indexed (have {sorted(rec)})")
         keys = np.full((len(q), k), -1, dtype=np.int64)
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
+        big = np.iinfo(np.int64).max
         for p in use:
-            one = TextIndex(_gpu(faiss.read_index(str(self.folder / rec[p]["file"]))),
-                            self.factory, nprobe=self.nprobe)
-            pk, ps = one.search(q, k, batch_size)
-            ck = np.concatenate([keys, pk], axis=1)
-            cs = np.concatenate([sims, np.where(pk >= 0, ps, -np.inf)], axis=1)
-            big = np.iinfo(np.int64).max
-            order = np.lexsort((np.where(ck >= 0, ck, big), -cs), axis=1)[:, :k]
-            keys = np.take_along_axis(ck, order, axis=1)
-            sims = np.take_along_axis(cs, order, axis=1)
+            one = _gpu(faiss.read_index(str(self.folder / rec[p]["file"])))
+            if n_lists(self.factory):
+                faiss.extract_index_ivf(one).nprobe = self.nprobe
+            for s in range(0, len(q), batch_size):
+                e = slice(s, s + batch_size)
+                d, i = one.search(q[e], k)
+                ck = np.concatenate([keys[e], i], axis=1)
+                cs = np.concatenate([sims[e], np.where(i >= 0, d, -np.inf)], axis=1)
+                order = np.lexsort((np.where(ck >= 0, ck, big), -cs), axis=1)[:, :k]
+                keys[e] = np.take_along_axis(ck, order, axis=1)
+                sims[e] = np.take_along_axis(cs, order, axis=1)
             del one
         sims = np.where(keys >= 0, sims, np.nan).astype(np.float32)
         return keys, sims
@@ -383,8 +221,6 @@ def _part_chunks(path: str | os.PathLike, part: int, chunk_rows: int,
                  rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, list]]:
     """(row keys, captions) of a LAION part, ``chunk_rows`` rows at a time (only TEXT is read);
     ``rows``: only those (sorted row numbers)."""
-    import pyarrow.parquet as pq
-
     start = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=["TEXT"]):
         n = batch.num_rows
@@ -426,25 +262,16 @@ def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: st
                 chunk_rows: int = 65_536, batch_size: int = 64, keep_embeddings: bool = False,
                 store: Any = None, nprobe: int = 32, seed: int = 0,
                 progress: bool = False) -> PartedIndex:
-    """Index every caption of ``parts`` (part number -> parquet with ``TEXT``) into ``folder``,
-    one part at a time, resuming after the last finished part.
-
-    ``factory`` empty: ``suggest_factory(n_total or the parts' rows, encoder.dim)``. An
-    approximate index is first trained on ``train_size`` captions sampled across the parts
-    (0: ``auto_train_size``). Each part is read, embedded and added ``chunk_rows`` captions at a
-    time, so memory holds one chunk of embeddings plus the part's index, never a part's
-    embeddings. ``keep_embeddings``: also keep every caption's float32 embedding in ``store``
-    (an ``EmbeddingStore``; 2 KB a caption at 512-d, 850 GB for LAION-400M), reusing what is
-    there; off by default: the index alone is kept and the few retrieved captions are embedded
-    again for the exact scores (``caption_embeddings``).
-    """
-    import pyarrow.parquet as pq
+    """Index every caption of ``parts`` into ``folder`` part by part, ``chunk_rows`` at a time,
+    resuming after the last finished part; an approximate index is first trained on ``train_size``
+    captions across the parts. ``keep_embeddings``: keep every caption's embedding in ``store``
+    (850 GB for LAION-400M); by default only the retrieved ones are embedded again."""
     from tqdm.auto import tqdm
 
     if keep_embeddings and store is None:
         raise ValueError("index_parts: keep_embeddings=True needs a store (an EmbeddingStore)")
     use_store = store if keep_embeddings else None
-    n_rows = {int(p): pq.ParquetFile(f).metadata.num_rows for p, f in parts.items()}
+    n_rows = part_rows(parts)
     factory = factory or suggest_factory(n_total or sum(n_rows.values()), encoder.dim)
     index = PartedIndex.open(folder, encoder.dim, factory, nprobe=nprobe)
     if index.needs_training:
@@ -473,29 +300,28 @@ def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: st
     return index
 
 
+def _laion_column(keys: np.ndarray, parts: Mapping[int, str | os.PathLike], column: str) -> list:
+    """``column`` of the LAION rows ``keys`` (int64), read from their parts."""
+    part, row = split_key(keys)
+    table = pa.table({"key": keys, "part": part, "row": row})
+    return join_laion_columns(table, {int(p): Path(f) for p, f in parts.items()},
+                              [column]).column(column).to_pylist()
+
+
 def caption_embeddings(keys: Sequence[int], parts: Mapping[int, str | os.PathLike], encoder: Any,
                        store: Any = None, batch_size: int = 64) -> np.ndarray:
     """Full-precision caption embeddings of LAION row ``keys`` (aligned; through ``store`` when
     given, so captions embedded before are read back): the TEXT of just these rows is read."""
-    import pyarrow as pa
-
     key = np.asarray(keys, dtype=np.int64)
     if not len(key):
         return np.zeros((0, encoder.dim), np.float32)
-    part, row = split_key(key)
-    text = join_laion_columns(pa.table({"key": key, "part": part, "row": row}),
-                              {int(p): Path(f) for p, f in parts.items()}, ["TEXT"])
-    return _embed(encoder, key, text.column("TEXT").to_pylist(), store, batch_size)
+    return _embed(encoder, key, _laion_column(key, parts, "TEXT"), store, batch_size)
 
 
 def rows_to_download(sample: pd.DataFrame, parts: Mapping[int, str | os.PathLike]) -> pd.DataFrame:
     """key, wnid (the first class of the row in ``sample``), URL (read from the LAION parts)
     of each distinct row of ``sample``, in key order: the input of ``download_laionet``."""
-    import pyarrow as pa
-
     rows = sample.drop_duplicates("key").sort_values("key", kind="stable")
     key = rows["key"].to_numpy(np.int64)
-    part, row = split_key(key)
-    table = pa.table({"key": key, "part": part, "row": row})
-    urls = join_laion_columns(table, dict(parts), ["URL"]).column("URL").to_pylist()
-    return pd.DataFrame({"key": key, "wnid": rows["wnid"].to_numpy(), "URL": urls})
+    return pd.DataFrame({"key": key, "wnid": rows["wnid"].to_numpy(),
+                         "URL": _laion_column(key, parts, "URL")})

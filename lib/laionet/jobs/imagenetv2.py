@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
+from laionet.jobs import evaluation as pipeline
 from laionet.jobs.image_embeddings import ImageEmbeddings, ImageSource
+from laionet.method.accuracy import accuracy_table
 from laionet.method.selection_frequency import (EMPTY_ACCURACY, EMPTY_CURVE, VERSIONS, pool_images,
                                                 threshold_curve)
-from laionet.sources.imagenet import imagenetv2_version, read_imagenetv2
-from laionet.jobs import evaluation as pipeline
 from laionet.models.classifiers import read_classifier_specs
-from laionet.method.accuracy import accuracy_table
+from laionet.sources.imagenet import imagenetv2_version, read_imagenetv2
 
 
 def read_releases(root: str | os.PathLike, class_info: str | os.PathLike | None = None
@@ -41,9 +42,7 @@ def read_selection_frequencies(path: str | os.PathLike) -> pd.DataFrame:
 def selection_frequency_curve(path: str | os.PathLike | None,
                               embeddings: Mapping[str, ImageEmbeddings],
                               thresholds: Sequence[float], min_images: int = 5) -> pd.DataFrame:
-    """``threshold_curve`` from the per-image votes at ``path`` and stage 06's embeddings
-    (LAIONet, ImageNet and every release); an empty table when there are no votes (real
-    ImageNetV2 publishes none)."""
+    """``threshold_curve`` from the votes at ``path`` (empty without: real V2 has none)."""
     if not path or not Path(path).is_file():
         return pd.DataFrame(columns=list(EMPTY_CURVE))
     pool, vecs = pool_images(read_selection_frequencies(path), embeddings)
@@ -74,10 +73,8 @@ def evaluate_releases(classifiers: str, v2: Mapping[str, pd.DataFrame],
 
 def release_accuracy(laionet_results: str | os.PathLike, files: Mapping[str, Path],
                      keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """Equally weighted accuracy of every model on LAIONet and on each release, the releases
-    projected onto LAIONet's keys (A16: the classes with any caption match, as stage 04
-    projects ImageNet: ``evaluation.pipeline.class_keys``). ``keys`` None: the classes with
-    LAIONet results (not the paper's projection; for callers without stage 01's counts)."""
+    """Equally weighted accuracy on LAIONet and each release, projected onto LAIONet's ``keys``
+    (A16, as stage 04 projects ImageNet; None: the classes with LAIONet results)."""
 
     results = pipeline.read_results([laionet_results] + [files[v.name] for v in VERSIONS])
     if keys is None:
@@ -91,10 +88,8 @@ def accuracy_on_releases(classifiers: str | None, eval_dir: str | os.PathLike | 
                          v2: Mapping[str, pd.DataFrame], out: str | os.PathLike, step: Any,
                          device: str = "auto", batch_size: int = 64,
                          keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """B13: ``release_accuracy`` (releases projected onto ``keys``, LAIONet's keys), evaluating
-    the releases first unless ``step`` (a ``Stage.step`` keyed by the classifiers and the
-    releases) is current and its files exist. Empty (with a note) without classifiers or
-    without stage 04's LAIONet results."""
+    """B13: ``release_accuracy``, evaluating the releases first unless ``step`` is current and its
+    files exist; empty without classifiers or stage 04's LAIONet results."""
     laionet_results = Path(eval_dir) / "results_laionet.parquet" if eval_dir else None
     if not classifiers or laionet_results is None or not laionet_results.is_file():
         print(f"accuracy skipped: classifiers={classifiers!r}, LAIONet results "

@@ -1,10 +1,5 @@
-"""Stage 05's study: is LAIONet less similar within each class than ImageNet (A14-A15)?
-
-Per image encoder, one call (``run_study``) embeds both per-class samples (cached by
-``laionet.jobs.image_embeddings``, keyed by image and file bytes) and compares them class by class (``laionet.method.similarity``).
-``Study.write`` saves stage 05's products; stage 06 reads them back with ``read_samples`` and
-``read_encoders`` (it never reads 05's manifest).
-"""
+"""Stage 05's study per image encoder (A14-A15): LAIONet vs ImageNet, class by class; its products
+read back by stage 06; stage 04's results read for the recall analyses of stages 05 and 07."""
 
 from __future__ import annotations
 
@@ -12,13 +7,17 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from laionet.jobs.image_embeddings import ImageSource, embed_samples, encoder_label
-from laionet.method.similarity import compare_datasets, sample_per_class
+from laionet.jobs.image_embeddings import Embedder, ImageSource, encoder_label
+from laionet.method.accuracy import per_class_recall
+from laionet.method.similarity import (compare_classes, pairwise_stats, pooled_resample,
+                                       sample_per_class, summarize_comparison)
+from laionet.models import load_image_encoder
 from laionet.util.files import read_json, write_json, write_parquet
 
 A, B = "LAIONet", "ImageNet"
@@ -55,43 +54,38 @@ def draw_samples(datasets: Mapping[str, pd.DataFrame], n: int, seed: int,
 
 @dataclass
 class Study:
-    """Stage 05's results over every encoder (``run_study``)."""
+    """Stage 05's results over every encoder; ``comparisons``: label -> ``compare_classes`` table."""
 
     encoders: dict[str, str]
     samples: dict[str, pd.DataFrame]
     class_stats: pd.DataFrame
-    comparison: pd.DataFrame
+    comparisons: dict[str, pd.DataFrame]
     summary: pd.DataFrame
     pooled: pd.DataFrame
     skipped: dict[str, dict] = field(default_factory=dict)
 
     @property
-    def main(self) -> str:
-        """The main (first) encoder's label."""
+    def main(self) -> str:  # the main (first) encoder's label
         return next(iter(self.encoders))
 
-    def encoder_comparison(self, label: str, method: str = "bootstrap") -> pd.DataFrame:
-        """One encoder's per-class comparison, its interval method in ``attrs`` (delta_figure)."""
-        cmp = self.comparison[self.comparison["encoder"] == label].reset_index(drop=True)
-        cmp.attrs.update(method=method, level=0.95)
-        return cmp
+    @property
+    def comparison(self) -> pd.DataFrame:
+        return pd.concat([c.assign(encoder=e) for e, c in self.comparisons.items()],
+                         ignore_index=True)
 
     def encoder_pooled(self, label: str) -> dict[str, pd.Series]:
         """One encoder's pooled histogram values by dataset (histogram_figure)."""
         pe = self.pooled[self.pooled["encoder"] == label]
         return {d: pe.loc[pe["dataset"] == d, "similarity"] for d in self.samples}
 
-    def samples_table(self) -> pd.DataFrame:
-        """Every sampled image that was embedded, with its dataset (image_key as str)."""
-        return pd.concat([s.assign(dataset=d, image_key=s["image_key"].astype(str))
-                          for d, s in self.samples.items()])
-
     def write(self, out: str | os.PathLike) -> list[Path]:
-        """Stage 05's products: samples, class_stats, comparison, summary, pooled (.parquet) and
-        encoders.json (label -> spec)."""
+        """Stage 05's products: samples (image_key as str, with dataset), class_stats,
+        comparison, summary, pooled (.parquet) and encoders.json (label -> spec)."""
         out = Path(out)
-        tables = dict(zip(TABLES, (self.samples_table(), self.class_stats, self.comparison,
-                                   self.summary, self.pooled)))
+        samples = pd.concat([s.assign(dataset=d, image_key=s["image_key"].astype(str))
+                             for d, s in self.samples.items()])
+        tables = dict(zip(TABLES, (samples, self.class_stats, self.comparison, self.summary,
+                                   self.pooled)))
         paths = [write_parquet(df, out / f"{name}.parquet") for name, df in tables.items()]
         return paths + [write_json(self.encoders, out / ENCODERS)]
 
@@ -100,54 +94,41 @@ def run_study(encoders: Mapping[str, str], samples: Mapping[str, pd.DataFrame],
               sources: Mapping[str, ImageSource], cache_root: str | os.PathLike,
               method: str = "bootstrap", min_pairs: int = 7, n_boot: int = 1000, seed: int = 0,
               batch_size: int = 64, device: str = "auto",
-              timings: Callable[[str], Any] | None = None, load: Callable | None = None,
+              timings: Callable[[str], Any] | None = None, load: Callable = load_image_encoder,
               on_error: str = "raise") -> Study:
-    """For each encoder (label -> spec): embed the two samples (``samples`` and ``sources``:
-    the dataset compared, then the reference, e.g. LAIONet and ImageNet) and compare them with
-    ``compare_datasets``; embeddings go through the stores under ``cache_root``
-    (``Stage.cache_dir("image_embeddings")``). ``timings`` is a step timer (``Stage.timings``); ``load`` loads an
-    encoder from its spec (default ``laionet.models.load_image_encoder``). ``on_error``: an
-    undecodable image stops the study ("raise", naming it) or is left out and listed ("skip")."""
-    if load is None:
-        from laionet.models import load_image_encoder as load
+    """For each encoder (label -> spec): embed the two samples (LAIONet, then ImageNet) and compare
+    them (``compare_classes``), with each one's pairwise stats and up to 100 pooled pair
+    similarities per common class (A15). ``on_error="skip"``: undecodable images left out, listed."""
     timer = timings or (lambda name: nullcontext())
     names = tuple(samples)
     if len(names) != 2:
         raise ValueError(f"run_study compares two datasets, got {list(names)}")
-    stats, comps, summaries, pooled, skipped = [], [], [], [], {}
+    stats, comps, summaries, pooled, skipped = [], {}, [], [], {}
     for label, spec in encoders.items():
         with timer(f"load {label}"):
-            encoder = load(spec, device=device)
+            embed = Embedder(load(spec, device=device), cache_root, batch_size, on_error)
         with timer(f"embed {label}"):
-            emb = embed_samples(encoder, samples, sources, cache_root, batch_size=batch_size,
-                                on_error=on_error)
+            emb = {d: embed(s, sources[d]) for d, s in samples.items()}
         for d, e in emb.items():
             if e.skipped:
                 print(f"{d}: {len(e.skipped)} image(s) skipped: "
                       f"{pd.Series(e.skipped).value_counts().to_dict()}")
                 skipped.setdefault(d, {}).update(e.skipped)
         with timer(f"statistics {label}"):
-            c = compare_datasets(emb[names[0]].by_class(), emb[names[1]].by_class(), names,
-                                 method=method, min_pairs=min_pairs, n_boot=n_boot, seed=seed)
-        stats.append(_with_encoder(c.stats, label))
-        comps.append(c.comparison.assign(encoder=label))
-        summaries.append({"encoder": label, "spec": spec, **c.summary})
-        pooled.append(_with_encoder(c.pooled, label))
+            groups = {d: e.by_class() for d, e in emb.items()}
+            common = sorted(set(groups[names[0]]) & set(groups[names[1]]))
+            comps[label] = compare_classes(*groups.values(), method=method, min_pairs=min_pairs,
+                                           n_boot=n_boot, seed=seed)
+            stats += [pairwise_stats(g).assign(encoder=label, dataset=d) for d, g in groups.items()]
+            pooled += [pooled_resample(g, 100, seed, classes=common).assign(encoder=label, dataset=d)
+                       for d, g in groups.items()]
+        summaries.append({"encoder": label, "spec": spec, **summarize_comparison(comps[label])})
     used = {d: s[~s["image_key"].isin(list(skipped.get(d, {})))].reset_index(drop=True)
             for d, s in samples.items()}
-    return Study(dict(encoders), used, pd.concat(stats, ignore_index=True),
-                 pd.concat(comps, ignore_index=True), pd.DataFrame(summaries),
-                 pd.concat(pooled, ignore_index=True), skipped)
+    return Study(dict(encoders), used, pd.concat(stats, ignore_index=True), comps,
+                 pd.DataFrame(summaries), pd.concat(pooled, ignore_index=True), skipped)
 
 
-def _with_encoder(df: pd.DataFrame, label: str) -> pd.DataFrame:
-    """``encoder`` inserted before the last column (``dataset``), as stage 05 always wrote it."""
-    df = df.copy()
-    df.insert(len(df.columns) - 1, "encoder", label)
-    return df
-
-
-# ------------------------------------------------------------------------------ reading back
 def read_samples(similarity_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """Stage 05's samples by dataset (LAIONet row keys back to int64)."""
     samples = pd.read_parquet(Path(similarity_dir) / "samples.parquet")
@@ -160,19 +141,13 @@ def read_samples(similarity_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     return out
 
 
-def read_encoders(similarity_dir: str | os.PathLike) -> dict[str, str]:
-    """Stage 05's encoders.json: label -> spec, the main encoder first."""
-    return read_json(Path(similarity_dir) / ENCODERS)
-
-
 def main_encoder(explicit: str | None, similarity_dir: str | os.PathLike) -> tuple[str, str]:
     """(label, spec) of the encoder a later stage uses: ``explicit`` when set, else stage 05's
-    first (main) encoder."""
-    spec = explicit or next(iter(read_encoders(similarity_dir).values()))
+    first (main) encoder (its encoders.json)."""
+    spec = explicit or next(iter(read_json(Path(similarity_dir) / ENCODERS).values()))
     return encoder_label(spec), spec
 
 
-# ------------------------------------------------------------------------------ side analyses
 def frequency_vs_similarity(class_stats: pd.DataFrame, laionet_wnids: pd.Series,
                             encoder: str, dataset: str = A) -> pd.DataFrame:
     """B8: per class of ``dataset``, its relative frequency in LAIONet and its mean intra-class
@@ -184,21 +159,43 @@ def frequency_vs_similarity(class_stats: pd.DataFrame, laionet_wnids: pd.Series,
                          "mean": st["mean"].to_numpy()})
 
 
+def stage04_results(eval_dir: str | os.PathLike | None,
+                    datasets: Sequence[str] = ("laionet",)) -> pd.DataFrame | None:
+    """Stage 04's per-image results (``results_<dataset>.parquet``), None when one is missing."""
+    files = [Path(eval_dir) / f"results_{d}.parquet" for d in datasets] if eval_dir else []
+    if not files or not all(f.is_file() for f in files):
+        return None
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
 def recall_vs_delta(eval_dir: str | os.PathLike | None, comparison: pd.DataFrame, encoder: str,
                     min_images: int = 10) -> pd.DataFrame | None:
-    """B7: per model and class with >= ``min_images`` evaluated LAIONet images, its recall@1
-    (stage 04's results_laionet.parquet in ``eval_dir``) and the class's delta of intra-class
-    similarity under ``encoder`` (NaN when untested). None, with a note, without results."""
-    from laionet.method.accuracy import per_class_recall
-
-    results = Path(eval_dir) / "results_laionet.parquet" if eval_dir else None
-    if results is None or not results.is_file():
-        print(f"no stage 04 results ({results or 'no eval_dir'}): recall vs Δ similarity skipped")
+    """B7: per model and class with >= ``min_images`` LAIONet images, recall@1 and the class's delta
+    under ``encoder`` (NaN when untested); None without stage 04's results."""
+    results = stage04_results(eval_dir)
+    if results is None:
+        print(f"no stage 04 results in {eval_dir or '(no eval_dir)'}: recall vs Δ similarity skipped")
         return None
-    rec = per_class_recall(pd.read_parquet(results), k=1)
+    rec = per_class_recall(results, k=1)
     rec = rec[rec["n"] >= min_images]
     cmp = comparison[(comparison["encoder"] == encoder) & comparison["tested"]]
     delta = cmp.set_index("wnid")["delta"]
     return pd.DataFrame({"model": rec["model"].to_numpy(), "wnid": rec["wnid"].to_numpy(),
                          "recall": rec["recall"].to_numpy(),
                          "delta": delta.reindex(rec["wnid"]).to_numpy(dtype=np.float64)})
+
+
+def zero_shot_recall(eval_dir: str | os.PathLike | None, model: str
+                     ) -> tuple[pd.DataFrame | None, str]:
+    """Stage 07's extension: per-class recall@1 of stage 04's ``model`` on LAIONet and ImageNet
+    (wnid x dataset), or (None, why) when stage 04's results or the model are not there."""
+    res = stage04_results(eval_dir, ("laionet", "imagenet")) if model else None
+    if res is None:
+        return None, f"skipped: zero_shot_model={model!r}, stage 04 results in {eval_dir or '-'}"
+    res = res[res["model"] == model]
+    if res.empty:
+        return None, (f"stage 04 has no model {model!r}: set its zero_shot_encoder, or "
+                      "zero_shot_model here to one of its models")
+    rec = per_class_recall(res, 1).pivot(index="wnid", columns="dataset", values="recall").dropna()
+    return rec, (f"{len(rec)} classes; LAIONet recall lower in "
+                 f"{(rec['LAIONet'] < rec['ImageNet']).mean():.1%}")

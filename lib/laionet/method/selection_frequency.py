@@ -1,23 +1,17 @@
-"""ImageNetV2's three releases as a selection-frequency ablation (stage 06, paper §4.1, A16).
-
-The releases differ in the MTurk selection frequency of their images: matched-frequency ("b",
-0.73), threshold0.7 ("a", 0.85), top-images ("c", 0.93). This module compares each release's
-intra-class similarity with LAIONet's and ImageNet's (``compare_releases``), draws the A16
-histogram values (``release_histograms``), traces the similarity of the V2 images kept above
-each per-image selection-frequency threshold (``threshold_curve``, where the votes exist: the
-demo world); ``laionet.jobs.imagenetv2`` reads the releases and evaluates stage 04's classifiers
-on every release (``release_accuracy``).
-"""
+"""§4.1: ImageNetV2's releases as a selection-frequency ablation (A16): matched-frequency ("b",
+0.73), threshold0.7 ("a", 0.85), top-images ("c", 0.93), each compared with LAIONet and ImageNet
+(``release_tables``), A16's histograms, and the curve over per-image vote thresholds (demo)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from laionet.method.similarity import (common_resample_sizes, compare_classes, group_by_class,
-                                       pairwise_stats, pooled_resample, summarize_comparison)
+from laionet.method.similarity import (common_resample_sizes, group_by_class, pairwise_stats,
+                                       pooled_resample, summarize_comparison)
 from laionet.sources.imagenet import IMAGENETV2_VERSIONS
 
 VERSIONS = list(IMAGENETV2_VERSIONS.values())  # b, a, c: increasing selection frequency
@@ -35,31 +29,15 @@ def describe_releases(v2: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                           "class_info": v2[v.name].attrs.get("class_info")} for v in VERSIONS])
 
 
-def compare_releases(groups: Mapping[str, Mapping[str, np.ndarray]], method: str = "bootstrap",
-                     min_pairs: int = 7, n_boot: int = 1000, seed: int = 0
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each reference (LAIONet, ImageNet) vs each release, class by class (reference − V2).
-
-    Returns (per-class comparisons with columns reference and version; one row per pair with
-    letter, selection_frequency and ``summarize_comparison``'s counts and shares)."""
-    rows, comps = [], []
-    for ref in REFERENCES:
-        for v in VERSIONS:
-            cmp = compare_classes(groups[ref], groups[v.name], method=method,
-                                  min_pairs=min_pairs, n_boot=n_boot, seed=seed)
-            comps.append(cmp.assign(reference=ref, version=v.name))
-            rows.append({"reference": ref, "version": v.name, "letter": v.letter,
-                         "selection_frequency": v.selection_frequency, **summarize_comparison(cmp)})
+def release_tables(comparisons: Mapping[tuple[str, str], pd.DataFrame]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """B12's tables from the ``compare_classes`` tables of each (reference, release): stacked, and
+    one row per pair with letter, selection frequency and counts."""
+    rel = {v.name: v for v in VERSIONS}
+    comps = [c.assign(reference=r, version=v) for (r, v), c in comparisons.items()]
+    rows = [{"reference": r, "version": v, "letter": rel[v].letter, "selection_frequency":
+             rel[v].selection_frequency, **summarize_comparison(c)} for (r, v), c in comparisons.items()]
     return pd.concat(comps, ignore_index=True), pd.DataFrame(rows)
-
-
-def pair_comparison(comparison: pd.DataFrame, reference: str = "LAIONet",
-                    version: str = "matched-frequency", method: str = "bootstrap") -> pd.DataFrame:
-    """One (reference, release) pair of ``compare_releases``'s table, ready for delta_figure."""
-    cmp = comparison[(comparison["reference"] == reference) & (comparison["version"] == version)]
-    cmp = cmp.reset_index(drop=True)
-    cmp.attrs.update(method=method, level=0.95)
-    return cmp
 
 
 def release_histograms(groups: Mapping[str, Mapping[str, np.ndarray]], seed: int = 0,
@@ -71,15 +49,10 @@ def release_histograms(groups: Mapping[str, Mapping[str, np.ndarray]], seed: int
     return {n: pooled_resample(groups[n], sizes, seed)["similarity"] for n in names}
 
 
-# ------------------------------------------------------------------------------ the curve
-
-
 def pool_images(sf: pd.DataFrame, embeddings: Mapping[str, Any]
                 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every V2 image once (an image in several releases counts once, the first release in
-    selection-frequency order wins) with its selection frequency and its embedding.
-
-    Returns (DataFrame image_key, wnid, sf, src; float32 [n, d] rows aligned to it)."""
+    """Every V2 image once (the first release in selection-frequency order wins) with its
+    selection frequency and its embedding: (image_key, wnid, sf, src table; aligned rows)."""
     parts = []
     for v in VERSIONS:
         rows = sf[sf["version"] == v.name]
@@ -103,10 +76,8 @@ def pool_images(sf: pd.DataFrame, embeddings: Mapping[str, Any]
 def threshold_curve(pool: pd.DataFrame, vecs: np.ndarray, thresholds: Sequence[float],
                     laionet: Mapping[str, np.ndarray], imagenet: Mapping[str, np.ndarray],
                     min_images: int = 5) -> pd.DataFrame:
-    """At each threshold t, the V2 images with selection frequency >= t: the mean (and its
-    standard error) over classes keeping >= ``min_images`` images of their mean intra-class
-    similarity, the share of those classes where LAIONet's is lower, and LAIONet's and
-    ImageNet's mean over the same classes. Thresholds keeping no class are left out."""
+    """Per threshold t, the V2 images with selection frequency >= t: mean (and SE) over classes with
+    >= ``min_images`` of their intra-class similarity, vs LAIONet's and ImageNet's."""
     lai_mean = pairwise_stats(laionet).set_index("wnid")["mean"]
     inet_mean = pairwise_stats(imagenet).set_index("wnid")["mean"]
     out = []
@@ -124,9 +95,6 @@ def threshold_curve(pool: pd.DataFrame, vecs: np.ndarray, thresholds: Sequence[f
                     "laionet_mean_same_classes": lai_mean.reindex(st["wnid"]).mean(),
                     "imagenet_mean_same_classes": inet_mean.reindex(st["wnid"]).mean()})
     return pd.DataFrame(out, columns=list(EMPTY_CURVE))
-
-
-# ------------------------------------------------------------------------------ accuracy
 
 
 def accuracy_wide(acc: pd.DataFrame) -> pd.DataFrame:

@@ -1,43 +1,23 @@
-"""Intra-class image-image similarity statistics (paper_spec A14-A16, B10-B12, A21).
-
-Per class, the statistic is the mean cosine similarity over the strictly lower triangle of
-E·Eᵀ (every unordered pair of distinct images, the diagonal excluded). Everything here works on
-unit-norm embedding matrices grouped by class (``{wnid: float32 [n, d]}``, made by
-``laionet.jobs.image_embeddings``; figures are in ``laionet.plots.similarity``):
-
-- ``sample_per_class``   seeded sampling of up to n images per class (fix of E.9);
-- ``pairwise_stats``     n_images, n_pairs, mean, std per class, exact and memory-bounded;
-- ``pooled_resample``    the pooled histogram values (A15: min(#pairs, 100) per class);
-- ``compare_classes``    per-class delta with the paper's bounds or an image bootstrap (E.10);
-- ``compare_datasets``   all of the above for two datasets: stats, comparison, summary, pooled.
-"""
+"""Intra-class image-image similarity and the one per-class comparison (A14-A16, B10-B12, A21;
+E.9, E.10), over unit-norm embeddings grouped by class ({wnid: float32 [n, d]}): the statistic is
+the mean cosine over the lower triangle of E·Eᵀ (every pair of distinct images)."""
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 Z95 = 1.96
 
-# --------------------------------------------------------------------------------------------
-# Seeded sampling (fix of paper_spec E.9)
-# --------------------------------------------------------------------------------------------
 
 def sample_per_class(df: pd.DataFrame, n: int = 100, seed: int = 0, key: str = "image_key",
                      label: str = "wnid", paper_first_n: bool = False) -> pd.DataFrame:
-    """Up to ``n`` rows per class, chosen by a seeded permutation that ignores input order.
-
-    Each key gets a pseudo-random priority from a seeded 64-bit hash of the key; a class keeps
-    its ``n`` lowest priorities (ties broken by key). The sample is reproducible, changes with
-    the seed, does not depend on row order or on the other classes, and is nested in n (the
-    100-sample is inside the 200-sample). ``paper_first_n=True`` keeps the first n rows of each
-    class in the given order, as the authors did (A14). The result is sorted by (label, key)
-    and records the seed in ``attrs``.
-    """
+    """Up to ``n`` rows per class: the lowest priorities of a seeded hash of the key (E.9:
+    reproducible, order-free, nested in n), or the first n (``paper_first_n``, as the authors, A14)."""
     for col in (key, label):
         if col not in df.columns:
             raise ValueError(f"sample_per_class: no column {col!r} (columns: {list(df.columns)})")
@@ -59,10 +39,6 @@ def sample_per_class(df: pd.DataFrame, n: int = 100, seed: int = 0, key: str = "
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Pairwise statistics
-# --------------------------------------------------------------------------------------------
-
 def pair_count(n: int | np.ndarray) -> int | np.ndarray:
     return n * (n - 1) // 2
 
@@ -74,12 +50,8 @@ def pairwise_values(E: np.ndarray) -> np.ndarray:
 
 
 def pair_moments(E: np.ndarray) -> tuple[int, float, float]:
-    """(n_pairs, sum, sum of squares) of the lower-triangle similarities of E·Eᵀ, exactly.
-
-    Computed from whichever Gram matrix is smaller (n x n or d x d, float64): with
-    ‖ΣE‖² = Σ_ij s_ij and ‖EᵀE‖²_F = Σ_ij s_ij², memory stays O(min(n, d)²) however large
-    the class.
-    """
+    """(n_pairs, sum, sum of squares) of the lower-triangle similarities, exactly, from the smaller
+    Gram matrix: memory O(min(n, d)²) however large the class."""
     E = np.asarray(E, dtype=np.float64)
     n = len(E)
     diag = np.einsum("ij,ij->i", E, E)
@@ -103,7 +75,7 @@ def pairwise_stats(emb_by_class: Mapping[str, np.ndarray]) -> pd.DataFrame:
         {"n_images": "int64", "n_pairs": "int64"})
 
 
-def _class_rng(seed: int, wnid: str) -> np.random.Generator:
+def class_rng(seed: int, wnid: str) -> np.random.Generator:
     """A generator per (seed, class): a class's draws do not depend on which others exist."""
     return np.random.default_rng([int(seed), zlib.crc32(str(wnid).encode())])
 
@@ -128,9 +100,8 @@ def common_resample_sizes(*datasets: Mapping[str, np.ndarray], cap: int = 100) -
 
 def pooled_resample(emb_by_class: Mapping[str, np.ndarray], n_values: int | Mapping[str, int] = 100,
                     seed: int = 0, classes: Iterable[str] | None = None) -> pd.DataFrame:
-    """Pooled histogram values (A15): per class, min(#pairs, n_values) similarities drawn with
-    replacement (``n_values`` may be a per-class mapping, e.g. ``common_resample_sizes``).
-    Returns DataFrame(wnid, similarity); seeded per class."""
+    """A15's pooled histogram values: per class, min(#pairs, n_values) similarities drawn with
+    replacement, seeded per class (``n_values``: a number or wnid -> number)."""
     if classes is None:
         classes = n_values.keys() if isinstance(n_values, Mapping) else emb_by_class.keys()
     parts, names = [], []
@@ -139,24 +110,16 @@ def pooled_resample(emb_by_class: Mapping[str, np.ndarray], n_values: int | Mapp
         cap = n_values[w] if isinstance(n_values, Mapping) else n_values
         k = int(min(pair_count(len(E)), cap))
         if k > 0:
-            parts.append(sample_pairs(E, k, _class_rng(seed, w)))
+            parts.append(sample_pairs(E, k, class_rng(seed, w)))
             names.append(np.full(k, w, dtype=object))
     if not parts:
         return pd.DataFrame({"wnid": pd.Series(dtype=object), "similarity": pd.Series(dtype=float)})
     return pd.DataFrame({"wnid": np.concatenate(names), "similarity": np.concatenate(parts)})
 
 
-# --------------------------------------------------------------------------------------------
-# Per-class comparison
-# --------------------------------------------------------------------------------------------
-
 def bootstrap_means(E: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Mean pairwise similarity of ``n_boot`` resamples of the class's IMAGES (with replacement).
-
-    With resample counts w, the mean over pairs of distinct drawn images is
-    (wᵀGw − Σ w_i² G_ii) / (n² − Σ w_i²): a repeated image is not paired with itself. Vectorised
-    over resamples (one matrix product per class).
-    """
+    """Mean pairwise similarity of ``n_boot`` resamples of the class's IMAGES (E.10), a repeated
+    image never paired with itself: (wᵀGw − Σ w_i² G_ii) / (n² − Σ w_i²) for resample counts w."""
     E = np.asarray(E, dtype=np.float64)
     n = len(E)
     W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
@@ -175,24 +138,35 @@ def bootstrap_means(E: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.
 CI_METHODS = ("bootstrap", "paper")
 
 
-def compare_classes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
-                    method: str = "bootstrap", min_pairs: int = 7, n_boot: int = 1000,
-                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Per-class delta = mean_a − mean_b of intra-class similarity with a confidence interval.
+def value_stats(df: pd.DataFrame, col: str, class_col: str = "wnid") -> pd.DataFrame:
+    """Per class: n_images, n_pairs (= n_images: one value an image), mean and std (ddof 1) of a
+    per-image value (B19's image-to-synset similarity), as ``compare_classes`` takes them."""
+    g = df.groupby(class_col)[col].agg(["size", "mean", "std"])
+    return pd.DataFrame({"wnid": g.index, "n_images": g["size"].to_numpy(), "n_pairs":
+                         g["size"].to_numpy(), "mean": g["mean"].to_numpy(), "std": g["std"].to_numpy()})
 
-    Classes present in both; ``tested`` marks those with ≥ ``min_pairs`` pairs in both (A15: 7).
-    ``method="paper"``: mean ± 1.96·std/sqrt(pairs−1) per dataset, half-widths in quadrature
-    (pairs treated as independent, as the authors did). ``method="bootstrap"`` (default, the
-    better choice, E.10): resample images within each class of each dataset, recompute the mean
-    pairwise similarity, percentile interval of the delta. Columns: wnid, n_images_a/b,
-    n_pairs_a/b, mean_a/b, delta, lcb, ucb, tested, significantly_lower (ucb < 0),
-    significantly_higher (lcb > 0).
-    """
+
+def compare_classes(a: Mapping[str, np.ndarray] | pd.DataFrame,
+                    b: Mapping[str, np.ndarray] | pd.DataFrame, method: str = "bootstrap",
+                    min_pairs: int = 7, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> pd.DataFrame:
+    """The one per-class comparison (A15, E.10; stages 05, 06, 07, 09): delta = mean_a − mean_b on
+    the classes both have, ``tested`` with >= ``min_pairs`` pairs in both. ``a``, ``b``: {wnid:
+    embeddings}, or per-class tables (``value_stats``; B19) with ``method="paper"``: mean ±
+    1.96·std/sqrt(pairs−1), half-widths in quadrature, as the authors; ``bootstrap``: images
+    resampled within each class (E.10), percentile interval of the delta."""
     if method not in CI_METHODS:
         raise ValueError(f"compare_classes: method must be one of {CI_METHODS}, not {method!r}")
-    common = sorted(set(a) & set(b))
-    sa = pairwise_stats({w: a[w] for w in common}).set_index("wnid")
-    sb = pairwise_stats({w: b[w] for w in common}).set_index("wnid")
+    tables = isinstance(a, pd.DataFrame)
+    if tables and method != "paper":
+        raise ValueError("compare_classes: per-class tables take method='paper' (a bootstrap "
+                         "needs the embeddings)")
+    if tables:
+        common = sorted(set(a["wnid"]) & set(b["wnid"]))
+        sa, sb = (t.set_index("wnid").loc[common] for t in (a, b))
+    else:
+        common = sorted(set(a) & set(b))
+        sa, sb = (pairwise_stats({w: g[w] for w in common}).set_index("wnid") for g in (a, b))
     out = pd.DataFrame({"wnid": common,
                         "n_images_a": sa["n_images"].to_numpy(), "n_images_b": sb["n_images"].to_numpy(),
                         "n_pairs_a": sa["n_pairs"].to_numpy(), "n_pairs_b": sb["n_pairs"].to_numpy(),
@@ -203,16 +177,15 @@ def compare_classes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
     ucb = np.full(len(out), np.nan)
     tested = out["tested"].to_numpy()
     if method == "paper":
-        ha = Z95 * sa["std"].to_numpy() / np.sqrt(np.maximum(out["n_pairs_a"].to_numpy() - 1, 1))
-        hb = Z95 * sb["std"].to_numpy() / np.sqrt(np.maximum(out["n_pairs_b"].to_numpy() - 1, 1))
-        h = np.hypot(ha, hb)
+        h = np.hypot(*(Z95 * s["std"].to_numpy(float) / np.sqrt(np.maximum(s["n_pairs"].to_numpy() - 1, 1))
+                       for s in (sa, sb)))
         lcb[tested] = (out["delta"].to_numpy() - h)[tested]
         ucb[tested] = (out["delta"].to_numpy() + h)[tested]
     else:
         q = [50 * (1 - level), 50 * (1 + level)]
         for i in np.flatnonzero(tested):
             w = common[i]
-            rng = _class_rng(seed, w)
+            rng = class_rng(seed, w)
             d = bootstrap_means(a[w], n_boot, rng) - bootstrap_means(b[w], n_boot, rng)
             lcb[i], ucb[i] = np.nanpercentile(d, q)
     out["lcb"], out["ucb"] = lcb, ucb
@@ -234,35 +207,6 @@ def summarize_comparison(cmp: pd.DataFrame) -> dict[str, Any]:
             "share_delta_negative": share(int((t["delta"] < 0).sum())),
             "mean_delta": float(t["delta"].mean()) if n else float("nan"),
             "method": cmp.attrs.get("method", "")}
-
-
-@dataclass
-class DatasetComparison:
-    """Two datasets compared class by class (``compare_datasets``): per-class pairwise stats of
-    each (column ``dataset``), the per-class delta of a − b with intervals, its summary and the
-    pooled histogram values of each on their common classes (column ``dataset``)."""
-
-    stats: pd.DataFrame
-    comparison: pd.DataFrame
-    summary: dict[str, Any]
-    pooled: pd.DataFrame
-
-
-def compare_datasets(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
-                     names: tuple[str, str] = ("LAIONet", "ImageNet"), method: str = "bootstrap",
-                     min_pairs: int = 7, n_boot: int = 1000, seed: int = 0,
-                     n_values: int = 100) -> DatasetComparison:
-    """Stage 05's comparison of two datasets' class embeddings: ``pairwise_stats`` of each,
-    ``compare_classes`` (a − b), ``summarize_comparison`` and ``pooled_resample`` (up to
-    ``n_values`` pairs per class, on the classes both have)."""
-    groups = dict(zip(names, (a, b)))
-    stats = pd.concat([pairwise_stats(g).assign(dataset=d) for d, g in groups.items()],
-                      ignore_index=True)
-    cmp = compare_classes(a, b, method=method, min_pairs=min_pairs, n_boot=n_boot, seed=seed)
-    common = sorted(set(a) & set(b))
-    pooled = pd.concat([pooled_resample(g, n_values, seed, classes=common).assign(dataset=d)
-                        for d, g in groups.items()], ignore_index=True)
-    return DatasetComparison(stats, cmp, summarize_comparison(cmp), pooled)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:

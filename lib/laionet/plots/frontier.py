@@ -7,18 +7,17 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
 from laionet.plots.similarity import histogram_figure
+from laionet.plots.style import plt
 
 #: Colours of datasets D (strongest image link), B and A in the B15a histogram.
 DATASET_COLORS = {"A": "tab:blue", "B": "tab:green", "D": "tab:red"}
 
 
 def lemma_gallery_figure(rows: pd.DataFrame, images: Mapping[int, object], threshold: float):
-    """B2 (right): the lemma's images, one row per similarity bin (``frontier.lemma_gallery_rows``),
-    each row labelled with its range and coloured by the threshold: green above it, red below,
-    orange across; a bin whose images did not download shows empty cells."""
-    import matplotlib.pyplot as plt
-
+    """B2 (right): the lemma's images, one row per similarity bin, labelled green above the
+    threshold, red below, orange across (cells of undownloaded images stay empty)."""
     bins = sorted(rows["bin"].unique()) if len(rows) else []
     ncols = max([int((rows["bin"] == b).sum()) for b in bins] or [1])
     fig, axes = plt.subplots(max(len(bins), 1), ncols, figsize=(1.3 * ncols + 0.8, 1.3 * max(len(bins), 1)),
@@ -40,8 +39,6 @@ def lemma_gallery_figure(rows: pd.DataFrame, images: Mapping[int, object], thres
 
 def frontier_figure(fixed_size: pd.DataFrame, fixed_classes: pd.DataFrame):
     """B14: image threshold vs text threshold along the two frontiers."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
     ax.plot(fixed_size["text_threshold"], fixed_size["image_threshold"], "o-", ms=3,
             label="fixed #samples")
@@ -54,15 +51,11 @@ def frontier_figure(fixed_size: pd.DataFrame, fixed_classes: pd.DataFrame):
 
 def datasets_histogram(pooled: Mapping[str, np.ndarray], show: tuple[str, ...] = ("A", "B", "D")):
     """B15a: pooled intra-class similarity of datasets A, B and D."""
-
     return histogram_figure({k: pooled[k] for k in show if k in pooled}, colors=DATASET_COLORS)
 
 
 def average_similarity_figure(avg: pd.DataFrame, reference: str = "ImageNet"):
-    """B15b: average intra-class similarity per dataset (one encoder's ``avg``: dataset,
-    avg_similarity), the reference as a dashed line."""
-    import matplotlib.pyplot as plt
-
+    """B15b: average intra-class similarity per dataset (one encoder's), the reference dashed."""
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
     lai = avg[avg["dataset"] != reference]
     ax.plot(lai["dataset"], lai["avg_similarity"], "o-", color="tab:blue", label="LAIONet variants")
@@ -74,10 +67,7 @@ def average_similarity_figure(avg: pd.DataFrame, reference: str = "ImageNet"):
 
 
 def shares_figure(shares: pd.DataFrame, first_encoder: str):
-    """B15c/d: share of classes at or below ImageNet per dataset, for the first encoder (left)
-    and every encoder (right)."""
-    import matplotlib.pyplot as plt
-
+    """B15c/d: share of classes at or below ImageNet per dataset: first encoder, every encoder."""
     fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.5), sharey=True)
     s0 = shares[shares["encoder"] == first_encoder]
     axes[0].plot(s0["dataset"].astype(str), s0["share_at_or_below"], "o-", color="tab:blue")
@@ -94,7 +84,6 @@ def shares_figure(shares: pd.DataFrame, first_encoder: str):
 
 def relevance_figure(laionet: np.ndarray, imagenet: np.ndarray):
     """B19: image-to-synset similarity of LAIONet and ImageNet images (60 bins over both)."""
-
     lo = float(min(np.min(laionet), np.min(imagenet)))
     hi = float(max(np.max(laionet), np.max(imagenet)))
     return histogram_figure({"LAIONet": np.asarray(laionet), "ImageNet": np.asarray(imagenet)},
@@ -102,18 +91,15 @@ def relevance_figure(laionet: np.ndarray, imagenet: np.ndarray):
 
 
 def coverage_figure(coverage: pd.DataFrame, reference_avg: float | None = None):
-    """Extension: classes covered vs average intra-class similarity per text threshold
-    (annotated), ImageNet's average (default: ``frontier.coverage``'s attrs) as a dashed line."""
-    import matplotlib.pyplot as plt
-
+    """Extension: classes covered vs average intra-class similarity per text threshold, the
+    reference's (default: ``frontier.coverage``'s attrs) dashed."""
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
     ax.plot(coverage["n_classes"], coverage["avg_similarity"], "o-", color="tab:blue")
     for r in coverage.itertuples():
         ax.annotate(f"{r.text_threshold:.2f}", (r.n_classes, r.avg_similarity), fontsize=6,
                     xytext=(2, 2), textcoords="offset points")
-    if reference_avg is None:
-        reference_avg = coverage.attrs["reference_avg_similarity"]
-    ax.axhline(float(reference_avg), color="tab:red", ls="--", label="ImageNet")
+    ref = coverage.attrs["reference_avg_similarity"] if reference_avg is None else reference_avg
+    ax.axhline(float(ref), color="tab:red", ls="--", label="ImageNet")
     ax.set(xlabel="classes covered", ylabel="avg. intra-class similarity")
     ax.legend()
     return fig
@@ -121,8 +107,6 @@ def coverage_figure(coverage: pd.DataFrame, reference_avg: float | None = None):
 
 def recall_figure(recall: pd.DataFrame):
     """Extension: per-class zero-shot recall@1, LAIONet vs ImageNet, with the diagonal."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(3.2, 3.0))
     ax.scatter(recall["ImageNet"], recall["LAIONet"], s=8, alpha=0.6)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)

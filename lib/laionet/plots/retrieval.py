@@ -7,15 +7,16 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
 from laionet.method.similarity import common_resample_sizes, pooled_resample
 from laionet.plots.similarity import histogram_figure
+from laionet.plots.style import plt
 
 
 def pooled_histogram(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], label_a: str,
                      label_b: str = "ImageNet", seed: int = 0):
-    """Intra-class similarity of two datasets ({wnid: embeddings}), each class resampled to
-    the same number of pairs in both (``common_resample_sizes``), as overlaid histograms."""
-
+    """Intra-class similarity of two datasets ({wnid: embeddings}), each class resampled to the
+    same number of pairs in both (``common_resample_sizes``)."""
     sizes = common_resample_sizes(a, b)
     return histogram_figure({label_a: pooled_resample(a, sizes, seed)["similarity"],
                              label_b: pooled_resample(b, sizes, seed)["similarity"]},
@@ -25,8 +26,6 @@ def pooled_histogram(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], l
 def sweep_figure(sweep: pd.DataFrame, threshold: float):
     """B18 c/d: classes included and the shares of classes significantly lower / higher than
     ImageNet along the caption-to-caption threshold sweep (the chosen threshold dashed)."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.5))
     axes[0].plot(sweep["threshold"], sweep["n_classes"], "o-", ms=3, color="black")
     axes[0].set(xlabel="caption-to-caption similarity threshold", ylabel="classes included")

@@ -3,13 +3,13 @@ which the notebook saves with ``Stage.figure``."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from laionet.method.similarity import spearman, summarize_comparison
-from laionet.plots.style import DATASET_COLORS
+from laionet.plots.style import DATASET_COLORS, plt
 from laionet.sources.imagenet import IMAGENETV2_VERSIONS
 
 
@@ -17,8 +17,6 @@ def histogram_figure(samples: Mapping[str, np.ndarray], bins: int = 70,
                      xlim: tuple[float, float] = (0.0, 0.99), colors: Mapping[str, str] | None = None,
                      xlabel: str = "intra-class image-image similarity"):
     """Overlaid density histograms (A15: 70 bins, alpha 0.3; LAIONet blue, ImageNet red)."""
-    import matplotlib.pyplot as plt
-
     colors = {**DATASET_COLORS, **(colors or {})}
     fig, ax = plt.subplots(figsize=(3.4, 2.5))
     edges = np.linspace(*xlim, bins + 1)
@@ -33,8 +31,6 @@ def histogram_figure(samples: Mapping[str, np.ndarray], bins: int = 70,
 def delta_figure(cmp: pd.DataFrame, label_a: str = "LAIONet", label_b: str = "ImageNet"):
     """Sorted per-class delta with each class's OWN interval (not independently sorted bands,
     fix of E.10), zero line and the counts of significantly lower / higher classes."""
-    import matplotlib.pyplot as plt
-
     t = cmp[cmp["tested"]].sort_values("delta", kind="stable").reset_index(drop=True)
     s = summarize_comparison(cmp)
     x = np.arange(len(t))
@@ -57,11 +53,7 @@ def proportions_figure(table: pd.DataFrame, x: str, label_a: str = "LAIONet",
                        label_b: str = "ImageNet", kind: str = "bar", ax=None):
     """Share of classes significantly lower (blue) / higher (red) per row of ``table`` (columns
     ``x``, share_lower, share_higher): bars per encoder (App. H) or lines vs a number (§4.1)."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    ax = ax if ax is not None else plt.subplots(figsize=(3.6, 2.6))[1]
     lo, hi = f"{label_a} < {label_b}", f"{label_a} > {label_b}"
     if kind == "bar":
         pos = np.arange(len(table))
@@ -74,30 +66,24 @@ def proportions_figure(table: pd.DataFrame, x: str, label_a: str = "LAIONet",
         ax.set_xlabel(x.replace("_", " "))
     ax.set(ylabel="proportion of classes", ylim=(0, 1))
     ax.legend()
-    return fig if fig is not None else ax.figure
+    return ax.figure
 
 
 def scatter_figure(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str,
                    logx: bool = False, ax=None):
     """Per-class scatter with Spearman's rho (and p, n) in the title."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(3.4, 2.6))
+    ax = ax if ax is not None else plt.subplots(figsize=(3.4, 2.6))[1]
     rho, p, n = spearman(x, y)
     ax.scatter(x, y, s=8, alpha=0.6, color="tab:blue")
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n})")
-    return fig if fig is not None else ax.figure
+    return ax.figure
 
 
 def recall_vs_delta_figure(table: pd.DataFrame):
     """B7: per model, LAIONet recall@1 vs the class's Δ intra-class similarity (one panel per
     model; ``table`` from ``laionet.jobs.intra_class.recall_vs_delta``)."""
-    import matplotlib.pyplot as plt
-
     models = sorted(table["model"].unique())
     fig, axes = plt.subplots(1, max(len(models), 1), figsize=(3.0 * max(len(models), 1), 2.6),
                              squeeze=False)
@@ -111,9 +97,7 @@ def recall_vs_delta_figure(table: pd.DataFrame):
 
 def release_proportions_figure(props: pd.DataFrame, references: Sequence[str] = ("LAIONet", "ImageNet")):
     """§4.1 / B12: per reference, the share of classes significantly lower / higher than each
-    ImageNetV2 release vs its selection frequency (``selection_frequency.compare_releases``)."""
-    import matplotlib.pyplot as plt
-
+    ImageNetV2 release vs its selection frequency (``selection_frequency.release_tables``)."""
     fig, axes = plt.subplots(1, len(references), figsize=(3.6 * len(references), 2.7), sharey=True,
                              squeeze=False)
     for ax, ref in zip(axes[0], references):
@@ -126,8 +110,6 @@ def release_proportions_figure(props: pd.DataFrame, references: Sequence[str] = 
 def selection_frequency_curve_figure(curve: pd.DataFrame, encoder: str):
     """Mean intra-class similarity of the V2 images with selection frequency ≥ t (95 % band of
     the class mean), with LAIONet's and ImageNet's on the same classes."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
     ax.errorbar(curve["threshold"], curve["mean_similarity"], yerr=1.96 * curve["se"], fmt="o-",
                 color="black", capsize=2, label="ImageNetV2 images with sf ≥ t")
@@ -143,8 +125,6 @@ def selection_frequency_curve_figure(curve: pd.DataFrame, encoder: str):
 def release_accuracy_figure(wide: pd.DataFrame, ks: Sequence[int] = (1, 5)):
     """B13: each model's top-k accuracy on each ImageNetV2 release vs on LAIONet (equally
     weighted; ``wide`` from ``selection_frequency.accuracy_wide``), the diagonal dashed."""
-    import matplotlib.pyplot as plt
-
     colors = {"top-images": "tab:red", "threshold0.7": "goldenrod", "matched-frequency": "tab:green"}
     fig, axes = plt.subplots(1, len(ks), figsize=(3.3 * len(ks), 2.8), squeeze=False)
     for ax, k in zip(axes[0], ks):
