@@ -7,8 +7,10 @@
 #   ./run_all.sh -p threshold 0.80        override a parameter (repeatable)
 #   ./run_all.sh sweep 02 threshold 0.70 0.75 0.82
 #                                         one notebook, one parameter, several values
+#   ./run_all.sh list [--profile full]    every notebook's parameters and their values
 #   ./run_all.sh test [pytest args]       run the test suite
 #   ./run_all.sh env                      only create / check the environment
+# One run or sweep of a profile at a time: a second waits for the first (--no-wait: exit 3).
 #
 # Environment selection, first match wins:
 #   1. $LAIONET_PYTHON (an interpreter that already has everything);
@@ -110,16 +112,22 @@ pick_python() {
                 && env_ok "$VENV/bin/python" || create_venv
         fi
         PY="$VENV/bin/python"
-        ensure_jupyter "$PY"
+        ensure_jupyter "$PY" "$VENV"
     fi
     ensure_editable "$PY"
 }
 
-ensure_jupyter() {  # $1 = the project venv's python: JupyterLab opens text notebooks as notebooks
-    # Writes two files inside the venv only (nothing in $HOME), idempotent; README "Working in
-    # JupyterLab" says how to undo it. An environment of the user's own is left as it is.
-    PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$1" -m laionet.pipeline.jupyter_setup install --quiet \
-        || echo "[run_all] could not set up JupyterLab in $VENV (see above); notebooks still run"
+ensure_jupyter() {  # $1 = a python, $2 = its environment: JupyterLab opens .py notebooks as notebooks
+    # Two files inside the environment only (nothing in $HOME), written by the tools themselves
+    # when missing (idempotent): Jupytext's default viewer for .py files and the kernel the
+    # notebooks name, python3, as "Python 3 (LAIONet)". README "Working in JupyterLab": check, undo.
+    local settings="$2/etc/jupyter/labconfig/default_setting_overrides.json"
+    grep -qs '"python": "Jupytext Notebook"' "$settings" \
+        || "$1" -m jupytext_config --settings-file "$settings" set-default-viewer python \
+        || echo "[run_all] could not set Jupytext's default viewer in $settings"
+    grep -qs '"Python 3 (LAIONet)"' "$2/share/jupyter/kernels/python3/kernel.json" \
+        || "$1" -m ipykernel install --prefix "$2" --name python3 --display-name "Python 3 (LAIONet)" >/dev/null \
+        || echo "[run_all] could not install the kernel spec python3 in $2"
 }
 
 ensure_chromium() {  # the real-browser test (tests/test_browser.py) drives Debian's chromium
@@ -139,13 +147,13 @@ case "$cmd" in
         pick_python
         echo "[run_all] environment ready: $PY"
         ;;
-    sweep)
+    sweep|list)
         shift
         pick_python
-        exec "$PY" -m laionet.pipeline.runner sweep "$@"
+        exec "$PY" -m laionet.pipeline.runner "$cmd" "$@"
         ;;
     -h|--help|help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         [ "$cmd" = "run" ] && [ $# -gt 0 ] && shift

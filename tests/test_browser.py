@@ -2,7 +2,7 @@
 driven by playwright), on the tiny run of tests/conftest.py:tiny_run.
 
 - a double-click on ``notebooks/01_synset_matching.py`` opens it as a notebook (cells, the
-  parameters cell, rendered markdown) on the kernel "Python 3 (LAIONet)" (laionet.pipeline.jupyter_setup);
+  parameters cell, rendered markdown) on the kernel "Python 3 (LAIONet)" (run_all.sh's ensure_jupyter);
 - its first cells run with ``profile = "tiny"`` typed into the parameters cell, and the output
   says which values came from the tiny profile (laionet.pipeline.stage.open_stage);
 - the run's report page, ``figures/tiny/index.html``, opens from the file system: every image
@@ -28,12 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from laionet.pipeline import jupyter_setup
+from test_jupyter_setup import ensure_jupyter, missing
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "runs" / "tests" / "browser"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NOTEBOOK = "01_synset_matching"
+KERNEL_DISPLAY = "Python 3 (LAIONet)"
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +88,13 @@ def lab(tiny_run, tmp_path_factory):
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
                 "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
         env[var] = str(tmp / var.lower())  # nothing of the user's home, and nothing written there
-    problems = jupyter_setup.check(sys.prefix)
+    problems = missing(Path(sys.prefix))
     if problems and os.environ.get("CI"):
         pytest.fail("./run_all.sh's environment step should have set up JupyterLab in "
                     f"{sys.prefix}: {problems}")
     if problems:  # a developer's environment not (yet) set up: the same files, in a side prefix
         side = tmp / "prefix"
-        jupyter_setup.install(side)
+        ensure_jupyter(side)
         env["JUPYTER_CONFIG_PATH"] = str(side / "etc" / "jupyter")
         env["JUPYTER_PATH"] = str(side / "share" / "jupyter")
         print(f"[browser test] {sys.prefix} is not set up ({problems}); using {side}")
@@ -163,7 +164,7 @@ def test_double_click_opens_a_text_notebook_and_runs_it_on_the_tiny_profile(lab,
         params = panel.locator(".jp-CodeCell").first  # the parameters cell, code cell 1
         assert 'profile: str = "demo"' in params.inner_text() and "laion_parts: str" in params.inner_text()
         kernel = page.locator(".jp-KernelName")
-        kernel.filter(has_text=jupyter_setup.KERNEL_DISPLAY).wait_for()
+        kernel.filter(has_text=KERNEL_DISPLAY).wait_for()
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
         page.screenshot(path=str(SHOTS / "notebook_opened.png"))
 

@@ -1,18 +1,18 @@
-"""A notebook run by hand (JupyterLab, no papermill injection) gets its profile's parameters as
-the runner would give them; an edit in the parameters cell wins (laionet.pipeline.stage.open_stage).
+"""A notebook run by hand (JupyterLab, no papermill injection) gets what the runner would give it
+with the parameters cell's values as the defaults: the profile named in the cell goes over the
+cell, as papermill's injected values would (laionet.pipeline.interactive, via open_stage).
 Toy projects, no kernels; tests/test_browser.py and test_report.py run real ones."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 import textwrap
 
 import pytest
 
+from laionet.pipeline import params as params_mod
 from laionet.pipeline import runner, stage
 from laionet.pipeline.params import ParameterError, read_parameters
-from laionet.pipeline import params as params_mod
 
 NOTEBOOK = '''\
 # %% tags=["parameters"]
@@ -22,6 +22,7 @@ figures_dir: str = ""  # figure folder override
 threshold: float = 0.5  # a threshold
 label: str = "x"  # a label
 seed: int = 0  # seed
+k: int = 1  # a count no profile sets
 
 # %%
 from laionet.pipeline.stage import open_stage
@@ -73,15 +74,28 @@ def test_the_cells_profile_applies_as_the_runner_would(project, capsys):
     assert "from the parameters cell's defaults: out_dir, figures_dir" in out
 
 
-def test_an_edit_in_the_cell_wins_and_is_named(project, capsys):
-    ns = _cell(project, profile="toy", threshold=0.75, label="x")
+def test_the_profile_goes_over_the_cell_and_the_cell_gives_the_rest(project, capsys):
+    ns = _cell(project, profile="toy", threshold=0.75, k=5)
     S = stage.open_stage("01_toy", ns)
-    assert S.params["threshold"] == 0.75  # edited: wins over the profile's 0.25
-    assert S.params["label"] == "from-profile"  # as committed ("x"): the profile's applies
-    assert S.params["seed"] == 3
-    assert S.sources["threshold"] == "cell edit" and S.sources["seed"] == "profile toy: parameters"
+    assert S.params["threshold"] == 0.25  # the profile sets it: the cell's 0.75 is a default
+    assert S.params["k"] == 5 and S.sources["k"] == "cell edit"  # the profile does not set k
+    assert S.params["label"] == "from-profile" and S.params["seed"] == 3
+    assert S.sources["threshold"] == "profile toy: parameters"
     out = capsys.readouterr().out
-    assert re.search(r"threshold += 0.75 +from cell edit \(run_all.sh would give 0.25\)", out), out
+    assert re.search(r"threshold += 0.25 +from profile toy: parameters \(the cell's 0.75 is not "
+                     r"used: the profile sets threshold\)\n", out), out
+    assert re.search(r"k += 5 +from cell edit\n", out), out
+
+
+def test_a_saved_cell_gives_the_same_values(project):
+    """JupyterLab autosaves the .py: an edit then sits in the file on disk too. The rule does not
+    look at the file, so saving changes nothing."""
+    before = stage.open_stage("01_toy", _cell(project, profile="toy", threshold=0.9, k=5)).params
+    nb = project / "notebooks" / "01_toy.py"
+    nb.write_text(NOTEBOOK.replace('"demo"  # profile', '"toy"  # profile')
+                  .replace("threshold: float = 0.5", "threshold: float = 0.9").replace("k: int = 1", "k: int = 5"))
+    assert stage.open_stage("01_toy", _cell(project)).params == before
+    assert before["threshold"] == 0.25 and before["k"] == 5
 
 
 def test_the_default_profile_applies_too(project):
@@ -100,19 +114,6 @@ def test_values_the_runner_injected_are_taken_as_they_are(project, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_a_saved_edit_is_still_an_edit_against_the_committed_cell(project):
-    """JupyterLab autosaves the .py: the edit then sits in the file on disk too."""
-    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(git + ["init", "-q"], check=True)
-    subprocess.run(git + ["add", "notebooks/01_toy.py"], check=True)
-    subprocess.run(git + ["commit", "-qm", "nb"], check=True)
-    nb = project / "notebooks" / "01_toy.py"
-    nb.write_text(NOTEBOOK.replace("threshold: float = 0.5", "threshold: float = 0.9"))
-    S = stage.open_stage("01_toy", _cell(project, profile="toy"))
-    assert S.params["threshold"] == 0.9 and S.sources["threshold"] == "cell edit"
-    assert _runner_values(project)["threshold"] == 0.25  # the runner: the profile over the file
-
-
 def test_an_edit_of_the_wrong_type_is_refused(project):
-    with pytest.raises(ParameterError, match="threshold must be float"):
-        stage.open_stage("01_toy", _cell(project, profile="toy", threshold="high"))
+    with pytest.raises(ParameterError, match="k must be int"):
+        stage.open_stage("01_toy", _cell(project, profile="toy", k="many"))

@@ -1,5 +1,5 @@
 """The report page of a run and of a sweep (laionet.pipeline.report, written by the runner), the figure
-catalogue behind it, and the tiny run's parameters run both ways (runner / by hand)."""
+catalogue behind it (docs/FIGURES.md), and the tiny run's parameters run both ways (runner / by hand)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from laionet.pipeline import catalog as fc
-from laionet.pipeline import runner
+from laionet.pipeline import report, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +73,6 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text("[project]\nname='toy'\n")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "FIGURES.md").write_text("# Figures\n")
     (tmp_path / "notebooks" / "01_toy.py").write_text(NOTEBOOK)
     (tmp_path / "profiles" / "toy.yaml").write_text("name: toy\nnotebooks: [01_toy]\n"
                                                     "parameters: {threshold: 0.25}\n")
@@ -96,10 +93,10 @@ def test_a_run_and_a_sweep_write_their_report_pages(project, capsys):
     links = check_links(page)
     assert "../../runs/toy/01_toy/01_toy.html" in links.hrefs
     assert "02_B1_similarity_threshold.png" in links.imgs and "01_toy_counts.csv" in links.hrefs
-    b1 = fc.lookup("02_B1_similarity_threshold")
+    b1 = report.lookup("02_B1_similarity_threshold")
     assert b1.paper == "B1" and b1.caption in text
     assert "threshold=0.25" in text  # the parameters that made it (the profile's)
-    assert "01_toy_counts" in text and "not in lib/laionet/figure_catalog.py" in text
+    assert "01_toy_counts" in text and "not in the catalogue (docs/FIGURES.md)" in text
     other = text[text.index("Other files in this folder"):]
     assert "01_gone" in other and "02_B1_similarity_threshold" not in other
 
@@ -116,29 +113,33 @@ def test_a_run_and_a_sweep_write_their_report_pages(project, capsys):
 
 
 def test_a_figure_saved_by_hand_with_other_parameters_says_so(project, tmp_path):
-    from laionet.pipeline import report, stage
+    from laionet.pipeline import stage
 
     man = project / "runs" / "toy" / "01_toy" / "manifest.json"
     man.parent.mkdir(parents=True)
-    man.write_text(json.dumps({"status": "done", "params": {"profile": "toy", "threshold": 0.25}}))
+    man.write_text(json.dumps({"status": "done", "params": {"profile": "toy", "threshold": 0.5}}))
     S = stage.open_stage("01_toy", {"profile": "toy", "out_dir": "", "figures_dir": "",
-                                    "threshold": 0.75})
+                                    "threshold": 0.5})  # by hand: the profile's 0.25
     import pandas as pd
 
     S.table(pd.DataFrame({"a": [1]}), "02_threshold_curves")
     run = report.stage_run("01_toy", man.parent)
     assert [o.name for o in run.outputs] == ["02_threshold_curves"]
     assert run.outputs[0].note == ("saved from a notebook run by hand (JupyterLab) with "
-                                   "threshold=0.75 (the manifest's run used threshold=0.25)")
+                                   "threshold=0.25 (the manifest's run used threshold=0.5)")
 
 
 def test_catalogue_entries_are_paper_figures_or_extensions():
-    for stem, entry in fc.CATALOG.items():
-        assert entry.paper in fc.PAPER + (fc.EXTENSION,), stem
-        assert set(entry.also) <= set(fc.PAPER), stem
+    cat = report.catalogue()
+    assert len(cat) > 70
+    for stem, (_, entry) in cat.items():
+        assert entry.paper in report.PAPER + (report.EXTENSION,), stem
+        assert set(entry.also) <= set(report.PAPER), stem
         assert entry.caption.endswith(".") and "\n" not in entry.caption, stem
-    assert fc.lookup("05_intra_class_sim_hist_demo_tower") == fc.CATALOG["05_intra_class_sim_hist_{encoder}"]
-    assert fc.lookup("05_intra_class_sim_hist_") is None and fc.lookup("nope") is None
+    assert {p for _, e in cat.values() for p in (e.paper, *e.also)} >= set(report.PAPER)
+    assert cat["04_accuracy"][1].also == ("B4", "B6")
+    assert report.lookup("05_intra_class_sim_hist_demo_tower") == cat["05_intra_class_sim_hist_<encoder>"][1]
+    assert report.lookup("05_intra_class_sim_hist_") is None and report.lookup("nope") is None
 
 
 @pytest.mark.slow
@@ -150,10 +151,11 @@ def test_every_figure_and_table_of_the_tiny_run_is_in_the_catalogue(tiny_run):
     figs = scratch / "figures" / "tiny"
     stems = {p.stem for p in figs.iterdir() if p.suffix in (".png", ".csv")}
     assert len(stems) > 40
-    missing = sorted(s for s in stems if fc.lookup(s) is None)
-    assert not missing, f"add these to lib/laionet/figure_catalog.py: {missing}"
-    covered = {p for s in stems for p in (fc.lookup(s).paper, *fc.lookup(s).also)}
-    assert set(fc.PAPER) <= covered, f"paper figures the tiny run makes none of: {sorted(set(fc.PAPER) - covered)}"
+    missing = sorted(s for s in stems if report.lookup(s) is None)
+    assert not missing, f"add rows for these to docs/FIGURES.md: {missing}"
+    covered = {p for s in stems for p in (report.lookup(s).paper, *report.lookup(s).also)}
+    assert set(report.PAPER) <= covered, \
+        f"paper figures the tiny run makes none of: {sorted(set(report.PAPER) - covered)}"
 
     page = figs / "index.html"
     text = page.read_text()
@@ -205,5 +207,5 @@ def test_by_hand_with_only_profile_edited_gets_the_runners_parameters(tiny_run, 
 
 def test_the_readme_walks_a_new_user_through_the_report_and_jupyterlab():
     readme = (ROOT / "README.md").read_text()
-    for needle in ("figures/demo/index.html", "jupyter lab", "laionet.pipeline.jupyter_setup uninstall"):
+    for needle in ("figures/demo/index.html", "jupyter lab", "unset-default-viewer python"):
         assert needle in readme, needle

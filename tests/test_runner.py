@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,15 @@ def test_profile_and_override_reach_the_notebook(project):
     assert set(timings["timings_s"]) == {"01_toy"}
 
 
-def test_unknown_parameter_is_refused(project):
-    with pytest.raises(SystemExit, match="unknown parameter"):
-        runner.execute(project / "notebooks" / "01_toy.py", "toy", {"no_such": 1})
+def test_an_override_reaches_the_notebooks_that_declare_it(project):
+    """``-p threshold`` on a profile where another notebook declares no threshold (it used to
+    stop that notebook with "unknown parameter")."""
+    (project / "notebooks" / "00_other.py").write_text(NOTEBOOK_FAIL.split("# %%\nx = 1")[0])
+    prof = project / "profiles" / "toy.yaml"
+    prof.write_text(prof.read_text().replace("[01_toy]", "[00_other, 01_toy]"))
+    assert runner.main(["run", "--profile", "toy", "-p", "threshold", "0.3"]) == 0
+    result = json.loads((project / "runs" / "toy" / "01_toy" / "result.json").read_text())
+    assert result["threshold"] == 0.3
 
 
 def test_failure_names_the_cell_and_the_executed_notebook(project, capsys):
@@ -170,8 +177,9 @@ def toy_sweep_figure(table, param):
 
 
 def test_sweep_summary_table_and_figure(project, monkeypatch):
-    monkeypatch.setitem(runner.SWEEP_SUMMARIES, "01_toy",
-                        (__name__, "toy_sweep_table", "toy_sweep_figure"))
+    from laionet.pipeline import sweeps
+
+    monkeypatch.setitem(sweeps.SUMMARIES, "01_toy", (toy_sweep_table, toy_sweep_figure))
     assert runner.main(["sweep", "01", "threshold", "0.1", "0.2", "--profile", "toy"]) == 0
     figs = project / "figures" / "toy" / "sweeps" / "01_toy" / "threshold"
     assert (figs / "sweep_summary.png").is_file() and (figs / "sweep_summary.pdf").is_file()
@@ -275,34 +283,101 @@ def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
         assert set(params) <= declared[stem], f"{profile}.yaml: {stem} does not declare {set(params) - declared[stem]}"
 
 
-def test_every_notebook_declares_typed_documented_parameters(tmp_path):
+def test_every_notebook_declares_typed_documented_parameters():
     root = Path(__file__).resolve().parents[1]
-    import re
-
-    import jupytext
-
     for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
-        nb = jupytext.read(path)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
-        lines = [ln for ln in tagged[0].source.splitlines()
-                 if ln.strip() and not ln.lstrip().startswith("#")]
-        assert lines, f"{path.name}: empty parameters cell"
-        for ln in lines:
-            if ln.startswith((" ", "\t")):
-                continue  # continuation of a multi-line value
-            assert ":" in ln.split("=")[0], f"{path.name}: parameter without a type: {ln!r}"
-            assert "#" in ln, f"{path.name}: parameter without a comment: {ln!r}"
-        for p in ("profile", "out_dir", "figures_dir"):
-            assert any(ln.startswith(p + ":") for ln in lines), f"{path.name}: missing {p}"
-        # papermill must see every parameter (it ignores lines it cannot parse, which would
-        # silently drop a profile value or a -p override)
-        names = {m.group(1) for ln in lines if (m := re.match(r"(\w+)\s*:", ln))}
-        import papermill as pm
+        params = runner.declared(path)  # papermill's reading; a line it cannot read is an error
+        assert {"profile", "out_dir", "figures_dir"} <= set(params), path.name
+        assert all(p.help for p in params.values()), f"{path.name}: a parameter without a comment"
 
-        seen = set(pm.inspect_notebook(str(runner.to_ipynb(path, tmp_path / f"{path.stem}.ipynb"))))
-        assert names == seen, f"{path.name}: papermill cannot parse {sorted(names - seen)}"
-        assert names == set(runner.declared(path)), f"{path.name}: laionet.pipeline.params disagrees"
+
+_CELL = '''\
+# %% [markdown]
+# A cell of every kind.
+
+# %% tags=["parameters"]
+name: str = "a: b"  # a string
+n: int = 3             # an int
+x: float = 0.5         # a float; its help goes on
+                       # on the next line
+flag: bool = False     # a bool
+items: list = [1,
+               "two"]  # a list over two lines
+opts: dict = {"k": [1, 2]}  # a dict
+
+# %%
+print(name)
+'''
+
+
+def test_the_parameters_cell_is_read_by_papermill_with_types_defaults_and_help(tmp_path):
+    nb = tmp_path / "01_cell.py"
+    nb.write_text(_CELL)
+    got = {k: (p.type, p.default, p.help) for k, p in runner.declared(nb).items()}
+    assert got == {"name": ("str", "a: b", "a string"), "n": ("int", 3, "an int"),
+                   "x": ("float", 0.5, "a float; its help goes on on the next line"),
+                   "flag": ("bool", False, "a bool"), "items": ("list", [1, "two"], "a list over two lines"),
+                   "opts": ("dict", {"k": [1, 2]}, "a dict")}
+    for bad, why in (('s: str = "a=b"  # two =', "papermill cannot read"),
+                     ("t: tuple = (1,)  # a tuple", "has type tuple"),
+                     ("u: str = os.sep  # a name", "not a literal"),
+                     ('v: str = "#1"  # a hash', "keep # out of defaults")):
+        nb.write_text(_CELL.replace("flag: bool = False     # a bool", bad))
+        with pytest.raises(ValueError, match=why):
+            runner.declared(nb)
+
+
+_SLOW = '''\
+# %% tags=["parameters"]
+profile: str = "demo"  # profile name
+out_dir: str = ""  # run folder override
+figures_dir: str = ""  # figure folder override
+
+# %%
+import time
+from laionet.pipeline.stage import open_stage
+S = open_stage("03_slow", globals())
+(S.out / "started").write_text("")
+while not (S.out / "go").exists():
+    time.sleep(0.1)
+'''
+
+
+def test_a_second_run_of_the_profile_waits_for_the_first_and_reuses_its_work(project, capsys):
+    import os
+
+    (project / "notebooks" / "03_slow.py").write_text(_SLOW)
+    out = project / "runs" / "toy" / "03_slow"
+    env = {**os.environ, "LAIONET_ROOT": str(project)}
+    cmd = [sys.executable, "-m", "laionet.pipeline.runner", "run", "--profile", "toy", "--only", "03"]
+    first = subprocess.Popen(cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    second = None
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "started").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
+            time.sleep(0.2)
+        # --no-wait: refused at once, naming who holds the lock
+        assert runner.main(["run", "--profile", "toy", "--only", "03", "--no-wait"]) == runner.ALREADY_RUNNING
+        err = capsys.readouterr().err
+        assert f"profile 'toy' is already running (pid {first.pid}, `run_all.sh run --profile toy " \
+               "--only 03`, since " in err, err
+        # without it: waits, then finds the stage the first run made up to date
+        second = subprocess.Popen(cmd, env=env, cwd=project, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        waited = second.stdout.readline()
+        assert f"is already running (pid {first.pid}" in waited and "waiting for it" in waited, waited
+        (out / "go").write_text("")
+        assert first.wait(timeout=240) == 0
+        rest = second.communicate(timeout=240)[0]
+        assert second.returncode == 0 and "03_slow: up to date" in rest, rest
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not (project / "runs" / "toy" / ".lock.json").exists()
 
 
 if __name__ == "__main__":

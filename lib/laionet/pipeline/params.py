@@ -1,13 +1,13 @@
 """Notebook parameters: read from the ``parameters`` cell, checked, merged from a profile.
 
 Every notebook declares its parameters in its first code cell, tagged ``parameters``, one per
-line with a type and a comment::
+line with a type and a comment (comment-only lines right below continue the help)::
 
     threshold: float = 0.82   # keep rows with similarity > threshold
 
-This module reads that cell straight from the py:percent file (no kernel, no conversion), so
-the runner can check every value against its declared type before any kernel starts, and
-``python -m laionet.pipeline.runner list`` can show every parameter in an instant.
+papermill reads that cell (its Python translator's ``inspect``, what ``papermill --help-notebook``
+uses) from the notebook Jupytext makes of the .py file; no kernel starts, so the runner checks
+every value against its declared type before any kernel does.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jupytext
+from papermill.translators import PythonTranslator
+
 from laionet.pipeline.profiles import profile_name
-from laionet.pipeline.stages import allowed
+from laionet.pipeline.stages import SHARED, allowed
 from laionet.util.paths import project_root
 
 TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
-_CELL = re.compile(r"^# %%")
-_PARAMS_CELL = re.compile(r"^# %%.*tags=\[[^\]]*[\"']parameters[\"']")
 
 
 class ParameterError(ValueError):
@@ -42,8 +43,8 @@ class Param:
 
     def check(self, value: Any, where: str) -> Any:
         """``value`` converted to the declared type, or a ParameterError naming ``where``."""
-        want = TYPES.get(self.type)
-        if want is None or value is None and self.default is None:
+        want = TYPES[self.type]
+        if value is None and self.default is None:
             return value
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
@@ -58,46 +59,35 @@ class Param:
             f"{self.default!r}`  # {self.help}), got {value!r} ({type(value).__name__})")
 
 
-def parameters_cell(path: str | Path) -> tuple[str, int]:
-    """The source of the ``parameters`` cell of a py:percent notebook and its first line number."""
-    lines = Path(path).read_text().splitlines()
-    for i, line in enumerate(lines):
-        if _PARAMS_CELL.match(line):
-            body = []
-            for nxt in lines[i + 1:]:
-                if _CELL.match(nxt):
-                    break
-                body.append(nxt)
-            return "\n".join(body), i + 2
-    raise ValueError(f"{path}: no cell tagged 'parameters' (a line `# %% tags=[\"parameters\"]`)")
-
-
 def read_parameters(path: str | Path) -> dict[str, Param]:
-    """Declared parameters of a notebook, in order. Help is the line's trailing comment plus
-    any comment-only lines right below it."""
-    src, first = parameters_cell(path)
-    lines = src.splitlines()
-    tree = ast.parse(src, filename=str(path))
+    """Declared parameters of a py:percent notebook, in order (papermill's reading of its
+    ``parameters`` cell). A line papermill skips, a type outside TYPES or a default that is not
+    a literal is a ValueError: papermill would otherwise drop that parameter without a word."""
+    cells = [c for c in jupytext.read(path).cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"{path}: no cell tagged 'parameters' "
+                         "(a line `# %% tags=[\"parameters\"]`)")
+    lines = cells[0].source.splitlines()
     out: dict[str, Param] = {}
-    for node in tree.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            raise ValueError(f"{path}:{first + node.lineno - 1}: the parameters cell may only hold "
-                             "`name: type = value  # comment` lines")
-        name = node.target.id
-        kind = ast.unparse(node.annotation)
-        if kind not in TYPES:
-            raise ValueError(f"{path}: parameter {name} has type {kind}; use one of {sorted(TYPES)}")
+    for p in PythonTranslator.inspect(cells[0]):
+        if p.inferred_type_name not in TYPES:
+            raise ValueError(f"{path}: parameter {p.name} has type {p.inferred_type_name}; use one "
+                             f"of {sorted(TYPES)}")
         try:
-            default = ast.literal_eval(node.value) if node.value is not None else None
-        except ValueError as exc:
-            raise ValueError(f"{path}: parameter {name}'s default must be a literal") from exc
-        text = lines[node.lineno - 1]
-        helps = [text.split("#", 1)[1].strip()] if "#" in text[node.end_col_offset:] else []
-        for more in lines[node.end_lineno:]:
-            if not more.strip().startswith("#"):
-                break
-            helps.append(more.strip().lstrip("#").strip())
-        out[name] = Param(name, kind, default, " ".join(helps))
+            default = ast.literal_eval(p.default)
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"{path}: parameter {p.name}'s default {p.default!r} is not a literal "
+                             "(papermill ends it at the first #: keep # out of defaults)") from exc
+        helps = [p.help]
+        i = next(i for i, ln in enumerate(lines) if re.match(rf"{p.name}\s*:", ln)) + 1
+        while i < len(lines) and lines[i].lstrip().startswith("#"):  # the help, continued
+            helps.append(lines[i].strip().lstrip("#").strip())
+            i += 1
+        out[p.name] = Param(p.name, p.inferred_type_name, default, " ".join(helps))
+    skipped = [ln for ln in lines if re.match(r"\w", ln) and ln.split(":")[0].strip() not in out]
+    if skipped:
+        raise ValueError(f"{path}: papermill cannot read {skipped} of the parameters cell; write "
+                         "one `name: type = value  # comment` per line")
     return out
 
 
@@ -115,7 +105,7 @@ def split_scoped(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, d
     return plain, scoped
 
 
-def _scope_matches(scope: str, stem: str) -> bool:
+def scope_matches(scope: str, stem: str) -> bool:
     return stem == scope or stem.startswith(f"{scope}_")
 
 
@@ -132,9 +122,8 @@ def parameter_layers(profile: dict, stem: str, decl: dict[str, Param], overrides
               (f"profile {name}: notebook_parameters.{stem}",
                dict((profile.get("notebook_parameters") or {}).get(stem) or {})),
               ("-p", {k: v for k, v in plain.items() if k in decl})]
-    layers += [(f"-p {scope}.", dict(values)) for scope, values in scoped.items()
-               if _scope_matches(scope, stem)]
-    return layers
+    return layers + [(f"-p {scope}.", dict(values)) for scope, values in scoped.items()
+                     if scope_matches(scope, stem)]
 
 
 def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
@@ -142,14 +131,15 @@ def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrid
     """(every declared parameter's value, the ones that differ from the notebook's defaults,
     where each value came from: a ``parameter_layers`` label, ``cell edit`` or ``default``).
 
-    ``cell``: values edited in the notebook's parameters cell, by a user running it in
-    JupyterLab (``laionet.pipeline.stage.open_stage``); they win over every layer. Each value is checked
-    against the declared type here, before any kernel starts."""
-    layers = parameter_layers(profile, stem, decl, overrides, profile_key)
-    if cell:
-        layers.append(("cell edit", dict(cell)))
+    Order, last wins: the notebook's defaults (``cell``: the values a parameters cell run by
+    hand left in the kernel, ``laionet.pipeline.interactive``), then ``parameter_layers``. Each
+    value is checked against its declared type and allowed values here, before any kernel starts."""
+    base = {k: p.default for k, p in decl.items()}
+    cell = {k: v for k, v in (cell or {}).items() if k in decl}
+    layers = [("cell edit", {k: v for k, v in cell.items() if v != base[k]}),
+              *parameter_layers(profile, stem, decl, overrides, profile_key)]
     given: dict[str, Any] = {}
-    sources: dict[str, str] = {k: "default" for k in decl}
+    sources: dict[str, str] = dict.fromkeys(decl, "default")
     for label, values in layers:
         given.update(values)
         sources.update(dict.fromkeys(values, label))
@@ -159,22 +149,67 @@ def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrid
         if rule:
             raise ParameterError(f"{stem}: {k}={v!r} is not allowed: it must be {rule} "
                                  f"(`{k}: {decl[k].type} = {decl[k].default!r}`  # {decl[k].help})")
-    full = {k: p.default for k, p in decl.items()}
-    full.update(given)
-    changed = {k: v for k, v in given.items() if v != decl[k].default or k == "profile"}
-    return full, changed, sources
+    full = {**base, **given}
+    return full, {k: v for k, v in given.items() if v != base[k] or k == "profile"}, sources
 
 
 def notebook_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
                         profile_key: str) -> tuple[dict, dict]:
-    """(every declared parameter's value, the ones that differ from the notebook's defaults).
-
-    Order, last wins: the cell's default, the profile's ``parameters``, its
-    ``notebook_parameters.<stem>``, ``-p name``, ``-p NN.name`` (``parameter_layers``). Each
-    value is checked against the declared type here, before any kernel starts."""
-    full, changed, _ = resolve_parameters(profile, stem, decl, overrides, profile_key)
-    return full, changed
+    """(every declared parameter's value, the ones that differ from the notebook's defaults), as
+    the runner gives them (``resolve_parameters`` without a cell)."""
+    return resolve_parameters(profile, stem, decl, overrides, profile_key)[:2]
 
 
 def notebook_file(name: str) -> Path:
     return project_root() / "notebooks" / f"{name}.py"
+
+
+# ------------------------------------------------------------------------------ checks
+def check_profile(profile: dict, decls: dict[str, dict[str, Param]]) -> None:
+    """Every key of a profile must reach a notebook, and reach it with one meaning."""
+    name = profile.get("name")
+    allowed_keys = {"name", "description", "notebooks", "parameters", "notebook_parameters",
+                    "extends"}
+    extra = sorted(set(profile) - allowed_keys)
+    if extra:
+        raise SystemExit(f"profile {name!r}: unknown top-level key(s) {extra}; a profile has "
+                         f"{sorted(allowed_keys)}")
+    _check_unscoped(profile.get("parameters") or {}, decls, f"profile {name!r}: parameters")
+    for stem, own in (profile.get("notebook_parameters") or {}).items():
+        if stem not in decls:
+            raise SystemExit(f"profile {name!r}: notebook_parameters.{stem}: no such notebook in "
+                             f"the profile; it runs {sorted(decls)}")
+        unknown = sorted(set(own or {}) - set(decls[stem]))
+        if unknown:  # a typo in a profile would otherwise be dropped without a word
+            raise SystemExit(f"profile {name!r}: notebook_parameters.{stem} has {unknown}, which "
+                             f"{stem} does not declare; it declares {sorted(decls[stem])}")
+
+
+def _check_unscoped(values: dict, decls: dict[str, dict[str, Param]], where: str) -> None:
+    for key in values:
+        users = {stem: d[key] for stem, d in decls.items() if key in d}
+        if not users:
+            raise SystemExit(f"{where}: {key!r} is declared by none of {sorted(decls)} "
+                             "(see `python -m laionet.pipeline.runner list`)")
+        declared_as = {(p.type, repr(p.default), p.help) for p in users.values()}
+        if len(users) > 1 and key not in SHARED and len(declared_as) > 1:
+            listing = "; ".join(f"{stem}: {p.help}" for stem, p in users.items())
+            raise SystemExit(f"{where}: {key!r} means different things in {sorted(users)} "
+                             f"({listing}). Scope it to one notebook, e.g. `-p {min(users)[:2]}."
+                             f"{key} VALUE` or under notebook_parameters in a profile")
+
+
+def check_overrides(overrides: dict, decls: dict[str, dict[str, Param]]) -> None:
+    """``-p`` values: an unscoped name reaches a notebook with one meaning, a scoped one
+    (``-p 02.threshold``) names exactly one selected notebook that declares it."""
+    plain, scoped = split_scoped(overrides)
+    _check_unscoped(plain, decls, "-p")
+    for scope, values in scoped.items():
+        stems = [s for s in decls if scope_matches(scope, s)]
+        if len(stems) != 1:
+            raise SystemExit(f"-p {scope}.…: {scope!r} names {'several' if stems else 'none'} of "
+                             f"the selected notebooks {sorted(decls)}")
+        unknown = sorted(set(values) - set(decls[stems[0]]))
+        if unknown:
+            raise SystemExit(f"-p {scope}.{unknown[0]}: {stems[0]} declares no {unknown}; it "
+                             f"declares {sorted(decls[stems[0]])}")

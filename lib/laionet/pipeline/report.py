@@ -1,9 +1,9 @@
 """One report page per run: ``figures/<profile>/index.html`` (and one per sweep, in its folder).
 
-Every figure and table of the run, with the paper figure it reproduces (B1-B20 or "extension",
-from ``laionet.pipeline.catalog``), a one-line caption, the notebook and parameters that made it
-and a link to that notebook's executed HTML. The page is static, with relative links only: it
-opens from the file system, no server.
+Every figure and table of the run, with the paper figure it reproduces (B1-B20 or "extension")
+and a one-line caption, both from the catalogue (the table "Every file" of ``docs/FIGURES.md``),
+the notebook and parameters that made it and a link to that notebook's executed HTML. The page
+is static, with relative links only: it opens from the file system, no server.
 
 What a stage saved comes from its own record (``S.figure`` / ``S.table`` write
 ``runs/<profile>/<stage>/_stage/outputs.json``; the runner starts a fresh one each time the stage
@@ -19,25 +19,59 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from laionet.pipeline import catalog as fc
+import pandas as pd
+
+from laionet.pipeline.params import read_parameters
 from laionet.pipeline.profiles import load_profile, profile_name
 from laionet.pipeline.stage import MANIFEST, OUTPUTS, STATE_DIR, notebook_file
 from laionet.pipeline.stages import spec
 from laionet.util.files import read_json, write_text
 from laionet.util.paths import project_root
-from laionet.pipeline.params import read_parameters
 
+# the catalogue: this checkout's docs/FIGURES.md (the library is installed editable from it)
+FIGURES_MD = Path(__file__).resolve().parents[3] / "docs" / "FIGURES.md"
+PAPER = tuple(f"B{i}" for i in range(1, 21))
+EXTENSION = "extension"
 INDEX = "index.html"
 FIGURE_EXTS = (".png", ".pdf")
 TABLE_EXTS = (".csv", ".md")
 TABLE_PREVIEW_ROWS = 8
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A catalogue row: the paper figure (``B1``-``B20`` or ``extension``), a caption, and other
+    paper figures it also holds the numbers of."""
+
+    paper: str
+    caption: str
+    also: tuple[str, ...] = ()
+
+
+@cache
+def catalogue(path: Path = FIGURES_MD) -> dict[str, tuple[re.Pattern, Entry]]:
+    """The rows of the table "Every file" of docs/FIGURES.md: file stem -> (a pattern of the
+    saved files' stems, ``<encoder>`` standing for any text; the entry)."""
+    text = path.read_text() if path.is_file() else ""
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+?) \| (.+?) \|$", text, re.MULTILINE)
+    return {stem: (re.compile(".+".join(map(re.escape, re.split(r"<[a-z_]+>", stem))) + r"\Z"),
+                   Entry(figs.split(", ")[0], caption, tuple(figs.split(", ")[1:])))
+            for stem, figs, caption in rows}
+
+
+def lookup(stem: str) -> Entry | None:
+    """The catalogue entry of a saved figure or table (``05_intra_class_sim_hist_demo_tower``
+    finds ``05_intra_class_sim_hist_<encoder>``), or None for one the catalogue does not know."""
+    return next((e for pat, e in catalogue().values() if pat.match(stem)), None)
 
 
 @dataclass
@@ -47,7 +81,7 @@ class Output:
     name: str
     kind: str                      # figure | table
     files: list[Path]              # absolute
-    entry: fc.E | None             # the catalogue's paper number and caption
+    entry: Entry | None            # the catalogue's paper number and caption
     stage: str | None = None       # the notebook that saved it (None: no record says)
     note: str = ""                 # e.g. saved by hand with other parameters
     section: str = "other"         # the id of the page section that lists it
@@ -104,8 +138,9 @@ def stage_run(stem: str, out: Path, label: str = "") -> StageRun:
         base = Path(rec.get("figures_dir") or out)
         files = [base / f for f in rec.get("files") or []]
         run.outputs.append(Output(rec["name"], rec.get("kind", "figure"), files,
-                                  fc.lookup(rec["name"]), stem,
-                                  _params_note(rec.get("params") or {}, manifest, rec.get("by", "")),
+                                  lookup(rec["name"]), stem,
+                                  _params_note(rec.get("params") or {}, manifest,
+                                               rec.get("by", "")),
                                   _section_id(stem, label)))
     return run
 
@@ -118,7 +153,7 @@ def unclaimed(folder: Path, runs: Iterable[StageRun]) -> list[Output]:
         if p.is_file() and p.suffix in FIGURE_EXTS + TABLE_EXTS and p.resolve() not in claimed:
             kind = "figure" if p.suffix in FIGURE_EXTS else "table"
             found.setdefault((p.stem, kind), []).append(p)
-    return [Output(stem, kind, files, fc.lookup(stem)) for (stem, kind), files in found.items()]
+    return [Output(stem, kind, files, lookup(stem)) for (stem, kind), files in found.items()]
 
 
 def _profile_stems(profile_key: str, runs_dir: Path) -> list[str]:
@@ -126,7 +161,8 @@ def _profile_stems(profile_key: str, runs_dir: Path) -> list[str]:
         stems = list(load_profile(profile_key).get("notebooks") or [])
     except FileNotFoundError:
         stems = []
-    extra = sorted(p.parent.name for p in runs_dir.glob(f"*/{MANIFEST}") if p.parent.name not in stems)
+    extra = sorted(p.parent.name for p in runs_dir.glob(f"*/{MANIFEST}")
+                   if p.parent.name not in stems)
     return stems + extra
 
 
@@ -165,9 +201,7 @@ def write_sweep_report(index_json: Path, fig_base: Path) -> Path:
 def _write(dest: Path, title: str, intro: str, runs: list[StageRun], other: list[Output]) -> Path:
     here = dest.parent
     here.mkdir(parents=True, exist_ok=True)
-    figures_md = project_root() / "docs" / "FIGURES.md"
-    figures_link = (_link(figures_md, here, "docs/FIGURES.md") if figures_md.is_file()
-                    else "<code>docs/FIGURES.md</code>")
+    figures_link = _link(FIGURES_MD, here, "docs/FIGURES.md")
     body = [f"<h1>{_e(title)}</h1>",
             (f"<p>{intro} Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Paper figure numbers "
              f"B1-B20 are those of {figures_link} (which lists every "
@@ -183,8 +217,9 @@ def _write(dest: Path, title: str, intro: str, runs: list[StageRun], other: list
                     "code.</p>")
         body += [_output(o, here) for o in other]
         body.append("</section>")
-    page = (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
     return write_text(page, dest)
 
 
@@ -195,9 +230,9 @@ def _summary(runs: list[StageRun], here: Path) -> str:
             for paper in (o.entry.paper, *o.entry.also) if o.entry else ("?",):
                 by_paper.setdefault(paper, []).append(o)
     rows = []
-    for paper in [*fc.PAPER, fc.EXTENSION, "?"]:
+    for paper in [*PAPER, EXTENSION, "?"]:
         outs = by_paper.get(paper, [])
-        if paper in ("?", fc.EXTENSION) and not outs:
+        if paper in ("?", EXTENSION) and not outs:
             continue
         links = ", ".join(f"<a href='#{_anchor(o)}'>{_e(o.name)}</a>"
                           + (" (table)" if o.kind == "table" else "") for o in outs) or \
@@ -253,8 +288,7 @@ def _params(run: StageRun) -> str:
 
 def _output(o: Output, here: Path) -> str:
     paper = o.entry.paper if o.entry else "?"
-    caption = o.entry.caption if o.entry else ("not in lib/laionet/figure_catalog.py: add an "
-                                              "entry for it")
+    caption = o.entry.caption if o.entry else "not in the catalogue (docs/FIGURES.md): add a row"
     files = " ".join(_link(f, here, f.suffix[1:].upper()) if f.is_file()
                      else f"<span class='missing'>{_e(f.name)} (missing)</span>" for f in o.files)
     made = f"made by <a href='#{o.section}'>{_e(o.stage)}</a>" if o.stage else ""
@@ -273,13 +307,12 @@ def _output(o: Output, here: Path) -> str:
 
 
 def _table_preview(csv: Path) -> str:
-    import pandas as pd
-
     try:
         df = pd.read_csv(csv)
     except Exception as exc:  # noqa: BLE001 (a preview only; the link to the file stays)
         return f"<p class='missing'>could not read {_e(csv.name)}: {_e(str(exc))}</p>"
-    more = f"<p class='note'>first {TABLE_PREVIEW_ROWS} of {len(df)} rows</p>" if len(df) > TABLE_PREVIEW_ROWS else ""
+    more = (f"<p class='note'>first {TABLE_PREVIEW_ROWS} of {len(df)} rows</p>"
+            if len(df) > TABLE_PREVIEW_ROWS else "")
     return df.head(TABLE_PREVIEW_ROWS).to_html(index=False, border=0, classes="preview",
                                                float_format=lambda x: f"{x:.4g}") + more
 

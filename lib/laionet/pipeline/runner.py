@@ -1,23 +1,26 @@
 """Headless notebook runner behind ``run_all.sh``: jupytext text notebook -> papermill -> HTML.
 
-    python -m laionet.pipeline.runner run [--profile demo] [--only 01,02] [-p [NN.]NAME VALUE ...] [--force]
+    python -m laionet.pipeline.runner run [--profile demo] [--only 01,02] [-p [NN.]NAME VALUE ...]
+                                          [--force] [--no-wait]
     python -m laionet.pipeline.runner sweep NOTEBOOK PARAM VALUE [VALUE ...] [--profile demo]
     python -m laionet.pipeline.runner list [--profile demo]
 
-A profile (profiles/<name>.yaml) lists the notebooks to run and their parameters:
+A profile (profiles/<name>.yaml, ``laionet.pipeline.profiles``) lists the notebooks to run and
+their parameters:
 
     notebooks: [00_demo_world, 01_synset_matching, ...]
-    parameters: {profile: demo, seed: 0, ...}          # given to every notebook that declares them
+    parameters: {seed: 0, ...}                         # given to every notebook that declares them
     notebook_parameters: {01_synset_matching: {...}}   # given to one notebook
 
 A notebook receives only the parameters its ``parameters`` cell declares; every key of a
 profile and every ``-p`` must reach one (a typo is an error), with one meaning: a name that
-several selected notebooks declare differently must be scoped (``-p 02.threshold 0.8``).
-Stages whose parameters, inputs, notebook and library are unchanged are skipped (``laionet.pipeline.stage``).
-The executed notebook and its HTML land in the stage's run folder (runs/<profile>/<notebook>/);
-at the end of a run (or sweep) the report page figures/<profile>/index.html (``laionet.pipeline.report``)
-shows every figure and table with its paper number, its notebook and parameters; its path is
-printed last.
+several selected notebooks declare differently must be scoped (``-p 02.threshold 0.8``;
+``laionet.pipeline.params``). Stages whose parameters, inputs, notebook and library are
+unchanged are skipped (``laionet.pipeline.stage``). The executed notebook and its HTML land in
+the stage's run folder (runs/<profile>/<notebook>/); the report page of the run (or sweep),
+figures/<profile>/index.html (``laionet.pipeline.report``), is printed last. One run or sweep
+of a profile at a time in a checkout: a second one says who holds runs/<profile>/.lock and
+waits for it (``--no-wait``: exits with status 3 instead).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import shlex
 import signal
 import sys
 import time
@@ -33,25 +38,29 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock, Timeout
 
 from laionet.jobs import processes as tether
-from laionet.pipeline import sweeps
-from laionet.pipeline.params import (Param, ParameterError, _scope_matches, notebook_parameters,
-                                     read_parameters, split_scoped)
+from laionet.pipeline import report, sweeps
+from laionet.pipeline.params import (ParameterError, check_overrides, check_profile,
+                                     notebook_parameters, read_parameters)
 from laionet.pipeline.profiles import ProfileError, ProfileNotFound, load_profile, profile_name
 from laionet.pipeline.stage import RUNNER_MARKER, MissingInput, plan_stage
-from laionet.pipeline.stages import SHARED, spec
+from laionet.pipeline.stages import spec
 from laionet.plots.style import save_figure, save_table
-from laionet.util.files import remove_stale_temp_files, write_json
+from laionet.util.files import read_json, remove_stale_temp_files, write_json
 from laionet.util.paths import project_root, resolve
-from laionet.pipeline import report
 
-NOTEBOOK_DIR = "notebooks"
-
+declared = read_parameters  # the parameters a notebook's ``parameters`` cell declares
+ALREADY_RUNNING = 3  # exit status of `--no-wait` when another run of the profile holds the lock
 
 
 class RunFailed(RuntimeError):
     pass
+
+
+class AlreadyRunning(RuntimeError):
+    """Another run or sweep of the profile holds its lock (and ``--no-wait`` was given)."""
 
 
 class _MarkerIsKnown(logging.Filter):
@@ -69,11 +78,12 @@ def find_notebook(key: str) -> Path:
     p = Path(key)
     if p.suffix == ".py" and p.is_file():
         return p.resolve()
-    nb_dir = project_root() / NOTEBOOK_DIR
+    nb_dir = project_root() / "notebooks"
     hits = sorted(nb_dir.glob(f"{key}.py")) or sorted(nb_dir.glob(f"{key}_*.py"))
     if len(hits) != 1:
         known = [q.stem for q in sorted(nb_dir.glob("[0-9][0-9]_*.py"))]
-        raise SystemExit(f"notebook {key!r}: {'ambiguous' if hits else 'not found'}; known: {known}")
+        raise SystemExit(f"notebook {key!r}: {'ambiguous' if hits else 'not found'}; "
+                         f"known: {known}")
     return hits[0]
 
 
@@ -97,55 +107,35 @@ def to_ipynb(py_path: Path, dest: Path):
     return dest
 
 
-def declared(py_path: Path) -> dict[str, Param]:
-    """The parameters a notebook's ``parameters`` cell declares (read from the .py file)."""
-    return read_parameters(py_path)
-
-
-def check_profile(profile: dict, decls: dict[str, dict[str, Param]]) -> None:
-    """Every key of a profile must reach a notebook, and reach it with one meaning."""
-    name = profile.get("name")
-    allowed = {"name", "description", "notebooks", "parameters", "notebook_parameters", "extends"}
-    extra = sorted(set(profile) - allowed)
-    if extra:
-        raise SystemExit(f"profile {name!r}: unknown top-level key(s) {extra}; a profile has {sorted(allowed)}")
-    _check_unscoped(profile.get("parameters") or {}, decls, f"profile {name!r}: parameters")
-    for stem, own in (profile.get("notebook_parameters") or {}).items():
-        if stem not in decls:
-            raise SystemExit(f"profile {name!r}: notebook_parameters.{stem}: no such notebook in the "
-                             f"profile; it runs {sorted(decls)}")
-        unknown = sorted(set(own or {}) - set(decls[stem]))
-        if unknown:  # a typo in a profile would otherwise be dropped without a word
-            raise SystemExit(f"profile {name!r}: notebook_parameters.{stem} has {unknown}, which "
-                             f"{stem} does not declare; it declares {sorted(decls[stem])}")
-
-
-def _check_unscoped(values: dict, decls: dict[str, dict[str, Param]], where: str) -> None:
-    for key in values:
-        users = {stem: d[key] for stem, d in decls.items() if key in d}
-        if not users:
-            raise SystemExit(f"{where}: {key!r} is declared by none of {sorted(decls)} "
-                             "(see `python -m laionet.pipeline.runner list`)")
-        declared_as = {(p.type, repr(p.default), p.help) for p in users.values()}
-        if len(users) > 1 and key not in SHARED and len(declared_as) > 1:
-            listing = "; ".join(f"{stem}: {p.help}" for stem, p in users.items())
-            raise SystemExit(f"{where}: {key!r} means different things in {sorted(users)} ({listing}). "
-                             f"Scope it to one notebook, e.g. `-p {sorted(users)[0][:2]}.{key} VALUE` "
-                             "or under notebook_parameters in a profile")
-
-
-def check_overrides(overrides: dict, decls: dict[str, dict[str, Param]]) -> None:
-    plain, scoped = split_scoped(overrides)
-    _check_unscoped(plain, decls, "-p")
-    for scope, values in scoped.items():
-        stems = [s for s in decls if _scope_matches(scope, s)]
-        if len(stems) != 1:
-            raise SystemExit(f"-p {scope}.…: {scope!r} names {'several' if stems else 'none'} of the "
-                             f"selected notebooks {sorted(decls)}")
-        unknown = sorted(set(values) - set(decls[stems[0]]))
-        if unknown:
-            raise SystemExit(f"-p {scope}.{unknown[0]}: {stems[0]} declares no {unknown}; it "
-                             f"declares {sorted(decls[stems[0]])}")
+@contextlib.contextmanager
+def profile_lock(name: str, command: str, wait: bool = True):
+    """Hold runs/<profile>/.lock (``filelock``: an OS lock, gone with its process, even on
+    SIGKILL) for a run or sweep; runs/<profile>/.lock.json says who holds it. Held by another
+    process: say who, then wait for it, or (``wait=False``) raise AlreadyRunning."""
+    folder = project_root() / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, info = FileLock(folder / ".lock"), folder / ".lock.json"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            h = read_json(info)
+            who = f"pid {h['pid']}, `{h['command']}`, since {h['since']}"
+        except (OSError, ValueError, KeyError):
+            who = "a process that has not said who it is yet"
+        if not wait:
+            raise AlreadyRunning(f"profile {name!r} is already running ({who}); without --no-wait "
+                            "this run waits for it") from None
+        print(f"[run_all] profile {name!r} is already running ({who}); waiting for it to finish "
+              "(Ctrl-C stops waiting)", flush=True)
+        lock.acquire()
+    try:
+        write_json({"pid": os.getpid(), "command": command,
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, info)
+        yield
+    finally:
+        info.unlink(missing_ok=True)
+        lock.release()
 
 
 def export_html(ipynb: Path) -> Path | None:
@@ -157,7 +147,7 @@ def export_html(ipynb: Path) -> Path | None:
         html = ipynb.with_suffix(".html")
         html.write_text(body)
         return html
-    except Exception as exc:  # the HTML is a convenience; never hide the real result
+    except Exception as exc:  # noqa: BLE001 (the HTML is a convenience; never hide the result)
         print(f"[run_all] could not export HTML for {ipynb}: {exc}", file=sys.stderr)
         return None
 
@@ -203,17 +193,9 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
     (a missing one names the notebook that makes it). The runner writes the stage's manifest:
     ``running`` before, ``done`` (with products and timings) or ``failed`` after.
     Raises RunFailed with the failing cell."""
-    profile = load_profile(profile_key)
-    name = profile_name(profile_key)
-    stem = py_path.stem
-    root = project_root()
-    decl = declared(py_path)
-    plain, scoped = split_scoped(overrides)
-    unknown = sorted(set(plain) - set(decl)) + sorted(
-        f"{sc}.{k}" for sc, vals in scoped.items() if _scope_matches(sc, stem) for k in vals if k not in decl)
-    if unknown:
-        raise SystemExit(f"{stem}: unknown parameter(s) {unknown}; it declares {sorted(decl)}")
-    extra = dict(overrides)
+    profile, name, stem = load_profile(profile_key), profile_name(profile_key), py_path.stem
+    root, decl = project_root(), read_parameters(py_path)
+    extra = dict(overrides)  # checked by the caller (check_overrides); reach the ones declared
     default_out = root / "runs" / name / stem
     out_dir = Path(out_dir) if out_dir else default_out
     if out_dir != default_out:
@@ -229,8 +211,8 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
         raise RunFailed(f"{stem} not started: {exc}") from None
     if plan.current() and not force:
         when = plan.recorded.get("written_at", "?")
-        print(f"[run_all] {stem}: up to date (parameters, inputs, notebook and library unchanged since "
-              f"{when}); skipped. --force reruns it", flush=True)
+        print(f"[run_all] {stem}: up to date (parameters, inputs, notebook and library unchanged "
+              f"since {when}); skipped. --force reruns it", flush=True)
         return None
     stale = remove_stale_temp_files(out_dir)  # left by a hard kill between write and rename
     if stale:
@@ -238,7 +220,8 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
               f"in {out_dir}", flush=True)
     removed = plan.begin()
     if removed:
-        print(f"[run_all] {stem}: parameters or inputs changed; removed the old {removed}", flush=True)
+        print(f"[run_all] {stem}: parameters or inputs changed; removed the old {removed}",
+              flush=True)
     import papermill as pm  # imported only when a kernel will run (seconds)
 
     src = to_ipynb(py_path, out_dir / "_source" / f"{stem}.ipynb")
@@ -247,11 +230,10 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
     print(f"[run_all] {stem}: profile={name} params={json.dumps(params, default=str)}", flush=True)
     t0 = time.perf_counter()
     try:
-        # the kernel (and what it starts) dies with this process, even on SIGKILL: laionet.jobs.processes
-        # RUNNER_MARKER tells open_stage that these values are the runner's, already resolved
+        # the kernel (and what it starts) dies with this process, even on SIGKILL
+        # (laionet.jobs.processes); RUNNER_MARKER tells open_stage these values are the runner's
         pm.execute_notebook(str(src), str(work), parameters={**params, RUNNER_MARKER: True},
-                            cwd=str(root),
-                            kernel_name="python3", progress_bar=sys.stderr.isatty(),
+                            cwd=str(root), kernel_name="python3", progress_bar=sys.stderr.isatty(),
                             log_output=log_output, request_save_on_cell_execute=True,
                             kernel_manager_class=tether.kernel_manager_class())
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (main): stop the kernel now, quietly; the
@@ -280,51 +262,23 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
 
 
 def _selected(profile: dict, only: str) -> list[Path]:
-    order = list(profile.get("notebooks") or [])
+    order = [k.strip() for k in only.split(",") if k.strip()] or profile.get("notebooks") or []
     if not order:
-        order = [p.stem for p in sorted((project_root() / NOTEBOOK_DIR).glob("[0-9][0-9]_*.py"))]
-    if only:
-        order = [k.strip() for k in only.split(",") if k.strip()]
+        order = [p.stem for p in sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.py"))]
     return [find_notebook(key) for key in order]
 
 
 def _checked(profile_key: str, paths: list[Path], overrides: dict) -> dict:
     """Load the profile and check it and the overrides before anything runs."""
     profile = load_profile(profile_key)
-    everything = {p.stem: declared(p) for p in _selected(profile, "")}
-    check_profile(profile, everything)
-    check_overrides(overrides, {p.stem: declared(p) for p in paths})
+    check_profile(profile, {p.stem: read_parameters(p) for p in _selected(profile, "")})
+    check_overrides(overrides, {p.stem: read_parameters(p) for p in paths})
     return profile
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
-    paths = _selected(profile, args.only)
-    overrides = {k: parse_value(v) for k, v in args.param}
-    _checked(args.profile, paths, overrides)
-    timings: dict[str, float] = {}
-    for path in paths:
-        t0 = time.perf_counter()
-        try:
-            execute(path, args.profile, overrides, log_output=args.verbose, force=args.force)
-        except RunFailed as exc:
-            print(f"[run_all] FAILED: {exc}", file=sys.stderr)
-            report_page(args.profile)  # what did finish, and the failed notebook's HTML
-            return 1
-        timings[path.stem] = round(time.perf_counter() - t0, 1)
-    name = profile_name(args.profile)
-    write_json({"profile": name, "timings_s": timings, "total_s": round(sum(timings.values()), 1)},
-               project_root() / "runs" / name / "run_all_timings.json")
-    print(f"[run_all] all {len(timings)} notebook(s) done: "
-          + ", ".join(f"{k} {v}s" for k, v in timings.items()))
-    report_page(args.profile)
-    return 0
-
-
 def report_page(profile_key: str, sweep: tuple[Path, Path] | None = None) -> Path | None:
-    """Write the run's (or a sweep's) report page (``laionet.pipeline.report``) and print its path as
-    the last line. Like the HTML export, a convenience: a failure is said, never fatal."""
-
+    """Write the run's (or a sweep's) report page (``laionet.pipeline.report``) and print its
+    path as the last line. Like the HTML export, a convenience: a failure is said, never fatal."""
     try:
         page = report.write_sweep_report(*sweep) if sweep else report.write_run_report(profile_key)
     except Exception as exc:  # noqa: BLE001 (said, not fatal: the run's results are made)
@@ -335,42 +289,65 @@ def report_page(profile_key: str, sweep: tuple[Path, Path] | None = None) -> Pat
     return page
 
 
+def _lock(args: argparse.Namespace):
+    return profile_lock(profile_name(args.profile), args.command, wait=not args.no_wait)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    paths = _selected(load_profile(args.profile), args.only)
+    overrides = {k: parse_value(v) for k, v in args.param}
+    _checked(args.profile, paths, overrides)
+    with _lock(args):
+        timings: dict[str, float] = {}
+        for path in paths:
+            t0 = time.perf_counter()
+            try:
+                execute(path, args.profile, overrides, log_output=args.verbose, force=args.force)
+            except RunFailed as exc:
+                print(f"[run_all] FAILED: {exc}", file=sys.stderr)
+                report_page(args.profile)  # what did finish, and the failed notebook's HTML
+                return 1
+            timings[path.stem] = round(time.perf_counter() - t0, 1)
+        name = profile_name(args.profile)
+        write_json({"profile": name, "timings_s": timings,
+                    "total_s": round(sum(timings.values()), 1)},
+                   project_root() / "runs" / name / "run_all_timings.json")
+        print(f"[run_all] all {len(timings)} notebook(s) done: "
+              + ", ".join(f"{k} {v}s" for k, v in timings.items()))
+        report_page(args.profile)
+        return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     path = find_notebook(args.notebook)
     name = profile_name(args.profile)
-    overrides = {k: parse_value(v) for k, v in args.param_extra}
-    _checked(args.profile, [path], {**overrides, args.param: parse_value(args.values[0])})
-    base = project_root() / "runs" / name / "sweeps" / path.stem / args.param
-    fig_base = project_root() / "figures" / name / "sweeps" / path.stem / args.param
-    runs = []
-    for raw in args.values:
-        value = parse_value(raw)
-        label = f"{args.param}={raw}"
-        out = base / label
-        try:
-            execute(path, args.profile, {**overrides, args.param: value}, out_dir=out,
-                    figures_dir=fig_base / label, log_output=args.verbose, force=args.force)
-        except RunFailed as exc:
-            print(f"[run_all] FAILED: {exc}", file=sys.stderr)
-            return 1
-        runs.append({"value": value, "out_dir": str(out), "figures_dir": str(fig_base / label)})
-    index = write_json({"notebook": path.stem, "param": args.param, "profile": name, "runs": runs},
-                       base / "sweep.json")
-    print(f"[run_all] sweep done: {len(runs)} run(s); index at {index}")
-    summarize_sweep(path.stem, args.param, index, fig_base, name)
-    report_page(args.profile, sweep=(index, fig_base))
-    return 0
-
-
-def summarize_sweep(stem: str, param: str, index: Path, fig_dir: Path, profile: str) -> None:
-    """The across-runs table and figure of a sweep, for notebooks that define one."""
-    if stem not in sweeps.SUMMARIES:
-        return
-    make_table, make_figure = sweeps.SUMMARIES[stem]
-    table = make_table(index)
-    save_table(table.drop(columns=["out_dir"], errors="ignore"), "sweep_summary", fig_dir)
-    save_figure(make_figure(table, param), "sweep_summary", fig_dir, profile)
-    print(f"[run_all] sweep summary: {fig_dir / 'sweep_summary.png'}")
+    overrides = {k: parse_value(v) for k, v in args.param}
+    _checked(args.profile, [path], {**overrides, args.name: parse_value(args.values[0])})
+    with _lock(args):
+        base = project_root() / "runs" / name / "sweeps" / path.stem / args.name
+        fig_base = project_root() / "figures" / name / "sweeps" / path.stem / args.name
+        runs = []
+        for raw in args.values:
+            value, label = parse_value(raw), f"{args.name}={raw}"
+            try:
+                execute(path, args.profile, {**overrides, args.name: value}, out_dir=base / label,
+                        figures_dir=fig_base / label, log_output=args.verbose, force=args.force)
+            except RunFailed as exc:
+                print(f"[run_all] FAILED: {exc}", file=sys.stderr)
+                return 1
+            runs.append({"value": value, "out_dir": str(base / label),
+                         "figures_dir": str(fig_base / label)})
+        index = write_json({"notebook": path.stem, "param": args.name, "profile": name,
+                            "runs": runs}, base / "sweep.json")
+        print(f"[run_all] sweep done: {len(runs)} run(s); index at {index}")
+        if path.stem in sweeps.SUMMARIES:  # the across-runs table and figure of the stage's sweeps
+            make_table, make_figure = sweeps.SUMMARIES[path.stem]
+            table = make_table(index)
+            save_table(table.drop(columns=["out_dir"], errors="ignore"), "sweep_summary", fig_base)
+            save_figure(make_figure(table, args.name), "sweep_summary", fig_base, name)
+            print(f"[run_all] sweep summary: {fig_base / 'sweep_summary.png'}")
+        report_page(args.profile, sweep=(index, fig_base))
+        return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -382,7 +359,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"profile {' <- '.join(map(str, chain))}: {profile.get('description', '')}".rstrip(": "))
     print("    notebooks: " + ", ".join(p.stem for p in paths))
     for path in paths:
-        decl = declared(path)
+        decl = read_parameters(path)
         full, given = notebook_parameters(profile, path.stem, decl, {}, args.profile)
         print(f"{path.stem}: {spec(path.stem).question}")
         for pname, p in decl.items():
@@ -395,32 +372,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-
-    def common(p, dest):
-        p.add_argument("--profile", default="demo", help="profile name or YAML path (default demo)")
-        p.add_argument("-p", "--param", dest=dest,
-                       nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="override a notebook parameter (YAML value), repeatable")
-        p.add_argument("-v", "--verbose", action="store_true", help="stream cell outputs")
-        p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
-
     run = sub.add_parser("run", help="run the profile's notebooks in order")
-    common(run, "param")
     run.add_argument("--only", default="", help="comma-separated notebooks, e.g. 01,02")
     sw = sub.add_parser("sweep", help="run one notebook for several values of one parameter")
     sw.add_argument("notebook")
-    sw.add_argument("param")
+    sw.add_argument("name", metavar="param")
     sw.add_argument("values", nargs="+")
-    common(sw, "param_extra")
     ls = sub.add_parser("list", help="list the profile's notebooks and their parameters")
-    ls.add_argument("--profile", default="demo")
+    for p in (run, sw, ls):
+        p.add_argument("--profile", default="demo", help="profile name or YAML path (default demo)")
+    for p in (run, sw):
+        p.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                       metavar=("NAME", "VALUE"), help="override a notebook parameter (YAML value)")
+        p.add_argument("-v", "--verbose", action="store_true", help="stream cell outputs")
+        p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+        p.add_argument("--no-wait", action="store_true", help="another run of the profile is "
+                       f"running: exit {ALREADY_RUNNING}, do not wait for it")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     old_handlers = _interrupt_handlers()
     try:
+        args.command = shlex.join(["run_all.sh", *argv])
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[args.cmd](args)
     except (ProfileNotFound, ProfileError, ParameterError) as exc:
         print(f"[run_all] {exc}", file=sys.stderr)
         return 2
+    except AlreadyRunning as exc:
+        print(f"[run_all] {exc}", file=sys.stderr)
+        return ALREADY_RUNNING
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         how = " (SIGTERM)" if isinstance(exc, Terminated) else ""
         print(f"\n[run_all] interrupted{how}; rerun the same command to resume (finished stages "
@@ -438,8 +417,8 @@ class Terminated(KeyboardInterrupt):
 
 def _interrupt_handlers() -> dict:
     """Ctrl-C raises KeyboardInterrupt and SIGTERM ``Terminated``, both after telling
-    ``laionet.jobs.processes`` to kill kernels at once rather than wind them down. Returns the handlers
-    replaced (none outside the main thread, where signals cannot be handled)."""
+    ``laionet.jobs.processes`` to kill kernels at once rather than wind them down. Returns the
+    handlers replaced (none outside the main thread, where signals cannot be handled)."""
     def on_int(signum, frame):
         tether.STOPPING.set()
         raise KeyboardInterrupt()

@@ -388,10 +388,9 @@ def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
 
     Run by the runner, the namespace holds the values it resolved (``RUNNER_MARKER`` says so).
     Run by hand (JupyterLab, or papermill without the runner), the parameters cell's ``profile``
-    is applied as ``./run_all.sh --profile X --only NN`` would apply it, by the runner's own merge
-    (``laionet.pipeline.runner.resolve_parameters``); a value edited in the cell wins; the values are
-    written back into ``namespace`` (the notebook's later cells read them) and printed with
-    where each came from.
+    is applied as ``./run_all.sh --profile X --only NN`` would apply it, with the cell's values as
+    the defaults (``laionet.pipeline.interactive``); the values are written back into
+    ``namespace`` (the notebook's later cells read them) and printed with where each came from.
     """
 
     spec = st.spec(name)

@@ -1,8 +1,8 @@
 """The pipeline, declared once: each stage's inputs, products and caches.
 
-A notebook opens its stage with ``laionet.pipeline.stage.open_stage(NAME, globals())``; the runner uses
-the same declarations to resolve inputs, skip current stages and write manifests. An input
-resolves, first match wins, as
+A notebook opens its stage with ``laionet.pipeline.stage.open_stage(NAME, globals())``; the
+runner uses the same declarations to resolve inputs, skip current stages and write manifests.
+An input resolves, first match wins, as
 1. the notebook parameter of the same name, when it is set (non-empty);
 2. the product of the upstream stage of the same profile (``upstream``/``product``);
 3. the demo world's file (``world``: a key of ``laionet.demo.layout.WORLD``), when the profile
@@ -114,7 +114,8 @@ class StageSpec:
         for i in self.inputs:
             if i.name == name:
                 return i
-        raise KeyError(f"{self.name} declares no input {name!r}; it has {[i.name for i in self.inputs]}")
+        raise KeyError(f"{self.name} declares no input {name!r}; "
+                       f"it has {[i.name for i in self.inputs]}")
 
 
 def _up(name: str, stage: str, product: str = "", **kw) -> Input:
@@ -162,8 +163,10 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                 _up("class_counts_path", _M01, "class_counts.parquet", optional=True,
                     unless="released_val_parquet"),
                 Input("imagenet_val_dir", world="imagenet_val", unless="released_val_parquet"),
-                Input("imagenet_devkit_dir", world="imagenet_devkit", unless="released_val_parquet"),
-                Input("classifiers", world="classifiers", kind="spec", unless="released_val_parquet"),
+                Input("imagenet_devkit_dir", world="imagenet_devkit",
+                      unless="released_val_parquet"),
+                Input("classifiers", world="classifiers", kind="spec",
+                      unless="released_val_parquet"),
                 Input("zero_shot_encoder", world=TOWER, kind="spec", optional=True,
                       unless="released_val_parquet"),
                 Input("universe", kind="classes", optional=True),
@@ -175,7 +178,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec(
         _S05, "Is LAIONet less similar within each class than ImageNet?",
         inputs=(DOWNLOAD, LAIONET, VAL,
-                Input("imagenet_devkit_dir", world="imagenet_devkit", unless="imagenet_ground_truth"),
+                Input("imagenet_devkit_dir", world="imagenet_devkit",
+                      unless="imagenet_ground_truth"),
                 Input("image_encoders", world=TOWER, kind="specs"),
                 _up("eval_dir", _E04, optional=True)),
         products=("samples.parquet", "class_stats.parquet", "comparison.parquet",

@@ -1,9 +1,11 @@
-"""A sweep's summary across its runs (``run_all.sh sweep NN PARAM V1 V2 ...``): a table and a figure.
+"""A sweep's summary across its runs (``run_all.sh sweep NN PARAM V1 V2 ...``): a table and a
+figure, made by the runner for the stages in ``SUMMARIES``.
 
-Stage 02: each run's summary.json (LAIONet's size and classes per value). Stage 04: each run writes its accuracy table (``accuracy.parquet``: dataset, model, k, weighting,
-accuracy, se, n_classes, group); the summary puts them side by side with the change from the
-sweep's first value, e.g. ``sweep 04 resolution_parity false true`` measures what resizing
-ImageNet val as LAIONet was stored changes (paper_spec B5).
+Stage 02: each run's summary.json (LAIONet's size and classes per value). Stage 04: each run
+writes its accuracy table (``accuracy.parquet``: dataset, model, k, weighting, accuracy, se,
+n_classes, group); the summary puts them side by side with the change from the sweep's first
+value, e.g. ``sweep 04 resolution_parity false true`` measures what resizing ImageNet val as
+LAIONet was stored changes (paper_spec B5).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def selection_sweep(sweep_json_path: str | Path) -> pd.DataFrame:
     """One row per run of a stage-02 sweep (``run_all.sh sweep 02 threshold ...``): the swept
     value and that run's summary.json (n_laionet, n_classes_laionet, ...)."""
     param, runs = sweep_run_files(sweep_json_path, "summary.json")
-    rows = [{param: run["value"], **read_json(path), "out_dir": run["out_dir"]} for run, path in runs]
+    rows = [{param: run["value"], **read_json(path), "out_dir": run["out_dir"]}
+            for run, path in runs]
     return pd.DataFrame(rows).sort_values(param).reset_index(drop=True)
 
 
