@@ -116,11 +116,14 @@ def test_selection_frequency_curve_without_votes_is_empty(tmp_path):
 
 class _Step:
     def __init__(self, current):
-        self.current, self.n_done = current, 0
+        self.is_current, self.n_done = current, 0
+
+    def current(self):
+        return self.is_current
 
     def done(self, **info):
         self.n_done += 1
-        self.current = True
+        self.is_current = True
 
 
 def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys):
@@ -141,7 +144,7 @@ def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys)
         for v in sf.VERSIONS:  # class c is outside LAIONet's classes: projected away
             results(f"ImageNetV2-{v.letter}", ["a", "b", "c"], [True, True, False]).to_parquet(files[v.name])
 
-    monkeypatch.setattr(sf, "evaluate_releases", fake_evaluate)
+    monkeypatch.setattr(imagenetv2, "evaluate_releases", fake_evaluate)
     step = _Step(False)
     (tmp_path / "out").mkdir()
     acc = imagenetv2.accuracy_on_releases("demo:/m", tmp_path, {}, tmp_path / "out", step)
