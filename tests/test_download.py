@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import os
 import socket
 import threading
@@ -223,17 +222,17 @@ def test_a_shard_finished_after_its_run_was_cut_short_is_downloaded_again(world,
     shutil.copytree(src, out)  # copy2: modification times kept
     shards = dl.shard_dir(out)
     prepared = dl.prepare_input(table, rewrite)
-    record = shards.with_name(shards.name + ".confirmed.json")
+    markers = shards.with_name(shards.name + ".done")  # shards seen finished while alive
     names = dl.finished_shards(shards)
-    assert record.is_file() and set(json.loads(record.read_text())["shards"]) == set(names)
+    assert {p.stem for p in markers.glob("*.json")} == set(names)
     refused = reference.loc[reference["error_kind"].eq("connection_refused"), "shard"]
     refused = sorted(refused.unique())
     assert refused, "the test world has unreachable rows"
     assert dl.untrusted_shards(shards, prepared, SHARD, set(names)) == {}
     cut = dl.untrusted_shards(shards, prepared, SHARD, set())  # as if nobody saw them finish
     assert sorted(cut) == refused and all("cut short" in why for why in cut.values())
-    # the shards as a killed run leaves them: no record; and one shard with a row missing
-    record.unlink()
+    # the shards as a killed run leaves them: no markers; and one shard with a row missing
+    shutil.rmtree(markers)
     other = next(n for n in names if n not in refused)
     meta = pd.read_parquet(shards / f"{other}.parquet")
     meta.iloc[1:].to_parquet(shards / f"{other}.parquet")
@@ -243,7 +242,7 @@ def test_a_shard_finished_after_its_run_was_cut_short_is_downloaded_again(world,
     redone = {n for n in names if os.stat(shards / f"{n}.tar").st_mtime_ns != stamp[n]}
     assert redone == set(refused) | {other}
     pd.testing.assert_frame_equal(man, reference)  # row for row what the first run recorded
-    assert set(json.loads(record.read_text())["shards"]) == set(names)
+    assert {p.stem for p in markers.glob("*.json")} == set(names)
 
 
 def test_a_changed_input_is_a_new_download_and_the_old_one_is_kept(world, tmp_path):

@@ -66,12 +66,8 @@ def test_append_is_per_shard(tmp_path):
     assert len(s) == 200 and s.contains(np.arange(200)).all()
 
 
-def test_lookup_is_exact_even_when_the_sort_key_collides(tmp_path, monkeypatch):
-    """The 64-bit mix of key and content only orders the index; a hit is checked against the
-    stored key and content, so two entries sharing a mix never answer for each other."""
-    from laionet.jobs import embedding_store as es
-
-    monkeypatch.setattr(es, "_mix", lambda k, c: np.zeros(len(k), np.uint64))  # all collide
+def test_lookup_is_exact_on_key_and_content(tmp_path):
+    """A hit needs the stored key AND content: entries sharing one never answer for another."""
     s = EmbeddingStore(tmp_path / "s", "enc")
     e = _emb(3)
     s.add([1, 2, 3], e, [10, 20, 30])

@@ -486,7 +486,6 @@ def pa_concat(tables):
 def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
     """Stage 04's `device` reaches the zero-shot towers too (they were loaded with the encoders'
     default, `auto`: a GPU whenever one is visible, whatever the profile said)."""
-    from laionet import models as encoders
     from laionet.jobs import evaluation as pipeline
 
     seen = []
@@ -495,9 +494,9 @@ def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
         def embed_texts(self, texts):
             return np.eye(len(texts), dtype=np.float32)
 
-    monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device="auto": seen.append(
+    monkeypatch.setattr(pipeline, "load_image_encoder", lambda spec, device="auto": seen.append(
         ("image", spec, device)) or Tower())
-    monkeypatch.setattr(encoders, "load_text_encoder", lambda spec, device="auto": seen.append(
+    monkeypatch.setattr(pipeline, "load_text_encoder", lambda spec, device="auto": seen.append(
         ("text", spec, device)) or Tower())
     table = pd.DataFrame({"wnid": ["n1", "n2"], "name_def": ["a: x", "b: y"]})
     zs = pipeline.zero_shot_spec("zs", "open_clip:ViT-B-32:w.pt", "minilm", table, device="cuda:1")

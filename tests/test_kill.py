@@ -346,7 +346,7 @@ import pandas as pd
 # Ctrl-C raises KeyboardInterrupt, as in a kernel, also when this test runs in a background job,
 # whose children start with SIGINT ignored (a shell without job control does that)
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from laionet import download as dl
+from laionet.jobs import download as dl
 dl.download_laionet(pd.read_parquet(sys.argv[1]), sys.argv[2], serve_root=sys.argv[3],
                     processes_count=1, thread_count=1, number_sample_per_shard=int(sys.argv[4]),
                     resize_only_if_bigger=True)

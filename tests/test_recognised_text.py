@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from laionet.jobs import ocr
 from laionet.method import recognised_text as rt
 from laionet.pipeline import stages
-from laionet.jobs import ocr
 
 # ------------------------------------------------------------------------------ the flag rule
 
@@ -127,7 +127,7 @@ def test_step_texts_every_row_caches_by_content_and_resumes(tmp_path, downloads)
 
 
 def test_cache_compacts_and_keeps_every_entry(tmp_path, monkeypatch):
-    monkeypatch.setattr(rt, "COMPACT_AT", 4)
+    monkeypatch.setattr(ocr, "COMPACT_AT", 4)
     c = ocr.TextCache(tmp_path, "e")
     for i in range(9):
         c.add([i], [f"t{i}"])
@@ -145,7 +145,7 @@ def test_step_off_writes_null_texts_and_stage04_filter(tmp_path, downloads):
     # stage 04: flag under the rule, drop only the flagged LAIONet rows
     ocr.write_table(pd.DataFrame({"key": [1, 2], "wnid": ["n1", "n1"],
                                  rt.TEXT_COL: ["cute teddy bear", "NO TEXT"]}), folder / ocr.PRODUCT)
-    ex = rt.Exclusion.of_download(folder, CLASSES, rule="head")
+    ex = ocr.exclusion_of_download(folder, CLASSES, rule="head")
     assert ex.keys == {"1"}
     res = pd.DataFrame({"dataset": ["LAIONet", "LAIONet", "ImageNet"], "image_key": ["1", "2", "1"],
                         "model": "m", "wnid": "n1", "correct1": [True, False, True]})
@@ -155,7 +155,7 @@ def test_step_off_writes_null_texts_and_stage04_filter(tmp_path, downloads):
     assert s["some text"] == 1 and s[rt.NO_TEXT] == 1 and s[rt.FLAG_COL] == 1
     (folder / ocr.PRODUCT).unlink()
     with pytest.raises(FileNotFoundError, match="drop_recognised_text=False"):
-        rt.Exclusion.of_download(folder, CLASSES)
+        ocr.exclusion_of_download(folder, CLASSES)
 
 
 def test_accuracy_effect_compares_laionet_only():

@@ -119,11 +119,14 @@ def test_selection_frequency_curve_without_votes_is_empty(tmp_path):
 
 class _Step:
     def __init__(self, current):
-        self.current, self.n_done = current, 0
+        self.is_current, self.n_done = current, 0
+
+    def current(self):
+        return self.is_current
 
     def done(self, **info):
         self.n_done += 1
-        self.current = True
+        self.is_current = True
 
 
 def test_accuracy_on_releases_caches_its_sub_step(tmp_path, monkeypatch, capsys):

@@ -110,6 +110,7 @@ def test_plan_skips_when_current_and_reruns_on_a_changed_parameter_or_input(worl
     assert man["status"] == "done" and set(man["products"]) == {"matches", "summary_1.json"}
     assert man["params"]["k"] == 1 and man["input_fingerprints"]["laion_parts"]
     assert plan_stage("01_synset_matching", params, "p").current()
+    assert plan_stage("01_synset_matching", {**params, "n_workers": 8}, "p").current()  # how, not what
     assert not plan_stage("01_synset_matching", {**params, "k": 2}, "p").current()
     part = world_project / "runs" / "p" / "00_demo_world" / "world" / "laion" / "part-00000.parquet"
     part.write_bytes(b"changed")  # same name, other bytes: the input changed
@@ -176,9 +177,9 @@ def test_open_stage_in_a_notebook_namespace(world_project):
     with pytest.raises(AttributeError, match="no input"):
         S.inputs.nope
     step = S.step("sub", uses=["classes"])
-    assert not step.current
+    assert not step.current()
     step.done()
-    assert S.step("sub", uses=["classes"]).current
+    assert S.step("sub", uses=["classes"]).current()
 
 
 def test_every_declared_stage_has_its_notebook_and_world_keys_exist():

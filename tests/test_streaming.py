@@ -279,7 +279,7 @@ def test_store_lookups_of_one_part_load_only_that_parts_shards(world, tmp_path):
 
     hit = store.contains(cand7["key"], content_hashes(clean_texts(list(cand7["TEXT"]))))
     assert hit.all()
-    loaded = {int(k.min()) // KEY_STRIDE for k, _, _ in store._parts.values()}
+    loaded = {int(k.min()) // KEY_STRIDE for k, _ in store._parts.values()}
     assert loaded == {7} and len(store._parts) < len(store._shards)
     assert len(store) == sum(pq.ParquetFile(f).metadata.num_rows
                              for f in (out / "candidates").glob("*.parquet"))

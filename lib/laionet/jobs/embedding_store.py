@@ -1,45 +1,33 @@
-"""One on-disk embedding store for captions and images: keyed by row key and content.
+"""One on-disk embedding store for captions and images, keyed by row key AND content.
 
-A store is one folder per (kind, dataset, encoder): ``Stage.cache_dir("text_embeddings", "laion",
-encoder.name)``, ``Stage.cache_dir("image_embeddings", "imagenet_val", encoder.name)``, ...
+A store is one folder per (kind, dataset, encoder): ``Stage.cache_dir("text_embeddings",
+"laion", encoder.name)``, ... It holds ``meta.json`` (encoder, dim, dtype, key type) and shards
+``<seq>-<digest>.emb.npy`` (embeddings, float32 by default: float16 moves cosines by up to
+~1e-3) + ``<seq>-<digest>.keys.parquet`` (key, content hash; written last: the shard's commit).
 
-    meta.json                    encoder name, dim, dtype, key type
-    <seq>-<digest>.emb.npy       embeddings [n, dim] (float32 by default; float16 on request)
-    <seq>-<digest>.keys.parquet  key (int64 or string) and content (int64 hash), written last:
-                                 the shard's commit mark
-
-An entry is found only when both its key and its content match: a caption whose text changed
-(another world seed, a re-mirrored LAION part) or an image whose bytes changed (a file replaced
-in place, other download settings) is embedded again instead of meeting a stale vector.
-``content_hash`` makes the content key of a text or of a file's bytes; ``embed_with_store``
-embeds captions through a store (``laionet.jobs.image_embeddings`` does the same for images).
-
-Appending writes one shard and never rewrites others (O(shard)); the lookup index is rebuilt
-lazily after adds, from the shards whose key range (read from their parquet footers) can hold
-the queried row keys: a lookup of one LAION part's rows loads that part's shards, so memory
-follows the part, not the store (21M captions would otherwise be ~0.8 GB of keys). Shard names hold a digest of their entries, so writing the same entries twice
-is idempotent, several processes can add shards side by side, and a crash leaves at most a stray
-temp file. Lookups are exact: the 64-bit mix of key and content only sorts, every hit is checked
-against the stored key and content.
-
-float32 is the default: similarities decide strict thresholds, and float16 storage moves cosines
-by up to ~1e-3 (it halves the disk; an existing store keeps its own dtype).
+What is current: an entry is found only when its key and its content (``content_hash`` of the
+caption or of the image's bytes) both match, in the folder of its encoder: a changed caption or
+image, or another encoder, is embedded again; batch sizes and workers play no part. Adding
+writes one shard (named by a digest of its entries: idempotent, several processes side by side)
+and never rewrites others; a lookup loads only the shards whose key range (parquet footers) can
+hold the queried keys, so memory follows one LAION part, not the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laionet.util.files import atomic_path, read_json, write_json, write_parquet
 from laionet.models.common import clean_texts
+from laionet.util.files import atomic_path, read_json, write_json, write_parquet
 
 NO_CONTENT = 0  # the content of entries added without one (found only by lookups without one)
 
@@ -67,15 +55,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _repeated(keys: np.ndarray, contents: np.ndarray) -> np.ndarray:
     """True where a (key, content) pair already occurred earlier in the arrays."""
-    import pandas as pd
-
     return pd.DataFrame({"k": keys, "c": contents}).duplicated().to_numpy()
-
-
-def _mix(k: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """One uint64 per (key hash, content): the sort order of the index (not unique: checked)."""
-    with np.errstate(over="ignore"):
-        return k * np.uint64(0x9E3779B97F4A7C15) ^ c
 
 
 class EmbeddingStore:
@@ -96,7 +76,6 @@ class EmbeddingStore:
         folder as ``Stage.cache_dir(kind, dataset, encoder_name)``."""
         return cls(Path(root) / safe_name(dataset) / safe_name(encoder_name), encoder_name, dtype)
 
-    # -- reading ---------------------------------------------------------------------------
     def refresh(self) -> None:
         """(Re)scan the shards; call it after another process added some."""
         meta = self.dir / "meta.json"
@@ -111,7 +90,7 @@ class EmbeddingStore:
             self._key_type = m["key_type"]
         self._shards = sorted(self.dir.glob("[0-9]*-*.keys.parquet"))
         self._ranges = [self._key_range(p) for p in self._shards]
-        self._parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._idx_sel: tuple[int, ...] | None = None
 
     @staticmethod
@@ -130,24 +109,22 @@ class EmbeddingStore:
         except (OSError, pa.ArrowException):
             return None
 
-    @classmethod
-    def _read_keys(cls, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A shard's keys, contents and key hashes."""
+    @staticmethod
+    def _read_keys(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """A shard's keys and contents."""
         t = pq.read_table(path)
         key = t.column("key").to_numpy(zero_copy_only=False)
         key = key.astype(object) if key.dtype.kind not in "iu" else key.astype(np.int64)
-        return key, t.column("content").to_numpy().astype(np.int64), cls._key_hash(key)
+        return key, t.column("content").to_numpy().astype(np.int64)
 
     @staticmethod
-    def _key_hash(keys: np.ndarray) -> np.ndarray:
+    def _key_hash(keys: np.ndarray) -> np.ndarray:  # the shard digest's order
         if keys.dtype.kind in "iu":
             return keys.astype(np.int64).view(np.uint64)
         return content_hashes([str(k) for k in keys]).view(np.uint64)
 
     def _select(self, keys: np.ndarray | None) -> tuple[int, ...]:
-        """The shards that may hold ``keys``: for integer row keys only those whose key range
-        overlaps the queries' (stage 02 asks one LAION part at a time, so the lookup index holds
-        that part's entries, never the whole store's); every shard otherwise."""
+        """The shards that may hold ``keys`` (integer keys: by key range; else every shard)."""
         if keys is None or not len(keys) or keys.dtype.kind not in "iu":
             return tuple(range(len(self._shards)))
         lo, hi = int(keys.min()), int(keys.max())
@@ -155,23 +132,19 @@ class EmbeddingStore:
                      if r is None or (r[0] <= hi and r[1] >= lo))
 
     def _index(self, sel: tuple[int, ...] | None = None):
-        """The entries of the shards ``sel`` (default: all): keys, contents, key hashes, their
-        sorted mix, the order sorting it, shard offsets, and ``sel``. Only those shards' keys are
-        kept in memory."""
+        """The entries of the shards ``sel`` (default: all; only theirs kept in memory): a
+        unique (key, content) index (the first copy written wins), each one's shard and row."""
         sel = tuple(range(len(self._shards))) if sel is None else sel
         if sel != self._idx_sel:
             self._parts = {i: self._parts[i] if i in self._parts else
                            self._read_keys(self._shards[i]) for i in sel}
-            parts = [self._parts[i] for i in sel]
-            keys, contents, khash = ((np.concatenate(col) for col in zip(*parts)) if parts else
-                                     (np.zeros(0, np.int64), np.zeros(0, np.int64),
-                                      np.zeros(0, np.uint64)))
-            mix = _mix(khash, contents.view(np.uint64))
-            order = np.argsort(mix, kind="stable")  # stable: the first copy written comes first
-            sizes = [len(c) for _, c, _ in parts]
-            self._idx = (keys, contents, khash, mix[order], order,
-                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), sel)
-            self._idx_sel = sel
+            parts = [self._parts[i] for i in sel] or [(np.zeros(0, np.int64),) * 2]
+            index = pd.MultiIndex.from_arrays([np.concatenate([p[i] for p in parts])
+                                               for i in (0, 1)])
+            shard = np.repeat(np.asarray(sel, np.int64), [len(p[1]) for p in parts][:len(sel)])
+            row = np.concatenate([np.arange(len(p[1])) for p in parts])
+            first = ~index.duplicated()
+            self._idx, self._idx_sel = (index[first], shard[first], row[first]), sel
         return self._idx
 
     def _as_keys(self, keys: Sequence) -> np.ndarray:
@@ -188,30 +161,13 @@ class EmbeddingStore:
             raise ValueError(f"{self.dir}: {n} keys but {len(c)} contents")
         return c
 
-    def _find(self, keys: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, tuple]:
-        """Position of each (key, content) among the entries of the shards that may hold them
-        (-1 where not stored), and the index those positions refer to."""
-        idx = self._index(self._select(keys))
-        stored_k, stored_c, stored_h, mix, order, _, _ = idx
-        pos = np.full(len(keys), -1, np.int64)
-        if not len(mix) or not len(keys):
-            return pos, idx
-        qh = self._key_hash(keys)
-        q = _mix(qh, contents.view(np.uint64))
-        qs = np.argsort(q, kind="stable")  # sorted queries: a much faster search
-        lo = np.empty(len(q), np.int64)
-        lo[qs] = np.searchsorted(mix, q[qs], "left")
-        todo = np.flatnonzero(lo < len(mix))
-        while len(todo):  # almost always one candidate per query: checked, the next if it fails
-            todo = todo[mix[lo[todo]] == q[todo]]
-            cand = order[lo[todo]]
-            ok = (stored_h[cand] == qh[todo]) & (stored_c[cand] == contents[todo])
-            if keys.dtype == object:
-                ok &= stored_k[cand] == keys[todo]
-            pos[todo[ok]] = cand[ok]
-            lo[todo] += 1
-            todo = todo[~ok & (lo[todo] < len(mix))]
-        return pos, idx
+    def _find(self, keys: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Position of each (key, content) in the index of the shards that may hold them (-1:
+        not stored), with the shard and row of every position."""
+        index, shard, row = self._index(self._select(keys))
+        pos = (index.get_indexer(pd.MultiIndex.from_arrays([keys, contents]))
+               if len(index) and len(keys) else np.full(len(keys), -1, np.int64))
+        return pos, shard, row
 
     @property
     def dim(self) -> int | None:
@@ -219,12 +175,7 @@ class EmbeddingStore:
 
     def __len__(self) -> int:
         """The number of distinct (key, content) entries."""
-        _, contents, khash, mix, order, _, _ = self._index()
-        if not len(mix):
-            return 0
-        same = (mix[1:] == mix[:-1]) & (khash[order[1:]] == khash[order[:-1]]) & \
-            (contents[order[1:]] == contents[order[:-1]])
-        return int(len(mix) - same.sum())
+        return len(self._index()[0])
 
     def contains(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
         """Boolean mask: which (key, content) entries are stored."""
@@ -234,21 +185,17 @@ class EmbeddingStore:
     def get(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
         """Unit-norm float32 rows aligned to ``keys``; every entry must be stored."""
         k = self._as_keys(keys)
-        pos, idx = self._find(k, self._contents(len(k), contents))
+        pos, shard, row = self._find(k, self._contents(len(k), contents))
         if (pos < 0).any():
             raise KeyError(f"{self.dir}: {int((pos < 0).sum())} of {len(k)} entries not stored "
                            f"(first keys: {k[pos < 0][:5].tolist()}); embed them first")
-        offsets, shard_ids = idx[5], idx[6]
-        shard = np.searchsorted(offsets, pos, "right") - 1
-        row = pos - offsets[shard]
+        shard, row = shard[pos], row[pos]
         out = np.zeros((len(k), self._dim or 0), np.float32)
         for s in np.unique(shard):
             sel = np.flatnonzero(shard == s)
-            emb = np.load(self._emb_path(self._shards[shard_ids[s]]), mmap_mode="r")
-            out[sel] = emb[row[sel]]
+            out[sel] = np.load(self._emb_path(self._shards[s]), mmap_mode="r")[row[sel]]
         return _unit(out)
 
-    # -- writing ---------------------------------------------------------------------------
     def add(self, keys: Sequence, embeddings: np.ndarray,
             contents: Sequence[int] | None = None) -> Path | None:
         """Store one shard: embeddings first, then the keys file (the commit mark)."""
@@ -276,7 +223,7 @@ class EmbeddingStore:
                                 "content": pa.array(c, pa.int64())}), keys_path)
         self._shards.append(keys_path)
         self._ranges.append((int(k.min()), int(k.max())) if k.dtype.kind in "iu" else None)
-        self._parts[len(self._shards) - 1] = (k, c, h)
+        self._parts[len(self._shards) - 1] = (k, c)
         self._idx_sel = None  # the lookup index is rebuilt lazily
         return keys_path
 
@@ -300,10 +247,7 @@ class EmbeddingStore:
         return f"EmbeddingStore({str(self.dir)!r}, n={len(self)}, dim={self._dim})"
 
 
-# --------------------------------------------------------------------------------------------
-# Captions through a store
-# --------------------------------------------------------------------------------------------
-
+# ------------------------------------------------------------------------ captions through a store
 def _take(texts: Any, idx: np.ndarray) -> list[Any]:
     """texts[idx] for a list, numpy array or pyarrow (Chunked)Array."""
     if hasattr(texts, "take") and hasattr(texts, "to_pylist"):
@@ -314,13 +258,10 @@ def _take(texts: Any, idx: np.ndarray) -> list[Any]:
 def embed_with_store(encoder: Any, keys: Sequence, texts: Any, store: EmbeddingStore,
                      batch_size: int = 64, shard_size: int = 65_536,
                      progress: bool = False) -> np.ndarray:
-    """Unit-norm embeddings of ``texts`` aligned to ``keys`` (row keys, or file names), embedding
-    only the (key, caption) pairs not stored yet: a caption changed under the same key is a miss.
-
-    The content of a caption is ``content_hash`` of the text the encoder sees (null: "None").
-    New embeddings are written in shards of ``shard_size`` rows, so an interrupted run resumes
-    where it stopped; a repeated (key, caption) is embedded once.
-    """
+    """Unit-norm embeddings of ``texts`` aligned to ``keys`` (row keys, or file names),
+    embedding only the (key, caption) pairs not stored yet (content: ``content_hash`` of the text
+    the encoder sees; null: "None"), each once, in shards of ``shard_size`` rows (a killed run
+    resumes)."""
 
     if len(keys) != len(texts):
         raise ValueError(f"embed_with_store: {len(keys)} keys but {len(texts)} texts")
@@ -339,8 +280,7 @@ def embed_with_store(encoder: Any, keys: Sequence, texts: Any, store: EmbeddingS
 
 
 def embed_captions(encoder, captions: pd.DataFrame, store, batch_size: int = 64) -> np.ndarray:
-    """Embeddings of ImageNet-Captions (``sources.imagenet.read_imagenet_captions``: image_key,
-    text) aligned to its rows, through a store keyed by file name and caption (stages 08 and 09
-    share it: ``Stage.cache_dir("text_embeddings", "imagenet_captions", encoder.name)``)."""
+    """Embeddings of ImageNet-Captions (image_key, text) aligned to its rows, through a store
+    keyed by file name and caption (shared by stages 08 and 09)."""
     return embed_with_store(encoder, captions["image_key"].astype(str).to_numpy(object),
                             captions["text"].to_numpy(object), store, batch_size=batch_size)

@@ -97,7 +97,7 @@ def accuracy_on_releases(classifiers: str | None, eval_dir: str | os.PathLike | 
               f"{'found' if laionet_results and laionet_results.is_file() else 'missing (run stage 04)'}")
         return pd.DataFrame(columns=list(EMPTY_ACCURACY))
     files = release_results_files(out)
-    if step.current and all(f.is_file() for f in files.values()):
+    if step.current() and all(f.is_file() for f in files.values()):
         print("ImageNetV2 results are current: reusing", sorted(f.name for f in files.values()))
     else:
         evaluate_releases(classifiers, v2, files, device, batch_size)

@@ -1,13 +1,10 @@
 """Recognised text in LAIONet's images (paper_spec A7 step 1): OCR over a stage-03 download.
 
 Every row of a download gets ``recognized_text``: the texts an OCR engine reads in the stored
-image, joined by spaces and lower-cased; ``'NO TEXT'`` when the engine finds none; ``'DOWNLOAD
-ERROR'`` for a row that did not download; ``'RECOGNITION ERROR'`` when the image cannot be
-decoded or the engine fails on it; null when the step was not run. Results are cached per image
-content (``content_hash`` of the stored bytes) and engine, one cache file per batch: a rerun
-recognises only new images, a kill loses at most one batch, and rows sharing an image share its
-text. The flag rule is ``laionet.method.recognised_text``.
-The engine replaces EAST + TrOCR, whose weights are not reachable offline (a Dropbox link and the
+image, joined by spaces and lower-cased (or ``NO TEXT``, ``DOWNLOAD ERROR``, ``RECOGNITION
+ERROR``; null when the step was not run). Texts are cached per image content (``content_hash``)
+and engine (its name holds its version and settings), one file per batch: a rerun reads only new
+images. The flag rule is ``laionet.method.recognised_text``. The engine replaces EAST + TrOCR, whose weights are not reachable offline (a Dropbox link and the
 Hugging Face hub): ``ENGINES`` lists the offline ones this module drives. The default, RapidOCR
 (PaddleOCR's PP-OCRv4 detector + recogniser as ONNX files inside the ``rapidocr-onnxruntime``
 wheel), was picked by measured recall, false-flag rate and speed on real photos with rendered
@@ -22,11 +19,13 @@ space-padded rule then misses (7 of its 11 misses).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +33,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
-from laionet.jobs.embedding_store import content_hash
+from laionet.jobs.download import load_manifest
+from laionet.jobs.embedding_store import content_hash, safe_name
+from laionet.jobs.image_embeddings import read_downloads
 from laionet.method.recognised_text import (DOWNLOAD_ERROR, NO_TEXT, RECOGNITION_ERROR, SUCCESS,
                                             TEXT_COL, Exclusion, names_in_text)
 from laionet.sources.classes import class_table
 from laionet.util.files import write_parquet
-from laionet.jobs.download import load_manifest
-from laionet.jobs.embedding_store import safe_name
-from laionet.jobs.image_embeddings import read_downloads
 
 PRODUCT = "recognized_text.parquet"  # stage 03's product: key, wnid, recognized_text
-
-
 ENGINES = ("easyocr", "rapidocr", "tesseract")
-
-
 DEFAULT_ENGINE = "rapidocr"
-
-
 COMPACT_AT = 64  # cache files per engine folder before they are merged into one
+SCHEMA = pa.schema([("key", pa.int64()), ("wnid", pa.string()), (TEXT_COL, pa.string())])
 
 
 def _join(texts: Iterable[str]) -> str:
@@ -98,14 +92,10 @@ class RapidOCREngine:
     """RapidOCR: PaddleOCR's PP-OCRv4 detector + recogniser as ONNX files inside the wheel."""
 
     def __init__(self, min_side: int = 0, n_threads: int | None = None):
-        from importlib import metadata
-
         from rapidocr_onnxruntime import RapidOCR
 
-        kw = {}
-        if n_threads:
-            kw = {"intra_op_num_threads": int(n_threads), "inter_op_num_threads": 1}
-        self.ocr = RapidOCR(**kw)
+        self.ocr = RapidOCR(**({"intra_op_num_threads": int(n_threads), "inter_op_num_threads": 1}
+                               if n_threads else {}))
         self.min_side = int(min_side)
         self.name = f"rapidocr-{metadata.version('rapidocr-onnxruntime')}-min{self.min_side}"
 
@@ -177,46 +167,41 @@ def recognise(engine: Any, image: Any) -> str:
 
 
 class TextCache:
-    """Recognised texts of one engine, keyed by image content (``content_hash`` of the bytes).
-    ``folder`` holds ``<seq>-<digest>.parquet`` files (content int64, recognized_text); each is
-    written atomically, so a kill leaves every finished batch readable. ``COMPACT_AT`` files are
-    merged into one (the merged file is written before the others are removed)."""
+    """Recognised texts of one engine, keyed by image content (``content_hash`` of the bytes):
+    ``<seq>-<digest>.parquet`` files (content, recognized_text), each written atomically, so a
+    kill leaves every finished batch readable; ``COMPACT_AT`` files are merged into one (written
+    before the others are removed)."""
 
     def __init__(self, folder: str | os.PathLike, engine_name: str):
-        self.dir = Path(folder)
-        self.engine_name = engine_name
-        self.texts: dict[int, str] = {}
+        self.dir, self.engine_name, self.texts = Path(folder), engine_name, {}
         for p in self._files():
             t = pq.read_table(p)
-            self.texts.update(zip(t.column("content").to_pylist(),
-                                  t.column(TEXT_COL).to_pylist()))
+            self.texts.update(zip(t.column("content").to_pylist(), t.column(TEXT_COL).to_pylist()))
 
     def _files(self) -> list[Path]:
         return sorted(self.dir.glob("[0-9]*-*.parquet")) if self.dir.is_dir() else []
 
-    def add(self, contents: Sequence[int], texts: Sequence[str]) -> None:
-        if not len(contents):
-            return
-        self.texts.update(zip(contents, texts))
+    def _write(self, seq: int, contents: Sequence[int], texts: Sequence[str]) -> None:
         c = np.asarray(contents, np.int64)
         digest = hashlib.sha1(np.sort(c).tobytes()).hexdigest()[:16]
-        files = self._files()
-        write_parquet(pa.table({"content": pa.array(c), TEXT_COL: pa.array(list(texts), pa.string())}),
-                      self.dir / f"{len(files):06d}-{digest}.parquet")
-        if len(files) + 1 >= COMPACT_AT:
-            self.compact()
+        write_parquet(pa.table({"content": c, TEXT_COL: pa.array(list(texts), pa.string())}),
+                      self.dir / f"{seq:06d}-{digest}.parquet")
+
+    def add(self, contents: Sequence[int], texts: Sequence[str]) -> None:
+        if len(contents):
+            self.texts.update(zip(contents, texts))
+            files = self._files()
+            self._write(len(files), contents, texts)
+            if len(files) + 1 >= COMPACT_AT:
+                self.compact()
 
     def compact(self) -> None:
         files = self._files()
-        if len(files) < 2:
-            return
-        c = np.fromiter(self.texts.keys(), np.int64, len(self.texts))
-        digest = hashlib.sha1(np.sort(c).tobytes()).hexdigest()[:16]
-        merged = self.dir / f"{int(files[-1].name.split('-')[0]) + 1:06d}-{digest}.parquet"
-        write_parquet(pa.table({"content": pa.array(c),
-                                TEXT_COL: pa.array(list(self.texts.values()), pa.string())}), merged)
-        for p in files:
-            p.unlink(missing_ok=True)
+        if len(files) >= 2:
+            self._write(int(files[-1].name.split("-")[0]) + 1, list(self.texts),
+                        list(self.texts.values()))
+            for p in files:
+                p.unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -226,75 +211,46 @@ def recognise_downloads(download_dir: str | os.PathLike, cache_dir: str | os.Pat
                         engine: Any | Callable[[], Any] = DEFAULT_ENGINE, *, batch_size: int = 64,
                         progress: bool = True, dest: str | os.PathLike | None = None
                         ) -> pd.DataFrame:
-    """``recognized_text`` of every row of a stage-03 download (``download_dir`` with its
-    manifest and shards): one row per manifest row, columns key, wnid, recognized_text.
-
-    ``engine``: an engine object, a name of ``ENGINES``, or a callable making one (loaded only if
-    some image is not cached yet). ``cache_dir``: the folder of all engines' caches (stage 03's
-    ``S.cache_dir("recognised_text")``); each engine writes below ``<cache_dir>/<engine name>``
-    after every ``batch_size`` recognised images. ``dest``: also write the table there
-    (atomically)."""
-
+    """key, wnid, recognized_text of every manifest row of a stage-03 download (also written to
+    ``dest``). ``engine``: an engine, a name of ``ENGINES`` (loaded only if some image is not
+    cached) or a callable making one; its cache ``<cache_dir>/<engine name>`` gets a file after
+    every ``batch_size`` recognised images."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(engine, str):
+        name, get = _engine_name(engine), functools.cache(functools.partial(load_engine, engine))
+    else:
+        engine = engine() if callable(engine) and not hasattr(engine, "read") else engine
+        name, get = engine.name, lambda: engine
     man = load_manifest(download_dir)
-    eng = _EngineSlot(engine)
-    cache = TextCache(Path(cache_dir) / safe_name(eng.name), eng.name)
-    text = pd.Series(DOWNLOAD_ERROR, index=man["key"].astype(np.int64).to_numpy(), dtype=object)
-    ok = man["status"].eq(SUCCESS).to_numpy()
-    n_ok = int(ok.sum())
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_ok, desc=f"recognised text ({eng.name})", unit="img")
-    pending_c: list[int] = []
-    pending_t: list[str] = []
+    keys = man["key"].astype(np.int64).to_numpy()
+    cache = TextCache(Path(cache_dir) / safe_name(name), name)
+    text = pd.Series(DOWNLOAD_ERROR, index=keys, dtype=object)
+    n_ok = int(man["status"].eq(SUCCESS).sum())
+    pending: dict[int, str] = {}
     hits = 0
-    for key, data in read_downloads(download_dir):
+    for key, data in tqdm(read_downloads(download_dir), total=n_ok, disable=not progress,
+                          desc=f"recognised text ({name})", unit="img"):
         c = content_hash(data)
-        if c in cache.texts:
-            text[key] = cache.texts[c]
-            hits += 1
-        else:
-            t = recognise(eng.get(), data)
-            text[key] = t
-            cache.texts[c] = t  # rows sharing the image wait for no batch
-            pending_c.append(c)
-            pending_t.append(t)
-            if len(pending_c) >= batch_size:
-                cache.add(pending_c, pending_t)
-                pending_c, pending_t = [], []
-        if bar is not None:
-            bar.update(1)
-    cache.add(pending_c, pending_t)
-    if bar is not None:
-        bar.close()
-    out = pd.DataFrame({"key": man["key"].astype(np.int64).to_numpy(), "wnid": man["wnid"].astype(str),
-                        TEXT_COL: text.loc[man["key"].astype(np.int64).to_numpy()].to_numpy()})
-    out.attrs.update(engine=eng.name, cache_hits=hits, recognised=n_ok - hits)
-    if dest is not None:
-        write_table(out, dest)
-    return out
-
-
-def not_recognised(download_dir: str | os.PathLike, dest: str | os.PathLike | None = None
-                   ) -> pd.DataFrame:
-    """The table of a download whose images were not searched for text: every text null (the
-    authors' "never processed": never flagged)."""
-
-    man = load_manifest(download_dir)
-    out = pd.DataFrame({"key": man["key"].astype(np.int64), "wnid": man["wnid"].astype(str),
-                        TEXT_COL: pd.Series([None] * len(man), dtype=object)})
+        hits += c in cache.texts
+        if c not in cache.texts:
+            # at once in the cache: later rows sharing the image wait for no batch
+            cache.texts[c] = pending[c] = recognise(get(), data)
+            if len(pending) >= batch_size:
+                cache.add(list(pending), list(pending.values()))
+                pending = {}
+        text[key] = cache.texts[c]
+    cache.add(list(pending), list(pending.values()))
+    out = pd.DataFrame({"key": keys, "wnid": man["wnid"].astype(str),
+                        TEXT_COL: text.loc[keys].to_numpy()})
+    out.attrs.update(engine=name, cache_hits=hits, recognised=n_ok - hits)
     if dest is not None:
         write_table(out, dest)
     return out
 
 
 def write_table(table: pd.DataFrame, dest: str | os.PathLike) -> None:
-    write_parquet(pa.Table.from_pandas(table, schema=pa.schema(
-        [("key", pa.int64()), ("wnid", pa.string()), (TEXT_COL, pa.string())]),
-        preserve_index=False), dest)
+    write_parquet(pa.Table.from_pandas(table, schema=SCHEMA, preserve_index=False), dest)
 
 
 def read_table(download_dir: str | os.PathLike) -> pd.DataFrame:
@@ -308,32 +264,8 @@ def read_table(download_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-class _EngineSlot:
-    """An engine made on first use (cached images need none)."""
-
-    def __init__(self, engine: Any):
-        self._engine = None
-        self._make = None
-        if isinstance(engine, str):
-            self._make = lambda: load_engine(engine)
-            self.name = _engine_name(engine)
-        elif callable(engine) and not hasattr(engine, "read"):
-            self._engine = engine()
-            self.name = self._engine.name
-        else:
-            self._engine = engine
-            self.name = engine.name
-
-    def get(self):
-        if self._engine is None:
-            self._engine = self._make()
-        return self._engine
-
-
 def _engine_name(name: str) -> str:
     """The cache name an engine of this name and default settings will have, without loading it."""
-    from importlib import metadata
-
     if name == "easyocr":
         return f"easyocr-{metadata.version('easyocr')}-en-min0"
     if name == "rapidocr":
@@ -342,12 +274,10 @@ def _engine_name(name: str) -> str:
 
 
 def measure(engine: Any, pairs: Sequence[tuple[Any, Any, str, Any]]) -> dict[str, Any]:
-    """Recall and false-flag rate of ``engine`` under the authors' rule on (clean image, image
-    with text, word, style) pairs (``laionet.demo.text.text_pairs``): recall = share of images
-    with text whose recognised text contains the word; false-flag rate = share of the clean
-    images whose recognised text contains the same word; wall and CPU seconds per image (both
-    kinds; CPU time counts every thread and the tesseract program).
-    Also the per-pair texts (``rows``) to see what was misread."""
+    """Recall (images with the word whose text contains it) and false-flag rate (clean images
+    whose text contains it) of ``engine`` under the authors' rule on (clean, with text, word,
+    style) pairs (``laionet.demo.text.text_pairs``), wall and CPU seconds per image (every
+    thread and the tesseract program), and the per-pair texts (``rows``)."""
     import resource
     import time
 
@@ -375,21 +305,23 @@ def measure(engine: Any, pairs: Sequence[tuple[Any, Any, str, Any]]) -> dict[str
 def download_step(download_dir: str | os.PathLike, cache_dir: str | os.PathLike, *,
                   enabled: bool = True, engine: str = DEFAULT_ENGINE, batch_size: int = 64,
                   progress: bool = True) -> pd.DataFrame:
-    """Stage 03's last step: ``recognized_text`` of every row of the download in
-    ``download_dir``, written there as ``PRODUCT``; ``enabled=False`` writes every text null
-    (never processed, never flagged: the exclusion is then off)."""
+    """Stage 03's last step: the download's ``PRODUCT``; ``enabled=False``: every text null
+    (never processed, never flagged: stage 04's exclusion is off)."""
     if engine not in ENGINES:
         raise ValueError(f"ocr_engine must be one of {list(ENGINES)}, got {engine!r}")
     dest = Path(download_dir) / PRODUCT
-    if not enabled:
-        return not_recognised(download_dir, dest)
-    return recognise_downloads(download_dir, cache_dir, engine, batch_size=batch_size,
-                               progress=progress, dest=dest)
+    if enabled:
+        return recognise_downloads(download_dir, cache_dir, engine, batch_size=batch_size,
+                                   progress=progress, dest=dest)
+    man = load_manifest(download_dir)
+    out = pd.DataFrame({"key": man["key"].astype(np.int64), "wnid": man["wnid"].astype(str),
+                        TEXT_COL: pd.Series([None] * len(man), dtype=object)})
+    write_table(out, dest)
+    return out
 
 
 def exclusion_of_download(download_dir: str | os.PathLike, classes: Any, rule: str = "head"
                           ) -> Exclusion:
-    """Stage 04's ``Exclusion`` from stage 03's ``recognized_text.parquet`` and a class list
-    (``class_table``'s argument: ``imagenet1k``, a wnid file, or a table)."""
+    """Stage 04's ``Exclusion`` from stage 03's ``PRODUCT`` and a class list (or table)."""
     table = classes if isinstance(classes, pd.DataFrame) else class_table(classes)
     return Exclusion(read_table(download_dir), table, rule)

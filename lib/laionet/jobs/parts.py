@@ -1,14 +1,10 @@
-"""Per-part processing of LAION-style parquet parts: the generic part mapper.
+"""The generic part mapper: one task per LAION part, through any ``concurrent.futures.Executor``.
 
-``map_parts`` runs one task per part through any ``concurrent.futures.Executor`` (a local process
-pool by default; ``distributed.Client(...).get_executor()`` for a Dask cluster, unchanged), with a
-progress bar, resume and collected failures. Parts are numbered by ``laionet.sources.laion.part_numbers``
-(``part-NNNNN`` in the file name; the rule every stage uses). A part counts as done when its
-marker ``done/part-%05d.json`` exists with the same fingerprint (parameters + the input file's
-``laionet.util.fingerprint.file_fingerprint``); the marker is written atomically after the task's own outputs, so a crash never
-leaves a part that looks finished but is not.
-
-Stage 01's task (matching one part's captions) is ``laionet.jobs.match_parts``.
+A local process pool by default; ``distributed.Client(...).get_executor()`` for a Dask cluster,
+unchanged. Parts are numbered by ``laionet.sources.laion.part_numbers`` (``part-NNNNN`` in the
+file name). A part is done when its ``Marker`` ``done/part-%05d.json`` holds the fingerprint of
+the task's parameters and of the input file (and of the other files the part depends on); it is
+written after the task's own outputs. Stage 01's task is ``laionet.jobs.match_parts``.
 """
 
 from __future__ import annotations
@@ -22,41 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from laionet.sources.laion import PartError, part_numbers
-from laionet.util.files import read_json, write_json
-from laionet.util.fingerprint import file_fingerprint
-from laionet.util.fingerprint import fingerprint as params_fingerprint
+from laionet.util.files import read_json
+from laionet.util.fingerprint import Marker, file_fingerprint
+from laionet.util.fingerprint import fingerprint as fingerprint_of
 
-__all__ = ["MapResult", "PartError", "done_stats", "is_done", "map_parts", "part_file",
-           "part_numbers"]
+__all__ = ["MapResult", "PartError", "done_stats", "map_parts", "part_file", "part_numbers"]
 
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Part files and markers
-# ---------------------------------------------------------------------------------------------
 
 def part_file(out_dir: str | os.PathLike, kind: str, part: int, ext: str = "parquet") -> Path:
     return Path(out_dir) / kind / f"part-{part:05d}.{ext}"
-
-
-def _marker_fingerprint(path: Path, fingerprint: str, extra: Sequence[Path] = ()) -> str:
-    return params_fingerprint([fingerprint, file_fingerprint(path),
-                               *(file_fingerprint(p) if Path(p).exists() else "missing"
-                                 for p in extra)])
-
-
-def is_done(out_dir: str | os.PathLike, part: int, path: Path, fingerprint: str = "",
-            extra: Sequence[Path] = ()) -> bool:
-    marker = part_file(out_dir, "done", part, "json")
-    if not marker.is_file():
-        return False
-    try:
-        return read_json(marker).get("fingerprint") == _marker_fingerprint(path, fingerprint,
-                                                                            extra)
-    except (OSError, ValueError):
-        return False
 
 
 @dataclass
@@ -66,7 +39,6 @@ class MapResult:
     done: dict[int, dict[str, Any]] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # part path -> error message
-
     tracebacks: dict[str, str] = field(default_factory=dict)  # part path -> worker traceback
 
     def raise_for_failures(self) -> None:
@@ -88,6 +60,13 @@ def _call(fn: Callable[..., dict], path: Path, part: int) -> dict:
                 "traceback": traceback.format_exc()}
 
 
+def _result(f: cf.Future) -> dict:
+    try:
+        return f.result()
+    except Exception as exc:  # noqa: BLE001 - a worker that died, a pickling error ...
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
               out_dir: str | os.PathLike, executor: cf.Executor | None = None,
               desc: str = "parts", n_workers: int = 2, fingerprint: str = "",
@@ -95,29 +74,25 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
               part_inputs: Callable[[int], Sequence[Path]] | None = None) -> MapResult:
     """Run ``fn(path, part=n) -> stats dict`` once per part that is not done yet.
 
-    executor: any concurrent.futures.Executor (kept open; the caller owns it). None: a process
-        pool of ``n_workers`` (forkserver: no fork of a process running Arrow threads), or inline when
-        n_workers <= 1.
-    fingerprint: identifies the parameters; a part is skipped only when its marker holds the same
-        fingerprint and the input file is unchanged (``laionet.util.fingerprint.file_fingerprint``).
-    on_error: "raise" (after every other part finished) or "skip" (failures only reported in the
-        result).
-    part_inputs: part number -> other files that part's output depends on (stage 02: stage 01's
-        tables of the part); their fingerprints join the marker's, so a changed one redoes it.
+    executor: any Executor (the caller owns it). None: a process pool of ``n_workers``
+        (forkserver: no fork of a process running Arrow threads), or inline when n_workers <= 1.
+    fingerprint: of the parameters that change a part's outputs (never the worker count).
+    on_error: "raise" (after every other part finished) or "skip" (failures in the result).
+    part_inputs: part number -> other files its output depends on (stage 02: stage 01's tables
+        of the part); a changed one redoes the part.
     """
-    from tqdm.auto import tqdm
-
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be raise or skip, not {on_error!r}")
     nums = part_numbers(parts)
-    result = MapResult()
-    todo = []
-    extra = (lambda part: list(part_inputs(part))) if part_inputs else (lambda part: [])
-    for path, part in nums.items():
-        if is_done(out_dir, part, path, fingerprint, extra(part)):
-            result.skipped.append(part)
-        else:
-            todo.append((path, part))
+    def key(path: Path, part: int) -> str:
+        extra = part_inputs(part) if part_inputs else ()
+        return fingerprint_of([fingerprint, file_fingerprint(path), *(
+            file_fingerprint(p) if Path(p).exists() else "missing" for p in extra)])
+
+    markers = {part: Marker(part_file(out_dir, "done", part, "json"), key(path, part))
+               for path, part in nums.items()}
+    result = MapResult(skipped=[part for part in nums.values() if markers[part].current()])
+    todo = [(path, part) for path, part in nums.items() if part not in result.skipped]
     own = executor is None and n_workers > 1 and len(todo) > 1
     if own:
         executor = cf.ProcessPoolExecutor(min(n_workers, len(todo)),
@@ -128,14 +103,11 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
             outcomes = ((path, part, _call(fn, path, part)) for path, part in todo)
         else:
             futures = {executor.submit(_call, fn, path, part): (path, part) for path, part in todo}
-            outcomes = ((*futures[f], _future_result(f)) for f in cf.as_completed(futures))
+            outcomes = ((*futures[f], _result(f)) for f in cf.as_completed(futures))
         for path, part, out in outcomes:
             if out["ok"]:
-                stats = dict(out["stats"] or {}, part=part, path=str(path))
-                write_json({"fingerprint": _marker_fingerprint(path, fingerprint, extra(part)),
-                            "stats": stats},
-                           part_file(out_dir, "done", part, "json"))
-                result.done[part] = stats
+                result.done[part] = dict(out["stats"] or {}, part=part, path=str(path))
+                markers[part].done(stats=result.done[part])
             else:
                 result.failed[str(path)] = out["error"]
                 result.tracebacks[str(path)] = out.get("traceback", "")
@@ -149,14 +121,6 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
     return result
 
 
-def _future_result(f: cf.Future) -> dict:
-    try:
-        return f.result()
-    except Exception as exc:  # noqa: BLE001 - a worker that died, a pickling error ...
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-
-
 def done_stats(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The stats of every finished part (from the markers), sorted by part."""
-    files = sorted((Path(out_dir) / "done").glob("part-*.json"))
-    return [read_json(f)["stats"] for f in files]
+    return [read_json(f)["stats"] for f in sorted((Path(out_dir) / "done").glob("part-*.json"))]

@@ -1,25 +1,19 @@
 """Processes that die with their parent and take their process group with them.
 
 A SIGKILL of the runner (``kill -9 -- -<pgid>``, an out-of-memory kill, a closed terminal) must
-not leave a kernel or a download worker running: an orphaned img2dataset worker keeps filling
-its shard with "Connection refused" rows once the demo's loopback host is gone, and marks the
-shard finished. Neither SIGKILL nor Linux's parent-death signal reaches grandchildren, so each
-link of the chain watches its own parent:
-
-- the runner's kernels start as ``python -m laionet.jobs.processes -f {connection_file}`` (ipykernel,
-  plus ``tie_to_parent``): when the runner is gone, the kernel kills its process group (the
-  kernel leads its own session, so the group is the kernel and whatever it started);
-- stage 03 runs img2dataset in a child process that leads its own group and is tied to the
-  kernel the same way (``laionet.jobs.download``), so a dead kernel takes img2dataset's pool and
-  logger processes with it.
-
-Polling ``getppid`` (every 0.1 s) works on Linux and macOS alike and, unlike
-``PR_SET_PDEATHSIG``, does not depend on which thread started the process.
+not leave a kernel or a download worker running (an orphaned img2dataset worker fills its shard
+with "Connection refused" once the demo's host is gone). Neither SIGKILL nor Linux's
+parent-death signal reaches grandchildren, so each link watches its own parent by polling
+``getppid`` (Linux and macOS alike; unlike ``PR_SET_PDEATHSIG``, whatever thread started it):
+the runner's kernels start as ``python -m laionet.jobs.processes -f {connection_file}`` and kill
+their process group when the runner is gone; stage 03's img2dataset child leads its own group,
+tied to the kernel the same way (``laionet.jobs.download``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -60,10 +54,8 @@ def tie_to_parent(parent_pid: int | None = None) -> threading.Thread:
 
 # ------------------------------------------------------------------------- the runner's kernels
 _KERNELS: dict[int, Any] = {}  # pid -> Popen of the kernels this process started and not shut down
-_KM: type | None = None
-# set by the runner on Ctrl-C / SIGTERM: kernels shut down from then on are killed at once, with
-# their process groups, instead of being interrupted and asked to stop (which makes a busy
-# kernel and its download print tracebacks while it winds down)
+# set by the runner on Ctrl-C / SIGTERM: kernels shut down from then on are killed at once with
+# their groups, not asked to stop (a busy kernel would print tracebacks while winding down)
 STOPPING = threading.Event()
 
 
@@ -72,26 +64,20 @@ def _same_python(exe: str) -> bool:
 
 
 def tethered_cmd(cmd: list[str]) -> list[str]:
-    """A kernel command started as ``-m laionet.jobs.processes`` instead of ``-m ipykernel_launcher``
-    when it runs this interpreter; interpreter options may come first (the spec ipykernel
-    installs writes ``-Xfrozen_modules=off``). Other kernels are left as they are."""
+    """A kernel command of this interpreter run as ``-m laionet.jobs.processes`` instead of
+    ``-m ipykernel_launcher`` (options such as ``-Xfrozen_modules=off`` may come first)."""
     cmd = list(cmd)
-    if cmd and _same_python(cmd[0]):
-        for i in range(1, len(cmd) - 1):
-            if cmd[i:i + 2] == ["-m", "ipykernel_launcher"]:
-                cmd[i + 1] = "laionet.jobs.processes"
-                break
+    i = cmd.index("ipykernel_launcher") if "ipykernel_launcher" in cmd[1:] else 0
+    if i and cmd[i - 1] == "-m" and _same_python(cmd[0]):
+        cmd[i] = "laionet.jobs.processes"
     return cmd
 
 
+@functools.cache
 def kernel_manager_class() -> type:
-    """jupyter_client's ``AsyncKernelManager`` whose kernels are tied to this process: they
-    start as ``python -m laionet.jobs.processes`` (when the kernel spec is this interpreter's ipykernel)
-    and, once shut down, whatever they left running in their process group is killed.
-    papermill passes it on to nbclient: ``execute_notebook(..., kernel_manager_class=...)``."""
-    global _KM
-    if _KM is not None:
-        return _KM
+    """jupyter_client's ``AsyncKernelManager`` whose kernels are tied to this process
+    (``tethered_cmd``) and whose process group is killed once they shut down (papermill's
+    ``execute_notebook(..., kernel_manager_class=...)``)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class TiedKernelManager(AsyncKernelManager):
@@ -114,21 +100,19 @@ def kernel_manager_class() -> type:
                 kill_group(proc.pid)  # the kernel led its group: what it left running
                 _KERNELS.pop(proc.pid, None)
 
-    _KM = TiedKernelManager
-    return _KM
+    return TiedKernelManager
 
 
 def kill_kernels() -> int:
-    """Kill now every kernel this process started and has not shut down, with their process
-    groups (Ctrl-C or SIGTERM of the runner); returns how many there were."""
-    n = 0
+    """Kill every kernel this process started and has not shut down, with their groups (Ctrl-C
+    or SIGTERM of the runner); returns how many there were."""
+    n = len(_KERNELS)
     for pid, proc in list(_KERNELS.items()):
         kill_group(pid)
         with contextlib.suppress(Exception):
             proc.kill()
             proc.wait(timeout=5)
         _KERNELS.pop(pid, None)
-        n += 1
     return n
 
 

@@ -1,18 +1,12 @@
 """The stage contract: resolve a stage's inputs, fingerprint them, own its manifest.
 
-Two users, one set of rules (the declarations in ``laionet.pipeline.stages``):
-
-- a notebook opens its stage with ``S = open_stage("02_caption_filtering", globals())`` and gets
-  resolved inputs (``S.inputs.matches_dir``), its folders, figure and table saving with the
-  profile in the title, its caches and timed steps;
-- the runner calls ``plan_stage`` before starting a kernel: a missing input is an error there
-  (naming the parameter and the notebook that makes the file), a stage whose parameters,
-  inputs, notebook and library are unchanged is skipped, and the runner writes ``manifest.json``
-  (resolved parameters, input fingerprints, versions, timings, products).
-
-A changed parameter or input never mixes with old outputs: the stage's declared products are
-removed before it runs again. A run that was killed left ``status: running`` with the same
-fingerprint, so the rerun keeps what it wrote and resumes.
+A notebook opens its stage with ``S = open_stage("02_caption_filtering", globals())``: resolved
+inputs (``S.inputs.matches_dir``), folders, figures and tables saved with the profile in the
+title, caches, timed and cached sub-steps. The runner calls ``plan_stage`` before a kernel
+starts: a missing input is an error naming the notebook that makes it; a stage whose manifest
+holds the same fingerprint (parameters that change results, inputs' content, notebook, library)
+is skipped; otherwise its declared products are removed first, unless a killed run left
+``status: running`` under the same fingerprint (the rerun resumes).
 """
 
 from __future__ import annotations
@@ -21,23 +15,26 @@ import glob as globmod
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from laionet.demo.layout import locate
+from laionet.demo.world import WorldPaths
+from laionet.jobs.embedding_store import safe_name
+from laionet.models.openclip import random_weight_specs
 from laionet.pipeline import stages as st
 from laionet.pipeline.interactive import interactive_parameters
 from laionet.pipeline.params import notebook_file, read_parameters
 from laionet.pipeline.profiles import load_profile, profile_name
+from laionet.plots.style import save_figure, save_table, style
 from laionet.util.files import read_json, write_json
-from laionet.util.fingerprint import _sha, fingerprint, library_digest, path_fingerprint, versions
+from laionet.util.fingerprint import (Marker, fingerprint, library_digest, path_fingerprint,
+                                      spec_fingerprint, versions)
+from laionet.util.fingerprint import spec_files as _spec_files  # noqa: F401 (tests)
 from laionet.util.paths import project_root, resolve
 from laionet.util.timings import Timings
-from laionet.demo.world import WorldPaths
-from laionet.plots.style import save_figure, save_table, style
-from laionet.jobs.embedding_store import safe_name
-from laionet.models.openclip import random_weight_specs
-from laionet.demo.layout import locate
 
 MANIFEST = "manifest.json"
 STATE_DIR = "_stage"          # per-run scratch of the stage object: timings, steps, outputs
@@ -54,14 +51,11 @@ class MissingInput(FileNotFoundError):
 
 
 # ------------------------------------------------------------------------------ resolution
-
-
 def world_of(profile_key: str):
     """The profile's demo world (``WorldPaths``), or None when it lists no ``00_demo_world``."""
     prof = load_profile(profile_key)
     if st.WORLD_STAGE not in (prof.get("notebooks") or []):
         return None
-
     return WorldPaths(stage_dir(st.WORLD_STAGE, profile_key) / "world")
 
 
@@ -72,12 +66,6 @@ def stage_dir(name: str, profile_key: str) -> Path:
 
 def _maker(stage: str) -> str:
     return f"notebook {stage} makes it: run `./run_all.sh --only {stage[:2]}` first"
-
-
-def _spec_files(value: str) -> list[Path]:
-    """Local files named inside a model spec (``demo-tower:/x.safetensors``, ``demo:/models``)."""
-    parts = [p for p in str(value).split(":") if p and ("/" in p or p.startswith("~"))]
-    return [resolve(p) for p in parts if resolve(p).exists()]  # relative: from the project root
 
 
 def resolve_input(inp: st.Input, params: Mapping[str, Any], world, profile_key: str,
@@ -151,8 +139,7 @@ def input_fingerprint(inp: st.Input, value: Any, profile_key: str) -> str | None
     if value is None:
         return None
     if inp.kind in ("spec", "specs"):
-        specs = [str(v) for v in value] if isinstance(value, list) else [str(value)]
-        return fingerprint(specs + [path_fingerprint(p) for s in specs for p in _spec_files(s)])
+        return spec_fingerprint(value)
     if inp.kind == "classes" and value == "imagenet1k":
         return fingerprint(value)
     if inp.kind == "glob":
@@ -204,11 +191,8 @@ class Plan:
         if self.recorded and self.recorded.get("fingerprint") != self.fingerprint and not self.keep_products:
             for p in self.products:
                 target = self.out / p
-                if target.is_dir():
-                    shutil.rmtree(target)
-                    removed.append(p)
-                elif target.exists():
-                    target.unlink()
+                if target.exists():
+                    shutil.rmtree(target) if target.is_dir() else target.unlink()
                     removed.append(p)
             (self.out / STATE_DIR / "timings.json").unlink(missing_ok=True)
         # the record of saved figures and tables is this run's alone (the report reads it)
@@ -230,7 +214,7 @@ class Plan:
             "stage": self.name, "status": status, "fingerprint": self.fingerprint,
             "params": self.params, "inputs": {k: str(v) if v is not None else None for k, v in self.inputs.items()},
             "input_fingerprints": self.input_fps,
-            "notebook_sha256": _sha(notebook_file(self.name)), "library_sha256": library_digest(),
+            "notebook": path_fingerprint(notebook_file(self.name)), "library": library_digest(),
             "products": {p: path_fingerprint(self.out / p) for p in self.products
                          if status == "done" and (self.out / p).exists()},
             "timings_s": {"total": round(wall_s, 1) if wall_s is not None else None, **steps},
@@ -244,6 +228,9 @@ class Plan:
 
 
 _NOT_FINGERPRINTED = {"profile", "out_dir", "figures_dir"}
+# how the work is spread, never what it makes: a change reuses every product
+EXECUTION_ONLY = {"n_workers", "max_models", "processes_count", "thread_count", "distributor",
+                  "download_processes", "ocr_batch_size"}
 
 
 def plan_stage(name: str, params: Mapping[str, Any], profile_key: str,
@@ -260,9 +247,9 @@ def plan_stage(name: str, params: Mapping[str, Any], profile_key: str,
     if unfinished:
         raise MissingInput(f"{name} reads the products of {unfinished}, which did not finish "
                            f"(killed or failed): rerun {', '.join(unfinished)} first")
-    key_params = {k: v for k, v in params.items() if k not in _NOT_FINGERPRINTED}
+    key_params = {k: v for k, v in params.items() if k not in _NOT_FINGERPRINTED | EXECUTION_ONLY}
     fp = fingerprint({"stage": name, "params": key_params, "inputs": fps,
-                      "notebook": _sha(notebook_file(name)), "library": library_digest()})
+                      "notebook": path_fingerprint(notebook_file(name)), "library": library_digest()})
     return Plan(name, out, dict(params), inputs, fps, fp, product_paths(spec, params),
                 spec.keep_products, read_manifest(out))
 
@@ -276,25 +263,6 @@ class Inputs(dict):
             return self[name]
         except KeyError:
             raise AttributeError(f"no input {name!r}; this stage has {sorted(self)}") from None
-
-
-@dataclass
-class Step:
-    """A cached sub-step of a stage (e.g. stage 02's candidates, reused across a threshold
-    sweep): current when the values it uses are unchanged since ``done()``."""
-
-    path: Path
-    key: str
-
-    @property
-    def current(self) -> bool:
-        try:
-            return read_json(self.path).get("key") == self.key
-        except (OSError, ValueError):
-            return False
-
-    def done(self, **info: Any) -> None:
-        write_json({"key": self.key, **info}, self.path)
 
 
 @dataclass
@@ -332,18 +300,17 @@ class Stage:
         """A shared cache folder, one name per kind, dataset and encoder wherever it is used."""
         if kind not in self.spec.caches:
             raise KeyError(f"{self.name} declares no cache {kind!r} (laionet.pipeline.stages: {self.spec.caches})")
-
         return self.cache_root.joinpath(kind, *(safe_name(n) for n in names))
 
-    def step(self, name: str, uses: list[str]) -> Step:
-        """A sub-step keyed by the named parameters and inputs (their fingerprints)."""
+    def step(self, name: str, uses: list[str]) -> Marker:
+        """A cached sub-step (stage 06's accuracy on the releases), keyed by the named parameters
+        and inputs (their fingerprints): ``.current()`` until one of them changes."""
         key = fingerprint({u: self.input_fps[u] if u in self.input_fps else self.params.get(u) for u in uses})
-        return Step(self.out / STATE_DIR / f"step_{name}.json", key)
+        return Marker(self.out / STATE_DIR / f"step_{name}.json", key)
 
     def figure(self, fig, name: str, title: str | None = None):
-        """Save as PNG + PDF in the run's figure folder, the profile in the title; a stage that
-        uses an open_clip model with random weights says so in every title."""
-
+        """Save as PNG + PDF, the profile in the title (and any open_clip model with random
+        weights: every title says so)."""
         rnd = random_weight_specs(self.params.values())
         if rnd:
             base = title if title is not None else (fig._suptitle.get_text() if fig._suptitle else "")
@@ -352,12 +319,10 @@ class Stage:
 
     def table(self, df, name: str, **kw: Any):
         """Save as CSV + Markdown in the run's figure folder."""
-
         return self._record(name, "table", save_table(df, name, self.figures, **kw))
 
     def _record(self, name: str, kind: str, files: list[Path]) -> list[Path]:
-        """Note a saved figure or table in ``_stage/outputs.json``: the run's report
-        (``laionet.pipeline.report``) lists it with this stage, its parameters and its executed notebook."""
+        """Note a saved figure or table in ``_stage/outputs.json`` (for the run's report)."""
         path = self.out / STATE_DIR / OUTPUTS
         try:
             outputs = [o for o in read_json(path)["outputs"]  # a figure and a table may
@@ -381,17 +346,11 @@ class Stage:
 
 
 def open_stage(name: str, namespace: Mapping[str, Any]) -> Stage:
-    """The stage object of a notebook: ``S = open_stage("02_caption_filtering", globals())``.
-
-    Reads the notebook's declared parameters from ``namespace``, resolves every input
-    (MissingInput names what to run or set), makes the folders and applies the figure style.
-
-    Run by the runner, the namespace holds the values it resolved (``RUNNER_MARKER`` says so).
-    Run by hand (JupyterLab, or papermill without the runner), the parameters cell's ``profile``
-    is applied as ``./run_all.sh --profile X --only NN`` would apply it, with the cell's values as
-    the defaults (``laionet.pipeline.interactive``); the values are written back into
-    ``namespace`` (the notebook's later cells read them) and printed with where each came from.
-    """
+    """The stage object of a notebook: its declared parameters read from ``namespace``, every
+    input resolved, the folders made, the figure style applied. Run by hand (no
+    ``RUNNER_MARKER``), the cell's ``profile`` is applied as ``./run_all.sh --profile X --only NN``
+    would apply it, with the cell's values as the defaults (``laionet.pipeline.interactive``); the
+    values are written back into ``namespace`` and printed with where each came from."""
 
     spec = st.spec(name)
     declared = read_parameters(notebook_file(name))
