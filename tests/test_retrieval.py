@@ -180,9 +180,15 @@ def test_index_parts_one_file_per_part_resumes_and_merges_exactly(tmp_path, hash
     assert again.ntotal == 39 and len(enc.calls) == 5     # nothing to do
     with pytest.raises(ValueError, match="asked for IVF"):
         caption_index.index_parts(parts, enc, tmp_path / "index", factory="IVF4,PQ4")
-    parts = _laion_parts(tmp_path / "laion", {3: 15})     # part 3 changed under the index
-    with pytest.raises(RuntimeError, match="delete part-00003"):
-        caption_index.index_parts(parts, enc, tmp_path / "index")
+    p0 = parts[0]
+    parts = {0: p0, **_laion_parts(tmp_path / "laion", {3: 15})}  # part 3 changed under the index:
+    changed = caption_index.index_parts(parts, enc, tmp_path / "index", chunk_rows=10)
+    assert changed.ntotal == 40 and enc.calls[5:] == [10, 5]  # it alone is indexed again
+    assert part0.stat().st_mtime_ns == stamp
+    other = _spy(hash_text_encoder)                        # another encoder: its own markers
+    other.name = "another-encoder"
+    caption_index.index_parts({0: p0}, other, tmp_path / "index", chunk_rows=10)
+    assert other.calls == [10, 10, 5]
 
 
 def test_keep_embeddings_fills_the_store(tmp_path, hash_text_encoder):

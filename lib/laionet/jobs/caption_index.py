@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from laionet.jobs.embedding_store import embed_with_store
 from laionet.sources.laion import join_laion_columns, row_key, split_key
 from laionet.util.files import atomic_path, read_json, write_json
+from laionet.util.fingerprint import Marker, fingerprint
 
 META = "meta.json"
 TRAINED = "trained.faiss"
@@ -153,14 +154,16 @@ class PartedIndex:
             faiss.write_index(_cpu(on), str(tmp))
 
     def add_part(self, part: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
-                 source: Mapping | None = None) -> bool:
-        """Index one part from ``(embeddings, row keys)`` chunks and commit it (file, then
-        marker). False (nothing read from ``chunks``) when the part is already in."""
+                 source: Mapping | None = None, key: str = "") -> bool:
+        """Index one part from ``(embeddings, row keys)`` chunks and commit it (file, then its
+        ``Marker`` holding ``key``). False (nothing read from ``chunks``) when the part is in
+        under the same key; under another key it is indexed again."""
         import faiss
 
         part = int(part)
         name = _part_name(part)
-        if (self.folder / f"{name}.json").is_file():
+        marker = Marker(self.folder / f"{name}.json", key, self.folder / f"{name}.faiss")
+        if marker.current():
             return False
         index = _gpu(self._empty())
         n = 0
@@ -178,8 +181,8 @@ class PartedIndex:
         dest = self.folder / f"{name}.faiss"
         with atomic_path(dest, suffix=".faiss") as tmp:
             faiss.write_index(_cpu(index), str(tmp))
-        write_json({"part": part, "rows": n, "file": dest.name, "bytes": dest.stat().st_size,
-                    **dict(source or {})}, self.folder / f"{name}.json")
+        marker.done(part=part, rows=n, file=dest.name, bytes=dest.stat().st_size,
+                    **dict(source or {}))
         return True
 
     # querying -----------------------------------------------------------------------------
@@ -281,22 +284,19 @@ def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: st
                   for p in sorted(parts) for k, t in _part_chunks(parts[p], p, chunk_rows, rows[p])]
         index.train(np.concatenate(sample) if sample else np.zeros((0, encoder.dim), np.float32))
         del sample
-    done = index.records()
     for part, f in sorted(parts.items()):
         src = {"source": Path(f).name, "source_rows": n_rows[int(part)]}
-        if int(part) in done:
-            r = done[int(part)]
-            if (r.get("source"), r.get("source_rows")) != (src["source"], src["source_rows"]):
-                raise RuntimeError(
-                    f"{folder}: part {part} was indexed from {r.get('source')} "
-                    f"({r.get('source_rows')} rows), now {src['source']} ({src['source_rows']} "
-                    f"rows); delete {_part_name(part)}.json and .faiss there to redo it")
+        # what made the part: its file (name, rows, size), the encoder and the factory (a part
+        # file copied elsewhere keeps its index; a changed one is indexed again)
+        key = fingerprint({**src, "bytes": Path(f).stat().st_size, "encoder": encoder.name,
+                           "factory": factory, "dim": encoder.dim})
+        if Marker(index.folder / f"{_part_name(int(part))}.json").current(key):
             continue
         chunks = ((_embed(encoder, k, t, use_store, batch_size), k)
                   for k, t in tqdm(_part_chunks(f, int(part), chunk_rows),
                                    total=math.ceil(n_rows[int(part)] / chunk_rows),
                                    desc=f"index part {part}", disable=not progress))
-        index.add_part(int(part), chunks, src)
+        index.add_part(int(part), chunks, src, key)
     return index
 
 
