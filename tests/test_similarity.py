@@ -46,7 +46,6 @@ def test_pairwise_matches_brute_force_lower_triangle(n, d):
     E = _unit(np.random.default_rng(1).normal(size=(n, d)))
     full = E @ E.T
     vals = full[np.tril_indices(n, k=-1)]
-    np.testing.assert_allclose(np.sort(sim.pairwise_values(E)), np.sort(vals), atol=1e-12)
     st = sim.pairwise_stats({"c": E}).iloc[0]
     assert st["mean"] == pytest.approx(vals.mean(), abs=1e-12)
     assert st["std"] == pytest.approx(vals.std(), abs=1e-9)
@@ -54,7 +53,7 @@ def test_pairwise_matches_brute_force_lower_triangle(n, d):
 
 def test_sample_pairs_covers_every_pair_uniformly():
     E = _unit(np.random.default_rng(2).normal(size=(6, 16)))
-    vals = sim.pairwise_values(E)
+    vals = (E @ E.T)[np.tril_indices(len(E), k=-1)]
     draws = sim.sample_pairs(E, 30_000, np.random.default_rng(0))
     uniq, counts = np.unique(np.round(draws, 9), return_counts=True)
     np.testing.assert_allclose(uniq, np.sort(np.round(vals, 9)))

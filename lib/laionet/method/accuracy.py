@@ -1,8 +1,7 @@
 """The paper's accuracy aggregations (spec A12), on the long per-image results table.
 
-Input: a results table with one row per (image, model): ``dataset, model, wnid`` (true class),
-``correct1``, ``correct5`` (bool, null = image not evaluated). Everything is a pandas groupby;
-nothing loops over classes or images in Python.
+Input: one row per (image, model): ``dataset, model, wnid`` (true class), ``correct1``,
+``correct5`` (bool, null = image not evaluated). Everything is a pandas groupby.
 
 Definitions (exact, as in the authors' ``utils/calc_utils.py``):
 - recall_y = #True / n_y over the rows of class y with a non-null value; classes with n_y = 0
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from laionet.paper import PAPER_GAP_MODEL, PAPER_RECALL_MODELS  # noqa: F401
+from laionet.paper import PAPER_GAP_MODEL, PAPER_RECALL_MODELS
 
 KS = (1, 5)
 
@@ -33,24 +32,17 @@ def wilson_se(n_correct, n, alpha: float = 0.05) -> np.ndarray:
     return (np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float)) / 2 / 1.96
 
 
-def _check_columns(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise KeyError(f"{what}: missing column(s) {missing}; it has {list(df.columns)}. "
-                       "Expected the long results table of laionet.evaluation (one row per image "
-                       "and model).")
-
-
 def per_class_recall(results: pd.DataFrame, k: int = 1,
                      keys: Iterable[str] | None = None) -> pd.DataFrame:
-    """Recall@k per (dataset, model, class) over the rows with a non-null ``correct<k>``.
-
+    """Recall@k per (dataset, model, class) over the rows with a non-null ``correct<k>``;
     ``keys`` restricts the classes (the paper's ImageNet "projection" onto the LAIONet keys).
-    Returns columns dataset, model, wnid, n, n_correct, recall, se; classes with no evaluated
-    row do not appear.
-    """
+    Columns dataset, model, wnid, k, n, n_correct, recall, se."""
     col = f"correct{k}"
-    _check_columns(results, ("dataset", "model", "wnid", col), "per_class_recall")
+    missing = [c for c in ("dataset", "model", "wnid", col) if c not in results.columns]
+    if missing:
+        raise KeyError(f"per_class_recall: missing column(s) {missing}; it has "
+                       f"{list(results.columns)}. Expected the long results table of "
+                       "laionet.evaluation (one row per image and model).")
     df = results[["dataset", "model", "wnid", col]]
     if keys is not None:
         df = df[df["wnid"].isin(pd.Index(list(keys)))]
@@ -73,11 +65,8 @@ def equally_weighted(recalls: pd.DataFrame) -> pd.DataFrame:
 
 
 def laion_weighted(recalls: pd.DataFrame, class_freq: Mapping[str, float] | pd.Series) -> pd.DataFrame:
-    """Recall weighted by LAIONet class frequency, renormalised over the classes present.
-
-    Classes absent from ``class_freq`` get weight 0 (as in the paper). A (dataset, model) whose
-    classes all have weight 0 gets NaN.
-    """
+    """Recall weighted by LAIONet class frequency, renormalised over the classes present; classes
+    absent from ``class_freq`` weigh 0 (as in the paper), all-zero weights give NaN."""
     w = pd.Series(class_freq, dtype=float)
     df = recalls.assign(w=recalls["wnid"].map(w).fillna(0.0).to_numpy())
     df = df.assign(wr=df["w"] * df["recall"], wse2=(df["w"] * df["se"]) ** 2)
@@ -99,37 +88,28 @@ def class_frequency(wnids: pd.Series | Iterable[str]) -> pd.Series:
 def accuracy_table(results: pd.DataFrame, class_freq: Mapping[str, float] | pd.Series | None = None,
                    projections: Mapping[str, Iterable[str]] | None = None,
                    intersection: bool = False, ks: Iterable[int] = KS) -> pd.DataFrame:
-    """Accuracies of every (dataset, model, k, weighting) as in the paper's plots.
-
-    ``projections`` maps a dataset name to the class keys its rows are restricted to (paper:
-    ImageNet is projected onto the LAIONet keys). With ``intersection=True`` (a fix of spec E.6,
-    not the paper's default) every dataset of a model is restricted to the classes that have
-    evaluated rows in all datasets of that model. Columns: dataset, model, k, weighting,
-    accuracy, se, n_classes.
-    """
+    """Accuracy and se of every (dataset, model, k, weighting), as in the paper's plots; see
+    ``per_class_recalls`` for ``projections`` and ``intersection`` (fix of E.6; paper: off)."""
     recalls = per_class_recalls(results, projections=projections, intersection=intersection, ks=ks)
     parts = [equally_weighted(recalls)]
     if class_freq is not None:
         parts.append(laion_weighted(recalls, class_freq))
-    cols = ["dataset", "model", "k", "weighting", "accuracy", "se", "n_classes"]
-    return pd.concat(parts, ignore_index=True)[cols]
+    return pd.concat(parts, ignore_index=True)[["dataset", "model", "k", "weighting", "accuracy",
+                                                "se", "n_classes"]]
 
 
 def per_class_recalls(results: pd.DataFrame, projections: Mapping[str, Iterable[str]] | None = None,
                       intersection: bool = False, ks: Iterable[int] = KS) -> pd.DataFrame:
-    """per_class_recall for every k, with each dataset's projection, optionally intersected."""
+    """per_class_recall for every k, each dataset restricted to ``projections[dataset]`` (paper:
+    ImageNet onto the LAIONet keys); ``intersection``: per (model, k) only the classes with a
+    recall in every dataset of that model."""
     frames = []
     for dataset, rows in results.groupby("dataset", sort=True):
         keys = (projections or {}).get(dataset)
         frames += [per_class_recall(rows, k, keys=keys) for k in ks]
     recalls = pd.concat(frames, ignore_index=True)
-    if intersection:
-        recalls = intersect_classes(recalls)
-    return recalls
-
-
-def intersect_classes(recalls: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per (model, k), the classes with a recall in every dataset of that model."""
+    if not intersection:
+        return recalls
     n_ds = recalls.groupby(["model", "k"])["dataset"].transform("nunique")
     n_have = recalls.groupby(["model", "k", "wnid"])["dataset"].transform("nunique")
     return recalls[n_have == n_ds].reset_index(drop=True)
@@ -148,11 +128,16 @@ def drops_table(acc: pd.DataFrame, high: str = "ImageNet", low: str = "LAIONet")
     return wide
 
 
+def _per_class(recalls: pd.DataFrame, model: str, k: int, min_images: int, values) -> pd.DataFrame:
+    """One model's recalls at k (classes with >= min_images) as class x dataset, complete rows."""
+    sub = recalls[(recalls["model"] == model) & (recalls["k"] == k) & (recalls["n"] >= min_images)]
+    return sub.pivot(index="wnid", columns="dataset", values=values).dropna()
+
+
 def class_gaps(recalls: pd.DataFrame, model: str, k: int = 5, high: str = "ImageNet",
                low: str = "LAIONet", min_images: int = 10) -> pd.DataFrame:
     """Per-class recall gap ``low - high`` for one model (classes with >= min_images on both)."""
-    sub = recalls[(recalls["model"] == model) & (recalls["k"] == k) & (recalls["n"] >= min_images)]
-    wide = sub.pivot(index="wnid", columns="dataset", values="recall").dropna()
+    wide = _per_class(recalls, model, k, min_images, "recall")
     if high not in wide or low not in wide:
         return pd.DataFrame(columns=["wnid", low, high, "gap"])
     wide["gap"] = wide[low] - wide[high]
@@ -162,17 +147,13 @@ def class_gaps(recalls: pd.DataFrame, model: str, k: int = 5, high: str = "Image
 def per_class_significance(recalls: pd.DataFrame, model: str, ks: Iterable[int] = KS,
                            high: str = "ImageNet", low: str = "LAIONet",
                            min_images: int = 1) -> pd.DataFrame:
-    """B4 (A13's per-class table): for each k, on the classes both datasets evaluated (>=
-    ``min_images`` each), how many have ``low``'s recall significantly lower / higher than
-    ``high``'s and the share with a positive mean difference. A class is significantly lower
-    when the 95 % interval of the difference, delta ± 1.96·sqrt(se_low² + se_high²) with the
-    Wilson SEs of A12, lies below 0 (higher: above 0); A13 gives the counts, not the test.
-    Columns: model, k, n_classes, n_lower, share_lower, n_higher, share_higher,
-    share_delta_positive."""
+    """B4 (A13's per-class table): per k, on the classes both datasets evaluated (>= ``min_images``
+    each), how many have ``low``'s recall significantly lower / higher than ``high``'s (A13 gives
+    the counts, not the test: here delta ± 1.96·sqrt(se_low² + se_high²), Wilson SEs of A12,
+    below / above 0), and the share with a positive difference."""
     rows = []
     for k in ks:
-        sub = recalls[(recalls["model"] == model) & (recalls["k"] == k) & (recalls["n"] >= min_images)]
-        wide = sub.pivot(index="wnid", columns="dataset", values=["recall", "se"]).dropna()
+        wide = _per_class(recalls, model, k, min_images, ["recall", "se"])
         n = len(wide)
         if n and {high, low} <= set(wide["recall"].columns):
             d = wide["recall"][low] - wide["recall"][high]
@@ -189,9 +170,8 @@ def per_class_significance(recalls: pd.DataFrame, model: str, ks: Iterable[int] 
 
 @dataclass
 class Summary:
-    """Stage 04's aggregation: ``freq`` (LAIONet class frequencies, None without LAIONet rows),
-    ``acc`` (``accuracy_table`` + each model's group), ``drops`` (``drops_table`` + group) and
-    ``recalls`` (``per_class_recalls``), all with ImageNet projected onto the LAIONet keys."""
+    """Stage 04's aggregation, ImageNet projected onto the LAIONet keys: LAIONet class frequencies
+    (None without LAIONet rows), accuracies and drops (+ each model's group), recalls."""
 
     freq: pd.Series | None
     acc: pd.DataFrame
@@ -228,9 +208,7 @@ def describe(summary: Summary, results: pd.DataFrame, keys: Sequence[str]) -> st
             f"{with_images.get('ImageNet', 0)}; LAIONet classes with images: "
             f"{with_images.get('LAIONet', 0)}.")
     d = summary.drops
-    if "drop" not in d:
-        return text
-    eq = d[(d["weighting"] == "equal") & d["drop"].notna()]
+    eq = d[(d["weighting"] == "equal") & d["drop"].notna()] if "drop" in d else d[:0]
     if not len(eq):
         return text
     n = results.groupby("dataset")["image_key"].nunique()
@@ -244,12 +222,9 @@ def describe(summary: Summary, results: pd.DataFrame, keys: Sequence[str]) -> st
 def pick_models(acc: pd.DataFrame, wanted: Sequence[str] = PAPER_RECALL_MODELS,
                 n: int = 4) -> list[str]:
     """The models of ``wanted`` (blanks dropped) that ``acc`` evaluated, in ``wanted``'s order;
-    when none of them was evaluated (the demo world's own models), the first ``n`` models of
-    ``acc`` (the notebook prints which were used)."""
-    wanted = [m for m in wanted if m]
+    when none was (the demo world's own models), the first ``n`` models of ``acc``."""
     have = list(dict.fromkeys(acc["model"]))
-    picked = [m for m in wanted if m in have]
-    return picked or have[:n]
+    return [m for m in wanted if m and m in have] or have[:n]
 
 
 def pick_gap_model(acc: pd.DataFrame, wanted: str = PAPER_GAP_MODEL,

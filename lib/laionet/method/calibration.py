@@ -40,23 +40,17 @@ def class_share_threshold(candidates, n_matched: int, nsfw_rule: str = "paper",
 
 def precision_curve(similarity: Sequence[float], correct: Sequence[bool],
                     thresholds: Sequence[float]) -> pd.DataFrame:
-    """threshold, precision, recall_of_true_rows, n_rows for rows with similarity > threshold.
-
-    Precision above t = correct rows above t / rows above t, from suffix sums over the rows
-    sorted by similarity; NaN where no row is above t."""
-    sim = np.asarray(similarity, dtype=np.float64)
-    ok = np.asarray(correct, dtype=bool)
+    """threshold, precision (NaN where no row is above), recall_of_true_rows, n_rows of the rows
+    with similarity > threshold, from suffix sums over the rows sorted by similarity."""
+    sim, ok = np.asarray(similarity, dtype=np.float64), np.asarray(correct, dtype=bool)
     order = np.argsort(sim, kind="stable")
-    s, c = sim[order], ok[order]
-    suffix = np.concatenate([np.cumsum(c[::-1])[::-1], [0]])  # suffix[i] = correct rows in s[i:]
+    suffix = np.concatenate([np.cumsum(ok[order][::-1])[::-1], [0]])  # correct rows in s[i:]
     t = np.asarray(thresholds, dtype=np.float64)
-    pos = np.searchsorted(s, t, "right")                       # first row strictly above t
-    n_above = len(s) - pos
-    correct_above = suffix[pos]
-    precision = np.where(n_above > 0, correct_above / np.maximum(n_above, 1), np.nan)
-    return pd.DataFrame({"threshold": t, "precision": precision,
-                         "recall_of_true_rows": correct_above / max(int(ok.sum()), 1),
-                         "n_rows": n_above})
+    pos = np.searchsorted(sim[order], t, "right")  # first row strictly above t
+    n_above, correct_above = len(sim) - pos, suffix[pos]
+    return pd.DataFrame({"threshold": t, "precision": np.where(
+        n_above > 0, correct_above / np.maximum(n_above, 1), np.nan),
+        "recall_of_true_rows": correct_above / max(int(ok.sum()), 1), "n_rows": n_above})
 
 
 def truth_curve(candidates, truth: pd.DataFrame, thresholds: Sequence[float], threshold: float,

@@ -18,14 +18,11 @@ COLUMNS = ["lemmas", "wnid", "similarity", "TEXT", "NSFW"]
 
 def kept_and_dropped(candidates, threshold: float, nsfw_rule: str = "paper", n: int = 2,
                      op: str = ">") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-lemma counts, examples) over the single-label candidates that pass the NSFW rule.
-
-    counts: lemma, wnid, n_candidates, n_kept, share_kept (sorted by n_candidates, descending).
-    examples: lemma, wnid, kept, similarity, TEXT: for each lemma its ``n`` kept captions with the
-    lowest similarity and its ``n`` dropped captions with the highest (the borderline cases), so
-    the table stays ``<= 2n`` rows per lemma at any scale. ``candidates``: a frame or a table on
-    disk (``selection.batches``): counts are summed batch by batch and each lemma's borderline
-    captions merged, so memory is one batch plus ``<= 2n`` example rows per lemma."""
+    """(per-lemma counts, examples) over the single-label candidates that pass the NSFW rule,
+    batch by batch (``selection.batches``). counts: lemma, wnid, n_candidates, n_kept, share_kept
+    (most candidates first). examples (lemma, wnid, kept, similarity, TEXT): per lemma its ``n``
+    kept captions of lowest similarity and ``n`` dropped ones of highest (the borderline cases),
+    so memory is one batch plus ``<= 2n`` rows per lemma at any scale."""
     counts, examples = [], []
     for df in batches(candidates, COLUMNS):
         ok = df[nsfw_mask(df["NSFW"], nsfw_rule)]

@@ -28,8 +28,7 @@ def image_to_synset_similarity(image_emb: np.ndarray, class_text_emb: np.ndarray
                                class_index: np.ndarray, chunk: int = 65_536) -> np.ndarray:
     """Cosine of each image with its own class's synset text (E.13): row-wise (``class_index``:
     each row's class), no n x n logits and no logit scale, ``chunk`` rows at a time."""
-    image_emb = np.asarray(image_emb)
-    class_index = np.asarray(class_index)
+    image_emb, class_index = np.asarray(image_emb), np.asarray(class_index)
     if image_emb.ndim != 2 or class_text_emb.ndim != 2 or image_emb.shape[1] != class_text_emb.shape[1]:
         raise ValueError(f"embedding shapes do not match: images {image_emb.shape}, "
                          f"class texts {class_text_emb.shape}; use the same encoder's two towers")
@@ -85,13 +84,11 @@ def threshold_for_count(values: np.ndarray, target: int, inclusive: bool = False
     if not assume_sorted:
         a = np.sort(a[~np.isnan(a)])
     m = len(a)
-    if m == 0:
-        return float("inf"), 0
-    if target < 0:
+    if m and target < 0:
         raise ValueError(f"target must be >= 0, got {target}")
-    below_min = float(np.nextafter(a[0], -np.inf))
-    if target == 0:
+    if m == 0 or target == 0:
         return float("inf"), 0
+    below_min = float(np.nextafter(a[0], -np.inf))
     if target >= m:
         return (float(a[0]), m) if inclusive else (below_min, m)
     if inclusive:
@@ -116,8 +113,7 @@ def _class_order_statistic(classes: np.ndarray, values: np.ndarray, r: int) -> n
     c, v = classes[order], values[order]
     starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
     sizes = np.diff(np.r_[starts, len(c)])
-    ok = sizes >= r
-    return v[starts[ok] + r - 1]
+    return v[starts[sizes >= r] + r - 1]
 
 
 def _frontier(df: pd.DataFrame, text_thresholds: Sequence[float], target: int, unit: str,
@@ -133,11 +129,9 @@ def _frontier(df: pd.DataFrame, text_thresholds: Sequence[float], target: int, u
     rows = []
     for t in text_thresholds:
         mask = passes(text_s, t, inclusive)
-        if unit == "rows":
-            thr, _ = threshold_for_count(image_s[mask], target, inclusive, assume_sorted=True)
-        else:
-            stat = np.sort(_class_order_statistic(codes_s[mask], image_s[mask], min_rows_per_class))
-            thr, _ = threshold_for_count(stat, target, inclusive, assume_sorted=True)
+        stat = image_s[mask] if unit == "rows" else np.sort(
+            _class_order_statistic(codes_s[mask], image_s[mask], min_rows_per_class))
+        thr, _ = threshold_for_count(stat, target, inclusive, assume_sorted=True)
         kept = mask & passes(image_s, thr, inclusive)
         n_cls = np.bincount(codes_s[kept], minlength=codes.max() + 1 if len(codes) else 0)
         rows.append({"text_threshold": float(t), "image_threshold": thr,
@@ -201,10 +195,9 @@ def build_datasets(df: pd.DataFrame, frontier: pd.DataFrame,
 
 def datasets_summary(datasets: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: thresholds, #rows and #classes (the A17 'chosen datasets' table)."""
-    g = datasets.groupby("dataset", observed=True)
-    return g.agg(text_threshold=("text_threshold", "first"),
-                 image_threshold=("image_threshold", "first"),
-                 n_rows=(CLASS_COL, "size"), n_classes=(CLASS_COL, "nunique")).reset_index()
+    return datasets.groupby("dataset", observed=True).agg(
+        text_threshold=("text_threshold", "first"), image_threshold=("image_threshold", "first"),
+        n_rows=(CLASS_COL, "size"), n_classes=(CLASS_COL, "nunique")).reset_index()
 
 
 def share_at_or_below(comparisons: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -217,11 +210,8 @@ def share_at_or_below(comparisons: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-THRESHOLD_MODES = ("absolute", "quantile")
-
-
 def _check_mode(mode: str) -> None:
-    if mode not in THRESHOLD_MODES:
+    if mode not in ("absolute", "quantile"):
         raise ValueError(f"threshold_mode must be 'absolute' or 'quantile', got {mode!r}")
 
 
@@ -290,39 +280,37 @@ def compare_datasets(by_encoder: Mapping[str, tuple[Mapping[str, Mapping[str, np
     per-class stats, shares at or below, ``n_values`` pooled pair similarities per class."""
     per_class, shares, avg, first = [], [], [], None
     for enc, (by_dataset, reference) in by_encoder.items():
-        common = sorted(set(reference).intersection(*({w for w, E in b.items() if len(E) >= 2}
-                                                      for b in by_dataset.values()))
-                        ) if by_dataset else []
-        pooled: dict[str, np.ndarray] = {}
+        usable = [{w for w, E in b.items() if len(E) >= 2} for b in by_dataset.values()]
+        common = sorted(set(reference).intersection(*usable)) if usable else []
+        sub = {name: {w: b[w] for w in common} for name, b in {**by_dataset,
+                                                             reference_name: reference}.items()}
+        ref = sub.pop(reference_name)
+        pooled = {name: pooled_resample(b, n_values, seed)["similarity"].to_numpy()
+                  for name, b in {**sub, reference_name: ref}.items()} if common else {}
+        first = first or (pooled, common)
         if not common:  # e.g. absolute thresholds on an encoder whose scale they do not fit
             sizes = {name: sum(len(E) for E in b.values()) for name, b in by_dataset.items()}
             warnings.warn(f"{enc}: no class has >= 2 images in every dataset and in "
                           f"{reference_name} (images per dataset: {sizes or 'no dataset'}): nothing "
                           "to compare. An empty dataset usually means its thresholds select nothing "
                           "on this encoder: lower them or use threshold_mode: quantile", stacklevel=2)
-        else:
-            sub = {name: {w: b[w] for w in common} for name, b in {**by_dataset,
-                                                                 reference_name: reference}.items()}
-            ref = sub.pop(reference_name)
-            per_class.append(pd.concat([pairwise_stats(b).assign(dataset=name, encoder=enc)
-                                        for name, b in sub.items()], ignore_index=True))
-            shares.append(share_at_or_below({name: compare_classes(b, ref, method="paper")
-                                             for name, b in sub.items()}
-                                            ).assign(encoder=enc, n_common=len(common)))
-            pooled = {name: pooled_resample(b, n_values, seed)["similarity"].to_numpy()
-                      for name, b in {**sub, reference_name: ref}.items()}
-            avg.append(pd.DataFrame({"encoder": enc, "dataset": list(pooled), "avg_similarity":
-                                     [float(np.mean(v)) for v in pooled.values()]}))
-        first = first or (pooled, common)
+            continue
+        per_class.append(pd.concat([pairwise_stats(b).assign(dataset=name, encoder=enc)
+                                    for name, b in sub.items()], ignore_index=True))
+        shares.append(share_at_or_below({name: compare_classes(b, ref, method="paper")
+                                         for name, b in sub.items()}
+                                        ).assign(encoder=enc, n_common=len(common)))
+        avg.append(pd.DataFrame({"encoder": enc, "dataset": list(pooled), "avg_similarity":
+                                 [float(np.mean(v)) for v in pooled.values()]}))
 
-    def table(frames: list, columns: list[str]) -> pd.DataFrame:
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    def table(frames: list, columns: str) -> pd.DataFrame:
+        return (pd.concat(frames, ignore_index=True) if frames
+                else pd.DataFrame(columns=columns.split()))
 
     return DatasetsVsReference(
-        table(per_class, ["wnid", "n_images", "n_pairs", "mean", "std", "dataset", "encoder"]),
-        table(shares, ["dataset", "n_classes", "n_at_or_below", "share_at_or_below", "encoder",
-                       "n_common"]),
-        table(avg, ["encoder", "dataset", "avg_similarity"]), *(first or ({}, [])))
+        table(per_class, "wnid n_images n_pairs mean std dataset encoder"),
+        table(shares, "dataset n_classes n_at_or_below share_at_or_below encoder n_common"),
+        table(avg, "encoder dataset avg_similarity"), *(first or ({}, [])))
 
 
 def coverage(rows: pd.DataFrame, text_thresholds: Sequence[float],

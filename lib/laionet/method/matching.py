@@ -13,12 +13,12 @@ Two modes share one engine:
 Every (caption, lemma) containment is reported once, overlaps and nested lemmas included
 ("pizza pie" gives both "pizza" and "pizza pie"; "sea lion" gives "lion" too when both are lemmas).
 
-The engine (why it is fast): a padded lemma " L " occurs in " T " iff L starts at a *token start*
-of T (the start of T or just after a space) and ends at the end of T or before a space. So the
-engine takes the 4 bytes at every token start of the whole batch (one numpy gather through an
-unaligned uint32 view), keeps the few starts whose 4-byte prefix is some lemma's prefix (a hashed
-lookup table), and verifies only those candidates against their lemmas byte by byte, vectorized.
-UTF-8 is self-synchronizing and the space is ASCII, so byte matching equals ``str`` matching.
+The engine: a padded lemma " L " occurs in " T " iff L starts at a *token start* of T (its start
+or just after a space) and ends at the end of T or before a space. So it takes the 4 bytes at
+every token start of the batch (one numpy gather through an unaligned uint32 view), keeps the few
+whose 4-byte prefix is some lemma's (a hashed lookup table), and verifies only those against
+their lemmas byte by byte, vectorized. UTF-8 is self-synchronizing and the space is ASCII, so
+byte matching equals ``str`` matching.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ MODES = ("paper", "normalized")
 _SPACE = 0x20
 _HASH_BITS = 20  # 2**20 hash buckets for the 4-byte words that start a pattern
 _PUNCT_TO_SPACE = bytes(_SPACE if chr(i) in string.punctuation else i for i in range(256))
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
 
 
 # ------------------------------------------- Text preparation (both modes) and the naive reference
@@ -86,44 +91,37 @@ def _normalize_array(arr: pa.Array) -> pa.Array:
     if not wide.any():
         return arr
     idx = np.flatnonzero(wide)
-    done = _normalize_unicode(arr.take(pa.array(idx))).cast(arr.type)
-    # scatter back with one ``take`` (much cheaper than pc.replace_with_mask on strings)
-    source = np.arange(len(arr))
-    source[idx] = len(arr) + np.arange(len(idx))
-    return pa.concat_arrays([arr, done]).take(pa.array(source))
-
-
-def _normalize_unicode(arr: pa.Array) -> pa.Array:
-    """The Unicode steps of ``_normalize_array`` (NFKC, case folding, non-ASCII separators)."""
-    nfkc = pc.utf8_normalize(arr, form="NFKC")
+    nfkc = pc.utf8_normalize(arr.take(pa.array(idx)), form="NFKC")
     lowered = pc.utf8_lower(nfkc)
     special = pc.fill_null(pc.match_substring_regex(nfkc, _casefold_exception_regex()), False)
     if pc.any(special).as_py():
-        idx = np.flatnonzero(special.to_numpy(zero_copy_only=False))
-        folded = pa.array([s.casefold() for s in nfkc.take(pa.array(idx)).to_pylist()],
+        sp = np.flatnonzero(special.to_numpy(zero_copy_only=False))
+        folded = pa.array([s.casefold() for s in nfkc.take(pa.array(sp)).to_pylist()],
                           type=lowered.type)
         lowered = pc.replace_with_mask(lowered, special, folded)
     # non-ASCII separators (RE2, slow) only in the rows that still have non-ASCII characters
-    wide = pc.invert(pc.fill_null(pc.string_is_ascii(lowered), True))
-    if pc.any(wide).as_py():
-        replaced = pc.replace_substring_regex(lowered.filter(wide), _separator_regex(), " ")
-        lowered = pc.replace_with_mask(lowered, wide, replaced)
-    return lowered
+    still = pc.invert(pc.fill_null(pc.string_is_ascii(lowered), True))
+    if pc.any(still).as_py():
+        replaced = pc.replace_substring_regex(lowered.filter(still), _separator_regex(), " ")
+        lowered = pc.replace_with_mask(lowered, still, replaced)
+    # scatter back with one ``take`` (much cheaper than pc.replace_with_mask on strings)
+    source = np.arange(len(arr))
+    source[idx] = len(arr) + np.arange(len(idx))
+    return pa.concat_arrays([arr, lowered.cast(arr.type)]).take(pa.array(source))
 
 
 def _prepare(arr: pa.Array, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, bytes) the engine scans: every caption prepared for ``mode`` (paper: ASCII
-    punctuation -> space; normalized: the module docstring) plus one space."""
-    if mode == "paper":
-        offsets, data = _offsets_and_data(_pad(arr))
-        # one byte per ASCII char, so offsets are unchanged; UTF-8 continuation bytes are >= 0x80
-        translated = np.frombuffer(data.tobytes().translate(_PUNCT_TO_SPACE), dtype=np.uint8)
-        return offsets - offsets[0], translated
-    if mode == "normalized":
-        offsets, data = _offsets_and_data(_pad(_normalize_array(arr)))
-        return _collapse_spaces(offsets - offsets[0],
-                                np.frombuffer(data.tobytes().translate(_ASCII_SEP_TO_SPACE), np.uint8))
-    raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    punctuation -> space; normalized: the module docstring) plus one space (nulls stay null)."""
+    _check_mode(mode)
+    arr = arr if mode == "paper" else _normalize_array(arr)
+    offsets, data = _offsets_and_data(
+        pc.binary_join_element_wise(arr, pa.scalar(" ", arr.type), pa.scalar("", arr.type)))
+    # byte-wise (ASCII is one byte, so offsets are unchanged; UTF-8 continuation bytes are >= 0x80)
+    data = np.frombuffer(data.tobytes().translate(
+        _PUNCT_TO_SPACE if mode == "paper" else _ASCII_SEP_TO_SPACE), dtype=np.uint8)
+    offsets = offsets - offsets[0]
+    return (offsets, data) if mode == "paper" else _collapse_spaces(offsets, data)
 
 
 def _collapse_spaces(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,11 +131,6 @@ def _collapse_spaces(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray,
     if not len(drop):
         return offsets, data
     return offsets - np.searchsorted(drop, offsets), np.delete(data, drop)
-
-
-def _pad(arr: pa.Array) -> pa.Array:
-    """Every caption followed by one space (nulls stay null)."""
-    return pc.binary_join_element_wise(arr, pa.scalar(" ", arr.type), pa.scalar("", arr.type))
 
 
 def _prepare_lemma(lemma: str, mode: str) -> str:
@@ -150,23 +143,19 @@ def match_naive(texts: Sequence[str | None], lemmas: Sequence[str] | LemmaIndex,
     int64, lemma_id int32) by row then lemma. Null captions never match (the authors' code
     raised on them and lost the row)."""
     names = lemmas.lemmas if isinstance(lemmas, LemmaIndex) else list(lemmas)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    _check_mode(mode)
     pats = [" " + _prepare_lemma(lem, mode) + " " for lem in names]
     rows, ids = [], []
     for i, text in enumerate(texts):
-        if text is None:
-            continue
-        hay = text.translate(_PUNCT_TABLE_STR) if mode == "paper" else normalize_text(text)
-        hay = f" {hay} "
-        for j, pat in enumerate(pats):
-            if pat.strip(" ") and pat in hay:
-                rows.append(i)
-                ids.append(j)
+        if text is not None:
+            hay = " " + (text.translate(_PUNCT) if mode == "paper" else normalize_text(text)) + " "
+            hits = [j for j, pat in enumerate(pats) if pat.strip(" ") and pat in hay]
+            rows += [i] * len(hits)
+            ids += hits
     return np.asarray(rows, dtype=np.int64), np.asarray(ids, dtype=np.int32)
 
 
-_PUNCT_TABLE_STR = str.maketrans({c: " " for c in string.punctuation})
+_PUNCT = str.maketrans({c: " " for c in string.punctuation})
 # normalized mode, byte-wise: ASCII separators -> space, A-Z -> a-z (the casefold of ASCII rows,
 # which _normalize_array leaves as they are; a no-op on the already folded non-ASCII rows).
 # Bytes >= 0x80 are never ASCII characters in UTF-8, so they are kept.
@@ -212,16 +201,13 @@ def _build_patterns(lemmas: Sequence[str], mode: str) -> _Patterns:
     lemma_ids = np.array([j for p in pats for j in distinct[p]], dtype=np.int32)
     # every 4-byte word a pattern can start with: its first 4 bytes, or its bytes followed by any
     # tail when it is shorter (e.g. "ox " + 1 byte of whatever follows the space)
-    buckets, pids = [], []
+    buckets, pids = [np.zeros(0, np.intp)], [np.zeros(0, np.int64)]
     for pid, p in enumerate(pats):
         m = min(len(p), 4)
         tails = np.arange(256 ** (4 - m), dtype=np.uint64) << np.uint64(8 * m)
-        words = tails | np.uint64(int.from_bytes(p[:m], "little"))
-        b = np.unique(_hash(words))
-        buckets.append(b)
-        pids.append(np.full(len(b), pid, dtype=np.int64))
-    buckets = np.concatenate(buckets) if buckets else np.zeros(0, np.intp)
-    pids = np.concatenate(pids) if pids else np.zeros(0, np.int64)
+        buckets.append(np.unique(_hash(tails | np.uint64(int.from_bytes(p[:m], "little")))))
+        pids.append(np.full(len(buckets[-1]), pid, dtype=np.int64))
+    buckets, pids = np.concatenate(buckets), np.concatenate(pids)
     order = np.argsort(buckets, kind="stable")
     counts = np.bincount(buckets, minlength=1 << _HASH_BITS)
     bucket_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
@@ -245,8 +231,7 @@ class LemmaIndex:
         return len(self.lemmas)
 
     def patterns(self, mode: str) -> _Patterns:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        _check_mode(mode)
         if mode not in self._compiled:
             self._compiled[mode] = _build_patterns(self.lemmas, mode)
             if mode == "normalized":  # build the per-process Unicode tables now, not per batch
@@ -264,16 +249,13 @@ class LemmaIndex:
 # -------------------------------------------------------------------------------------- The engine
 
 def _as_string_array(texts: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
-    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
     out = []
-    for c in chunks:
-        t = c.type
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            out.append(c)
-        elif pa.types.is_string_view(t) or pa.types.is_null(t):
-            out.append(c.cast(pa.large_string()))
-        else:
-            raise TypeError(f"captions must be an Arrow string column, got {t}")
+    for c in texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]:
+        if not (pa.types.is_string(c.type) or pa.types.is_large_string(c.type)):
+            if not (pa.types.is_string_view(c.type) or pa.types.is_null(c.type)):
+                raise TypeError(f"captions must be an Arrow string column, got {c.type}")
+            c = c.cast(pa.large_string())
+        out.append(c)
     return out
 
 
@@ -291,10 +273,9 @@ def _scan(prepared: tuple[np.ndarray, np.ndarray], pats: _Patterns) -> tuple[np.
     """(row, pattern id) of every pattern occurrence at token boundaries of ``prepared`` (every
     caption + one space: a pattern with its trailing space occurs at a token start iff the
     padded lemma occurs in the padded caption)."""
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     offsets, data = prepared
     if len(offsets) < 2 or len(pats.length) == 0:
-        return empty
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     offsets = offsets - offsets[0]
     n = len(data)
     buf = np.empty(n + 8, dtype=np.uint8)  # spare bytes: every start (<= n) has a whole word
@@ -349,7 +330,7 @@ def match_batch(texts: pa.Array | pa.ChunkedArray, lemmas: LemmaIndex | Sequence
     captions never match (count them with ``null_count``)."""
     index = lemmas if isinstance(lemmas, LemmaIndex) else LemmaIndex(lemmas)
     pats = index.patterns(mode)
-    rows_out, ids_out, base = [], [], 0
+    rows_out, ids_out, base = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], 0
     for chunk in _as_string_array(texts):
         row, pid = _scan(_prepare(chunk, mode), pats)
         if chunk.null_count and len(row):  # a null slot's bytes are undefined: drop its hits
@@ -360,8 +341,6 @@ def match_batch(texts: pa.Array | pa.ChunkedArray, lemmas: LemmaIndex | Sequence
         rows_out.append(np.repeat(row, cnt) + base)
         ids_out.append(pats.lemma_ids[np.repeat(pats.lemma_ptr[pid], cnt) + _ranks(cnt)])
         base += len(chunk)
-    if not rows_out:
-        return np.zeros(0, np.int64), np.zeros(0, np.int32)
     row = np.concatenate(rows_out).astype(np.int64)
     lid = np.concatenate(ids_out).astype(np.int64)
     pair = np.unique(row * max(len(index), 1) + lid)  # dedupe per (row, lemma) and sort

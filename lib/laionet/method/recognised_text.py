@@ -32,10 +32,6 @@ SUCCESS = "success"
 _PUNCT = str.maketrans(string.punctuation, " " * len(string.punctuation))
 
 
-# --------------------------------------------------------------------------------------------
-# The flag rule (A7 step 2)
-# --------------------------------------------------------------------------------------------
-
 def transform_text(text: str) -> str:
     """The authors' normalisation of both sides: ASCII punctuation -> space, one space of padding."""
     return " " + text.translate(_PUNCT) + " "
@@ -66,8 +62,8 @@ def class_names(table: pd.DataFrame, rule: str = "head") -> dict[str, list[str]]
 
 
 def flag(rows: pd.DataFrame, names: Mapping[str, Sequence[str]]) -> pd.Series:
-    """``wnid_is_in_recognized_text`` of each row (columns wnid, recognized_text), by ``names``
-    (``class_names``). A wnid without names is an error (another class list than the rows')."""
+    """A7 step 2: ``wnid_is_in_recognized_text`` of each row (columns wnid, recognized_text), by
+    ``names`` (``class_names``). A wnid without names is an error (another class list)."""
     missing = sorted(set(rows["wnid"].astype(str)) - set(names))
     if missing:
         raise KeyError(f"flag: {len(missing)} wnid(s) of the rows are not in the class table, e.g. "
@@ -76,43 +72,11 @@ def flag(rows: pd.DataFrame, names: Mapping[str, Sequence[str]]) -> pd.Series:
     return pd.Series(vals, index=rows.index, name=FLAG_COL, dtype=bool)
 
 
-def flagged_keys(table: pd.DataFrame, names: Mapping[str, Sequence[str]]) -> set[str]:
-    """Row keys (as strings, the results tables' ``image_key``) of the flagged rows."""
-    f = flag(table, names)
-    return set(table.loc[f, "key"].astype(str))
-
-
-def drop_flagged(results: pd.DataFrame, keys: set[str], dataset: str = "LAIONet") -> pd.DataFrame:
-    """``results`` (the long per-image table) without the rows of ``dataset`` whose image_key is in
-    ``keys``; other datasets are kept whole."""
-    bad = results["dataset"].eq(dataset) & results["image_key"].astype(str).isin(keys)
-    return results.loc[~bad].reset_index(drop=True)
-
-
-def summary(table: pd.DataFrame, names: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """``outcomes`` plus the flagged rows (``wnid_is_in_recognized_text``) under ``names``."""
-    out = outcomes(table)
-    n = int(flag(table, names).sum())
-    return pd.concat([out, pd.DataFrame({"outcome": [FLAG_COL], "rows": [n],
-                                         "share": [n / max(len(table), 1)]})], ignore_index=True)
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# Stage 03's step and stage 04's filter
-# --------------------------------------------------------------------------------------------
-
-
 def outcomes(table: pd.DataFrame) -> pd.DataFrame:
     """Rows per kind of ``recognized_text`` (some text, NO TEXT, the errors, null) and share."""
     t = table[TEXT_COL]
-    special = t.isin(SPECIAL)
-    kinds = {"some text": int((t.notna() & ~special).sum()), NO_TEXT: int(t.eq(NO_TEXT).sum()),
-             DOWNLOAD_ERROR: int(t.eq(DOWNLOAD_ERROR).sum()),
-             RECOGNITION_ERROR: int(t.eq(RECOGNITION_ERROR).sum()),
+    kinds = {"some text": int((t.notna() & ~t.isin(SPECIAL)).sum()),
+             **{s: int(t.eq(s).sum()) for s in SPECIAL},
              "not processed (null)": int(t.isna().sum())}
     out = pd.DataFrame({"outcome": list(kinds), "rows": list(kinds.values())})
     out["share"] = out["rows"] / max(len(t), 1)
@@ -130,10 +94,16 @@ class Exclusion:
         self.keys = set(self.table.loc[self.table[FLAG_COL], "key"].astype(str))
 
     def summary(self) -> pd.DataFrame:
-        return summary(self.table, self.names)
+        """``outcomes`` plus the flagged rows."""
+        n = int(self.table[FLAG_COL].sum())
+        return pd.concat([outcomes(self.table), pd.DataFrame(
+            {"outcome": [FLAG_COL], "rows": [n], "share": [n / max(len(self.table), 1)]})],
+            ignore_index=True)
 
     def drop(self, results: pd.DataFrame) -> pd.DataFrame:
-        return drop_flagged(results, self.keys)
+        """``results`` (the long per-image table) without the flagged LAIONet rows."""
+        bad = results["dataset"].eq("LAIONet") & results["image_key"].astype(str).isin(self.keys)
+        return results.loc[~bad].reset_index(drop=True)
 
     def examples(self, n: int = 10) -> pd.DataFrame:
         """The first ``n`` flagged rows (key, wnid, its names, the recognised text)."""

@@ -31,9 +31,8 @@ def retrieved_dataset(labelled: pd.DataFrame, threshold: float,
                       inclusive: bool = False) -> pd.DataFrame:
     """(wnid, key) pairs whose best caption-to-caption similarity passes ``threshold`` (``>``), each
     once (the authors' ``list(set(...))``), with n_queries."""
-    g = labelled.groupby(["wnid", "key"], sort=True).agg(similarity=("similarity", "max"),
-                                                         n_queries=("image_key", "size"))
-    g = g.reset_index()
+    g = labelled.groupby(["wnid", "key"], sort=True).agg(
+        similarity=("similarity", "max"), n_queries=("image_key", "size")).reset_index()
     keep = g["similarity"] >= threshold if inclusive else g["similarity"] > threshold
     return g[keep].reset_index(drop=True)
 
@@ -74,6 +73,5 @@ def exact_similarity(queries: np.ndarray, found: np.ndarray,
 def sample_retrieved(retrieved: pd.DataFrame, n_per_class: int = 100, seed: int = 0) -> pd.DataFrame:
     """Up to ``n_per_class`` seeded (class, row) pairs per class of ``retrieved_dataset``'s
     table: a row retrieved for two classes is a candidate of both, so the pair is sampled."""
-
     pairs = retrieved.assign(pair=retrieved["wnid"] + ":" + retrieved["key"].astype(str))
     return sample_per_class(pairs, n_per_class, seed, key="pair").drop(columns="pair")

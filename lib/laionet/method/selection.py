@@ -3,9 +3,8 @@
 ``single_label_table`` keeps the stage-01 rows whose lemmas name exactly one class (A5);
 ``select_laionet``: NSFW == "UNLIKELY" exactly (A6) and similarity strictly above the threshold;
 ``skim_top_k``: the k most similar rows per class (Appendix B); the rest are the numbers of the
-threshold figures (B1-B3). Pure functions: every one that reads candidates takes a DataFrame or a
-table on disk read batch by batch (anything with ``.batches(columns, filter)``, e.g.
-``jobs.candidates.CandidateFiles``): one code path, whatever the size; memory is one batch.
+threshold figures (B1-B3). Every function that reads candidates takes a DataFrame or a table on
+disk read batch by batch (``.batches(columns, filter)``, e.g. ``jobs.candidates.CandidateFiles``).
 """
 
 from __future__ import annotations
@@ -55,10 +54,9 @@ def single_label_table(rows: pa.Table, matches: pa.Table, where: str | Path = "s
     and counts (rows, single-label, multi-label dropped, classes matched, classes kept)."""
     single = rows.filter(pc.equal(rows["n_classes"], 1))
     single = single.append_column("wnid", pc.list_element(single["wnids"], 0)).drop(
-        ["wnids", "n_classes"])
+        ["wnids", "n_classes"]).sort_by("key")
     # lemma lists per key (match-table order kept: single-threaded group_by), aligned by key
     lemmas = matches.group_by("key", use_threads=False).aggregate([("lemma", "list")])
-    single = single.sort_by("key")
     pos = pc.index_in(single["key"], value_set=lemmas["key"])
     single = single.append_column("lemmas", lemmas["lemma_list"].take(pos))
     if single["lemmas"].null_count:
@@ -83,10 +81,9 @@ def synset_texts(classes: pd.DataFrame, query: str = "name_def") -> pd.Series:
 
 
 def drop_duplicate_rows(candidates: pd.DataFrame, drop: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Rows repeating an earlier row's URL *and* caption (e.g. a part mirrored twice into one
-    file) are dropped when ``drop``, the smallest key kept; they and URLs shared by rows with
-    other captions are counted and warned about. No deviation: LAION-400M has no such rows.
-    Returns the table (order kept) and counts for summary.json."""
+    """(the table, order kept; counts for summary.json): rows repeating an earlier row's URL *and*
+    caption (e.g. a part mirrored twice) dropped when ``drop``, the smallest key kept; they and
+    URLs shared with other captions are counted and warned about (LAION-400M has none)."""
     order = candidates.sort_values("key", kind="stable")
     repeat = order.duplicated(["URL", "TEXT"]).reindex(candidates.index).to_numpy(bool)
     n_exact = int(repeat.sum())
@@ -111,29 +108,23 @@ def nsfw_mask(nsfw: pd.Series, rule: str = "paper") -> np.ndarray:
     """Rows the NSFW rule keeps: "paper" = exactly "UNLIKELY" (UNSURE, NSFW, null excluded)."""
     if rule not in NSFW_RULES:
         raise ValueError(f"nsfw_rule {rule!r}: choose one of {sorted(NSFW_RULES)}")
-    allowed = NSFW_RULES[rule]
-    if allowed is None:
-        return np.ones(len(nsfw), bool)
-    return nsfw.isin(allowed).to_numpy(bool)  # null is never in ``allowed``
+    allowed = NSFW_RULES[rule]  # null is never in ``allowed``
+    return np.ones(len(nsfw), bool) if allowed is None else nsfw.isin(allowed).to_numpy(bool)
 
 
 def above(similarity: pd.Series | np.ndarray, threshold: float, op: str = ">") -> np.ndarray:
-    """similarity > threshold (the paper's dataset creation) or ">=" (its notebooks, E.10);
-    NaN always fails."""
+    """similarity > threshold (the paper's dataset creation) or ">=" (its notebooks, E.10)."""
     s = np.asarray(similarity, dtype=np.float64)
-    if op == ">":
-        return s > threshold
-    if op == ">=":
-        return s >= threshold
-    raise ValueError(f"op {op!r}: use '>' (paper) or '>='")
+    if op not in (">", ">="):
+        raise ValueError(f"op {op!r}: use '>' (paper) or '>='")
+    return s > threshold if op == ">" else s >= threshold
 
 
 def skim_top_k(df: pd.DataFrame, k: int = 50, min_similarity: float | None = None
                ) -> pd.DataFrame:
-    """Per wnid the ``k`` rows of highest similarity, ties broken by the smaller key; sorted by
-    wnid, then rank. The authors first kept similarity > 0.58 whatever the encoder (E.17):
-    ``min_similarity=0.58``. Rows whose OCR flag ``wnid_is_in_recognized_text`` is True or null
-    are dropped (A8 step 2)."""
+    """Per wnid the ``k`` rows of highest similarity (ties: smaller key first), by wnid then rank;
+    rows whose OCR flag ``wnid_is_in_recognized_text`` is True or null dropped (A8 step 2). The
+    authors first kept similarity > 0.58 whatever the encoder (E.17): ``min_similarity=0.58``."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     keep = df["similarity"].notna().to_numpy()
@@ -142,9 +133,8 @@ def skim_top_k(df: pd.DataFrame, k: int = 50, min_similarity: float | None = Non
     if "wnid_is_in_recognized_text" in df.columns:
         keep &= df["wnid_is_in_recognized_text"].eq(False).to_numpy()
     d = df[keep]
-    order = np.lexsort((d["key"].to_numpy(), -d["similarity"].to_numpy(np.float64),
-                        d["wnid"].to_numpy(str)))
-    d = d.iloc[order]
+    d = d.iloc[np.lexsort((d["key"].to_numpy(), -d["similarity"].to_numpy(np.float64),
+                           d["wnid"].to_numpy(str)))]
     rank = d.groupby("wnid", sort=False).cumcount().to_numpy()
     return d[rank < k].reset_index(drop=True)
 
@@ -164,9 +154,8 @@ def summary(laionet: pd.DataFrame, counts: dict, threshold: float) -> dict:
 
 def check_not_empty(laionet: pd.DataFrame, candidates, threshold: float,
                     nsfw_rule: str = "paper") -> None:
-    """Raise ``EmptyLAIONet`` saying why and what to change when ``laionet`` has no row: no
-    single-label candidate, none passing the NSFW rule, or the best similarity seen is not above
-    the threshold (its value and class named)."""
+    """Raise ``EmptyLAIONet`` saying why (no single-label candidate, none passing the NSFW rule,
+    or the best similarity is not above the threshold) and what to change, when it is empty."""
     if len(laionet):
         return
     st = sfw_stats(candidates, nsfw_rule)
@@ -189,8 +178,7 @@ def check_not_empty(laionet: pd.DataFrame, candidates, threshold: float,
 def select_laionet(candidates, threshold: float, nsfw_rule: str = "paper",
                    op: str = ">") -> pd.DataFrame:
     """LAIONet: candidates passing the NSFW rule with similarity strictly above ``threshold``
-    (only LAIONet is held, never all candidates); multi-label rows (``n_classes`` > 1, or no
-    ``wnid``) never pass."""
+    (only LAIONet is held); multi-label rows (``n_classes`` > 1, or no ``wnid``) never pass."""
     nsfw_mask(pd.Series([], dtype=object), nsfw_rule)  # a bad rule fails before any read
     above(np.zeros(0), threshold, op)
 
@@ -229,9 +217,8 @@ def threshold_curves(candidates, thresholds: Sequence[float], nsfw_rule: str = "
 
 
 def sfw_stats(candidates, nsfw_rule: str = "paper") -> dict:
-    """Candidates (n_rows), those passing the NSFW rule (n_sfw), those of them with a
-    similarity (n), its min and max (NaN when none) and the class of the max; the classes of
-    all candidates."""
+    """Candidates (n_rows), those passing the NSFW rule (n_sfw), those of them with a similarity
+    (n), its min and max (NaN when none) and the class of the max; all candidates' classes."""
     n_rows = n_sfw = n = 0
     lo, hi, hi_wnid = np.inf, -np.inf, None
     classes: set[str] = set()
@@ -249,7 +236,7 @@ def sfw_stats(candidates, nsfw_rule: str = "paper") -> dict:
 def similarity_histogram(candidates, nsfw_rule: str = "paper", bins: int = 60,
                          stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(counts, edges, n) of the similarity of the rows passing the NSFW rule, ``np.histogram``'s
-    bins over its range (``sfw_stats``: ``stats`` when already computed)."""
+    bins over its range (``stats``: ``sfw_stats``, if already computed)."""
     stats = stats or sfw_stats(candidates, nsfw_rule)
     if not stats["n"]:
         return np.zeros(bins, np.int64), np.linspace(0, 1, bins + 1), 0
@@ -262,9 +249,8 @@ def similarity_histogram(candidates, nsfw_rule: str = "paper", bins: int = 60,
 
 def lemma_similarities(candidates, wnid: str, class_lemmas: Sequence[str] = ()
                        ) -> tuple[pd.DataFrame, pd.Series]:
-    """B2: one class's rows as (key, lemma, similarity), a row under every lemma it matched (the
-    authors' per-lemma histograms); and rows per lemma, the class's unmatched lemmas at 0 (e.g.
-    "mountain lion" after the multi-label drop)."""
+    """B2: one class's rows as (key, lemma, similarity), under every lemma each matched; and rows
+    per lemma, unmatched lemmas at 0 (e.g. "mountain lion" after the multi-label drop)."""
     cols = ["key", "wnid", "lemmas", "similarity"]
     one = concat_frames(batches(candidates, cols, filter=lambda d: (d["wnid"] == wnid).to_numpy()),
                         cols)

@@ -59,9 +59,8 @@ def pool_images(sf: pd.DataFrame, embeddings: Mapping[str, Any]
         parts.append(pd.DataFrame({"image_key": rows["image_key"].to_numpy(),
                                    "wnid": rows["wnid"].to_numpy(),
                                    "sf": rows["selection_frequency"].to_numpy(), "src": v.name}))
-    pool = pd.concat(parts, ignore_index=True).drop_duplicates("image_key")
-    dim = next(iter(embeddings.values())).emb.shape[1]
-    vecs = np.zeros((len(pool), dim), np.float32)
+    pool = pd.concat(parts, ignore_index=True).drop_duplicates("image_key").reset_index(drop=True)
+    vecs = np.zeros((len(pool), next(iter(embeddings.values())).emb.shape[1]), np.float32)
     for v in VERSIONS:
         m = (pool["src"] == v.name).to_numpy()
         pos = pd.Index(embeddings[v.name].keys).get_indexer(pool.loc[m, "image_key"])
@@ -70,7 +69,7 @@ def pool_images(sf: pd.DataFrame, embeddings: Mapping[str, Any]
                            f"no image in the release, e.g. "
                            f"{pool.loc[m, 'image_key'][pos < 0].head(3).tolist()}")
         vecs[m] = embeddings[v.name].emb[pos]
-    return pool.reset_index(drop=True), vecs
+    return pool, vecs
 
 
 def threshold_curve(pool: pd.DataFrame, vecs: np.ndarray, thresholds: Sequence[float],
@@ -87,12 +86,12 @@ def threshold_curve(pool: pd.DataFrame, vecs: np.ndarray, thresholds: Sequence[f
         st = st[st["n_images"] >= min_images]
         if not len(st):
             continue
-        lo = lai_mean.reindex(st["wnid"]).to_numpy() < st["mean"].to_numpy()
+        lai = lai_mean.reindex(st["wnid"])
         out.append({"threshold": t, "n_classes": len(st), "n_images": int(st["n_images"].sum()),
                     "mean_similarity": st["mean"].mean(),
                     "se": st["mean"].std(ddof=1) / np.sqrt(len(st)) if len(st) > 1 else np.nan,
-                    "share_laionet_lower": float(np.mean(lo)),
-                    "laionet_mean_same_classes": lai_mean.reindex(st["wnid"]).mean(),
+                    "share_laionet_lower": float(np.mean(lai.to_numpy() < st["mean"].to_numpy())),
+                    "laionet_mean_same_classes": lai.mean(),
                     "imagenet_mean_same_classes": inet_mean.reindex(st["wnid"]).mean()})
     return pd.DataFrame(out, columns=list(EMPTY_CURVE))
 

@@ -11,8 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-Z95 = 1.96
-
 
 def sample_per_class(df: pd.DataFrame, n: int = 100, seed: int = 0, key: str = "image_key",
                      label: str = "wnid", paper_first_n: bool = False) -> pd.DataFrame:
@@ -33,8 +31,7 @@ def sample_per_class(df: pd.DataFrame, n: int = 100, seed: int = 0, key: str = "
         out = ranked[ranked.groupby(label, sort=False).cumcount().to_numpy() < n]
         out = out.drop(columns="_prio")
     out = out.sort_values([label, key], kind="stable").reset_index(drop=True)
-    out.attrs.update(df.attrs)
-    out.attrs.update(sample_seed=None if paper_first_n else int(seed), sample_n=int(n),
+    out.attrs.update(df.attrs, sample_seed=None if paper_first_n else int(seed), sample_n=int(n),
                      sample_rule="first_n" if paper_first_n else "seeded_hash_permutation")
     return out
 
@@ -43,23 +40,14 @@ def pair_count(n: int | np.ndarray) -> int | np.ndarray:
     return n * (n - 1) // 2
 
 
-def pairwise_values(E: np.ndarray) -> np.ndarray:
-    """All lower-triangle similarities of one class (n(n-1)/2 values; for small n and tests)."""
-    i, j = np.tril_indices(len(E), k=-1)
-    return np.einsum("ij,ij->i", E[i], E[j])
-
-
 def pair_moments(E: np.ndarray) -> tuple[int, float, float]:
     """(n_pairs, sum, sum of squares) of the lower-triangle similarities, exactly, from the smaller
     Gram matrix: memory O(min(n, d)²) however large the class."""
     E = np.asarray(E, dtype=np.float64)
-    n = len(E)
-    diag = np.einsum("ij,ij->i", E, E)
-    s = E.sum(axis=0)
-    total = float(s @ s)
-    gram = E @ E.T if n <= E.shape[1] else E.T @ E
+    diag, s = np.einsum("ij,ij->i", E, E), E.sum(axis=0)
+    gram = E @ E.T if len(E) <= E.shape[1] else E.T @ E
     total_sq = float(np.einsum("ij,ij->", gram, gram))
-    return pair_count(n), (total - diag.sum()) / 2.0, (total_sq - (diag ** 2).sum()) / 2.0
+    return pair_count(len(E)), (float(s @ s) - diag.sum()) / 2, (total_sq - (diag**2).sum()) / 2
 
 
 def pairwise_stats(emb_by_class: Mapping[str, np.ndarray]) -> pd.DataFrame:
@@ -167,25 +155,22 @@ def compare_classes(a: Mapping[str, np.ndarray] | pd.DataFrame,
     else:
         common = sorted(set(a) & set(b))
         sa, sb = (pairwise_stats({w: g[w] for w in common}).set_index("wnid") for g in (a, b))
-    out = pd.DataFrame({"wnid": common,
-                        "n_images_a": sa["n_images"].to_numpy(), "n_images_b": sb["n_images"].to_numpy(),
-                        "n_pairs_a": sa["n_pairs"].to_numpy(), "n_pairs_b": sb["n_pairs"].to_numpy(),
-                        "mean_a": sa["mean"].to_numpy(), "mean_b": sb["mean"].to_numpy()})
+    cols = {f"{c}_{x}": s[c].to_numpy() for c in ("n_images", "n_pairs", "mean")
+            for x, s in (("a", sa), ("b", sb))}  # n_images_a, n_images_b, n_pairs_a, ...
+    out = pd.DataFrame({"wnid": common, **cols})
     out["delta"] = out["mean_a"] - out["mean_b"]
     out["tested"] = (out["n_pairs_a"] >= min_pairs) & (out["n_pairs_b"] >= min_pairs)
-    lcb = np.full(len(out), np.nan)
-    ucb = np.full(len(out), np.nan)
+    lcb, ucb = np.full(len(out), np.nan), np.full(len(out), np.nan)
     tested = out["tested"].to_numpy()
     if method == "paper":
-        h = np.hypot(*(Z95 * s["std"].to_numpy(float) / np.sqrt(np.maximum(s["n_pairs"].to_numpy() - 1, 1))
-                       for s in (sa, sb)))
+        h = np.hypot(*(1.96 * s["std"].to_numpy(float)
+                       / np.sqrt(np.maximum(s["n_pairs"].to_numpy() - 1, 1)) for s in (sa, sb)))
         lcb[tested] = (out["delta"].to_numpy() - h)[tested]
         ucb[tested] = (out["delta"].to_numpy() + h)[tested]
     else:
         q = [50 * (1 - level), 50 * (1 + level)]
         for i in np.flatnonzero(tested):
-            w = common[i]
-            rng = class_rng(seed, w)
+            w, rng = common[i], class_rng(seed, common[i])
             d = bootstrap_means(a[w], n_boot, rng) - bootstrap_means(b[w], n_boot, rng)
             lcb[i], ucb[i] = np.nanpercentile(d, q)
     out["lcb"], out["ucb"] = lcb, ucb

@@ -21,8 +21,7 @@ def false_class_proportion(sim: np.ndarray, true_index: np.ndarray,
     caption's class column, or -1; ``excluded`` [C]: classes left out of the comparison set.
     Columns: own_similarity (NaN without a column), n_more_similar, n_compared (the
     denominator), p (NaN for captions of excluded / unknown classes unless ``paper``)."""
-    sim = np.asarray(sim)
-    true_index = np.asarray(true_index, dtype=np.int64)
+    sim, true_index = np.asarray(sim), np.asarray(true_index, dtype=np.int64)
     n, n_cls = sim.shape
     if true_index.shape != (n,):
         raise ValueError(f"true_index has shape {true_index.shape}, expected ({n},)")
@@ -33,9 +32,9 @@ def false_class_proportion(sim: np.ndarray, true_index: np.ndarray,
     if keep_col.shape != (n_cls,):
         raise ValueError(f"excluded has shape {keep_col.shape}, expected ({n_cls},)")
     has_col = true_index >= 0
-    rows = np.arange(n)
-    own = np.where(has_col, sim[rows, np.where(has_col, true_index, 0)], np.nan)
-    in_set = has_col & keep_col[np.where(has_col, true_index, 0)]
+    col = np.where(has_col, true_index, 0)
+    own = np.where(has_col, sim[np.arange(n), col], np.nan)
+    in_set = has_col & keep_col[col]
     # own is NaN for captions without a column: NaN comparisons are False, so they count 0.
     more = ((sim > own[:, None]) & keep_col[None, :]).sum(axis=1)
     n_set = int(keep_col.sum())
@@ -92,8 +91,7 @@ def binned_proportion(own_similarity: np.ndarray, p: np.ndarray,
                       bins: int | np.ndarray = 50, z: float = 1.96) -> pd.DataFrame:
     """B17 (c): captions (NaN left out) binned by own-class similarity: left, right, center,
     n, mean_p and half_width = z * sqrt(mean (1 - mean) / n) (empty bins: n = 0, NaN mean)."""
-    s = np.asarray(own_similarity, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
+    s, p = np.asarray(own_similarity, dtype=np.float64), np.asarray(p, dtype=np.float64)
     ok = ~(np.isnan(s) | np.isnan(p))
     s, p = s[ok], p[ok]
     edges = np.histogram_bin_edges(s, bins=bins) if np.ndim(bins) == 0 else np.asarray(bins)

@@ -1,5 +1,4 @@
-"""The accuracy figures of §3.1 (spec B3, B5, B6, B7, B9). Each function returns a Figure; the
-notebook saves it with ``Stage.figure`` (the profile in the title).
+"""The accuracy figures of §3.1 (spec B3, B5, B6, B7, B9).
 
 Error bars are +-1.96 SE on both axes everywhere (the authors drew +-1 SE on the ImageNet axis
 of B5 and +-1.96 SE on the LAIONet axis, spec E.10); the captions say so.
@@ -9,41 +8,20 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from laionet.plots.style import GROUP_COLORS
+from laionet.method.similarity import spearman
+from laionet.plots.style import GROUP_COLORS, panel, plt
 
 Z = 1.96
 ERRBAR_NOTE = "error bars: \u00b11.96 SE (Wilson, both axes)"
 
 
-def _groups(df: pd.DataFrame, groups: dict[str, str] | None) -> pd.Series:
-    return df["model"].map(groups or {}).fillna("other")
-
-
-def _identity(ax, xs, ys) -> None:
-    lo = float(np.nanmin([np.nanmin(xs), np.nanmin(ys)])) - 0.03
-    hi = float(np.nanmax([np.nanmax(xs), np.nanmax(ys)])) + 0.03
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
-
-
-def _scatter_pairs(ax, x, y, xse, yse, grp) -> None:
-    for g in sorted(grp.unique()):
-        m = (grp == g).to_numpy()
-        ax.errorbar(x[m], y[m], xerr=Z * xse[m], yerr=Z * yse[m], fmt="o", ms=4, lw=0.8,
-                    color=GROUP_COLORS.get(g, "tab:gray"), label=f"{g} models")
-
-
 def _paired_accuracy(acc: pd.DataFrame, ks: Sequence[int], fixed: tuple[str, str], across: str,
                      x: str, y: str, labels: tuple[str, str], missing: str,
                      groups: dict[str, str] | None) -> plt.Figure:
-    """One panel per k: accuracy with ``across == x`` against ``across == y`` (rows where
-    ``fixed[0] == fixed[1]``), one marker per model with both, y = x dashed."""
+    """One panel per k: accuracy at ``across == x`` vs ``y`` (rows ``fixed``), y = x dashed."""
     fig, axes = plt.subplots(1, len(ks), figsize=(3.4 * len(ks), 3.6))
     axes = np.atleast_1d(axes)
     for ax, k in zip(axes, ks):
@@ -53,10 +31,17 @@ def _paired_accuracy(acc: pd.DataFrame, ks: Sequence[int], fixed: tuple[str, str
             ax.set_title(f"Top {k}: {missing}")
             continue
         xs, ys = wide[("accuracy", x)].to_numpy(), wide[("accuracy", y)].to_numpy()
-        _scatter_pairs(ax, xs, ys, wide[("se", x)].to_numpy(), wide[("se", y)].to_numpy(),
-                       _groups(wide.reset_index(), groups))
-        _identity(ax, xs, ys)
-        ax.set(xlabel=labels[0], ylabel=labels[1], title=f"Top {k} accuracy")
+        xse, yse = wide[("se", x)].to_numpy(), wide[("se", y)].to_numpy()
+        grp = wide.index.to_series().map(groups or {}).fillna("other").to_numpy()
+        for g in sorted(set(grp)):
+            m = grp == g
+            ax.errorbar(xs[m], ys[m], xerr=Z * xse[m], yerr=Z * yse[m], fmt="o", ms=4, lw=0.8,
+                        color=GROUP_COLORS.get(g, "tab:gray"), label=f"{g} models")
+        lo = float(np.nanmin([np.nanmin(xs), np.nanmin(ys)])) - 0.03
+        hi = float(np.nanmax([np.nanmax(xs), np.nanmax(ys)])) + 0.03
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", xlabel=labels[0], ylabel=labels[1],
+               title=f"Top {k} accuracy")
     if axes[0].get_legend_handles_labels()[0]:  # the first panel has data
         axes[0].legend(loc="upper left", title=ERRBAR_NOTE, title_fontsize=7)
     fig.tight_layout()
@@ -82,32 +67,27 @@ def plot_weighted_vs_equal(acc: pd.DataFrame, dataset: str, groups: dict[str, st
 
 def plot_relative_frequency(freq: pd.Series, heads: dict[str, str] | None = None,
                             top: int = 500, every: int = 25) -> plt.Figure:
-    """B3: relative frequency of the ``top`` most frequent LAIONet classes, log scale, with the
-    uniform level 1/top dashed."""
+    """B3: relative frequency of the ``top`` most frequent LAIONet classes (log), 1/top dashed."""
     f = freq.sort_values(ascending=False).head(top)
     n = len(f)
-    fig, ax = plt.subplots(figsize=(7, 3))
+    ax = panel((7, 3))
     ax.bar(np.arange(n), f.to_numpy(), width=1.0, color="tab:blue")
     ax.axhline(1 / max(n, 1), color="tab:red", ls="--", lw=1, label=f"uniform (1/{n})")
     ax.set_yscale("log")
-    step = max(1, min(every, n // 10 or 1))
-    ticks = np.arange(0, n, step)
+    ticks = np.arange(0, n, max(1, min(every, n // 10 or 1)))
     ax.set_xticks(ticks)
     ax.set_xticklabels([(heads or {}).get(w, w) for w in f.index[ticks]], rotation=60,
                        ha="right", fontsize=7)
     ax.set_ylabel("relative frequency in LAIONet")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def plot_recall_vs_frequency(recalls: pd.DataFrame, freq: pd.Series, models: Sequence[str],
                              dataset: str = "LAIONet", k: int = 1,
                              min_images: int = 10) -> plt.Figure:
-    """B7: per-class recall@k on ``dataset`` vs log relative LAIONet frequency, one panel per
-    model (classes with >= ``min_images`` evaluated images), with Spearman's rho."""
-    from scipy.stats import spearmanr
-
+    """B7: per model, per-class recall@k vs relative LAIONet frequency (log), Spearman's rho."""
     models = list(models)
     fig, axes = plt.subplots(1, len(models), figsize=(2.8 * len(models), 2.9), squeeze=False)
     for ax, m in zip(axes[0], models):
@@ -117,7 +97,7 @@ def plot_recall_vs_frequency(recalls: pd.DataFrame, freq: pd.Series, models: Seq
         ok = np.isfinite(fx) & (fx > 0)
         ax.scatter(fx[ok], sub["recall"].to_numpy()[ok], s=10, alpha=0.5)
         ax.set_xscale("log")
-        rho = spearmanr(fx[ok], sub["recall"].to_numpy()[ok]).statistic if ok.sum() > 2 else np.nan
+        rho = spearman(fx[ok], sub["recall"].to_numpy()[ok])[0]
         ax.set_title(f"{m}\nSpearman \u03c1 = {rho:.2f} ({ok.sum()} classes)", fontsize=8)
         ax.set_xlabel("relative frequency")
     axes[0][0].set_ylabel(f"{dataset} recall@{k}")
@@ -127,38 +107,34 @@ def plot_recall_vs_frequency(recalls: pd.DataFrame, freq: pd.Series, models: Seq
 
 def plot_gap_distribution(gaps: pd.DataFrame, model: str, k: int = 5,
                           heads: dict[str, str] | None = None, annotate: int = 5) -> plt.Figure:
-    """B9 (left): histogram of per-class recall gaps (LAIONet - ImageNet), 30 bins, with the
-    largest negative gaps named."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    """B9 (left): per-class recall gaps (LAIONet - ImageNet), 30 bins, the largest named."""
+    ax = panel((5, 3))
     ax.hist(gaps["gap"], bins=30, color="tab:blue", alpha=0.8)
     ax.axvline(0, color="k", lw=0.8)
     for i, r in enumerate(gaps.head(annotate).itertuples()):
         ax.annotate((heads or {}).get(r.wnid, r.wnid), (r.gap, 0), xytext=(0, 12 + 10 * (i % 3)),
                     textcoords="offset points", fontsize=7, rotation=45,
                     arrowprops=dict(arrowstyle="-", lw=0.5))
-    ax.set_xlabel(f"recall@{k} on LAIONet \u2212 recall@{k} on ImageNet ({model})")
-    ax.set_ylabel("classes")
-    fig.tight_layout()
-    return fig
+    ax.set(xlabel=f"recall@{k} on LAIONet \u2212 recall@{k} on ImageNet ({model})",
+           ylabel="classes")
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def plot_gallery(images: Sequence, correct: Sequence[bool], titles: Sequence[str] | None = None,
                  ncols: int = 5, border: int = 4) -> plt.Figure:
     """B9 (right): images with green (correct) / red (wrong) borders."""
-    n = len(images)
-    nrows = max(1, int(np.ceil(n / ncols)))
+    nrows = max(1, int(np.ceil(len(images) / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.7 * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, (im, ok) in enumerate(zip(images, correct)):
-        ax = axes.ravel()[i]
         arr = np.asarray(im.convert("RGB"))
-        pad = np.array([40, 160, 60] if ok else [200, 40, 40], dtype=np.uint8)
         framed = np.empty((arr.shape[0] + 2 * border, arr.shape[1] + 2 * border, 3), np.uint8)
-        framed[:] = pad
+        framed[:] = np.array([40, 160, 60] if ok else [200, 40, 40], dtype=np.uint8)
         framed[border:-border, border:-border] = arr
-        ax.imshow(framed)
+        axes.ravel()[i].imshow(framed)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=6)
+            axes.ravel()[i].set_title(titles[i], fontsize=6)
     fig.tight_layout()
     return fig

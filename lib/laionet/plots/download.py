@@ -1,17 +1,16 @@
-"""Stage 03's figures: how the download went, and what came back. Each builder returns a Figure;
-the notebook saves it with ``Stage.figure`` (the profile in the title)."""
+"""Stage 03's figures: how the download went, and what came back."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import pandas as pd
+
+from laionet.plots.style import plt
 
 
 def plot_success(report: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Left: success rate per class (most rows first) against the overall rate; right: rows
-    per kind of failure. ``report`` is ``laionet.jobs.download.report(manifest)``."""
+    """Success rate per class vs overall; rows per kind of failure (``jobs.download.report``)."""
     per_class, kinds = report["per_class"], report["error_kinds"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3))
     ax[0].bar(per_class["wnid"], per_class["success_rate"], color="tab:blue")
@@ -25,8 +24,7 @@ def plot_success(report: dict[str, pd.DataFrame]) -> plt.Figure:
 
 
 def plot_examples(images: Sequence[tuple[int, str, "Image.Image"]]) -> plt.Figure | None:
-    """One row of downloaded images titled by class (``laionet.jobs.download.example_images``);
-    None when there is none."""
+    """One row of images titled by class (``jobs.download.example_images``), or None."""
     if not images:
         return None
     fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 1.9), squeeze=False)

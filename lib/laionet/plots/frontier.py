@@ -1,5 +1,4 @@
-"""Figures of stage 07 (the image-to-selection link, B14/B15/B19 and the extensions): each
-returns a matplotlib Figure, which the notebook saves with ``Stage.figure``."""
+"""Figures of stage 07 (the image-to-selection link, B14/B15/B19 and the extensions)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from laionet.plots.similarity import histogram_figure
-from laionet.plots.style import plt
+from laionet.plots.style import finish, panel, plt
 
 #: Colours of datasets D (strongest image link), B and A in the B15a histogram.
 DATASET_COLORS = {"A": "tab:blue", "B": "tab:green", "D": "tab:red"}
@@ -39,14 +38,12 @@ def lemma_gallery_figure(rows: pd.DataFrame, images: Mapping[int, object], thres
 
 def frontier_figure(fixed_size: pd.DataFrame, fixed_classes: pd.DataFrame):
     """B14: image threshold vs text threshold along the two frontiers."""
-    fig, ax = plt.subplots(figsize=(3.4, 2.5))
-    ax.plot(fixed_size["text_threshold"], fixed_size["image_threshold"], "o-", ms=3,
-            label="fixed #samples")
-    ax.plot(fixed_classes["text_threshold"], fixed_classes["image_threshold"], "s--", ms=3,
-            label="fixed #classes")
-    ax.set(xlabel="text-to-synset similarity threshold", ylabel="image-to-synset threshold")
-    ax.legend()
-    return fig
+    ax = panel()
+    for f, fmt, label in ((fixed_size, "o-", "fixed #samples"),
+                          (fixed_classes, "s--", "fixed #classes")):
+        ax.plot(f["text_threshold"], f["image_threshold"], fmt, ms=3, label=label)
+    return finish(ax, xlabel="text-to-synset similarity threshold",
+                  ylabel="image-to-synset threshold")
 
 
 def datasets_histogram(pooled: Mapping[str, np.ndarray], show: tuple[str, ...] = ("A", "B", "D")):
@@ -56,14 +53,13 @@ def datasets_histogram(pooled: Mapping[str, np.ndarray], show: tuple[str, ...] =
 
 def average_similarity_figure(avg: pd.DataFrame, reference: str = "ImageNet"):
     """B15b: average intra-class similarity per dataset (one encoder's), the reference dashed."""
-    fig, ax = plt.subplots(figsize=(3.4, 2.5))
+    ax = panel()
     lai = avg[avg["dataset"] != reference]
     ax.plot(lai["dataset"], lai["avg_similarity"], "o-", color="tab:blue", label="LAIONet variants")
     ax.axhline(float(avg.loc[avg["dataset"] == reference, "avg_similarity"].iloc[0]),
                color="tab:red", ls="--", label=f"{reference} avg. sim.")
-    ax.set(xlabel="dataset (stronger image link to the left)", ylabel="avg. intra-class similarity")
-    ax.legend()
-    return fig
+    return finish(ax, xlabel="dataset (stronger image link to the left)",
+                  ylabel="avg. intra-class similarity")
 
 
 def shares_figure(shares: pd.DataFrame, first_encoder: str):
@@ -91,24 +87,21 @@ def relevance_figure(laionet: np.ndarray, imagenet: np.ndarray):
 
 
 def coverage_figure(coverage: pd.DataFrame, reference_avg: float | None = None):
-    """Extension: classes covered vs average intra-class similarity per text threshold, the
-    reference's (default: ``frontier.coverage``'s attrs) dashed."""
-    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    """Extension: classes covered vs avg. intra-class similarity per text threshold, ref. dashed."""
+    ax = panel((3.6, 2.6))
     ax.plot(coverage["n_classes"], coverage["avg_similarity"], "o-", color="tab:blue")
     for r in coverage.itertuples():
         ax.annotate(f"{r.text_threshold:.2f}", (r.n_classes, r.avg_similarity), fontsize=6,
                     xytext=(2, 2), textcoords="offset points")
     ref = coverage.attrs["reference_avg_similarity"] if reference_avg is None else reference_avg
     ax.axhline(float(ref), color="tab:red", ls="--", label="ImageNet")
-    ax.set(xlabel="classes covered", ylabel="avg. intra-class similarity")
-    ax.legend()
-    return fig
+    return finish(ax, xlabel="classes covered", ylabel="avg. intra-class similarity")
 
 
 def recall_figure(recall: pd.DataFrame):
     """Extension: per-class zero-shot recall@1, LAIONet vs ImageNet, with the diagonal."""
-    fig, ax = plt.subplots(figsize=(3.2, 3.0))
+    ax = panel((3.2, 3.0))
     ax.scatter(recall["ImageNet"], recall["LAIONet"], s=8, alpha=0.6)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlabel="ImageNet recall@1", ylabel="LAIONet recall@1", xlim=(0, 1.02), ylim=(0, 1.02))
-    return fig
+    return finish(ax, False, xlabel="ImageNet recall@1", ylabel="LAIONet recall@1",
+                  xlim=(0, 1.02), ylim=(0, 1.02))

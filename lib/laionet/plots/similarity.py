@@ -1,5 +1,4 @@
-"""Figures of the intra-class similarity stages (05-07, 09): each returns a matplotlib Figure,
-which the notebook saves with ``Stage.figure``."""
+"""Figures of the intra-class similarity stages (05-07, 09)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from laionet.method.similarity import spearman, summarize_comparison
-from laionet.plots.style import DATASET_COLORS, plt
+from laionet.plots.style import DATASET_COLORS, finish, panel, plt
 from laionet.sources.imagenet import IMAGENETV2_VERSIONS
 
 
@@ -18,14 +17,12 @@ def histogram_figure(samples: Mapping[str, np.ndarray], bins: int = 70,
                      xlabel: str = "intra-class image-image similarity"):
     """Overlaid density histograms (A15: 70 bins, alpha 0.3; LAIONet blue, ImageNet red)."""
     colors = {**DATASET_COLORS, **(colors or {})}
-    fig, ax = plt.subplots(figsize=(3.4, 2.5))
+    ax = panel()
     edges = np.linspace(*xlim, bins + 1)
     for label, values in samples.items():
         ax.hist(np.asarray(values), bins=edges, density=True, alpha=0.3, label=label,
                 color=colors.get(label))
-    ax.set(xlim=xlim, xlabel=xlabel, ylabel="pdf")
-    ax.legend()
-    return fig
+    return finish(ax, xlim=xlim, xlabel=xlabel, ylabel="pdf")
 
 
 def delta_figure(cmp: pd.DataFrame, label_a: str = "LAIONet", label_b: str = "ImageNet"):
@@ -34,26 +31,26 @@ def delta_figure(cmp: pd.DataFrame, label_a: str = "LAIONet", label_b: str = "Im
     t = cmp[cmp["tested"]].sort_values("delta", kind="stable").reset_index(drop=True)
     s = summarize_comparison(cmp)
     x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    ax = panel((4.2, 2.8))
     ax.fill_between(x, t["lcb"], t["ucb"], color="tab:gray", alpha=0.35, lw=0,
                     label=f"per-class {int(100 * cmp.attrs.get('level', 0.95))}% CI "
                           f"({cmp.attrs.get('method', '')})")
     ax.plot(x, t["delta"], color="black", lw=1, label="Δ (sorted)")
-    ax.scatter(x[t["significantly_lower"]], t.loc[t["significantly_lower"], "delta"], s=4,
-               color="tab:blue", label=f"{label_a} lower: {s['n_lower']}/{s['n_tested']}", zorder=3)
-    ax.scatter(x[t["significantly_higher"]], t.loc[t["significantly_higher"], "delta"], s=4,
-               color="tab:red", label=f"{label_a} higher: {s['n_higher']}/{s['n_tested']}", zorder=3)
+    for side, color in (("lower", "tab:blue"), ("higher", "tab:red")):
+        m = t[f"significantly_{side}"]
+        ax.scatter(x[m], t.loc[m, "delta"], s=4, color=color, zorder=3,
+                   label=f"{label_a} {side}: {s[f'n_{side}']}/{s['n_tested']}")
     ax.axhline(0, ls="--", color="gray", lw=0.8)
     ax.set(xlabel="class (sorted by Δ)", ylabel=f"Δ similarity ({label_a} − {label_b})")
     ax.legend(loc="upper left")
-    return fig
+    return ax.figure
 
 
 def proportions_figure(table: pd.DataFrame, x: str, label_a: str = "LAIONet",
                        label_b: str = "ImageNet", kind: str = "bar", ax=None):
     """Share of classes significantly lower (blue) / higher (red) per row of ``table`` (columns
     ``x``, share_lower, share_higher): bars per encoder (App. H) or lines vs a number (§4.1)."""
-    ax = ax if ax is not None else plt.subplots(figsize=(3.6, 2.6))[1]
+    ax = panel((3.6, 2.6), ax)
     lo, hi = f"{label_a} < {label_b}", f"{label_a} > {label_b}"
     if kind == "bar":
         pos = np.arange(len(table))
@@ -64,21 +61,19 @@ def proportions_figure(table: pd.DataFrame, x: str, label_a: str = "LAIONet",
         ax.plot(table[x], table["share_lower"], "o-", color="tab:blue", label=lo)
         ax.plot(table[x], table["share_higher"], "s-", color="tab:green", label=hi)
         ax.set_xlabel(x.replace("_", " "))
-    ax.set(ylabel="proportion of classes", ylim=(0, 1))
-    ax.legend()
-    return ax.figure
+    return finish(ax, ylabel="proportion of classes", ylim=(0, 1))
 
 
 def scatter_figure(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str,
                    logx: bool = False, ax=None):
     """Per-class scatter with Spearman's rho (and p, n) in the title."""
-    ax = ax if ax is not None else plt.subplots(figsize=(3.4, 2.6))[1]
+    ax = panel((3.4, 2.6), ax)
     rho, p, n = spearman(x, y)
     ax.scatter(x, y, s=8, alpha=0.6, color="tab:blue")
     if logx:
         ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n})")
-    return ax.figure
+    return finish(ax, False, xlabel=xlabel, ylabel=ylabel,
+                  title=f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n})")
 
 
 def recall_vs_delta_figure(table: pd.DataFrame):
@@ -110,16 +105,14 @@ def release_proportions_figure(props: pd.DataFrame, references: Sequence[str] = 
 def selection_frequency_curve_figure(curve: pd.DataFrame, encoder: str):
     """Mean intra-class similarity of the V2 images with selection frequency ≥ t (95 % band of
     the class mean), with LAIONet's and ImageNet's on the same classes."""
-    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    ax = panel((3.6, 2.6))
     ax.errorbar(curve["threshold"], curve["mean_similarity"], yerr=1.96 * curve["se"], fmt="o-",
                 color="black", capsize=2, label="ImageNetV2 images with sf ≥ t")
-    ax.plot(curve["threshold"], curve["laionet_mean_same_classes"], "--", color="tab:blue",
-            label="LAIONet")
-    ax.plot(curve["threshold"], curve["imagenet_mean_same_classes"], "--", color="tab:red",
-            label="ImageNet")
-    ax.set(xlabel="selection-frequency threshold t", ylabel=f"mean intra-class similarity ({encoder})")
-    ax.legend()
-    return fig
+    for name, color in (("LAIONet", "tab:blue"), ("ImageNet", "tab:red")):
+        ax.plot(curve["threshold"], curve[f"{name.lower()}_mean_same_classes"], "--", color=color,
+                label=name)
+    return finish(ax, xlabel="selection-frequency threshold t",
+                  ylabel=f"mean intra-class similarity ({encoder})")
 
 
 def release_accuracy_figure(wide: pd.DataFrame, ks: Sequence[int] = (1, 5)):
@@ -137,6 +130,5 @@ def release_accuracy_figure(wide: pd.DataFrame, ks: Sequence[int] = (1, 5)):
         hi = 0.95 * np.nanmax(values) if len(wk) else 1
         lo = np.nanmin(values) if len(wk) else 0
         ax.plot([lo, hi], [lo, hi], "--", color="gray")
-        ax.set(xlabel=f"LAIONet top-{k} (equally weighted)", ylabel=f"ImageNetV2 top-{k}")
-        ax.legend()
+        finish(ax, xlabel=f"LAIONet top-{k} (equally weighted)", ylabel=f"ImageNetV2 top-{k}")
     return fig

@@ -33,25 +33,29 @@ def style() -> None:
     })
 
 
-def profile_label(profile: str) -> str:
-    return PROFILE_LABELS.get(profile, profile)
+def panel(figsize: tuple[float, float] = (3.4, 2.5), ax=None):
+    """``ax``, or the axes of a new one-panel figure of ``figsize``."""
+    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
 
 
-def titled(title: str, profile: str) -> str:
-    return f"{title} [{profile_label(profile)}]"
+def finish(ax, legend: bool = True, **props):
+    """``ax.set(**props)``, a legend (unless ``legend`` is False); returns the axes' figure."""
+    ax.set(**props)
+    if legend:
+        ax.legend()
+    return ax.figure
 
 
 def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike, profile: str,
                 title: str | None = None) -> list[Path]:
     """Save ``fig`` as <figures_dir>/<name>.png and .pdf, with the profile in the title."""
+    tag = f"[{PROFILE_LABELS.get(profile, profile)}]"
     if title is not None:
-        fig.suptitle(titled(title, profile))
-    elif fig._suptitle is not None:  # keep the caller's title, append the profile once
-        text = fig._suptitle.get_text()
-        if f"[{profile_label(profile)}]" not in text:
-            fig.suptitle(titled(text, profile))
-    else:
-        fig.suptitle(f"[{profile_label(profile)}]")
+        fig.suptitle(f"{title} {tag}")
+    elif fig._suptitle is None:
+        fig.suptitle(tag)
+    elif tag not in fig._suptitle.get_text():  # keep the caller's title, append the profile once
+        fig.suptitle(f"{fig._suptitle.get_text()} {tag}")
     if fig.get_layout_engine() is None:
         fig.tight_layout()  # make room for the suptitle (subplot titles would overlap it)
     out = []

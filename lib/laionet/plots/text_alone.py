@@ -1,33 +1,30 @@
-"""Figures of stage 08 (text alone, B16/B17); each builder returns a Figure."""
+"""Figures of stage 08 (text alone, B16/B17)."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from laionet.method.text_alone import cdf
-from laionet.plots.style import DATASET_COLORS
+from laionet.plots.style import DATASET_COLORS, finish, panel, plt
 
 
 def similarity_figure(laionet: np.ndarray, imagenet_captions: np.ndarray):
     """B16: caption-to-synset similarity densities, LAIONet (20 bins) vs ImageNet-Captions (50)."""
     own = np.asarray(imagenet_captions, dtype=np.float64)
     own = own[~np.isnan(own)]
-    fig, ax = plt.subplots(figsize=(3.4, 2.5))
+    ax = panel()
     ax.hist(laionet, bins=20, density=True, alpha=0.4, color=DATASET_COLORS["LAIONet"],
             label="LAIONet")
     ax.hist(own, bins=50, density=True, alpha=0.4, color=DATASET_COLORS["ImageNet"],
             label="ImageNet-Captions")
-    ax.set(xlim=(min(0, float(own.min())), 1), xlabel="text-to-synset similarity", ylabel="pdf")
-    ax.legend()
-    return fig
+    return finish(ax, xlim=(min(0, float(own.min())), 1), xlabel="text-to-synset similarity",
+                  ylabel="pdf")
 
 
 def false_class_figure(p: np.ndarray, binned: pd.DataFrame, p_at: float = 0.05):
-    """B17: (a) the CDF of p with the guide lines at ``p_at``; (c) mean p +- 95% band per
-    own-similarity bin (``binned_proportion``), with the share of captions per bin (red, right
-    axis)."""
+    """B17: (a) the CDF of p, guide lines at ``p_at``; (c) mean p +- 95% band per own-similarity
+    bin (``binned_proportion``), the share of captions per bin in red (right axis)."""
     grid = np.linspace(0, 1, 1001)
     curve = cdf(p, grid)
     share = float(cdf(p, [p_at])[0])
