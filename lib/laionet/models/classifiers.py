@@ -10,8 +10,7 @@ A spec list is given to notebook 04 as one string:
 - a ``.csv`` / ``.yaml`` file with one classifier per row / item: name, arch, checkpoint,
   pretrained_tag, output_wnids (a label space name or a wnid file), group; an item whose arch is
   a packaged name (``efficientnet-lite1``) needs nothing else;
-- several of these joined by commas: ``efficientnet-lite0,efficientnet-lite1,efficientnet-lite2``.
-"""
+- several of these joined by commas: ``efficientnet-lite0,efficientnet-lite1``."""
 
 from __future__ import annotations
 
@@ -38,7 +37,8 @@ class Classifier:
     ``pretrained_tag``: a timm hub tag (``in1k``, ``fb_in22k_ft_in1k`` ...), used only when
     ``checkpoint`` is empty; ``output_wnids``: the wnid of every output in order (empty: the
     ImageNet label space timm infers from the output count); ``pretrained_cfg``: preprocessing
-    overrides given to timm with the checkpoint.
+    fields (input_size, mean, std, crop_pct, ...) of a checkpoint trained with its own, e.g. the
+    demo classifiers' ``<arch>.json``.
     """
 
     name: str
@@ -47,8 +47,6 @@ class Classifier:
     pretrained_tag: str | None = None
     output_wnids: tuple[str, ...] = field(default=(), repr=False)
     group: str = ""
-    # pretrained_cfg fields (input_size, mean, std, crop_pct, ...) for a checkpoint trained
-    # with its own preprocessing, e.g. the demo classifiers' <arch>.json
     pretrained_cfg: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -59,23 +57,19 @@ class Classifier:
 
 
 def load_classifier(spec: Classifier, device: str = "cpu") -> tuple[Any, dict]:
-    """(model in eval mode, timm data config) for ``spec``; the model's outputs are then mapped
-    through ``classifier_wnids(spec, model)``."""
+    """(model in eval mode, timm data config) for ``spec`` (``classifier_wnids`` names its outputs)."""
     import timm
     from timm.data import resolve_data_config
 
-    kwargs: dict[str, Any] = {}
-    if spec.output_wnids:
-        kwargs["num_classes"] = len(spec.output_wnids)
+    kwargs = {"num_classes": len(spec.output_wnids)} if spec.output_wnids else {}
     if spec.checkpoint:
         ckpt = Path(spec.checkpoint)
         if not ckpt.is_file():
             raise FileNotFoundError(f"classifier {spec.name!r}: checkpoint {ckpt} not found")
         overlay = {k: v for k, v in (spec.pretrained_cfg or {}).items() if k != "architecture"}
-        if "num_classes" in kwargs:
-            # timm silently re-initialises the head when num_classes differs from the
-            # pretrained_cfg's (1000 by default): the overlay must carry it too
-            overlay["num_classes"] = kwargs["num_classes"]
+        # timm silently re-initialises the head when num_classes differs from the
+        # pretrained_cfg's (1000 by default): the overlay must carry it too
+        overlay.update(kwargs)
         model = timm.create_model(spec.arch, pretrained=True,
                                   pretrained_cfg_overlay=dict(overlay, file=str(ckpt)), **kwargs)
     else:
@@ -95,24 +89,22 @@ def classifier_wnids(spec: Classifier, num_outputs: int) -> list[str]:
     return wnids
 
 
+def _none_if_empty(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else v
+
+
 def _wnids_from(value: Any, base: Path) -> tuple[str, ...]:
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
+    if _none_if_empty(value) is None:
         return ()
     if isinstance(value, (list, tuple)):
         return tuple(value)
     if value in LABEL_SPACES:
         return tuple(label_space_wnids(value))
-    path = Path(value) if Path(value).is_absolute() else base / value
-    return tuple(read_wnid_file(path))
-
-
-def _none_if_empty(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else v
+    return tuple(read_wnid_file(Path(value) if Path(value).is_absolute() else base / value))
 
 
 def packaged_classifier(name: str, display_name: str | None = None, group: str = "1k") -> Classifier:
     """A classifier from packaged weights (``efficientnet-lite1``: laionet.models.packaged)."""
-
     p = PACKAGED[name]
     return Classifier(name=display_name or p.name, arch=p.arch, checkpoint=str(timm_checkpoint(name)),
                       group=group, pretrained_cfg=p.pretrained_cfg())
@@ -125,37 +117,32 @@ def specs_from_records(records: list[dict], base: Path, where: str) -> list[Clas
         if missing:
             raise ValueError(f"{where}: entry {i} lacks {missing} (columns: name, arch, "
                              "checkpoint, pretrained_tag, output_wnids, group)")
-        ckpt = _none_if_empty(rec.get("checkpoint"))
-
-        if is_packaged(str(rec["arch"])) and not ckpt and not _none_if_empty(rec.get("pretrained_tag")):
-            out.append(packaged_classifier(str(rec["arch"]), str(rec["name"]),
-                                           str(_none_if_empty(rec.get("group")) or "1k")))
+        ckpt, tag, group = (_none_if_empty(rec.get(k))
+                            for k in ("checkpoint", "pretrained_tag", "group"))
+        if is_packaged(str(rec["arch"])) and not ckpt and not tag:
+            out.append(packaged_classifier(str(rec["arch"]), str(rec["name"]), str(group or "1k")))
             continue
         if ckpt and not Path(ckpt).is_absolute():
             ckpt = str(base / ckpt)
         out.append(Classifier(name=str(rec["name"]), arch=str(rec["arch"]), checkpoint=ckpt,
-                              pretrained_tag=_none_if_empty(rec.get("pretrained_tag")),
-                              output_wnids=_wnids_from(rec.get("output_wnids"), base),
-                              group=str(_none_if_empty(rec.get("group")) or "")))
+                              pretrained_tag=tag, group=str(group or ""),
+                              output_wnids=_wnids_from(rec.get("output_wnids"), base)))
     return out
-
-
-def _demo_classifier(ckpt: Path) -> Classifier:
-    """One ``<arch>.pth`` of a demo model folder, with its label list and preprocessing."""
-    arch = ckpt.stem
-    meta_path = ckpt.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    cfg = {k: meta[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct",
-                                "crop_mode") if k in meta}
-    return Classifier(name=str(meta.get("name", arch)), arch=arch, checkpoint=str(ckpt),
-                      group=str(meta.get("group", "demo")), pretrained_cfg=cfg,
-                      output_wnids=tuple(read_wnid_file(ckpt.parent / f"{arch}.wnids.txt")))
 
 
 def demo_classifiers(directory: str | os.PathLike) -> list[Classifier]:
     """The demo world's classifiers: every ``<arch>.pth`` with its ``<arch>.wnids.txt`` and the
-    preprocessing it was trained with (``<arch>.json``: input_size, mean, std, crop)."""
-    found = [_demo_classifier(ckpt) for ckpt in sorted(Path(directory).glob("*.pth"))]
+    preprocessing it was trained with (``<arch>.json``: input_size, mean, std, crop; name)."""
+    found = []
+    for ckpt in sorted(Path(directory).glob("*.pth")):
+        arch, meta_path = ckpt.stem, ckpt.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        cfg = {k: meta[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct",
+                                    "crop_mode") if k in meta}
+        found.append(Classifier(
+            name=str(meta.get("name", arch)), arch=arch, checkpoint=str(ckpt), pretrained_cfg=cfg,
+            group=str(meta.get("group", "demo")),
+            output_wnids=tuple(read_wnid_file(ckpt.parent / f"{arch}.wnids.txt"))))
     if not found:
         raise FileNotFoundError(f"no <arch>.pth classifiers in {directory}: run notebook 00 (demo "
                                 "world) first, or point `classifiers` at another list")
@@ -168,20 +155,8 @@ def paper_models() -> pd.DataFrame:
         return pd.read_csv(fh, comment="#", keep_default_na=False)
 
 
-def paper_classifiers(only_exact: bool = False) -> list[Classifier]:
-    """The paper's supervised models as hub-tag specs (CLIP is a zero-shot encoder, not here)."""
-    df = paper_models()
-    df = df[(df["group"] != "clip") & (df["timm_name"] != "")]
-    if only_exact:
-        df = df[df["timm_match"] == "exact"]
-    return [Classifier(name=r.paper_name, arch=r.timm_name.split(".")[0],
-                       pretrained_tag=r.timm_name.split(".", 1)[1], group=r.group)
-            for r in df.itertuples()]
-
-
 def read_classifier_specs(spec: str) -> list[Classifier]:
     """Parse notebook 04's ``classifiers`` parameter (see the module docstring)."""
-
     spec = spec.strip()
     if spec.startswith("demo:"):
         return demo_classifiers(spec[len("demo:"):])
@@ -192,8 +167,11 @@ def read_classifier_specs(spec: str) -> list[Classifier]:
         if dup:
             raise ValueError(f"classifier list {spec!r}: models {dup} appear twice")
         return out
-    if spec == "paper":
-        return paper_classifiers()
+    if spec == "paper":  # the supervised models as hub-tag specs (CLIP is zero-shot, not here)
+        df = paper_models()
+        return [Classifier(name=r.paper_name, arch=r.timm_name.split(".")[0],
+                           pretrained_tag=r.timm_name.split(".", 1)[1], group=r.group)
+                for r in df[(df["group"] != "clip") & (df["timm_name"] != "")].itertuples()]
     if is_packaged(spec):
         return [packaged_classifier(spec)]
     path = Path(spec)

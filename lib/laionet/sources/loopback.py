@@ -5,8 +5,7 @@
         # -> http://127.0.0.1:<free port>/img/00000/00000012.jpg
 
 A ``ThreadingHTTPServer`` in a background thread: GET and HEAD, real 404s for missing files,
-no request log. ``stop()`` (or leaving the ``with`` block) shuts the server down, closes the
-socket (the port is free again) and joins the thread, so nothing is left behind.
+no request log; ``stop()`` (or leaving the ``with`` block) frees the port and joins the thread.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from pathlib import Path
 DEMO_URL_PREFIX = "http://laion-demo.invalid/"   # RFC 2606 reserved: never resolves
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    """Static files from one folder; no directory listings, no log lines on stderr."""
-
+class _QuietHandler(SimpleHTTPRequestHandler):  # no directory listings, no log lines on stderr
     def log_message(self, format, *args):
         pass
 
@@ -43,8 +40,7 @@ class ImageHost:
         if not self.root.is_dir():
             raise FileNotFoundError(f"ImageHost: {self.root} is not a folder (build the demo "
                                     "world first: laionet.demo.build_world)")
-        self.prefix = prefix
-        self._port = port
+        self.prefix, self._port = prefix, port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -60,10 +56,9 @@ class ImageHost:
             return self
         handler = functools.partial(_QuietHandler, directory=str(self.root))
         self._server = _Server(("127.0.0.1", self._port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"laionet-image-host:{self._server.server_address[1]}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            name=f"laionet-image-host:{self._server.server_address[1]}")
         self._thread.start()
         return self
 
@@ -72,7 +67,6 @@ class ImageHost:
             return
         self._server.shutdown()
         self._server.server_close()
-        assert self._thread is not None
         self._thread.join(timeout=5)
         self._server, self._thread = None, None
 
