@@ -169,19 +169,27 @@ def test_double_click_opens_a_text_notebook_and_runs_it_on_the_tiny_profile(lab,
         page.screenshot(path=str(SHOTS / "notebook_opened.png"))
 
         # the user's edit: double-click the word demo, type tiny; run the cell and the next
-        params.locator(".cm-line").first.get_by_text('"demo"').dblclick()
+        line = params.locator(".cm-line", has_text="profile: str").first
+        line.get_by_text('"demo"').dblclick()
         page.keyboard.type("tiny")
-        assert 'profile: str = "tiny"' in params.locator(".cm-line").first.inner_text()
+        assert 'profile: str = "tiny"' in line.inner_text()
         page.keyboard.press("Shift+Enter")
         page.keyboard.press("Shift+Enter")
         stage_cell = panel.locator(".jp-CodeCell", has_text=f'open_stage("{NOTEBOOK}"')
         output = stage_cell.locator(".jp-OutputArea-output")
-        output.filter(has_text="part(s), e.g.").wait_for(timeout=240_000)
+        output.filter(has_text="from the parameters cell's defaults").wait_for(timeout=240_000)
         text = "\n".join(output.all_inner_texts())
         assert f"{NOTEBOOK}: parameters of profile 'tiny'" in text
         assert re.search(r"profile += 'tiny' +from cell edit", text), text
         assert re.search(r"n_workers += 2 +from profile tiny: parameters", text), text
-        assert str(lab["scratch"] / "runs" / "tiny" / NOTEBOOK) in text  # the tiny run's folder
+        # the stage's folder is the tiny run's: a cell of the user's own, inserted above the
+        # selected next one (command mode after Shift+Enter), prints it
+        for key in ("a", "Enter"):
+            page.keyboard.press(key)
+        page.keyboard.type("print(S.out)")
+        page.keyboard.press("Shift+Enter")
+        mine = panel.locator(".jp-CodeCell", has_text="print(S.out)").locator(".jp-OutputArea-output")
+        mine.filter(has_text=str(lab["scratch"] / "runs" / "tiny" / NOTEBOOK)).wait_for()
         stage_cell.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "notebook_ran_tiny.png"))
     except Exception:

@@ -77,9 +77,7 @@ def _fill(tpl, lemma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def compose(world: World, samples: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """Caption parts (pre, subject, where, context, noise) and the joined ``text``, one row each."""
-    n = len(samples)
-    kind = samples["kind"].to_numpy()
-    label = samples["label"].to_numpy()
+    n, kind, label = len(samples), samples["kind"].to_numpy(), samples["label"].to_numpy()
     lemma = _vary_case(samples["lemma"].to_numpy(dtype=object), rng)
     lemma2 = _vary_case(samples["lemma2"].to_numpy(dtype=object), rng)
     empty = np.full(n, "", dtype=object)

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
+from laionet.sources.imagenet import VAL_NAME  # noqa: F401 (the world names its val files with it)
 from laionet.sources.loopback import DEMO_URL_PREFIX  # noqa: F401 (the world writes its URLs with it)
 from laionet.util.files import write_parquet, write_text
 
@@ -27,7 +28,6 @@ LAION_SCHEMA = pa.schema([
     ("NSFW", pa.string()), ("similarity", pa.float64()),
 ])
 JPEG_QUALITY = 90
-VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by laionet.demo (deterministic header)"
 
 

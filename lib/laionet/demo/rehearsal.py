@@ -30,6 +30,7 @@ small rehearsal the tests run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -213,12 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         out = build(args.out, args.port, args.pad, args.focus, args.val_limit)
         print(json.dumps(read_json(out / "rehearsal.json"), indent=2))
         return 0
-    host = serve(args.out, args.port)
-    print(f"serving {Path(args.out) / 'http'} at {host.base_url} (Ctrl-C stops)", flush=True)
-    try:
+    with serve(args.out, args.port) as host, contextlib.suppress(KeyboardInterrupt):
+        print(f"serving {Path(args.out) / 'http'} at {host.base_url} (Ctrl-C stops)", flush=True)
         threading.Event().wait()
-    except KeyboardInterrupt:
-        host.stop()
     return 0
 
 

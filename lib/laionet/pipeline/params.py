@@ -84,8 +84,8 @@ def read_parameters(path: str | Path) -> dict[str, Param]:
             helps.append(lines[i].strip().lstrip("#").strip())
             i += 1
         out[p.name] = Param(p.name, p.inferred_type_name, default, " ".join(helps))
-    skipped = [ln for ln in lines if re.match(r"\w", ln) and ln.split(":")[0].strip() not in out]
-    if skipped:
+    if skipped := [ln for ln in lines
+                   if re.match(r"\w", ln) and ln.split(":")[0].strip() not in out]:
         raise ValueError(f"{path}: papermill cannot read {skipped} of the parameters cell; write "
                          "one `name: type = value  # comment` per line")
     return out
@@ -97,8 +97,8 @@ def split_scoped(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, d
     plain: dict[str, Any] = {}
     scoped: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
-        scope, dot, name = key.rpartition(".")
-        if dot and scope:
+        scope, _, name = key.rpartition(".")
+        if scope:
             scoped.setdefault(scope, {})[name] = value
         else:
             plain[key] = value
@@ -109,35 +109,28 @@ def scope_matches(scope: str, stem: str) -> bool:
     return stem == scope or stem.startswith(f"{scope}_")
 
 
-def parameter_layers(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
-                     profile_key: str) -> list[tuple[str, dict]]:
-    """The values one notebook is given, as (where from, values) layers in merge order, last wins:
-    the profile's name, its ``parameters``, its ``notebook_parameters.<stem>``, ``-p name``,
-    ``-p NN.name``. Only names the notebook declares."""
+def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
+                       profile_key: str, cell: dict | None = None) -> tuple[dict, dict, dict]:
+    """(every declared parameter's value, the ones that differ from the notebook's defaults,
+    where each value came from: a layer's label below or ``default``).
+
+    Layers, last wins, only names the notebook declares: the notebook's defaults, ``cell edit``
+    (``cell``: the values a parameters cell run by hand left in the kernel,
+    ``laionet.pipeline.interactive``), the profile's name, its ``parameters``, its
+    ``notebook_parameters.<stem>``, ``-p name``, ``-p NN.name``. Each value is checked against
+    its declared type and allowed values here, before any kernel starts."""
+    base = {k: p.default for k, p in decl.items()}
     plain, scoped = split_scoped(overrides)
     name = profile.get("name") or profile_name(profile_key)
-    layers = [("profile", {"profile": str(profile_key)} if "profile" in decl else {}),
+    layers = [("cell edit", {k: v for k, v in (cell or {}).items() if k in decl and v != base[k]}),
+              ("profile", {"profile": str(profile_key)} if "profile" in decl else {}),
               (f"profile {name}: parameters",
                {k: v for k, v in (profile.get("parameters") or {}).items() if k in decl}),
               (f"profile {name}: notebook_parameters.{stem}",
                dict((profile.get("notebook_parameters") or {}).get(stem) or {})),
-              ("-p", {k: v for k, v in plain.items() if k in decl})]
-    return layers + [(f"-p {scope}.", dict(values)) for scope, values in scoped.items()
-                     if scope_matches(scope, stem)]
-
-
-def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrides: dict,
-                       profile_key: str, cell: dict | None = None) -> tuple[dict, dict, dict]:
-    """(every declared parameter's value, the ones that differ from the notebook's defaults,
-    where each value came from: a ``parameter_layers`` label, ``cell edit`` or ``default``).
-
-    Order, last wins: the notebook's defaults (``cell``: the values a parameters cell run by
-    hand left in the kernel, ``laionet.pipeline.interactive``), then ``parameter_layers``. Each
-    value is checked against its declared type and allowed values here, before any kernel starts."""
-    base = {k: p.default for k, p in decl.items()}
-    cell = {k: v for k, v in (cell or {}).items() if k in decl}
-    layers = [("cell edit", {k: v for k, v in cell.items() if v != base[k]}),
-              *parameter_layers(profile, stem, decl, overrides, profile_key)]
+              ("-p", {k: v for k, v in plain.items() if k in decl}),
+              *((f"-p {scope}.", values) for scope, values in scoped.items()
+                if scope_matches(scope, stem))]
     given: dict[str, Any] = {}
     sources: dict[str, str] = dict.fromkeys(decl, "default")
     for label, values in layers:
@@ -145,8 +138,7 @@ def resolve_parameters(profile: dict, stem: str, decl: dict[str, Param], overrid
         sources.update(dict.fromkeys(values, label))
     given = {k: decl[k].check(v, stem) for k, v in given.items()}
     for k, v in given.items():
-        rule = allowed(k, v)
-        if rule:
+        if rule := allowed(k, v):
             raise ParameterError(f"{stem}: {k}={v!r} is not allowed: it must be {rule} "
                                  f"(`{k}: {decl[k].type} = {decl[k].default!r}`  # {decl[k].help})")
     full = {**base, **given}
@@ -170,8 +162,7 @@ def check_profile(profile: dict, decls: dict[str, dict[str, Param]]) -> None:
     name = profile.get("name")
     allowed_keys = {"name", "description", "notebooks", "parameters", "notebook_parameters",
                     "extends"}
-    extra = sorted(set(profile) - allowed_keys)
-    if extra:
+    if extra := sorted(set(profile) - allowed_keys):
         raise SystemExit(f"profile {name!r}: unknown top-level key(s) {extra}; a profile has "
                          f"{sorted(allowed_keys)}")
     _check_unscoped(profile.get("parameters") or {}, decls, f"profile {name!r}: parameters")
@@ -179,8 +170,8 @@ def check_profile(profile: dict, decls: dict[str, dict[str, Param]]) -> None:
         if stem not in decls:
             raise SystemExit(f"profile {name!r}: notebook_parameters.{stem}: no such notebook in "
                              f"the profile; it runs {sorted(decls)}")
-        unknown = sorted(set(own or {}) - set(decls[stem]))
-        if unknown:  # a typo in a profile would otherwise be dropped without a word
+        # a typo in a profile would otherwise be dropped without a word
+        if unknown := sorted(set(own or {}) - set(decls[stem])):
             raise SystemExit(f"profile {name!r}: notebook_parameters.{stem} has {unknown}, which "
                              f"{stem} does not declare; it declares {sorted(decls[stem])}")
 
@@ -209,7 +200,6 @@ def check_overrides(overrides: dict, decls: dict[str, dict[str, Param]]) -> None
         if len(stems) != 1:
             raise SystemExit(f"-p {scope}.…: {scope!r} names {'several' if stems else 'none'} of "
                              f"the selected notebooks {sorted(decls)}")
-        unknown = sorted(set(values) - set(decls[stems[0]]))
-        if unknown:
+        if unknown := sorted(set(values) - set(decls[stems[0]])):
             raise SystemExit(f"-p {scope}.{unknown[0]}: {stems[0]} declares no {unknown}; it "
                              f"declares {sorted(decls[stems[0]])}")

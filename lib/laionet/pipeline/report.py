@@ -1,15 +1,11 @@
 """One report page per run: ``figures/<profile>/index.html`` (and one per sweep, in its folder).
 
 Every figure and table of the run, with the paper figure it reproduces (B1-B20 or "extension")
-and a one-line caption, both from the catalogue (the table "Every file" of ``docs/FIGURES.md``),
-the notebook and parameters that made it and a link to that notebook's executed HTML. The page
-is static, with relative links only: it opens from the file system, no server.
-
-What a stage saved comes from its own record (``S.figure`` / ``S.table`` write
-``runs/<profile>/<stage>/_stage/outputs.json``; the runner starts a fresh one each time the stage
-runs), its parameters from the runner's ``manifest.json``. Files in the figure folder that no
-stage's latest run recorded (left over from an older run, or saved by other code) are listed
-apart, so nothing in the folder goes unexplained.
+and a caption from the catalogue (the table "Every file" of ``docs/FIGURES.md``), the notebook
+and parameters that made it (its record ``_stage/outputs.json``, written by ``S.figure`` /
+``S.table``, and the runner's ``manifest.json``) and its executed HTML. Static, relative links
+only: it opens from the file system. Files in the figure folder that no stage's latest run
+recorded (left from an older run, or saved by other code) are listed apart.
 
     python -m laionet.pipeline.report --profile tiny        # rewrite the page of a profile's runs
 """
@@ -17,7 +13,6 @@ apart, so nothing in the folder goes unexplained.
 from __future__ import annotations
 
 import argparse
-import html
 import os
 import re
 import time
@@ -28,11 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
-from laionet.pipeline.params import read_parameters
+from laionet.pipeline.params import notebook_file, read_parameters
 from laionet.pipeline.profiles import load_profile, profile_name
-from laionet.pipeline.stage import MANIFEST, OUTPUTS, STATE_DIR, notebook_file
+from laionet.pipeline.stage import MANIFEST, OUTPUTS, STATE_DIR
 from laionet.pipeline.stages import spec
 from laionet.util.files import read_json, write_text
 from laionet.util.paths import project_root
@@ -86,6 +83,13 @@ class Output:
     note: str = ""                 # e.g. saved by hand with other parameters
     section: str = "other"         # the id of the page section that lists it
 
+    @property
+    def anchor(self) -> str:
+        return quote(f"{self.section}-{self.name}-{self.kind}", safe="")
+
+    def file(self, suffix: str) -> Path | None:
+        return next((f for f in self.files if f.suffix == suffix and f.is_file()), None)
+
 
 @dataclass
 class StageRun:
@@ -98,21 +102,16 @@ class StageRun:
     outputs: list[Output] = field(default_factory=list)
 
     @property
+    def section(self) -> str:
+        return quote(self.stem + (f"-{self.label}" if self.label else ""), safe="")
+
+    @property
     def html(self) -> Path | None:
-        for name in (f"{self.stem}.html", f"{self.stem}.failed.html"):
-            if (self.out / name).is_file():
-                return self.out / name
-        return None
+        return next((self.out / n for n in (f"{self.stem}.html", f"{self.stem}.failed.html")
+                     if (self.out / n).is_file()), None)
 
 
 # ------------------------------------------------------------------------------ gathering
-def _record(out: Path) -> list[dict[str, Any]]:
-    try:
-        return list(read_json(out / STATE_DIR / OUTPUTS).get("outputs") or [])
-    except (OSError, ValueError, AttributeError):
-        return []
-
-
 def _params_note(saved: dict[str, Any], manifest: dict[str, Any], by: str) -> str:
     """Say so when a file was last saved by a notebook run by hand, or with other parameters
     than the runner's run recorded in the manifest."""
@@ -127,21 +126,23 @@ def _params_note(saved: dict[str, Any], manifest: dict[str, Any], by: str) -> st
     return how + ", with the manifest's parameters"
 
 
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def stage_run(stem: str, out: Path, label: str = "") -> StageRun:
     """A stage's run folder as the report reads it."""
-    try:
-        manifest = read_json(out / MANIFEST)
-    except (OSError, ValueError):
-        manifest = {}
-    run = StageRun(stem, out, label, manifest)
-    for rec in _record(out):
+    run = StageRun(stem, out, label, manifest := _json(out / MANIFEST))
+    for rec in _json(out / STATE_DIR / OUTPUTS).get("outputs") or []:
         base = Path(rec.get("figures_dir") or out)
-        files = [base / f for f in rec.get("files") or []]
-        run.outputs.append(Output(rec["name"], rec.get("kind", "figure"), files,
-                                  lookup(rec["name"]), stem,
-                                  _params_note(rec.get("params") or {}, manifest,
-                                               rec.get("by", "")),
-                                  _section_id(stem, label)))
+        run.outputs.append(Output(
+            rec["name"], rec.get("kind", "figure"), [base / f for f in rec.get("files") or []],
+            lookup(rec["name"]), stem,
+            _params_note(rec.get("params") or {}, manifest, rec.get("by", "")), run.section))
     return run
 
 
@@ -170,15 +171,13 @@ def _profile_stems(profile_key: str, runs_dir: Path) -> list[str]:
 def write_run_report(profile_key: str) -> Path:
     """``figures/<profile>/index.html`` for the profile's latest run of each stage."""
     name = profile_name(profile_key)
-    root = project_root()
-    fig_dir = root / "figures" / name
-    runs_dir = root / "runs" / name
+    fig_dir, runs_dir = project_root() / "figures" / name, project_root() / "runs" / name
     runs = [stage_run(stem, runs_dir / stem) for stem in _profile_stems(profile_key, runs_dir)]
     runs = [r for r in runs if r.manifest or r.outputs]
-    title = f"LAIONet companion: figures and tables of profile {name!r}"
-    intro = (f"The latest run of each notebook of profile <code>{_e(name)}</code> "
-             f"(<code>./run_all.sh --profile {_e(name)}</code>).")
-    return _write(fig_dir / INDEX, title, intro, runs, unclaimed(fig_dir, runs))
+    intro = Markup("The latest run of each notebook of profile <code>{0}</code> "
+                   "(<code>./run_all.sh --profile {0}</code>).").format(name)
+    return _write(fig_dir / INDEX, f"LAIONet companion: figures and tables of profile {name!r}",
+                  intro, runs, unclaimed(fig_dir, runs))
 
 
 def write_sweep_report(index_json: Path, fig_base: Path) -> Path:
@@ -188,9 +187,10 @@ def write_sweep_report(index_json: Path, fig_base: Path) -> Path:
     runs = [stage_run(stem, Path(r["out_dir"]), f"{param}={r['value']}") for r in index["runs"]]
     title = f"LAIONet companion: sweep of {stem} over {param} (profile {index['profile']!r})"
     values = " ".join(str(r["value"]) for r in index["runs"])
-    intro = (f"<code>./run_all.sh sweep {_e(stem[:2])} {_e(param)} {_e(values)} --profile "
-             f"{_e(index['profile'])}</code>: one run of {_e(stem)} per value. Index: "
-             f"{_link(index_json, fig_base, index_json.name)}.")
+    intro = Markup("<code>./run_all.sh sweep {} {} {} --profile {}</code>: one run of {} per "
+                   "value. Index: <a href='{}'>{}</a>.").format(
+        stem[:2], param, values, index["profile"], stem, _href(index_json, fig_base),
+        index_json.name)
     extra = unclaimed(fig_base, runs)
     for o in extra:
         if o.name == "sweep_summary":
@@ -198,146 +198,59 @@ def write_sweep_report(index_json: Path, fig_base: Path) -> Path:
     return _write(fig_base / INDEX, title, intro, runs, extra)
 
 
-def _write(dest: Path, title: str, intro: str, runs: list[StageRun], other: list[Output]) -> Path:
-    here = dest.parent
-    here.mkdir(parents=True, exist_ok=True)
-    figures_link = _link(FIGURES_MD, here, "docs/FIGURES.md")
-    body = [f"<h1>{_e(title)}</h1>",
-            (f"<p>{intro} Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Paper figure numbers "
-             f"B1-B20 are those of {figures_link} (which lists every "
-             "figure of the paper, its notebook and parameters); <em>extension</em>: not in the "
-             "paper.</p>"),
-            _summary(runs + ([StageRun("other", here, outputs=other)] if other else []), here)]
-    for run in runs:
-        body.append(_stage_section(run, here))
-    if other:
-        body.append("<section id='other'><h2>Other files in this folder</h2><p>Not recorded by "
-                    "the latest run of any notebook above: left from an older run (a figure that "
-                    "is no longer made, or made under other parameters), or saved by other "
-                    "code.</p>")
-        body += [_output(o, here) for o in other]
-        body.append("</section>")
-    page = (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-    return write_text(page, dest)
+def _by_paper(outputs: list[Output]) -> list[tuple[str, list[Output]]]:
+    """The summary's rows: each paper figure (made by this run or not), then the extensions and
+    the files the catalogue does not know, when there are any."""
+    rows: dict[str, list[Output]] = {p: [] for p in (*PAPER, EXTENSION, "?")}
+    for o in outputs:
+        for paper in (o.entry.paper, *o.entry.also) if o.entry else ("?",):
+            rows.setdefault(paper, []).append(o)
+    return [("not in the catalogue" if p == "?" else p, outs) for p, outs in rows.items()
+            if outs or p in PAPER]
 
 
-def _summary(runs: list[StageRun], here: Path) -> str:
-    by_paper: dict[str, list[Output]] = {}
-    for r in runs:
-        for o in r.outputs:
-            for paper in (o.entry.paper, *o.entry.also) if o.entry else ("?",):
-                by_paper.setdefault(paper, []).append(o)
-    rows = []
-    for paper in [*PAPER, EXTENSION, "?"]:
-        outs = by_paper.get(paper, [])
-        if paper in ("?", EXTENSION) and not outs:
-            continue
-        links = ", ".join(f"<a href='#{_anchor(o)}'>{_e(o.name)}</a>"
-                          + (" (table)" if o.kind == "table" else "") for o in outs) or \
-            "<span class='missing'>not made by this run</span>"
-        label = "not in the catalogue" if paper == "?" else paper
-        rows.append(f"<tr><th>{_e(label)}</th><td>{links}</td></tr>")
-    n = sum(len(r.outputs) for r in runs)
-    return (f"<section><h2>By paper figure ({n} files)</h2><table class='summary'>"
-            + "".join(rows) + "</table></section>")
-
-
-def _stage_section(run: StageRun, here: Path) -> str:
-    man = run.manifest
-    heading = f"{run.stem}" + (f" ({run.label})" if run.label else "")
-    status = man.get("status", "no manifest")
-    facts = [f"status <b class='{_e(status)}'>{_e(status)}</b>"]
-    if man.get("written_at"):
-        facts.append(f"at {_e(man['written_at'])}")
-    total = (man.get("timings_s") or {}).get("total")
-    if total is not None:
-        facts.append(f"in {total} s")
-    links = [_link(notebook_file(run.stem), here, f"notebooks/{run.stem}.py")]
-    if run.html:
-        links.insert(0, _link(run.html, here, "executed notebook (HTML)"))
-    else:
-        links.insert(0, "<span class='missing'>no executed HTML</span>")
-    return (f"<section id='{_section_id(run.stem, run.label)}'><h2>{_e(heading)}</h2>"
-            f"<p class='question'>{_e(spec(run.stem).question)}</p>"
-            f"<p>{' '.join(facts)} &middot; {' &middot; '.join(links)}</p>"
-            f"{_params(run)}"
-            + ("".join(_output(o, here) for o in run.outputs) or
-               "<p class='missing'>This run recorded no figure or table.</p>")
-            + "</section>")
-
-
-def _params(run: StageRun) -> str:
-    params = run.manifest.get("params") or {}
-    if not params:
-        return ""
+def _changed_params(run: StageRun) -> dict[str, Any]:
+    """The run's parameters that differ from its notebook's defaults."""
     try:
         defaults = {k: p.default for k, p in read_parameters(notebook_file(run.stem)).items()}
     except (OSError, ValueError, SyntaxError):
         defaults = {}
-    changed = {k: v for k, v in params.items() if k in defaults and defaults[k] != v}
-    shown = ", ".join(f"<code>{_e(k)}={_e(repr(v))}</code>" for k, v in changed.items()) or "none"
-    rows = "".join(f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(repr(v))}</code></td>"
-                   f"<td>{'' if k not in changed else 'set by the run'}</td></tr>"
-                   for k, v in params.items())
-    return (f"<p>Parameters that differ from the notebook's defaults: {shown}.</p>"
-            f"<details><summary>all {len(params)} parameters</summary><table class='params'>"
-            f"{rows}</table></details>")
+    return {k: v for k, v in (run.manifest.get("params") or {}).items()
+            if k in defaults and defaults[k] != v}
 
 
-def _output(o: Output, here: Path) -> str:
-    paper = o.entry.paper if o.entry else "?"
-    caption = o.entry.caption if o.entry else "not in the catalogue (docs/FIGURES.md): add a row"
-    files = " ".join(_link(f, here, f.suffix[1:].upper()) if f.is_file()
-                     else f"<span class='missing'>{_e(f.name)} (missing)</span>" for f in o.files)
-    made = f"made by <a href='#{o.section}'>{_e(o.stage)}</a>" if o.stage else ""
-    note = f" <span class='note'>{_e(o.note)}</span>" if o.note else ""
-    head = (f"<div class='out' id='{_anchor(o)}'><p><span class='paper'>{_e(paper)}</span> "
-            f"<b>{_e(o.name)}</b> ({_e(o.kind)}) &middot; {files} {made}{note}</p>"
-            f"<p class='caption'>{_e(caption)}</p>")
-    png = next((f for f in o.files if f.suffix == ".png" and f.is_file()), None)
-    csv = next((f for f in o.files if f.suffix == ".csv" and f.is_file()), None)
-    if png is not None:
-        src = _href(png, here)
-        head += f"<a href='{src}'><img src='{src}' alt='{_e(o.name)}' loading='lazy'></a>"
-    elif csv is not None:
-        head += _table_preview(csv)
-    return head + "</div>"
-
-
-def _table_preview(csv: Path) -> str:
+def _table_preview(csv: Path) -> Markup:
     try:
         df = pd.read_csv(csv)
     except Exception as exc:  # noqa: BLE001 (a preview only; the link to the file stays)
-        return f"<p class='missing'>could not read {_e(csv.name)}: {_e(str(exc))}</p>"
+        return Markup("<p class='missing'>could not read {}: {}</p>").format(csv.name, exc)
     more = (f"<p class='note'>first {TABLE_PREVIEW_ROWS} of {len(df)} rows</p>"
             if len(df) > TABLE_PREVIEW_ROWS else "")
-    return df.head(TABLE_PREVIEW_ROWS).to_html(index=False, border=0, classes="preview",
-                                               float_format=lambda x: f"{x:.4g}") + more
-
-
-def _section_id(stem: str, label: str = "") -> str:
-    return quote(stem + (f"-{label}" if label else ""), safe="")
-
-
-def _anchor(o: Output) -> str:
-    return quote(f"{o.section}-{o.name}-{o.kind}", safe="")
+    return Markup(df.head(TABLE_PREVIEW_ROWS).to_html(
+        index=False, border=0, classes="preview", float_format=lambda x: f"{x:.4g}") + more)
 
 
 def _href(target: Path, here: Path) -> str:
     return quote(os.path.relpath(target, here).replace(os.sep, "/"), safe="/")
 
 
-def _link(target: Path, here: Path, text: str) -> str:
-    return f"<a href='{_href(target, here)}'>{_e(text)}</a>"
+def _write(dest: Path, title: str, intro: Markup, runs: list[StageRun],
+           other: list[Output]) -> Path:
+    here = dest.parent
+    here.mkdir(parents=True, exist_ok=True)
+    outputs = [o for r in runs for o in r.outputs] + other
+    page = _PAGE.render(
+        title=title, intro=intro, written=time.strftime("%Y-%m-%d %H:%M:%S"), runs=runs,
+        other=other, by_paper=_by_paper(outputs), n_files=len(outputs), figures_md=FIGURES_MD,
+        href=lambda target: _href(target, here), notebook_file=notebook_file, spec=spec,
+        changed_params=_changed_params, preview=_table_preview, repr=repr)
+    return write_text(page, dest)
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-_CSS = """
+# autoescaped: every value is escaped, except the Markup of intro and the table previews
+_PAGE = jinja2.Environment(autoescape=True, trim_blocks=True).from_string("""\
+<!doctype html>
+<html lang='en'><head><meta charset='utf-8'><title>{{ title }}</title><style>
 body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 code{background:#f3f3f3;padding:0 .2em}table{border-collapse:collapse}
@@ -348,15 +261,61 @@ td,th{border:1px solid #ddd;padding:.15em .5em;text-align:left;vertical-align:to
 padding:0 .4em;border-radius:3px;text-align:center}.caption{margin:.2em 0 .4em;color:#333}
 .question{font-style:italic}.missing{color:#b00}.note{color:#865}.done{color:#080}
 .failed,.running{color:#b00}.preview{font-size:12px}
-"""
+</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ intro }} Written {{ written }}. Paper figure numbers B1-B20 are those of <a href='{{
+href(figures_md) }}'>docs/FIGURES.md</a> (which lists every figure of the paper, its notebook and
+parameters); <em>extension</em>: not in the paper.</p>
+<section><h2>By paper figure ({{ n_files }} files)</h2><table class='summary'>
+{% for paper, outs in by_paper %}<tr><th>{{ paper }}</th><td>{% for o in outs %}{{ ", " if not
+loop.first }}<a href='#{{ o.anchor }}'>{{ o.name }}</a>{{ " (table)" if o.kind == "table" }}{%
+else %}<span class='missing'>not made by this run</span>{% endfor %}</td></tr>{% endfor %}
+</table></section>
+{% macro output(o) %}
+<div class='out' id='{{ o.anchor }}'><p><span class='paper'>{{ o.entry.paper if o.entry else "?"
+}}</span> <b>{{ o.name }}</b> ({{ o.kind }}) &middot;{% for f in o.files %} {% if f.is_file()
+%}<a href='{{ href(f) }}'>{{ f.suffix[1:].upper() }}</a>{% else %}<span class='missing'>{{ f.name
+}} (missing)</span>{% endif %}{% endfor %}{% if o.stage %} made by <a href='#{{ o.section }}'>{{
+o.stage }}</a>{% endif %}{% if o.note %} <span class='note'>{{ o.note }}</span>{% endif %}</p>
+<p class='caption'>{{ o.entry.caption if o.entry else
+"not in the catalogue (docs/FIGURES.md): add a row" }}</p>
+{% if o.file(".png") %}<a href='{{ href(o.file(".png")) }}'><img src='{{ href(o.file(".png"))
+}}' alt='{{ o.name }}' loading='lazy'></a>{% elif o.file(".csv") %}{{ preview(o.file(".csv"))
+}}{% endif %}</div>
+{% endmacro %}
+{% for run in runs %}
+{% set m, params, changed = run.manifest, run.manifest.params or {}, changed_params(run) %}
+<section id='{{ run.section }}'><h2>{{ run.stem }}{{ " (%s)" % run.label if run.label }}</h2>
+<p class='question'>{{ spec(run.stem).question }}</p>
+<p>status <b class='{{ m.status or "no manifest" }}'>{{ m.status or "no manifest" }}</b>{{
+" at %s" % m.written_at if m.written_at }}{{ " in %s s" % m.timings_s.total if m.timings_s and
+m.timings_s.total is not none }} &middot; {% if run.html %}<a href='{{ href(run.html)
+}}'>executed notebook (HTML)</a>{% else %}<span class='missing'>no executed HTML</span>{% endif
+%} &middot; <a href='{{ href(notebook_file(run.stem)) }}'>notebooks/{{ run.stem }}.py</a></p>
+{% if params %}<p>Parameters that differ from the notebook's defaults: {% for k, v in
+changed.items() %}{{ ", " if not loop.first }}<code>{{ k }}={{ repr(v) }}</code>{% else %}none{%
+endfor %}.</p><details><summary>all {{ params|length }} parameters</summary><table
+class='params'>{% for k, v in params.items() %}<tr><td><code>{{ k }}</code></td><td><code>{{
+repr(v) }}</code></td><td>{{ "set by the run" if k in changed }}</td></tr>{% endfor
+%}</table></details>{% endif %}
+{% for o in run.outputs %}{{ output(o) }}{% else %}
+<p class='missing'>This run recorded no figure or table.</p>{% endfor %}
+</section>
+{% endfor %}
+{% if other %}
+<section id='other'><h2>Other files in this folder</h2><p>Not recorded by the latest run of any
+notebook above: left from an older run (a figure that is no longer made, or made under other
+parameters), or saved by other code.</p>{% for o in other %}{{ output(o) }}{% endfor %}</section>
+{% endif %}
+</body></html>
+""")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m laionet.pipeline.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="demo", help="profile name or YAML path (default demo)")
-    args = ap.parse_args(argv)
-    print(write_run_report(args.profile))
+    print(write_run_report(ap.parse_args(argv).profile))
     return 0
 
 

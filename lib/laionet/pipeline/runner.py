@@ -5,22 +5,14 @@
     python -m laionet.pipeline.runner sweep NOTEBOOK PARAM VALUE [VALUE ...] [--profile demo]
     python -m laionet.pipeline.runner list [--profile demo]
 
-A profile (profiles/<name>.yaml, ``laionet.pipeline.profiles``) lists the notebooks to run and
-their parameters:
-
-    notebooks: [00_demo_world, 01_synset_matching, ...]
-    parameters: {seed: 0, ...}                         # given to every notebook that declares them
-    notebook_parameters: {01_synset_matching: {...}}   # given to one notebook
-
-A notebook receives only the parameters its ``parameters`` cell declares; every key of a
-profile and every ``-p`` must reach one (a typo is an error), with one meaning: a name that
-several selected notebooks declare differently must be scoped (``-p 02.threshold 0.8``;
-``laionet.pipeline.params``). Stages whose parameters, inputs, notebook and library are
-unchanged are skipped (``laionet.pipeline.stage``). The executed notebook and its HTML land in
-the stage's run folder (runs/<profile>/<notebook>/); the report page of the run (or sweep),
-figures/<profile>/index.html (``laionet.pipeline.report``), is printed last. One run or sweep
-of a profile at a time in a checkout: a second one says who holds runs/<profile>/.lock and
-waits for it (``--no-wait``: exits with status 3 instead).
+A profile (profiles/<name>.yaml: ``notebooks``, ``parameters`` for every notebook that declares
+them, ``notebook_parameters`` for one) gives each notebook the parameters its ``parameters`` cell
+declares; every key of a profile and every ``-p`` must reach one (a typo is an error), with one
+meaning (else scope it: ``-p 02.threshold 0.8``). Stages whose parameters, inputs, notebook and
+library are unchanged are skipped. The executed notebook and its HTML land in
+runs/<profile>/<notebook>/; the report page, figures/<profile>/index.html, is printed last. One
+run or sweep of a profile at a time: a second one says who holds runs/<profile>/.lock and waits
+for it (``--no-wait``: exits with status 3 instead).
 """
 
 from __future__ import annotations
@@ -37,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jupytext
 import yaml
 from filelock import FileLock, Timeout
 
@@ -55,6 +48,10 @@ declared = read_parameters  # the parameters a notebook's ``parameters`` cell de
 ALREADY_RUNNING = 3  # exit status of `--no-wait` when another run of the profile holds the lock
 
 
+def say(message: str, **kw) -> None:
+    print(f"[run_all] {message}", flush=True, **kw)
+
+
 class RunFailed(RuntimeError):
     pass
 
@@ -63,14 +60,8 @@ class AlreadyRunning(RuntimeError):
     """Another run or sweep of the profile holds its lock (and ``--no-wait`` was given)."""
 
 
-class _MarkerIsKnown(logging.Filter):
-    """Papermill warns about every parameter the cell does not declare; RUNNER_MARKER is meant."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return RUNNER_MARKER not in record.getMessage()
-
-
-logging.getLogger("papermill").addFilter(_MarkerIsKnown())
+# papermill warns about every parameter the cell does not declare; RUNNER_MARKER is meant
+logging.getLogger("papermill").addFilter(lambda record: RUNNER_MARKER not in record.getMessage())
 
 
 def find_notebook(key: str) -> Path:
@@ -97,8 +88,6 @@ def parse_value(text: str) -> Any:
 
 def to_ipynb(py_path: Path, dest: Path):
     """Convert a py:percent notebook to .ipynb with a Python kernel spec."""
-    import jupytext
-
     nb = jupytext.read(py_path)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
                                           "language": "python"})
@@ -124,10 +113,10 @@ def profile_lock(name: str, command: str, wait: bool = True):
         except (OSError, ValueError, KeyError):
             who = "a process that has not said who it is yet"
         if not wait:
-            raise AlreadyRunning(f"profile {name!r} is already running ({who}); without --no-wait "
-                            "this run waits for it") from None
-        print(f"[run_all] profile {name!r} is already running ({who}); waiting for it to finish "
-              "(Ctrl-C stops waiting)", flush=True)
+            raise AlreadyRunning(f"profile {name!r} is already running ({who}); without "
+                                 "--no-wait this run waits for it") from None
+        say(f"profile {name!r} is already running ({who}); waiting for it to finish (Ctrl-C "
+            "stops waiting)")
         lock.acquire()
     try:
         write_json({"pid": os.getpid(), "command": command,
@@ -140,24 +129,19 @@ def profile_lock(name: str, command: str, wait: bool = True):
 
 def export_html(ipynb: Path) -> Path | None:
     try:
-        import nbformat
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
         html = ipynb.with_suffix(".html")
-        html.write_text(body)
+        html.write_text(HTMLExporter().from_filename(str(ipynb))[0])
         return html
     except Exception as exc:  # noqa: BLE001 (the HTML is a convenience; never hide the result)
-        print(f"[run_all] could not export HTML for {ipynb}: {exc}", file=sys.stderr)
+        say(f"could not export HTML for {ipynb}: {exc}", file=sys.stderr)
         return None
 
 
 def failed_cell(ipynb: Path) -> str:
-    """Describe the first cell with an error output in an executed notebook.
-
-    Cells are numbered as in the source notebook (code cells only, papermill's injected
-    parameters cell not counted), so the number points at the .py file's cell.
-    """
+    """The first cell with an error output in an executed notebook, numbered as in the .py file
+    (code cells only, papermill's injected parameters cell not counted)."""
     import nbformat
 
     nb = nbformat.read(ipynb, as_version=4)
@@ -184,50 +168,36 @@ def _stop_kernels_quietly() -> None:
         asyncio.get_event_loop_policy().get_event_loop().set_exception_handler(lambda *_: None)
 
 
-def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | None = None,
-            figures_dir: Path | None = None, log_output: bool = False,
+def execute(py_path: Path, profile_key: str, overrides: dict, log_output: bool = False,
             force: bool = False) -> Path | None:
     """Run one notebook unless it is current; returns the executed .ipynb (None: skipped).
-
-    Before any kernel starts: parameters checked against their declared types, inputs resolved
-    (a missing one names the notebook that makes it). The runner writes the stage's manifest:
-    ``running`` before, ``done`` (with products and timings) or ``failed`` after.
-    Raises RunFailed with the failing cell."""
+    Parameters and inputs are checked before any kernel starts; the stage's manifest says
+    ``running`` before, ``done`` (with products and timings) or ``failed`` after. Raises
+    RunFailed naming the failing cell."""
     profile, name, stem = load_profile(profile_key), profile_name(profile_key), py_path.stem
     root, decl = project_root(), read_parameters(py_path)
-    extra = dict(overrides)  # checked by the caller (check_overrides); reach the ones declared
-    default_out = root / "runs" / name / stem
-    out_dir = Path(out_dir) if out_dir else default_out
-    if out_dir != default_out:
-        extra["out_dir"] = str(out_dir)
-    if figures_dir is not None:
-        extra["figures_dir"] = str(figures_dir)
-    try:
-        full, params = notebook_parameters(profile, stem, decl, extra, profile_key)
-        if full.get("out_dir"):  # `-p 04.out_dir X` or a profile's: the folder the notebook uses
-            out_dir = resolve(full["out_dir"])
+    try:  # the overrides are checked by the caller (check_overrides)
+        full, params = notebook_parameters(profile, stem, decl, overrides, profile_key)
+        # `-p 04.out_dir X`, a profile's or a sweep's: the folder the notebook uses
+        out_dir = resolve(full["out_dir"]) if full.get("out_dir") else root / "runs" / name / stem
         plan = plan_stage(stem, full, profile_key, out_dir)
     except (ParameterError, MissingInput) as exc:
         raise RunFailed(f"{stem} not started: {exc}") from None
     if plan.current() and not force:
         when = plan.recorded.get("written_at", "?")
-        print(f"[run_all] {stem}: up to date (parameters, inputs, notebook and library unchanged "
-              f"since {when}); skipped. --force reruns it", flush=True)
+        say(f"{stem}: up to date (parameters, inputs, notebook and library unchanged since "
+            f"{when}); skipped. --force reruns it")
         return None
-    stale = remove_stale_temp_files(out_dir)  # left by a hard kill between write and rename
-    if stale:
-        print(f"[run_all] {stem}: removed {len(stale)} temporary file(s) a killed run left "
-              f"in {out_dir}", flush=True)
-    removed = plan.begin()
-    if removed:
-        print(f"[run_all] {stem}: parameters or inputs changed; removed the old {removed}",
-              flush=True)
+    if stale := remove_stale_temp_files(out_dir):  # a hard kill between write and rename
+        say(f"{stem}: removed {len(stale)} temporary file(s) a killed run left in {out_dir}")
+    if removed := plan.begin():
+        say(f"{stem}: parameters or inputs changed; removed the old {removed}")
     import papermill as pm  # imported only when a kernel will run (seconds)
 
     src = to_ipynb(py_path, out_dir / "_source" / f"{stem}.ipynb")
     dest = out_dir / f"{stem}.ipynb"
     work = out_dir / f"{stem}.running.ipynb"  # the last good executed notebook stays until success
-    print(f"[run_all] {stem}: profile={name} params={json.dumps(params, default=str)}", flush=True)
+    say(f"{stem}: profile={name} params={json.dumps(params, default=str)}")
     t0 = time.perf_counter()
     try:
         # the kernel (and what it starts) dies with this process, even on SIGKILL
@@ -250,14 +220,14 @@ def execute(py_path: Path, profile_key: str, overrides: dict, out_dir: Path | No
                         f"  executed notebook: {failed}\n"
                         f"  HTML:              {failed.with_suffix('.html')}") from exc
     work.replace(dest)
-    (out_dir / f"{stem}.failed.ipynb").unlink(missing_ok=True)
-    (out_dir / f"{stem}.failed.html").unlink(missing_ok=True)
+    for suffix in ("ipynb", "html"):
+        (out_dir / f"{stem}.failed.{suffix}").unlink(missing_ok=True)
     export_html(dest)
     try:
         plan.finish(time.perf_counter() - t0)
     except RuntimeError as exc:
         raise RunFailed(str(exc)) from None
-    print(f"[run_all] {stem}: done in {time.perf_counter() - t0:.1f}s -> {dest}", flush=True)
+    say(f"{stem}: done in {time.perf_counter() - t0:.1f}s -> {dest}")
     return dest
 
 
@@ -268,12 +238,10 @@ def _selected(profile: dict, only: str) -> list[Path]:
     return [find_notebook(key) for key in order]
 
 
-def _checked(profile_key: str, paths: list[Path], overrides: dict) -> dict:
-    """Load the profile and check it and the overrides before anything runs."""
-    profile = load_profile(profile_key)
+def _checked(profile: dict, paths: list[Path], overrides: dict) -> None:
+    """Check the profile and the overrides before anything runs."""
     check_profile(profile, {p.stem: read_parameters(p) for p in _selected(profile, "")})
     check_overrides(overrides, {p.stem: read_parameters(p) for p in paths})
-    return profile
 
 
 def report_page(profile_key: str, sweep: tuple[Path, Path] | None = None) -> Path | None:
@@ -282,29 +250,24 @@ def report_page(profile_key: str, sweep: tuple[Path, Path] | None = None) -> Pat
     try:
         page = report.write_sweep_report(*sweep) if sweep else report.write_run_report(profile_key)
     except Exception as exc:  # noqa: BLE001 (said, not fatal: the run's results are made)
-        print(f"[run_all] could not write the report page: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        say(f"could not write the report page: {type(exc).__name__}: {exc}", file=sys.stderr)
         return None
-    print(f"[run_all] report: {page}", flush=True)
+    say(f"report: {page}")
     return page
 
 
-def _lock(args: argparse.Namespace):
-    return profile_lock(profile_name(args.profile), args.command, wait=not args.no_wait)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    paths = _selected(load_profile(args.profile), args.only)
-    overrides = {k: parse_value(v) for k, v in args.param}
-    _checked(args.profile, paths, overrides)
-    with _lock(args):
+    profile, overrides = load_profile(args.profile), {k: parse_value(v) for k, v in args.param}
+    paths = _selected(profile, args.only)
+    _checked(profile, paths, overrides)
+    with profile_lock(profile_name(args.profile), args.command, wait=not args.no_wait):
         timings: dict[str, float] = {}
         for path in paths:
             t0 = time.perf_counter()
             try:
                 execute(path, args.profile, overrides, log_output=args.verbose, force=args.force)
             except RunFailed as exc:
-                print(f"[run_all] FAILED: {exc}", file=sys.stderr)
+                say(f"FAILED: {exc}", file=sys.stderr)
                 report_page(args.profile)  # what did finish, and the failed notebook's HTML
                 return 1
             timings[path.stem] = round(time.perf_counter() - t0, 1)
@@ -312,8 +275,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_json({"profile": name, "timings_s": timings,
                     "total_s": round(sum(timings.values()), 1)},
                    project_root() / "runs" / name / "run_all_timings.json")
-        print(f"[run_all] all {len(timings)} notebook(s) done: "
-              + ", ".join(f"{k} {v}s" for k, v in timings.items()))
+        say(f"all {len(timings)} notebook(s) done: "
+            + ", ".join(f"{k} {v}s" for k, v in timings.items()))
         report_page(args.profile)
         return 0
 
@@ -322,30 +285,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     path = find_notebook(args.notebook)
     name = profile_name(args.profile)
     overrides = {k: parse_value(v) for k, v in args.param}
-    _checked(args.profile, [path], {**overrides, args.name: parse_value(args.values[0])})
-    with _lock(args):
+    _checked(load_profile(args.profile), [path],
+             {**overrides, args.name: parse_value(args.values[0])})
+    with profile_lock(profile_name(args.profile), args.command, wait=not args.no_wait):
         base = project_root() / "runs" / name / "sweeps" / path.stem / args.name
         fig_base = project_root() / "figures" / name / "sweeps" / path.stem / args.name
         runs = []
         for raw in args.values:
             value, label = parse_value(raw), f"{args.name}={raw}"
+            dirs = {"out_dir": str(base / label), "figures_dir": str(fig_base / label)}
             try:
-                execute(path, args.profile, {**overrides, args.name: value}, out_dir=base / label,
-                        figures_dir=fig_base / label, log_output=args.verbose, force=args.force)
+                execute(path, args.profile, {**overrides, args.name: value, **dirs},
+                        log_output=args.verbose, force=args.force)
             except RunFailed as exc:
-                print(f"[run_all] FAILED: {exc}", file=sys.stderr)
+                say(f"FAILED: {exc}", file=sys.stderr)
                 return 1
-            runs.append({"value": value, "out_dir": str(base / label),
-                         "figures_dir": str(fig_base / label)})
+            runs.append({"value": value, **dirs})
         index = write_json({"notebook": path.stem, "param": args.name, "profile": name,
                             "runs": runs}, base / "sweep.json")
-        print(f"[run_all] sweep done: {len(runs)} run(s); index at {index}")
+        say(f"sweep done: {len(runs)} run(s); index at {index}")
         if path.stem in sweeps.SUMMARIES:  # the across-runs table and figure of the stage's sweeps
             make_table, make_figure = sweeps.SUMMARIES[path.stem]
             table = make_table(index)
             save_table(table.drop(columns=["out_dir"], errors="ignore"), "sweep_summary", fig_base)
             save_figure(make_figure(table, args.name), "sweep_summary", fig_base, name)
-            print(f"[run_all] sweep summary: {fig_base / 'sweep_summary.png'}")
+            say(f"sweep summary: {fig_base / 'sweep_summary.png'}")
         report_page(args.profile, sweep=(index, fig_base))
         return 0
 
@@ -354,7 +318,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Every notebook of the profile, each parameter with its value and where it comes from."""
     profile = load_profile(args.profile)
     paths = _selected(profile, "")
-    _checked(args.profile, paths, {})
+    _checked(profile, paths, {})
     chain = profile.get("extends") or [profile.get("name")]
     print(f"profile {' <- '.join(map(str, chain))}: {profile.get('description', '')}".rstrip(": "))
     print("    notebooks: " + ", ".join(p.stem for p in paths))
@@ -390,16 +354,16 @@ def main(argv: list[str] | None = None) -> int:
                        f"running: exit {ALREADY_RUNNING}, do not wait for it")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
-    old_handlers = _interrupt_handlers()
+    old_handlers = {}
+    with contextlib.suppress(ValueError):  # signals are handled in the main thread only
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[signum] = signal.signal(signum, _interrupted)
     try:
         args.command = shlex.join(["run_all.sh", *argv])
         return {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list}[args.cmd](args)
-    except (ProfileNotFound, ProfileError, ParameterError) as exc:
-        print(f"[run_all] {exc}", file=sys.stderr)
-        return 2
-    except AlreadyRunning as exc:
-        print(f"[run_all] {exc}", file=sys.stderr)
-        return ALREADY_RUNNING
+    except (ProfileNotFound, ProfileError, ParameterError, AlreadyRunning) as exc:
+        say(str(exc), file=sys.stderr)
+        return ALREADY_RUNNING if isinstance(exc, AlreadyRunning) else 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         how = " (SIGTERM)" if isinstance(exc, Terminated) else ""
         print(f"\n[run_all] interrupted{how}; rerun the same command to resume (finished stages "
@@ -415,26 +379,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the kernel is stopped and the run can be resumed."""
 
 
-def _interrupt_handlers() -> dict:
+def _interrupted(signum, frame):
     """Ctrl-C raises KeyboardInterrupt and SIGTERM ``Terminated``, both after telling
-    ``laionet.jobs.processes`` to kill kernels at once rather than wind them down. Returns the
-    handlers replaced (none outside the main thread, where signals cannot be handled)."""
-    def on_int(signum, frame):
-        tether.STOPPING.set()
+    ``laionet.jobs.processes`` to kill kernels at once rather than wind them down."""
+    tether.STOPPING.set()
+    if signum != signal.SIGTERM:
         raise KeyboardInterrupt()
-
-    def on_term(signum, frame):
-        tether.STOPPING.set()
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the cleanup is not interrupted
-        raise Terminated()
-
-    old = {}
-    try:
-        for signum, handler in ((signal.SIGINT, on_int), (signal.SIGTERM, on_term)):
-            old[signum] = signal.signal(signum, handler)
-    except ValueError:  # not the main thread
-        pass
-    return old
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the cleanup is not interrupted
+    raise Terminated()
 
 
 if __name__ == "__main__":

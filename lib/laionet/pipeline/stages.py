@@ -16,7 +16,7 @@ To add a stage: write ``notebooks/NN_name.py`` and add a ``StageSpec`` here (doc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from laionet.paper import CLIP_B32
 
@@ -110,13 +110,6 @@ class StageSpec:
     caches: tuple[str, ...] = ()
     keep_products: bool = False  # True: the stage reuses its own products (the demo world)
 
-    def input(self, name: str) -> Input:
-        for i in self.inputs:
-            if i.name == name:
-                return i
-        raise KeyError(f"{self.name} declares no input {name!r}; "
-                       f"it has {[i.name for i in self.inputs]}")
-
 
 def _up(name: str, stage: str, product: str = "", **kw) -> Input:
     return Input(name, upstream=stage, product=product, **kw)
@@ -127,11 +120,16 @@ _M01, _C02, _D03, _E04, _S05 = ("01_synset_matching", "02_caption_filtering", "0
 LAION_PARTS = Input("laion_parts", world="laion_parts", kind="glob")
 CLASSES = Input("classes", world="classes", fallback="imagenet1k", kind="classes")
 LAIONET = _up("laionet_path", _C02, "laionet.parquet")
+CLASS_COUNTS = _up("class_counts_path", _M01, "class_counts.parquet", optional=True)
 DOWNLOAD = _up("download_dir", _D03)
+EVAL = _up("eval_dir", _E04, optional=True)
 VAL = Input("imagenet_val_dir", world="imagenet_val")
 DEVKIT = Input("imagenet_devkit_dir", world="imagenet_devkit")
+CAPTIONS = Input("captions_json", world="imagenet_captions")
 HTTP = Input("http_root", world="http", optional=True, param=False)  # the demo's loopback web
+TRUTH = Input("truth", world="truth", optional=True, param=False)
 TOWER = "image_tower"  # world key of the demo's image tower spec
+ENCODER = Input("image_encoder", world=TOWER, fallback=CLIP_B32, kind="spec")
 
 STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec(
@@ -144,31 +142,23 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                   "summary.json")),
     StageSpec(
         _C02, "Which matched captions are close enough to their class's synset text?",
-        inputs=(_up("matches_dir", _M01), LAION_PARTS, CLASSES,
-                Input("truth", world="truth", optional=True, param=False)),
+        inputs=(_up("matches_dir", _M01), LAION_PARTS, CLASSES, TRUTH),
         products=("candidates", "done", "candidates.parquet", "laionet.parquet",
                   "laionet_top{top_k}.parquet", "summary.json"),
         caches=("text_embeddings",)),
     StageSpec(
         _D03, "Download LAIONet's images once, and account for every row",
-        inputs=(LAIONET, HTTP, Input("truth", world="truth", optional=True, param=False)),
+        inputs=(LAIONET, HTTP, TRUTH),
         # + shards/<input fingerprint>/; recognized_text.parquet: the text read in each image (A7)
         products=("manifest.parquet", "download_input.json", "recognized_text.parquet"),
         caches=("shards", "recognised_text")),
     StageSpec(
         _E04, "Do ImageNet classifiers lose accuracy on LAIONet?",
-        inputs=(CLASSES,
-                _up("download_dir", _D03, unless="released_val_parquet"),
-                _up("laionet_path", _C02, "laionet.parquet", unless="released_val_parquet"),
-                _up("class_counts_path", _M01, "class_counts.parquet", optional=True,
-                    unless="released_val_parquet"),
-                Input("imagenet_val_dir", world="imagenet_val", unless="released_val_parquet"),
-                Input("imagenet_devkit_dir", world="imagenet_devkit",
-                      unless="released_val_parquet"),
-                Input("classifiers", world="classifiers", kind="spec",
-                      unless="released_val_parquet"),
-                Input("zero_shot_encoder", world=TOWER, kind="spec", optional=True,
-                      unless="released_val_parquet"),
+        # the released tables (released_val_parquet, ...) replace the pipeline's own inputs
+        inputs=(CLASSES, *(replace(i, unless="released_val_parquet") for i in (
+                    DOWNLOAD, LAIONET, CLASS_COUNTS, VAL, DEVKIT,
+                    Input("classifiers", world="classifiers", kind="spec"),
+                    Input("zero_shot_encoder", world=TOWER, kind="spec", optional=True))),
                 Input("universe", kind="classes", optional=True),
                 *(Input(f"released_{n}", optional=True)
                   for n in ("val_parquet", "imagename2wnid", "lemma_map", "laionet_parquet")),
@@ -177,11 +167,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                   "coverage.json", "results_parts", "accuracy.parquet")),
     StageSpec(
         _S05, "Is LAIONet less similar within each class than ImageNet?",
-        inputs=(DOWNLOAD, LAIONET, VAL,
-                Input("imagenet_devkit_dir", world="imagenet_devkit",
-                      unless="imagenet_ground_truth"),
-                Input("image_encoders", world=TOWER, kind="specs"),
-                _up("eval_dir", _E04, optional=True)),
+        inputs=(DOWNLOAD, LAIONET, VAL, replace(DEVKIT, unless="imagenet_ground_truth"),
+                Input("image_encoders", world=TOWER, kind="specs"), EVAL),
         products=("samples.parquet", "class_stats.parquet", "comparison.parquet",
                   "summary.parquet", "pooled.parquet", "encoders.json"),
         caches=("image_embeddings",)),
@@ -193,34 +180,29 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                 Input("selection_frequencies", world="selection_frequencies", optional=True),
                 _up("similarity_dir", _S05), DOWNLOAD,
                 Input("image_encoder", kind="spec", optional=True),  # empty: 05's first encoder
-                Input("classifiers", world="classifiers", kind="spec", optional=True),
-                _up("eval_dir", _E04, optional=True),
+                Input("classifiers", world="classifiers", kind="spec", optional=True), EVAL,
                 # B13 projects the releases onto LAIONet's keys, as stage 04 projects ImageNet
-                _up("class_counts_path", _M01, "class_counts.parquet", optional=True),
-                _up("laionet_path", _C02, "laionet.parquet", optional=True)),
+                CLASS_COUNTS, replace(LAIONET, optional=True)),
         products=("comparison.parquet", "proportions.parquet", "selection_frequency_curve.parquet",
                   "accuracy.parquet"),
         caches=("image_embeddings",)),
     StageSpec(
         "07_image_to_selection_link",
         "Does thresholding the image as well as the text make a dataset look like ImageNet?",
-        inputs=(_up("candidates_dir", _C02), DOWNLOAD, HTTP, VAL, DEVKIT,
-                Input("image_encoder", world=TOWER, fallback=CLIP_B32, kind="spec"),
-                _up("eval_dir", _E04, optional=True)),
+        inputs=(_up("candidates_dir", _C02), DOWNLOAD, HTTP, VAL, DEVKIT, ENCODER, EVAL),
         products=("image_similarity.parquet", "frontier.parquet", "datasets.parquet",
                   "intra_class_stats.parquet", "summary.json"),
         caches=("image_embeddings", "shards")),
     StageSpec(
         "08_text_alone", "Can the text alone explain ImageNet's selection?",
-        inputs=(Input("captions_json", world="imagenet_captions"), LAIONET, CLASSES),
+        inputs=(CAPTIONS, LAIONET, CLASSES),
         products=("false_class_proportion.parquet", "summary.json"),
         caches=("text_embeddings",)),
     StageSpec(
         "09_text_retrieved_imagenet",
         "Does LAION searched with ImageNet's captions look like ImageNet?",
-        inputs=(LAION_PARTS, Input("captions_json", world="imagenet_captions"),
-                Input("imagenet_train_dir", world="imagenet_train"), LAIONET, DOWNLOAD, HTTP,
-                Input("image_encoder", world=TOWER, fallback=CLIP_B32, kind="spec")),
+        inputs=(LAION_PARTS, CAPTIONS, Input("imagenet_train_dir", world="imagenet_train"),
+                LAIONET, DOWNLOAD, HTTP, ENCODER),
         products=("retrieved.parquet", "per_class_comparison.parquet", "summary.json"),
         caches=("text_embeddings", "image_embeddings", "caption_index", "shards")),
 ]}

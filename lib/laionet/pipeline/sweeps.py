@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from laionet.util.files import read_json
@@ -50,8 +51,6 @@ def accuracy_sweep(sweep_json_path: str | Path) -> pd.DataFrame:
 
 def plot_accuracy_sweep(table: pd.DataFrame, param: str):
     """Top-1, equally weighted: one panel per dataset, each model's accuracy across the values."""
-    import matplotlib.pyplot as plt
-
     t = table[(table["k"] == 1) & (table["weighting"] == "equal")]
     datasets = list(dict.fromkeys(t["dataset"]))
     values = list(dict.fromkeys(t.sort_values("run")[param]))
@@ -79,8 +78,6 @@ def selection_sweep(sweep_json_path: str | Path) -> pd.DataFrame:
 
 def plot_selection_sweep(table: pd.DataFrame, param: str = "threshold"):
     """Two panels: classes kept and dataset size across a sweep's runs."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     axes[0].plot(table[param], table["n_classes_laionet"], "o-")
     axes[0].axhline(table["n_classes_matched"].max(), ls=":", c="grey", label="classes matched")
