@@ -163,8 +163,10 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
                 *(Input(f"released_{n}", optional=True)
                   for n in ("val_parquet", "imagename2wnid", "lemma_map", "laionet_parquet")),
                 Input("released_laion_parts", kind="glob", optional=True)),
+        # + results_parts/: each (model, shard) result keyed by what made it (a done Marker), so
+        # it outlives a changed parameter: only the results whose key changed are computed again
         products=("results_laionet.parquet", "results_imagenet.parquet", "groups.json",
-                  "coverage.json", "results_parts", "accuracy.parquet")),
+                  "coverage.json", "accuracy.parquet")),
     StageSpec(
         _S05, "Is LAIONet less similar within each class than ImageNet?",
         inputs=(DOWNLOAD, LAIONET, VAL, replace(DEVKIT, unless="imagenet_ground_truth"),
