@@ -4,7 +4,7 @@ The paper decodes ImageNet val at full size while LAIONet reaches the classifier
 stored it (resized by img2dataset, re-encoded). `resolution_parity=True` sends ImageNet val
 through img2dataset's own resizer with the download's settings first. This runs the 677 real
 ILSVRC2012 val photos of ../shared/reference through stage 04's code path
-(``build_predictors`` -> ``imagenet_records`` -> ``evaluate``) both ways, with the three real
+(``classifier_predictor`` -> ``imagenet_records`` -> ``evaluate``) both ways, with the three real
 EfficientNet-Lite models, and prints each model's top-1 / top-5 both ways and the difference
 (paired: the same photos, so its SE is that of the discordant pairs).
 
@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
 
-    from laionet.jobs.evaluation import build_predictors, imagenet_records
-    from laionet.jobs.inference import evaluate
+    from laionet.jobs.evaluation import imagenet_records
+    from laionet.jobs.inference import classifier_predictor, evaluate
     from laionet.models.classifiers import read_classifier_specs
     from laionet.models.labels import label_space_wnids
 
@@ -49,12 +49,13 @@ def main() -> None:
                         "path": [str(root / "images" / f) for f in gt["file_name"]]})
     settings = {"image_size": args.image_size, "resize_mode": "keep_ratio",
                 "resize_only_if_bigger": args.resize_only_if_bigger, "encode_format": "jpg"}
-    preds = build_predictors(read_classifier_specs(MODELS), label_space_wnids("imagenet1k"))
+    preds = [classifier_predictor(c, label_space_wnids("imagenet1k"))
+             for c in read_classifier_specs(MODELS)]
     runs = {}
     for label, resize in (("full size (paper)", None), ("parity", settings)):
-        records, n = imagenet_records(val, resize)
-        runs[label] = evaluate(records, preds, "ImageNet", batch_size=args.batch_size,
-                               total=n).to_pandas().set_index(["model", "image_key"])
+        runs[label] = evaluate(imagenet_records(val, resize), preds, "ImageNet",
+                               batch_size=args.batch_size).to_pandas().set_index(
+                                   ["model", "image_key"])
     a, b = runs["full size (paper)"], runs["parity"].loc[runs["full size (paper)"].index]
     print(f"{len(val)} ImageNet val photos; parity = {settings}")
     print(f"{'model':<20} {'k':>2} {'full size':>10} {'parity':>8} {'change':>8} {'paired SE':>10}")

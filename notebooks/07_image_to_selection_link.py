@@ -64,6 +64,7 @@ import pandas as pd
 from laionet.jobs import image_embeddings as ie
 from laionet.jobs import intra_class as ic
 from laionet.jobs.candidates import CandidateFiles
+from laionet.jobs.download import read_images
 from laionet.method import frontier as fr
 from laionet.method.selection import synset_texts
 from laionet.method.similarity import compare_classes, value_stats
@@ -106,7 +107,7 @@ i_ref_v = fr.image_threshold(rows, threshold_mode, i_ref, t_ref_v)
 write_parquet(rows[["key", "part", "row", "wnid", "similarity", "image_similarity"]],
               S.out / "image_similarity.parquet")
 if len(b2_rows):  # B2: the lemma's images by text similarity (the paper: puma images of cougar)
-    S.figure(frp.lemma_gallery_figure(b2_rows, ie.read_images(laion, b2_rows["key"].tolist()), t_ref_v),
+    S.figure(frp.lemma_gallery_figure(b2_rows, read_images(laion.download_dir, b2_rows["key"].tolist()), t_ref_v),
              "07_B2_lemma_gallery",
              title=f"'{b2_lemma}' images of {b2_wnid} by text similarity (threshold {t_ref_v:.3f})")
 

@@ -42,7 +42,6 @@ device: str = "auto"             # torch device of the encoders: auto | cpu | cu
 # %%
 import pandas as pd
 
-from laionet.jobs.candidates import caption_embeddings
 from laionet.jobs.embedding_store import EmbeddingStore, embed_captions
 from laionet.method import text_alone as ta
 from laionet.method.selection import synset_texts
@@ -89,8 +88,8 @@ print(rep, f"share of captions with p <= {p_at}: {share:.3f} (paper, CLIP on 443
 
 # %%
 lai = pd.read_parquet(S.inputs.laionet_path, columns=["key", "wnid", "TEXT"])
-lai_sim = ta.own_class_similarity(caption_embeddings(lai, enc, stores, batch_size), lai["wnid"],
-                                  texts, class_emb, S.inputs.laionet_path)
+lai_emb = embed_captions(enc, lai, EmbeddingStore.at(stores, "laion", enc.name), batch_size)
+lai_sim = ta.own_class_similarity(lai_emb, lai["wnid"], texts, class_emb, S.inputs.laionet_path)
 S.figure(tap.similarity_figure(lai_sim, res["own_similarity"]), "08_B16_text_to_synset_similarity",
          title="Caption-to-synset similarity")
 

@@ -83,7 +83,7 @@ def _download(table, out, rewrite, **kw):
 
 
 def _sizes(out):
-    return {k: im.size for k, _, im in dl.iter_downloaded(out)}
+    return {k: im.size for k, im in dl.read_images(out).items()}
 
 
 def test_download_shards_are_keyed_by_the_image_settings_not_the_process_count(host, tmp_path):

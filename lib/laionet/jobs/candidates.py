@@ -1,9 +1,8 @@
 """Stage 02's candidates on disk: one parquet file per LAION part, made and read batch by batch.
 
-``build_stage02``, the stage's heavy work in one call, writes each part's single-label rows with
-their LAION columns and similarity (``build_candidates``: resumable, part by part) and
-``candidates.parquet``; ``CandidateFiles`` reads them back batch by batch for
-``laionet.method.selection`` (memory: one batch, never all candidates).
+``build_stage02`` writes each part's single-label rows with their LAION columns and similarity
+(``build_candidates``: resumable, part by part) and ``candidates.parquet``; ``CandidateFiles``
+reads them back batch by batch for ``laionet.method.selection`` (never all candidates at once).
 """
 
 from __future__ import annotations
@@ -35,15 +34,6 @@ def _check_texts(wnids: Iterable[str], texts: pd.Index) -> None:
                        "given to stage 02 differs from stage 01's `classes`")
 
 
-def stage01_parts(matches_dir: str | Path) -> list[int]:
-    """The part numbers stage 01 finished (its ``rows/part-%05d.parquet`` files)."""
-    files = sorted((Path(matches_dir) / "rows").glob("part-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{Path(matches_dir) / 'rows'}: no part-*.parquet files; run "
-                                "stage 01 (notebooks/01_synset_matching.py) or fix matches_dir")
-    return [part_number(f) for f in files]
-
-
 def _stage01_part(matches_dir: Path, kind: str, part: int, columns: Sequence[str]) -> pa.Table:
     f = part_file(matches_dir, kind, part)
     if not f.is_file():
@@ -56,9 +46,9 @@ def _stage01_part(matches_dir: Path, kind: str, part: int, columns: Sequence[str
 
 
 def iter_joined(rows: pa.Table, part_path: str | Path, columns: Sequence[str] = LAION_COLUMNS,
-                read_batch: int = 65_536) -> Iterator[pa.Table]:
-    """``rows`` of one part (sorted by row) with the LAION ``columns`` of the same rows, in
-    ``rows``' order: the part is read ``read_batch`` rows at a time, only ``columns``."""
+                read_batch: int = 65_536, chunk_rows: int = 1) -> Iterator[pa.Table]:
+    """``rows`` of one part (sorted by row) with their LAION ``columns``, the part read
+    ``read_batch`` rows at a time, in tables of about ``chunk_rows`` rows (the last smaller)."""
     part_path = Path(part_path)
     pf = pq.ParquetFile(part_path)
     row = rows["row"].to_numpy()
@@ -72,37 +62,20 @@ def iter_joined(rows: pa.Table, part_path: str | Path, columns: Sequence[str] = 
     if missing:
         raise ValueError(f"{part_path}: no column(s) {missing} (columns: "
                          f"{pf.schema_arrow.names}); a LAION part holds {list(columns)}")
-    base, lo = 0, 0
+    base, lo, buf = 0, 0, []
     for batch in pf.iter_batches(batch_size=read_batch, columns=list(columns)):
         if lo >= len(row):
             break
         hi = int(np.searchsorted(row, base + batch.num_rows, "left"))
         if hi > lo:
             taken = pa.Table.from_batches([batch]).take(pa.array(row[lo:hi] - base))
-            piece = rows.slice(lo, hi - lo)
+            buf.append(rows.slice(lo, hi - lo))
             for c in columns:
-                piece = piece.append_column(c, taken[c])
-            yield piece
+                buf[-1] = buf[-1].append_column(c, taken[c])
+            if sum(t.num_rows for t in buf) >= chunk_rows:
+                yield pa.concat_tables(buf)
+                buf = []
         lo, base = hi, base + batch.num_rows
-
-
-def candidate_schema(laion: pa.Schema) -> pa.Schema:
-    """The columns of a candidates file: row key, part, row, wnid, matched lemmas, the LAION
-    columns with the part's own types, similarity (float32)."""
-    return pa.schema([("key", pa.int64()), ("part", pa.int32()), ("row", pa.int64()),
-                      ("wnid", pa.string()), ("lemmas", pa.list_(pa.string())),
-                      *(laion.field(c) for c in LAION_COLUMNS), ("similarity", pa.float32())])
-
-
-def _rechunk(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
-    """The same rows, in tables of about ``rows`` rows (the last one smaller)."""
-    buf, n = [], 0
-    for t in tables:
-        buf.append(t)
-        n += t.num_rows
-        if n >= rows:
-            yield pa.concat_tables(buf)
-            buf, n = [], 0
     if buf:
         yield pa.concat_tables(buf)
 
@@ -112,10 +85,9 @@ def candidates_part(part_path: str | Path, part: int, matches_dir: str | Path,
                     batch_size: int = 64, chunk_rows: int = 65_536, read_batch: int = 65_536,
                     progress: bool = False) -> dict:
     """Stage 02 on one LAION part: its single-label rows of stage 01 (A5) with their LAION
-    columns, captions embedded through ``store`` (only pairs not stored yet) and their cosine
-    with the class's synset text (A4; ``class_emb``: wnid -> unit vector), written ``chunk_rows``
-    rows at a time to ``candidates/part-%05d.parquet`` (renamed into place when done). Returns
-    the part's counts."""
+    columns, captions embedded through ``store`` and their cosine with the class's synset text
+    (A4; ``class_emb``: wnid -> unit vector), written ``chunk_rows`` rows at a time to
+    ``candidates/part-%05d.parquet`` (renamed into place when done). Returns the part's counts."""
     matches_dir = Path(matches_dir)
     rows = _stage01_part(matches_dir, "rows", part, ["part", "row", "key", "wnids", "n_classes"])
     matches = _stage01_part(matches_dir, "matches", part, ["key", "lemma", "wnid"])
@@ -125,10 +97,13 @@ def candidates_part(part_path: str | Path, part: int, matches_dir: str | Path,
     check_keys(single)
     wnids = pd.Index(sorted(class_emb))
     table = np.stack([class_emb[w] for w in wnids]) if len(wnids) else np.zeros((0, 1), np.float32)
-    schema = candidate_schema(pq.ParquetFile(part_path).schema_arrow)
+    laion = pq.ParquetFile(part_path).schema_arrow  # the LAION columns keep the part's own types
+    schema = pa.schema([("key", pa.int64()), ("part", pa.int32()), ("row", pa.int64()),
+                        ("wnid", pa.string()), ("lemmas", pa.list_(pa.string())),
+                        *(laion.field(c) for c in LAION_COLUMNS), ("similarity", pa.float32())])
     n_unlikely = 0
     with parquet_writer(part_file(out_dir, CANDIDATES_DIR, part), schema) as out:
-        for chunk in _rechunk(iter_joined(single, part_path, read_batch=read_batch), chunk_rows):
+        for chunk in iter_joined(single, part_path, read_batch=read_batch, chunk_rows=chunk_rows):
             w = chunk["wnid"].to_numpy(zero_copy_only=False)
             idx = wnids.get_indexer(w)
             if (idx < 0).any():
@@ -152,12 +127,13 @@ def build_candidates(matches_dir: str | Path, laion_parts: str | Iterable[str | 
                      batch_size: int = 64, chunk_rows: int = 65_536, read_batch: int = 65_536,
                      progress: bool = False, on_part=None) -> MapResult:
     """``candidates_part`` over every part stage 01 matched, in this process (the encoder stays
-    on its device). Checked before any work: each part has a LAION file, each matched wnid a
-    synset text; only those texts are embedded, once. A part is skipped when its ``done/`` marker
-    holds the same encoder, synset texts, LAION file and stage-01 tables. ``on_part``: called
-    with each part number before it is computed (tests count)."""
+    on its device), once each part has a LAION file and each matched wnid a synset text. A part
+    is skipped when its ``done/`` marker holds the same encoder, texts, file and stage-01 tables."""
     matches_dir, out_dir = Path(matches_dir), Path(out_dir)
-    nums = stage01_parts(matches_dir)
+    nums = [part_number(f) for f in sorted((matches_dir / "rows").glob("part-*.parquet"))]
+    if not nums:
+        raise FileNotFoundError(f"{matches_dir / 'rows'}: no part-*.parquet files; run stage 01 "
+                                "(notebooks/01_synset_matching.py) or fix matches_dir")
     files = part_files(laion_parts)
     missing = [p for p in nums if p not in files]
     if missing:
@@ -191,9 +167,8 @@ def build_candidates(matches_dir: str | Path, laion_parts: str | Iterable[str | 
 
 
 def candidate_counts(out_dir: str | Path) -> dict:
-    """Counts over every finished part (from the markers): matched rows, single-label rows,
-    multi-label dropped, candidates, NSFW == UNLIKELY, classes with any match (the paper's 978)
-    and with single-label rows (those a threshold can keep)."""
+    """Counts over every finished part's marker: rows matched, single-label, dropped, candidates,
+    NSFW == UNLIKELY; classes with any match (the paper's 978) and with single-label rows."""
     names = ("n_matched_rows", "n_single_label", "n_multi_label_dropped", "n_candidates",
              "n_nsfw_unlikely")
     stats = done_stats(out_dir)
@@ -204,8 +179,7 @@ def candidate_counts(out_dir: str | Path) -> dict:
 
 
 class CandidateFiles:
-    """Stage 02's candidates on disk, read batch by batch in key order (``selection.batches``):
-    a stage-02 folder (its part files), a candidates parquet file or a list of files."""
+    """Stage 02's candidates (its folder, a parquet file or files), read batch by batch."""
 
     def __init__(self, source: str | Path | Sequence[Path], batch_rows: int = 262_144):
         self.source, self.batch_rows = source, batch_rows
@@ -230,8 +204,7 @@ class CandidateFiles:
 
 
 def assemble_candidates(out_dir: str | Path, dest: str | Path) -> int:
-    """The part files streamed into one parquet file (``candidates.parquet``), one row group per
-    read batch. Returns the row count."""
+    """The part files streamed into one parquet file (``candidates.parquet``); the row count."""
     files = CandidateFiles(out_dir).files()
     schema = pq.ParquetFile(files[0]).schema_arrow
     n = 0
@@ -251,21 +224,11 @@ def assemble_candidates(out_dir: str | Path, dest: str | Path) -> int:
     return n
 
 
-def caption_embeddings(rows: pd.DataFrame, encoder, cache_root: str | Path,
-                       batch_size: int = 64) -> np.ndarray:
-    """Embeddings of LAION captions (``rows``: key, TEXT; e.g. LAIONet) through the store stage 02
-    fills under a ``text_embeddings`` cache root: what stage 02 embedded is only read."""
-    return embed_with_store(encoder, rows["key"].to_numpy(np.int64), rows["TEXT"].to_numpy(object),
-                            EmbeddingStore.at(cache_root, "laion", encoder.name),
-                            batch_size=batch_size)
-
-
 def build_stage02(matches_dir: str | Path, laion_parts: str | Iterable[str | Path],
                   texts_by_wnid: pd.Series, encoder, cache_root: str | Path, out_dir: str | Path,
                   batch_size: int = 64, chunk_rows: int = 65_536) -> tuple[CandidateFiles, dict]:
-    """Stage 02's heavy work: every part's candidates (``build_candidates``; captions embedded
-    into ``caption_embeddings``' store), ``candidates.parquet``; says how many parts it computed
-    and resumed. Returns the candidates on disk and the counts over all parts."""
+    """Stage 02's heavy work: every part's candidates (captions embedded into the ``laion`` store
+    of ``cache_root``) and ``candidates.parquet``; the candidates and their counts."""
     store = EmbeddingStore.at(cache_root, "laion", encoder.name)
     result = build_candidates(matches_dir, laion_parts, texts_by_wnid, encoder, store, out_dir,
                               batch_size=batch_size, chunk_rows=chunk_rows, progress=True)

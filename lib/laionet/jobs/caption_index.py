@@ -1,11 +1,10 @@
 """§4.4's caption index (A19, C.6): LAION's caption embeddings in a faiss inner-product index
-(L2-normalised: cosines) keyed by row key, ``Flat`` on small data, IVF-PQ (40 bytes a caption) at
-LAION scale (``suggest_factory``); PQ scores are re-scored exactly (``caption_embeddings``).
-``PartedIndex``: one faiss file per part (a copy of the once-trained IVF-PQ index + the part's
-vectors, then its commit marker), so a killed build (``index_parts``) resumes after its last
-finished part and a search merges the parts' top-k (``merge_ondisk`` works for IVF only, by
-rewriting every list). Each part file repeats the quantizer (~50 bytes a caption in all instead
-of 40 at IVF65536 over 32 parts; benchmarks/bench_index_bytes.py measures both)."""
+(cosines) keyed by row key, ``Flat`` on small data, IVF-PQ (40 bytes a caption) at LAION scale
+(``suggest_factory``); PQ scores are re-scored exactly (``caption_embeddings``). ``PartedIndex``:
+one faiss file per part (a copy of the once-trained index + the part's vectors, then its commit
+marker), so a killed build (``index_parts``) resumes after its last finished part and a search
+merges the parts' top-k. Each part file repeats the quantizer (~50 bytes a caption instead of 40
+at IVF65536 over 32 parts; benchmarks/bench_index_bytes.py measures both)."""
 
 from __future__ import annotations
 
@@ -16,10 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from laionet.jobs.embedding_store import embed_with_store
 from laionet.sources.laion import join_laion_columns, row_key, split_key
@@ -33,8 +34,8 @@ PQ_BYTES = 32   # + 8 bytes of row key = 40 bytes per caption: the authors' 16 G
 
 
 def suggest_factory(n_vectors: int, dim: int) -> str:
-    """The size rule: ``Flat`` up to ``FLAT_MAX`` captions; beyond, ``IVF<~4 sqrt(n)>,PQ32``: 40
-    bytes a caption as the authors' 16 GB index of 413.9M (LAION-400M: ``IVF65536,PQ32``)."""
+    """``Flat`` up to ``FLAT_MAX`` captions; beyond, ``IVF<~4 sqrt(n)>,PQ32``: 40 bytes a caption
+    as the authors' 16 GB index of 413.9M (LAION-400M: ``IVF65536,PQ32``)."""
     if n_vectors <= FLAT_MAX:
         return "Flat"
     nlist = 2 ** int(round(math.log2(4 * math.sqrt(n_vectors))))
@@ -44,7 +45,7 @@ def suggest_factory(n_vectors: int, dim: int) -> str:
 
 
 def part_rows(parts: Mapping[int, str | os.PathLike]) -> dict[int, int]:
-    """Rows of each LAION part, from its parquet footer (nothing else is read)."""
+    """Rows of each LAION part, from its parquet footer."""
     return {int(p): pq.ParquetFile(f).metadata.num_rows for p, f in parts.items()}
 
 
@@ -56,27 +57,20 @@ def n_lists(factory: str) -> int:
 
 def auto_train_size(factory: str, n_total: int) -> int:
     """Training sample of an approximate index: 40 vectors per inverted list (faiss warns below
-    39), at least 2**16 (PQ codebooks: 256 centroids per sub-vector), at most every caption."""
+    39), at least 2**16 (PQ: 256 centroids per sub-vector), at most every caption."""
     nl = n_lists(factory)
     return 0 if not nl else int(min(n_total, max(40 * nl, 2 ** 16)))
 
 
 def _gpu(index):
-    """``index`` on every GPU when GPU faiss is present (faiss.get_num_gpus() > 0), else itself;
-    an index type the GPU code does not take (HNSW, IDMap2) stays on the CPU."""
-    import faiss
-
-    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-        try:
-            return faiss.index_cpu_to_all_gpus(index)
-        except (RuntimeError, AttributeError):
-            return index
-    return index
+    """``index`` on every GPU when GPU faiss sees one; types the GPU code lacks stay on the CPU."""
+    try:
+        return faiss.index_cpu_to_all_gpus(index) if faiss.get_num_gpus() > 0 else index
+    except (RuntimeError, AttributeError):
+        return index
 
 
 def _cpu(index):
-    import faiss
-
     return faiss.index_gpu_to_cpu(index) if type(index).__name__.startswith("Gpu") else index
 
 
@@ -94,7 +88,7 @@ class PartedIndex:
     @classmethod
     def open(cls, folder: str | os.PathLike, dim: int, factory: str = "Flat",
              nprobe: int = 32) -> PartedIndex:
-        """The index in ``folder`` (made when missing); raises when it holds another factory/dim."""
+        """The index in ``folder`` (made when missing; another factory/dim raises)."""
         folder = Path(folder)
         meta = folder / META
         if meta.is_file():
@@ -107,9 +101,8 @@ class PartedIndex:
             write_json({"layout": "parted", "factory": factory, "dim": int(dim)}, meta)
         return cls(folder, factory, dim, nprobe)
 
-    # what is in ---------------------------------------------------------------------------
     def records(self) -> dict[int, dict]:
-        """part -> its marker (rows, file, bytes, source) of every finished part."""
+        """part -> marker (rows, file, bytes, source) of every finished part."""
         return {int(r["part"]): r for r in map(read_json, sorted(self.folder.glob("part-*.json")))}
 
     @property
@@ -121,20 +114,15 @@ class PartedIndex:
         return int(sum(r["rows"] for r in self.records().values()))
 
     def bytes_per_caption(self) -> float:
-        """Bytes on disk (every part file) per caption indexed."""
-        rec = self.records().values()
-        n = sum(r["rows"] for r in rec)
-        return sum(r["bytes"] for r in rec) / n if n else float("nan")
+        n = self.ntotal
+        return sum(r["bytes"] for r in self.records().values()) / n if n else float("nan")
 
     @property
     def needs_training(self) -> bool:
         return n_lists(self.factory) > 0 and not (self.folder / TRAINED).is_file()
 
-    # building -----------------------------------------------------------------------------
     def _empty(self):
-        """A fresh empty index of this factory: the trained one for IVF, else one with ids."""
-        import faiss
-
+        """A fresh empty index: the trained one for IVF, else one with ids."""
         if n_lists(self.factory):
             if self.needs_training:
                 raise RuntimeError(f"{self.folder}: the {self.factory} index must be trained "
@@ -143,9 +131,7 @@ class PartedIndex:
         return faiss.index_factory(self.dim, f"IDMap2,{self.factory}", faiss.METRIC_INNER_PRODUCT)
 
     def train(self, sample: np.ndarray) -> None:
-        """Train the approximate index on ``sample`` (GPU when present) and save it once."""
-        import faiss
-
+        """Train the approximate index on ``sample`` and save it once."""
         if not self.needs_training:
             return
         on = _gpu(faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT))
@@ -156,10 +142,7 @@ class PartedIndex:
     def add_part(self, part: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
                  source: Mapping | None = None, key: str = "") -> bool:
         """Index one part from ``(embeddings, row keys)`` chunks and commit it (file, then its
-        ``Marker`` holding ``key``). False (nothing read from ``chunks``) when the part is in
-        under the same key; under another key it is indexed again."""
-        import faiss
-
+        ``Marker`` holding ``key``); False (``chunks`` unread) when it is in under ``key``."""
         part = int(part)
         name = _part_name(part)
         marker = Marker(self.folder / f"{name}.json", key, self.folder / f"{name}.faiss")
@@ -185,13 +168,10 @@ class PartedIndex:
                     **dict(source or {}))
         return True
 
-    # querying -----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 1, batch_size: int = 16_384,
                parts: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest captions over ``parts`` (default all), merged by similarity then key:
         (keys [n, k], similarities [n, k]), a missing neighbour -1 / NaN."""
-        import faiss
-
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries have shape {q.shape}, index is {self.dim}-d")
@@ -222,8 +202,7 @@ class PartedIndex:
 
 def _part_chunks(path: str | os.PathLike, part: int, chunk_rows: int,
                  rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, list]]:
-    """(row keys, captions) of a LAION part, ``chunk_rows`` rows at a time (only TEXT is read);
-    ``rows``: only those (sorted row numbers)."""
+    """(row keys, captions) of a LAION part (``rows``: only those), ``chunk_rows`` at a time."""
     start = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=["TEXT"]):
         n = batch.num_rows
@@ -247,8 +226,7 @@ def _embed(encoder: Any, keys: np.ndarray, texts: list, store: Any, batch_size: 
 
 def train_sample(parts: Mapping[int, str | os.PathLike], n_rows: Mapping[int, int], size: int,
                  seed: int = 0) -> dict[int, np.ndarray]:
-    """part -> sorted row numbers of a seeded sample of ``size`` rows spread over the parts in
-    proportion to their rows (the training set of an approximate index)."""
+    """part -> sorted rows of a seeded sample of ``size`` rows, spread by the parts' sizes."""
     total = sum(n_rows.values())
     size = min(int(size), total)
     order = sorted(parts)
@@ -265,12 +243,9 @@ def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: st
                 chunk_rows: int = 65_536, batch_size: int = 64, keep_embeddings: bool = False,
                 store: Any = None, nprobe: int = 32, seed: int = 0,
                 progress: bool = False) -> PartedIndex:
-    """Index every caption of ``parts`` into ``folder`` part by part, ``chunk_rows`` at a time,
-    resuming after the last finished part; an approximate index is first trained on ``train_size``
-    captions across the parts. ``keep_embeddings``: keep every caption's embedding in ``store``
-    (850 GB for LAION-400M); by default only the retrieved ones are embedded again."""
-    from tqdm.auto import tqdm
-
+    """Index every caption of ``parts`` into ``folder`` part by part (an approximate index first
+    trained on ``train_size`` captions), resuming after the last finished part.
+    ``keep_embeddings``: every caption's embedding kept in ``store`` (850 GB for LAION-400M)."""
     if keep_embeddings and store is None:
         raise ValueError("index_parts: keep_embeddings=True needs a store (an EmbeddingStore)")
     use_store = store if keep_embeddings else None
@@ -286,8 +261,8 @@ def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: st
         del sample
     for part, f in sorted(parts.items()):
         src = {"source": Path(f).name, "source_rows": n_rows[int(part)]}
-        # what made the part: its file (name, rows, size), the encoder and the factory (a part
-        # file copied elsewhere keeps its index; a changed one is indexed again)
+        # what made the part: its file (name, rows, size), encoder and factory (a part file
+        # copied elsewhere keeps its index; a changed one is indexed again)
         key = fingerprint({**src, "bytes": Path(f).stat().st_size, "encoder": encoder.name,
                            "factory": factory, "dim": encoder.dim})
         if Marker(index.folder / f"{_part_name(int(part))}.json").current(key):
@@ -310,17 +285,14 @@ def _laion_column(keys: np.ndarray, parts: Mapping[int, str | os.PathLike], colu
 
 def caption_embeddings(keys: Sequence[int], parts: Mapping[int, str | os.PathLike], encoder: Any,
                        store: Any = None, batch_size: int = 64) -> np.ndarray:
-    """Full-precision caption embeddings of LAION row ``keys`` (aligned; through ``store`` when
-    given, so captions embedded before are read back): the TEXT of just these rows is read."""
+    """Full-precision caption embeddings of LAION row ``keys`` (their TEXT read from ``parts``),
+    through ``store`` when given (captions embedded before are read back)."""
     key = np.asarray(keys, dtype=np.int64)
-    if not len(key):
-        return np.zeros((0, encoder.dim), np.float32)
     return _embed(encoder, key, _laion_column(key, parts, "TEXT"), store, batch_size)
 
 
 def rows_to_download(sample: pd.DataFrame, parts: Mapping[int, str | os.PathLike]) -> pd.DataFrame:
-    """key, wnid (the first class of the row in ``sample``), URL (read from the LAION parts)
-    of each distinct row of ``sample``, in key order: the input of ``download_laionet``."""
+    """key, wnid, URL of each distinct row of ``sample`` by key: ``download_laionet``'s input."""
     rows = sample.drop_duplicates("key").sort_values("key", kind="stable")
     key = rows["key"].to_numpy(np.int64)
     return pd.DataFrame({"key": key, "wnid": rows["wnid"].to_numpy(),

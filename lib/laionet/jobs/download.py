@@ -1,22 +1,16 @@
 """Stage 03: download LAIONet's images once with img2dataset, and read them back offline.
 
-``download_laionet`` hands img2dataset a URL list sorted by row key, lets it write webdataset
-shards (``shards/<fingerprint>/00000.tar`` + ``.parquet`` + ``_stats.json``) and assembles ONE
-``manifest.parquet`` with a status for every input row. Later stages read the shards through
-``iter_downloaded``, never the network (E.8: the authors re-downloaded per analysis and got a
-different subset each time). Deviations from the authors' downloader (A10), on purpose: non-RGB
-images kept and converted to RGB (E.7); retries and opt-out headers (X-Robots-Tag noai, ...)
-on; images resized on download (keep_ratio, smaller side ``image_size``) unless
-``resize_mode`` ``no`` with ``skip_reencode`` keeps them as served, as the authors did.
+``download_laionet`` lets img2dataset write webdataset shards (``shards/<fingerprint>/``) and
+assembles ONE ``manifest.parquet`` with a status for every input row; later stages read the
+shards (``read_downloads``), never the network (E.8: the authors re-downloaded per analysis and
+got a different subset each time). Deviations from the authors' downloader (A10), on purpose:
+non-RGB images converted to RGB (E.7); retries and opt-out headers on; images resized (smaller
+side ``image_size``) unless ``resize_mode`` ``no`` with ``skip_reencode`` keeps them as served.
 
-What is current: the shard folder is named by the ``fingerprint`` of everything that makes the
-shards (row keys and URLs in key order, shard size, image settings): other rows or settings are
-a new download that never mixes with an old one, and going back finds the old one again. Inside,
-img2dataset counts a shard finished when its ``*_stats.json`` exists; a rerun keeps it only when
-it holds exactly its rows and, unless its ``Marker`` (``shards/<fingerprint>.done/<shard>.json``:
-seen finished while the download was alive) says so, no row failed with a connection error, the
-mark of a worker that outlived its killed run (and the demo's host). img2dataset runs in a child
-process group tied to this process (``laionet.jobs.processes``): no worker outlives the download.
+What is current: the shard folder is named by the ``fingerprint`` of the row keys and URLs,
+shard size and image settings. A finished shard is kept on a rerun only when it holds exactly
+its rows and, unless its ``Marker`` (seen finished while the download was alive) says so, no
+row failed with a connection error (a worker that outlived its killed run).
 """
 
 from __future__ import annotations
@@ -44,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laionet.jobs.processes import kill_group, tie_to_parent
+from laionet.sources.imagenet import decode_image
 from laionet.sources.loopback import ImageHost
 from laionet.util.files import read_json, write_json, write_parquet
 from laionet.util.fingerprint import Marker, fingerprint
@@ -51,17 +46,14 @@ from laionet.util.fingerprint import Marker, fingerprint
 SHARDS = "shards"
 MANIFEST = "manifest.parquet"
 INPUT_FINGERPRINT = "download_input.json"
-# img2dataset owns the column name "key" (its own per-shard sample key), so ours travels as:
-KEY_COL = "laion_key"
+KEY_COL = "laion_key"  # img2dataset owns the column "key" (its per-shard sample key)
 NOT_ATTEMPTED = "not_attempted"  # the row's shard never finished (crash, killed run)
-# error kinds that, in a shard nobody saw finish while its download was alive, mean the host
-# went away under an orphaned worker (a killed run), not that the URL is dead
+# in a shard nobody saw finish: the host went away under an orphaned worker, not a dead URL
 CUT_SHORT_KINDS = ("connection_refused", "connection_broken")
 CONFIRM_EVERY_S = 0.5
 #: the settings that make the stored images (recorded; stages 04, 07 and 09 reuse them)
 SETTINGS = {"image_size": 256, "resize_mode": "keep_ratio", "resize_only_if_bigger": False,
             "encode_format": "jpg", "skip_reencode": False}
-
 MANIFEST_COLUMNS = ["key", "wnid", "status", "error_message", "error_kind", "sha256", "size",
                     "width", "height", "original_width", "original_height", "shard", "member"]
 
@@ -80,11 +72,8 @@ _ERROR_KINDS: list[tuple[str, str]] = [
 ]
 
 
-# -------------------------------------------------------------------------------- the input
-def prepare_input(table: pd.DataFrame | pa.Table, url_rewrite: Callable[[str], str] | None = None
-                  ) -> pa.Table:
-    """The URL list for img2dataset: columns url, laion_key, wnid, sorted by key; a missing
-    column or a repeated key (each LAIONet row has one label) is a ValueError naming it."""
+def prepare_input(table: pd.DataFrame | pa.Table) -> pa.Table:
+    """The URL list for img2dataset (url, laion_key, wnid), by key; each key once."""
     df = table.to_pandas() if isinstance(table, pa.Table) else table
     missing = [c for c in ("key", "wnid", "URL") if c not in df.columns]
     if missing:
@@ -99,9 +88,8 @@ def prepare_input(table: pd.DataFrame | pa.Table, url_rewrite: Callable[[str], s
     if len(null_url):
         print(f"[download] {len(null_url)} row(s) have no URL (e.g. key {int(null_url.iloc[0])});"
               " they are recorded as failed_to_download")
-    urls = df["URL"].fillna("")  # img2dataset records an empty URL as a failed download
-    return pa.table({"url": pa.array((urls.map(url_rewrite) if url_rewrite else urls).tolist(),
-                                     pa.string()),
+    # img2dataset records an empty URL as a failed download
+    return pa.table({"url": pa.array(df["URL"].fillna("").tolist(), pa.string()),
                      KEY_COL: pa.array(df["key"].to_numpy(np.int64)),
                      "wnid": pa.array(df["wnid"].astype(str).tolist(), pa.string())})
 
@@ -117,23 +105,35 @@ def shards_key(prepared: pa.Table, number_sample_per_shard: int, settings: dict)
                         "n": int(number_sample_per_shard), "settings": settings})
 
 
-def shard_dir(download_dir: str | Path) -> Path:
-    """The shard folder of the current download of ``download_dir``."""
+def _recorded(download_dir: str | Path) -> dict:
     path = Path(download_dir) / INPUT_FINGERPRINT
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {download_dir} holds no download; run "
                                 "stage 03 (notebooks/03_download.py) or point download_dir at it")
-    return Path(download_dir) / SHARDS / read_json(path)["fingerprint"]
+    return read_json(path)
+
+
+def shard_dir(download_dir: str | Path) -> Path:
+    """The shard folder of the current download of ``download_dir``."""
+    return Path(download_dir) / SHARDS / _recorded(download_dir)["fingerprint"]
+
+
+def download_settings(download_dir: str | Path) -> dict:
+    """The image settings (``SETTINGS``) a ``download_laionet`` folder was downloaded with."""
+    meta = _recorded(download_dir)
+    if "settings" not in meta:
+        raise FileNotFoundError(f"{download_dir}/{INPUT_FINGERPRINT} does not record the download "
+                                "settings: rerun stage 03 (notebooks/03_download.py)")
+    return {"skip_reencode": False, **meta["settings"]}
 
 
 def _marker(shards: Path, name: str) -> Marker:
-    """A shard seen finished while its download was alive (outside the shard folder:
-    img2dataset counts every ``*.json`` inside it as a finished shard)."""
+    """A shard seen finished while its download was alive (outside: img2dataset counts every
+    ``*.json`` in the shard folder as a finished shard)."""
     return Marker(shards.with_name(f"{shards.name}.done") / f"{name}.json", shards.name,
                   shards / f"{name}_stats.json")
 
 
-# ----------------------------------------------------------------------------- the download
 def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                      url_rewrite: Callable[[str], str] | None = None,
                      serve_root: str | Path | None = None, processes_count: int = 2,
@@ -141,13 +141,10 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
                      incremental: bool = True, distributor: str = "multiprocessing",
                      number_sample_per_shard: int = 1000, user_agent_token: str | None = None,
                      **settings) -> pd.DataFrame:
-    """Download the images of ``table`` (key, wnid, URL) into ``out_dir/shards``, write and
-    return ``out_dir/manifest.parquet`` (``build_manifest``). ``settings``: those of ``SETTINGS``.
-
-    ``url_rewrite`` maps each URL; ``serve_root`` (the demo world's ``http/``) is served on
-    127.0.0.1 during the download, the demo URLs rewritten to it. With ``incremental`` a rerun
-    keeps every finished shard it can trust (``untrusted_shards``). A failed URL is a row with a
-    status; rows left ``not_attempted`` raise RuntimeError after the manifest is written."""
+    """Download the images of ``table`` (key, wnid, URL) into ``out_dir/shards``; write and
+    return ``out_dir/manifest.parquet``. ``settings``: those of ``SETTINGS``; ``serve_root`` (the
+    demo world's ``http/``) is served on 127.0.0.1 meanwhile. With ``incremental`` a rerun keeps
+    the finished shards it can trust; rows left ``not_attempted`` raise RuntimeError."""
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise TypeError(f"download_laionet: unknown setting(s) {unknown}; one of {list(SETTINGS)}")
@@ -163,9 +160,8 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
     write_json({"fingerprint": key, "n_rows": prepared.num_rows,
                 "number_sample_per_shard": number_sample_per_shard, "settings": settings},
                out_dir / INPUT_FINGERPRINT)
-    done = shards.with_name(f"{key}.done")
     if not incremental:
-        shutil.rmtree(done, ignore_errors=True)
+        shutil.rmtree(shards.with_name(f"{key}.done"), ignore_errors=True)
     elif shards.is_dir():
         for name, why in untrusted_shards(shards, prepared, number_sample_per_shard,
                                           encode_format=settings["encode_format"]).items():
@@ -211,11 +207,9 @@ def download_laionet(table: pd.DataFrame | pa.Table, out_dir: str | Path, *,
 
 
 def run_img2dataset(kwargs: dict, on_poll: Callable[[], None] | None = None) -> None:
-    """``img2dataset.download(**kwargs)`` in a child process that leads its own process group
-    and dies with this process; its output relayed to ``sys.stdout``, ``on_poll`` called every
-    ``CONFIRM_EVERY_S`` s. The group (pool workers, logger) is killed when the child ends or this
-    call raises (a Jupyter interrupt stops the download at once); a failure is a RuntimeError
-    with the end of img2dataset's output."""
+    """``img2dataset.download(**kwargs)`` in a child process group tied to this process, its
+    output relayed, ``on_poll`` called every ``CONFIRM_EVERY_S`` s; the group is killed when the
+    child ends or this call raises (a Jupyter interrupt stops the download at once)."""
     code = ("import sys; from laionet.jobs.download import _img2dataset_main; "
             "_img2dataset_main(sys.argv[1:])")
     lib = str(Path(__file__).resolve().parents[2])
@@ -230,8 +224,7 @@ def run_img2dataset(kwargs: dict, on_poll: Callable[[], None] | None = None) -> 
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         for data in iter(lambda: proc.stdout.read1(1 << 16), b""):
             text = decode(data)
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            print(text, end="", flush=True)
             tail.extend(line for line in text.replace("\r", "\n").splitlines() if line)
 
     relaying = threading.Thread(target=relay, daemon=True)
@@ -269,8 +262,8 @@ def _exited(proc: subprocess.Popen) -> bool:
 def untrusted_shards(shards: str | Path, prepared: pa.Table, number_sample_per_shard: int,
                      confirmed: set[str] | None = None, encode_format: str = "jpg"
                      ) -> dict[str, str]:
-    """Finished shards to download again (whole), with the reason: damaged; rows other than its
-    part of the key-sorted input; or, not ``confirmed`` (default: its marker), rows failed with a
+    """Finished shards to download again, with the reason: damaged; rows other than its part of
+    the key-sorted input; or, not ``confirmed`` (default: its marker), rows failed with a
     connection error (``CUT_SHORT_KINDS``: a worker orphaned by a killed run)."""
     shards = Path(shards)
     keys = prepared.column(KEY_COL).to_numpy()
@@ -297,7 +290,6 @@ def untrusted_shards(shards: str | Path, prepared: pa.Table, number_sample_per_s
     return bad
 
 
-# ------------------------------------------------------------------------------ the manifest
 def finished_shards(shard_dir: str | Path) -> list[str]:
     """Names ("00000", ...) of the shards img2dataset finished (their stats file exists)."""
     return sorted(p.name[: -len("_stats.json")] for p in Path(shard_dir).glob("*_stats.json"))
@@ -312,8 +304,7 @@ def _members(tar_path: Path, encode_format: str) -> dict[str, tuple[int, int]]:
 
 
 def error_kind(messages: pd.Series) -> pd.Series:
-    """Coarse kind of each img2dataset error message (http_404, connection_refused, timeout,
-    corrupt_image, ...); null where there is no error, "other" where nothing matches."""
+    """Coarse kind of each img2dataset error message (http_404, timeout, ...; else "other")."""
     msgs = messages.astype("string")
     kind = pd.Series(pd.NA, index=msgs.index, dtype="string")
     for pattern, label in _ERROR_KINDS:
@@ -333,7 +324,7 @@ def error_kind(messages: pd.Series) -> pd.Series:
 def build_manifest(shard_dir: str | Path, prepared: pa.Table, encode_format: str = "jpg"
                    ) -> pd.DataFrame:
     """One row per input row (``MANIFEST_COLUMNS``: sha256 of the downloaded bytes, size of the
-    stored image, shard and member inside the tar); rows of unfinished shards "not_attempted"."""
+    stored image, shard and member); rows of unfinished shards "not_attempted"."""
     shard_dir = Path(shard_dir)
     frames = []
     cols = [KEY_COL, "status", "error_message", "sha256", "width", "height",
@@ -361,9 +352,8 @@ def build_manifest(shard_dir: str | Path, prepared: pa.Table, encode_format: str
 
 
 def report(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Stage 03's accounting of a manifest (tables ``03_download_<name>``): ``overall``,
-    ``status``, ``error_kinds`` (most first), ``per_class`` (most rows first) and
-    ``class_attrition`` (classes with rows vs with at least one image)."""
+    """Stage 03's accounting of a manifest (tables ``03_download_<name>``): overall, status,
+    error_kinds and per_class (most first), class_attrition (classes with rows vs with images)."""
     ok = manifest["status"].eq("success")
     overall = pd.DataFrame({"rows": [len(manifest)], "downloaded": [int(ok.sum())],
                             "success_rate": [ok.mean() if len(manifest) else float("nan")]})
@@ -382,10 +372,10 @@ def report(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def example_images(download_dir: str | Path, manifest: pd.DataFrame, n: int = 8
                    ) -> list[tuple[int, str, "Image.Image"]]:
-    """(key, wnid, image) of one downloaded image for each of the first ``n`` classes (in
-    manifest order), read back from the shards as later stages read them; sorted by key."""
+    """(key, wnid, image) of one downloaded image of each of the first ``n`` classes, by key."""
     sample = manifest[manifest["status"].eq("success")].groupby("wnid").head(1).head(n)
-    return sorted(iter_downloaded(download_dir, keys=sample["key"]), key=lambda r: r[0])
+    wnid = dict(zip(sample["key"].tolist(), sample["wnid"]))
+    return sorted((k, wnid[k], im) for k, im in read_images(download_dir, sample["key"]).items())
 
 
 def load_manifest(download_dir: str | Path) -> pd.DataFrame:
@@ -397,23 +387,12 @@ def load_manifest(download_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def download_settings(download_dir: str | Path) -> dict:
-    """The image settings (``SETTINGS``) a ``download_laionet`` folder was downloaded with."""
-    path = Path(download_dir) / INPUT_FINGERPRINT
-    meta = read_json(path) if path.is_file() else {}
-    if "settings" not in meta:
-        raise FileNotFoundError(f"{path} does not record the download settings: rerun stage 03 "
-                                "(notebooks/03_download.py), which writes them")
-    return {"skip_reencode": False, **meta["settings"]}
-
-
 def download_beyond(table: pd.DataFrame, base_dir: str | Path, cache_root: str | Path,
                     **kwargs) -> tuple[pd.DataFrame, tuple[Path, ...]]:
     """Stages 07 and 09: the images of ``table`` (key, wnid, URL) as stage 03 has them (failed
-    rows included: the same images and gaps in Sections 3 and 4), plus the rows stage 03 never
-    had, downloaded with its settings into the shared ``cache_root/<settings>``
-    (``shards_cache_names``). Returns their manifest (base rows first) and the folders to read
-    them from. ``kwargs`` go to ``download_laionet``, never the image settings."""
+    rows included: the same images and gaps in Sections 3 and 4), plus the rows it never had,
+    downloaded with its settings into ``cache_root/<shards_cache_names>``. Returns their manifest
+    (base rows first) and the folders to read them from; ``kwargs`` go to ``download_laionet``."""
     clash = sorted(set(kwargs) & set(SETTINGS))
     if clash:
         raise ValueError(f"download_beyond: {clash} come from stage 03's download, not from "
@@ -435,8 +414,7 @@ def download_beyond(table: pd.DataFrame, base_dir: str | Path, cache_root: str |
 
 
 def resize_like_download(data: bytes, settings: dict) -> bytes:
-    """The bytes a download with ``settings`` would have stored for ``data`` (img2dataset's own
-    resizer): stage 04's resolution parity, ImageNet val resized and re-encoded as LAIONet."""
+    """The bytes a download with ``settings`` would have stored for ``data`` (stage 04's parity)."""
     out, *_, err = _resizer(*(type(v)(settings.get(k, v)) for k, v in SETTINGS.items()))(
         io.BytesIO(data))
     if err is not None:
@@ -454,57 +432,62 @@ def _resizer(image_size: int, resize_mode: str, resize_only_if_bigger: bool, enc
 
 
 def shards_cache_names(settings: dict) -> tuple[str, ...]:
-    """The folder names of the shared ``shards`` cache for ``settings`` (one per settings)."""
+    """The folder names of the shared ``shards`` cache for ``settings``."""
     names = ("laion", f"size{int(settings['image_size'])}", str(settings["resize_mode"]),
              f"only_if_bigger={bool(settings['resize_only_if_bigger'])}",
              str(settings["encode_format"]))
     return names + ("skip_reencode",) if settings.get("skip_reencode") else names
 
 
-# ------------------------------------------------------------------ reading back (later stages)
 def member_index(download_dir: str | Path, keys: Sequence[int] | None = None,
                  encode_format: str = "jpg") -> pd.DataFrame:
-    """key, wnid, shard, tar, offset and size (of the stored image inside the tar) of every
-    downloaded row (``keys``: only those), from the manifest and the headers of just the tars
-    that hold them, in (shard, member) order; ``read_member`` reads one image's bytes."""
+    """key, wnid, shard, tar, offset and size of every downloaded row's image (``keys``: only
+    those), from the manifest and the headers of the tars holding them, in (shard, member) order."""
     man = load_manifest(download_dir)
     man = man[man["status"].eq("success")]
     if keys is not None:
         man = man[man["key"].isin({int(k) for k in keys})]
     man = man.sort_values(["shard", "member"], kind="stable")
-    shards = shard_dir(download_dir)
-    offset, size, tars = np.zeros(len(man), np.int64), np.zeros(len(man), np.int64), []
-    pos = 0
-    for name, rows in man.groupby("shard", sort=True):
-        tar_path = shards / f"{name}.tar"
-        at = _members(tar_path, encode_format)
-        for member in rows["member"].tolist():
+    shards, rows = shard_dir(download_dir), []
+    for name, group in man.groupby("shard", sort=True):
+        tar = shards / f"{name}.tar"
+        at = _members(tar, encode_format)
+        for key, wnid, member in group[["key", "wnid", "member"]].itertuples(index=False):
             if member not in at:
-                raise ValueError(f"{tar_path}: no image {member}.{encode_format} although the "
-                                 f"manifest lists it; the shard is damaged: delete "
-                                 f"{name}_stats.json and rerun stage 03 to redo it")
-            offset[pos], size[pos] = at[member]
-            pos += 1
-        tars += [str(tar_path)] * len(rows)
-    return pd.DataFrame({"key": man["key"].to_numpy(np.int64), "wnid": man["wnid"].to_numpy(),
-                         "shard": man["shard"].to_numpy(), "tar": tars, "offset": offset,
-                         "size": size})
+                raise ValueError(f"{tar}: no image {member}.{encode_format} although the manifest "
+                                 f"lists it; the shard is damaged: delete {name}_stats.json and "
+                                 "rerun stage 03 to redo it")
+            rows.append((int(key), wnid, name, str(tar), *at[member]))
+    return pd.DataFrame(rows, columns=["key", "wnid", "shard", "tar", "offset", "size"])
 
 
 def read_member(tar: str | Path, offset: int, size: int) -> bytes:
-    """The bytes of one tar member at ``offset`` (``member_index``): one seek, one read."""
+    """The bytes of one tar member (``member_index``): one seek, one read."""
     with open(tar, "rb") as f:
         f.seek(int(offset))
         return f.read(int(size))
 
 
-def iter_downloaded(download_dir: str | Path, keys: Sequence[int] | None = None,
-                    encode_format: str = "jpg") -> Iterator[tuple[int, str, "Image.Image"]]:
-    """(key, wnid, RGB image) of every downloaded row (``keys``: only those, reading just their
-    bytes), in (shard, member) order; img2dataset keeps grayscale single-channel: converted."""
-    from PIL import Image
+def read_downloads(download_dir: str | os.PathLike | Sequence[str | os.PathLike],
+                   keys: Sequence[int] | None = None,
+                   encode_format: str = "jpg") -> Iterator[tuple[int, bytes]]:
+    """(row key, stored bytes) of downloaded rows (``keys``: only those) in (shard, member) order;
+    several folders (``download_beyond``): each row from the first whose manifest lists it."""
+    if not isinstance(download_dir, (str, os.PathLike)):
+        seen: set[int] = set()
+        for d in download_dir:
+            left = None if keys is None else [k for k in keys if int(k) not in seen]
+            listed = load_manifest(d)["key"]
+            seen.update(int(k) for k in (listed if left is None else listed[listed.isin(left)]))
+            if left is None or left:
+                yield from read_downloads(d, left, encode_format)
+        return
+    for key, tar, off, size in member_index(download_dir, keys, encode_format)[
+            ["key", "tar", "offset", "size"]].itertuples(index=False):
+        yield int(key), read_member(tar, off, size)
 
-    for key, wnid, tar, off, size in member_index(download_dir, keys, encode_format)[
-            ["key", "wnid", "tar", "offset", "size"]].itertuples(index=False):
-        with Image.open(io.BytesIO(read_member(tar, off, size))) as im:
-            yield int(key), wnid, im.convert("RGB")
+
+def read_images(download_dir: str | os.PathLike | Sequence[str | os.PathLike],
+                keys: Sequence[int] | None = None) -> dict[int, "Image.Image"]:
+    """RGB images of downloaded rows by row key (img2dataset keeps grayscale: converted)."""
+    return {k: decode_image(b)[0] for k, b in read_downloads(download_dir, keys)}

@@ -1,16 +1,13 @@
 """One on-disk embedding store for captions and images, keyed by row key AND content.
 
-A store is one folder per (kind, dataset, encoder): ``Stage.cache_dir("text_embeddings",
-"laion", encoder.name)``, ... It holds ``meta.json`` (encoder, dim, dtype, key type) and shards
-``<seq>-<digest>.emb.npy`` (embeddings, float32 by default: float16 moves cosines by up to
-~1e-3) + ``<seq>-<digest>.keys.parquet`` (key, content hash; written last: the shard's commit).
+A store is one folder per (kind, dataset, encoder): ``meta.json`` and shards ``.emb.npy``
+(float32 by default: float16 moves cosines by up to ~1e-3) + ``.keys.parquet`` (key, content
+hash; written last: the shard's commit).
 
 What is current: an entry is found only when its key and its content (``content_hash`` of the
-caption or of the image's bytes) both match, in the folder of its encoder: a changed caption or
-image, or another encoder, is embedded again; batch sizes and workers play no part. Adding
-writes one shard (named by a digest of its entries: idempotent, several processes side by side)
-and never rewrites others; a lookup loads only the shards whose key range (parquet footers) can
-hold the queried keys, so memory follows one LAION part, not the store.
+caption or image bytes) both match, in its encoder's folder; batch sizes and workers play no
+part. Adding writes one shard (named by a digest of its entries: idempotent, processes side by
+side); a lookup loads only the shards whose key range can hold the keys (memory: one LAION part).
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ NO_CONTENT = 0  # the content of entries added without one (found only by lookup
 
 
 def content_hash(value: str | bytes) -> int:
-    """A 63-bit content key (> 0) of a caption (its UTF-8 text) or of an image file's bytes."""
+    """A 63-bit content key (> 0) of a caption (UTF-8) or of an image file's bytes."""
     data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1 or 1
 
@@ -65,15 +62,14 @@ class EmbeddingStore:
         self.dir = Path(folder)
         self.encoder_name = encoder_name
         self.dtype = np.dtype(dtype)
-        self._dim: int | None = None
+        self.dim: int | None = None
         self._key_type: str | None = None
         self.refresh()
 
     @classmethod
     def at(cls, root: str | os.PathLike, dataset: str, encoder_name: str,
            dtype: str = "float32") -> EmbeddingStore:
-        """The store of ``dataset`` under a cache root (``Stage.cache_dir(kind)``): the same
-        folder as ``Stage.cache_dir(kind, dataset, encoder_name)``."""
+        """The store of ``dataset`` under a cache root (``Stage.cache_dir(kind, dataset, enc)``)."""
         return cls(Path(root) / safe_name(dataset) / safe_name(encoder_name), encoder_name, dtype)
 
     def refresh(self) -> None:
@@ -83,10 +79,9 @@ class EmbeddingStore:
         if m and m.get("encoder") != self.encoder_name:
             raise ValueError(f"{meta}: store of encoder {m.get('encoder')!r}, opened for "
                              f"{self.encoder_name!r}; use another folder")
-        # The caches this store replaced left meta.json without key_type and shards named
-        # *.keys.npy / part-*.keys.parquet (keyed without content): both are ignored.
+        # older caches (meta.json without key_type, *.keys.npy, part-*.keys.parquet) are ignored
         if "key_type" in m:
-            self._dim, self.dtype = int(m["dim"]), np.dtype(m["dtype"])
+            self.dim, self.dtype = int(m["dim"]), np.dtype(m["dtype"])
             self._key_type = m["key_type"]
         self._shards = sorted(self.dir.glob("[0-9]*-*.keys.parquet"))
         self._ranges = [self._key_range(p) for p in self._shards]
@@ -98,16 +93,13 @@ class EmbeddingStore:
         """(min, max) of an integer-keyed shard from its parquet footer (no data read)."""
         try:
             md = pq.ParquetFile(path).metadata
-            lo = hi = None
-            for g in range(md.num_row_groups):
-                st = md.row_group(g).column(0).statistics
-                if st is None or not st.has_min_max or not isinstance(st.min, int):
-                    return None
-                lo = st.min if lo is None else min(lo, st.min)
-                hi = st.max if hi is None else max(hi, st.max)
-            return None if lo is None else (int(lo), int(hi))
         except (OSError, pa.ArrowException):
             return None
+        st = [md.row_group(g).column(0).statistics for g in range(md.num_row_groups)]
+        if not st or not all(s is not None and s.has_min_max and isinstance(s.min, int)
+                             for s in st):
+            return None
+        return min(int(s.min) for s in st), max(int(s.max) for s in st)
 
     @staticmethod
     def _read_keys(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +124,8 @@ class EmbeddingStore:
                      if r is None or (r[0] <= hi and r[1] >= lo))
 
     def _index(self, sel: tuple[int, ...] | None = None):
-        """The entries of the shards ``sel`` (default: all; only theirs kept in memory): a
-        unique (key, content) index (the first copy written wins), each one's shard and row."""
+        """The entries of the shards ``sel`` (default all; only theirs kept in memory): a unique
+        (key, content) index (the first copy written wins), each one's shard and row."""
         sel = tuple(range(len(self._shards))) if sel is None else sel
         if sel != self._idx_sel:
             self._parts = {i: self._parts[i] if i in self._parts else
@@ -161,17 +153,15 @@ class EmbeddingStore:
             raise ValueError(f"{self.dir}: {n} keys but {len(c)} contents")
         return c
 
-    def _find(self, keys: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Position of each (key, content) in the index of the shards that may hold them (-1:
-        not stored), with the shard and row of every position."""
-        index, shard, row = self._index(self._select(keys))
-        pos = (index.get_indexer(pd.MultiIndex.from_arrays([keys, contents]))
-               if len(index) and len(keys) else np.full(len(keys), -1, np.int64))
-        return pos, shard, row
-
-    @property
-    def dim(self) -> int | None:
-        return self._dim
+    def _find(self, keys: Sequence, contents: Sequence[int] | None) -> tuple[np.ndarray, ...]:
+        """The keys, and the position of each (key, content) in the index (-1: not stored) with
+        the shard and row of each."""
+        k = self._as_keys(keys)
+        c = self._contents(len(k), contents)
+        index, shard, row = self._index(self._select(k))
+        pos = (index.get_indexer(pd.MultiIndex.from_arrays([k, c]))
+               if len(index) and len(k) else np.full(len(k), -1, np.int64))
+        return k, pos, shard, row
 
     def __len__(self) -> int:
         """The number of distinct (key, content) entries."""
@@ -179,18 +169,16 @@ class EmbeddingStore:
 
     def contains(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
         """Boolean mask: which (key, content) entries are stored."""
-        k = self._as_keys(keys)
-        return self._find(k, self._contents(len(k), contents))[0] >= 0
+        return self._find(keys, contents)[1] >= 0
 
     def get(self, keys: Sequence, contents: Sequence[int] | None = None) -> np.ndarray:
         """Unit-norm float32 rows aligned to ``keys``; every entry must be stored."""
-        k = self._as_keys(keys)
-        pos, shard, row = self._find(k, self._contents(len(k), contents))
+        k, pos, shard, row = self._find(keys, contents)
         if (pos < 0).any():
             raise KeyError(f"{self.dir}: {int((pos < 0).sum())} of {len(k)} entries not stored "
                            f"(first keys: {k[pos < 0][:5].tolist()}); embed them first")
         shard, row = shard[pos], row[pos]
-        out = np.zeros((len(k), self._dim or 0), np.float32)
+        out = np.zeros((len(k), self.dim or 0), np.float32)
         for s in np.unique(shard):
             sel = np.flatnonzero(shard == s)
             out[sel] = np.load(self._emb_path(self._shards[s]), mmap_mode="r")[row[sel]]
@@ -228,12 +216,12 @@ class EmbeddingStore:
         return keys_path
 
     def _check_meta(self, dim: int, key_type: str) -> None:
-        if self._dim is None:
-            self._dim, self._key_type = dim, key_type
+        if self.dim is None:
+            self.dim, self._key_type = dim, key_type
             write_json({"encoder": self.encoder_name, "dim": dim, "dtype": self.dtype.name,
                         "key_type": key_type}, self.dir / "meta.json")
-        elif dim != self._dim:
-            raise ValueError(f"{self.dir}: store holds dim {self._dim}, got dim {dim} "
+        elif dim != self.dim:
+            raise ValueError(f"{self.dir}: store holds dim {self.dim}, got dim {dim} "
                              "(another encoder? give it its own folder)")
         elif key_type != self._key_type:
             raise ValueError(f"{self.dir}: store keyed by {self._key_type} keys, got "
@@ -244,10 +232,9 @@ class EmbeddingStore:
         return keys_path.with_name(keys_path.name.replace(".keys.parquet", ".emb.npy"))
 
     def __repr__(self) -> str:
-        return f"EmbeddingStore({str(self.dir)!r}, n={len(self)}, dim={self._dim})"
+        return f"EmbeddingStore({str(self.dir)!r}, n={len(self)}, dim={self.dim})"
 
 
-# ------------------------------------------------------------------------ captions through a store
 def _take(texts: Any, idx: np.ndarray) -> list[Any]:
     """texts[idx] for a list, numpy array or pyarrow (Chunked)Array."""
     if hasattr(texts, "take") and hasattr(texts, "to_pylist"):
@@ -258,11 +245,9 @@ def _take(texts: Any, idx: np.ndarray) -> list[Any]:
 def embed_with_store(encoder: Any, keys: Sequence, texts: Any, store: EmbeddingStore,
                      batch_size: int = 64, shard_size: int = 65_536,
                      progress: bool = False) -> np.ndarray:
-    """Unit-norm embeddings of ``texts`` aligned to ``keys`` (row keys, or file names),
-    embedding only the (key, caption) pairs not stored yet (content: ``content_hash`` of the text
-    the encoder sees; null: "None"), each once, in shards of ``shard_size`` rows (a killed run
-    resumes)."""
-
+    """Unit-norm embeddings of ``texts`` aligned to ``keys`` (row keys, or file names), embedding
+    only (key, caption) pairs not stored yet (content: ``content_hash`` of the text the encoder
+    sees; null: "None"), each once, in shards of ``shard_size`` rows (a killed run resumes)."""
     if len(keys) != len(texts):
         raise ValueError(f"embed_with_store: {len(keys)} keys but {len(texts)} texts")
     if store.encoder_name != encoder.name:
@@ -280,7 +265,10 @@ def embed_with_store(encoder: Any, keys: Sequence, texts: Any, store: EmbeddingS
 
 
 def embed_captions(encoder, captions: pd.DataFrame, store, batch_size: int = 64) -> np.ndarray:
-    """Embeddings of ImageNet-Captions (image_key, text) aligned to its rows, through a store
-    keyed by file name and caption (shared by stages 08 and 09)."""
-    return embed_with_store(encoder, captions["image_key"].astype(str).to_numpy(object),
-                            captions["text"].to_numpy(object), store, batch_size=batch_size)
+    """Embeddings aligned to ``captions`` through ``store``: LAION rows (key, TEXT; stage 02's
+    store: what it embedded is read back) or ImageNet-Captions (image_key, text; by file name)."""
+    if "TEXT" in captions:
+        keys, texts = captions["key"].to_numpy(np.int64), captions["TEXT"]
+    else:
+        keys, texts = captions["image_key"].astype(str).to_numpy(object), captions["text"]
+    return embed_with_store(encoder, keys, texts.to_numpy(object), store, batch_size=batch_size)

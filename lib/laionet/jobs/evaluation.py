@@ -1,9 +1,8 @@
-"""Stage 04's per-image results (§3.1): ``evaluate_stage`` takes the stage's resolved
-parameters and runs ``run_inference`` (every classifier and the zero-shot encoder on the
-downloaded LAIONet and on ImageNet val) or ``released_evaluation`` (the authors' released
-correctness tables, no model runs). Both write ``PRODUCTS`` (a results file per dataset, each
-model's group, each model's label-map coverage of the LAIONet classes) and return an
-``Evaluation``."""
+"""Stage 04's per-image results (§3.1): ``evaluate_stage`` runs ``run_inference`` (every
+classifier and the zero-shot encoder on the downloaded LAIONet and on ImageNet val) or
+``released_evaluation`` (the authors' released correctness tables, no model runs). Both write
+``PRODUCTS`` (a results file per dataset, each model's group and label-map coverage of the
+LAIONet classes) and return an ``Evaluation``."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ import dataclasses
 import functools
 import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laionet.jobs.download import download_settings, iter_downloaded, load_manifest, member_index
+from laionet.jobs.download import download_settings, load_manifest, member_index, read_images
 from laionet.jobs.embedding_store import safe_name
 from laionet.jobs.inference import (RESULT_SCHEMA, Predictor, ResizedFile, TarMember,
-                                    classifier_predictor, evaluate, evaluate_shards, shard_tables,
+                                    classifier_predictor, evaluate_shards, shard_tables,
                                     zero_shot_predictor)
 from laionet.models import load_image_encoder, load_text_encoder
 from laionet.models.classifiers import Classifier, paper_models, read_classifier_specs
@@ -37,13 +35,12 @@ from laionet.sources.released import (join_released_laionet, paper_laionet_keys,
 from laionet.util.files import atomic_path, write_json, write_parquet
 from laionet.util.fingerprint import (Marker, fingerprint, path_fingerprint, spec_fingerprint,
                                       versions)
+from laionet.util.timings import Timings
 
 SUCCESS = "success"
 RESULT_FILES = {"LAIONet": "results_laionet.parquet", "ImageNet": "results_imagenet.parquet"}
 GROUPS, COVERAGE = "groups.json", "coverage.json"
-#: per (dataset, shard, model) result files and their markers (resume); the two results files
-#: are assembled from them at the end
-PARTS = "results_parts"
+PARTS = "results_parts"  # per (dataset, shard, model) results and markers, assembled at the end
 PRODUCTS = (*RESULT_FILES.values(), GROUPS, COVERAGE)
 # released route, with released_laion_parts set: the authors' rows as your LAIONet
 JOINED_LAIONET, JOIN_REPORT = "released_laionet_joined.parquet", "released_join.json"
@@ -51,10 +48,8 @@ JOINED_LAIONET, JOIN_REPORT = "released_laionet_joined.parquet", "released_join.
 
 @dataclass
 class Evaluation:
-    """``results`` (the per-image table of both datasets), ``laionet_wnids`` (the class of every
-    LAIONet row: the class frequencies), ``keys`` (the classes ImageNet is projected onto),
-    ``groups`` and ``coverage`` by model, ``heads`` (wnid -> class name) and ``classes`` (the
-    class table; None on the released route)."""
+    """Per-image ``results`` of both datasets, every LAIONet row's class, the ``keys`` ImageNet is
+    projected onto, ``groups`` and ``coverage`` by model, ``heads``, the class table."""
 
     results: pd.DataFrame
     laionet_wnids: pd.Series
@@ -66,8 +61,8 @@ class Evaluation:
 
 
 def laionet_shards(download_dir: str | os.PathLike) -> list[tuple[str, list[tuple]]]:
-    """The downloaded LAIONet as (shard name, records), each image a ``TarMember``; the rows
-    that did not download last, as shard "missing" with source None (excluded, never dropped)."""
+    """The downloaded LAIONet as (shard name, records of ``TarMember``s), the rows that did not
+    download last as shard "missing" with source None (excluded, never dropped)."""
     man = load_manifest(download_dir)
     idx = member_index(download_dir)
     out = [(f"laion-{name}", [(str(k), w, TarMember(t, int(o), int(n))) for k, w, t, o, n in
@@ -78,57 +73,33 @@ def laionet_shards(download_dir: str | os.PathLike) -> list[tuple[str, list[tupl
     return out
 
 
-def imagenet_shards(val: pd.DataFrame, shard_size: int = 1000,
-                    resize: dict | None = None) -> list[tuple[str, list[tuple]]]:
-    """An ImageNet-style table (image_key, path, wnid) as (shard name, records) of
-    ``shard_size`` images; ``resize``: LAIONet's download settings (resolution parity: each file
-    resized and re-encoded as LAIONet's images were); None: at full size (the paper)."""
-    recs = [(k, w, p if resize is None else ResizedFile(str(p), resize))
+def imagenet_records(val: pd.DataFrame, resize: dict | None = None) -> list[tuple]:
+    """(image_key, wnid, source) of an ImageNet-style table (image_key, path, wnid); ``resize``:
+    LAIONet's download settings (resolution parity: a ``ResizedFile``); None: full size (paper)."""
+    return [(k, w, p if resize is None else ResizedFile(str(p), resize))
             for k, w, p in val[["image_key", "wnid", "path"]].itertuples(index=False)]
-    return [(f"val-{i // shard_size:05d}", recs[i:i + shard_size])
-            for i in range(0, len(recs), shard_size)]
 
 
-def imagenet_records(val: pd.DataFrame, resize: dict | None = None) -> tuple[Iterator[tuple], int]:
-    """(records, total) of an ImageNet-style table for ``inference.evaluate`` (``resize``: as in
-    ``imagenet_shards``, the resized bytes)."""
-    rows = val[["image_key", "wnid", "path"]].itertuples(index=False)
-    if resize is None:
-        return ((k, w, p) for k, w, p in rows), len(val)
-    return ((k, w, ResizedFile(str(p), resize).read()) for k, w, p in rows), len(val)
-
-
-def build_predictors(classifiers, universe: Sequence[str] | None,
-                     device: str = "cpu") -> list[Predictor]:
-    return [classifier_predictor(c, universe=universe, device=device) for c in classifiers]
-
-
-def zero_shot_spec(name: str, image_encoder: str, text_encoder: str, table: pd.DataFrame,
-                   paper_nan_as_wrong: bool = False, device: str = "cpu") -> dict:
-    """The zero-shot predictor's arguments: the image encoder and the class texts (``name_def``,
-    the authors' prompts) embedded by ``text_encoder``, loaded on ``device`` when its turn comes."""
-    return dict(name=name,
-                image_encoder=functools.partial(load_image_encoder, image_encoder, device=device),
-                text_embeddings=lambda: load_text_encoder(text_encoder, device=device)
-                .embed_texts(list(table["name_def"])),
-                class_wnids=list(table["wnid"]), paper_nan_as_wrong=paper_nan_as_wrong)
-
-
-def _zero_shot(spec: dict) -> Predictor:
-    return zero_shot_predictor(**{k: v() if k in ("image_encoder", "text_embeddings") else v
-                                  for k, v in spec.items()})
+def zero_shot_loader(name: str, image_encoder: str, text_encoder: str, table: pd.DataFrame,
+                     paper_nan_as_wrong: bool = False, device: str = "cpu"
+                     ) -> Callable[[], Predictor]:
+    """The zero-shot predictor, loaded on ``device`` when its turn comes: the image encoder and
+    the class texts (``name_def``, the authors' prompts) embedded by ``text_encoder``."""
+    return lambda: zero_shot_predictor(
+        name, load_image_encoder(image_encoder, device=device),
+        load_text_encoder(text_encoder, device=device).embed_texts(list(table["name_def"])),
+        list(table["wnid"]), paper_nan_as_wrong=paper_nan_as_wrong)
 
 
 def classifier_key(c: Classifier, universe: Sequence[str]) -> str:
-    """What makes a classifier's outputs: its spec (not its group), its checkpoint's content,
-    the label universe and the versions."""
+    """What makes a classifier's outputs: spec (not group), checkpoint, label universe, versions."""
     spec = {k: v for k, v in dataclasses.asdict(c).items() if k != "group"}
     weights = path_fingerprint(c.checkpoint) if c.checkpoint and Path(c.checkpoint).exists() else ""
     return fingerprint([spec, weights, list(universe), versions()])
 
 
 def write_products(out: Path, results: dict[str, Any], groups: dict, coverage: dict) -> None:
-    """The results files (tables, or per-shard files to assemble) and the two json products."""
+    """The results files (tables, or per-shard files assembled) and the two json products."""
     for dataset, name in RESULT_FILES.items():
         res = results.get(dataset)
         if isinstance(res, pd.DataFrame):
@@ -153,17 +124,12 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
                   zero_shot_name: str = "zero-shot", paper_nan_as_wrong: bool = False,
                   resolution_parity: bool = False, batch_size: int = 64, device: str = "cpu",
                   n_workers: int = 0, max_models: int = 8, val_shard_size: int = 1000,
-                  timings: Callable | None = None) -> Evaluation:
-    """The inference route: ``classifiers`` (``read_classifier_specs``) restricted to
-    ``universe`` (default: the class list) and the zero-shot predictor (``zero_shot_encoder``)
-    on every LAIONet row of ``download_dir`` (not downloaded: a missing row) and every ImageNet
-    val image (``resolution_parity``: resized as the download stored LAIONet; else full size).
-
-    Each (model, shard) result is kept in ``out/results_parts`` under the fingerprint of what
-    made it (``evaluate_shards``): the model (spec, weights, label universe; the zero-shot
-    prompts), the shard's images, the versions; so a killed run, or one with other models,
-    classes or settings, recomputes only what changed. ``max_models``, ``n_workers`` (decoding
-    processes) and ``batch_size`` change how, not what."""
+                  timings: Callable = Timings()) -> Evaluation:
+    """The inference route: ``classifiers`` restricted to ``universe`` (default: the class list)
+    and the zero-shot predictor on every LAIONet row of ``download_dir`` (not downloaded: a
+    missing row) and every ImageNet val image (``resolution_parity``: resized as LAIONet was).
+    Each (model, shard) result is kept in ``out/results_parts`` under the fingerprint of what made
+    it (``evaluate_shards``), so a killed or changed run recomputes only what changed."""
     out = Path(out)
     laionet = pd.read_parquet(laionet_path, columns=["key", "wnid"])
     specs = read_classifier_specs(classifiers)
@@ -174,13 +140,12 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
                for c in specs]
     keys = {c.name: classifier_key(c, label_universe) for c in specs}
     if zero_shot_encoder:
-        zs = zero_shot_spec(zero_shot_name, zero_shot_encoder, zero_shot_text_encoder, table,
-                            paper_nan_as_wrong, device)
-        loaders.append(functools.partial(_zero_shot, zs))
+        loaders.append(zero_shot_loader(zero_shot_name, zero_shot_encoder, zero_shot_text_encoder,
+                                        table, paper_nan_as_wrong, device))
         groups[zero_shot_name] = "clip"
         keys[zero_shot_name] = fingerprint([spec_fingerprint([zero_shot_encoder,
                                                               zero_shot_text_encoder]),
-                                            zs["class_wnids"], list(table["name_def"]),
+                                            list(table["wnid"]), list(table["name_def"]),
                                             paper_nan_as_wrong, versions()])
     names = list(keys)
     parts = out / PARTS
@@ -191,17 +156,15 @@ def run_inference(out: str | os.PathLike, *, classes: str, classifiers: str,
               f"preprocessing group {hash(p.transform_key) & 0xffff:04x}")
         info[p.name].done(name=p.name, output_wnids=list(p.output_wnids))
 
-    val = read_imagenet_val(imagenet_val_dir, imagenet_devkit_dir)
-    made = {}
-    for dataset in RESULT_FILES:
-        with timings(f"evaluate_{dataset.lower()}") if timings else nullcontext():
-            if dataset == "LAIONet":
-                shards = laionet_shards(download_dir)
-                print(f"LAIONet: {sum(len(r) for _, r in shards)} rows in {len(shards) - 1} "
-                      f"shard(s), {len(shards[-1][1])} not downloaded (kept as missing)")
-            else:
-                shards = imagenet_shards(val, val_shard_size, download_settings(download_dir)
-                                         if resolution_parity else None)
+    val = imagenet_records(read_imagenet_val(imagenet_val_dir, imagenet_devkit_dir),
+                           download_settings(download_dir) if resolution_parity else None)
+    made, laion = {}, laionet_shards(download_dir)
+    print(f"LAIONet: {sum(len(r) for _, r in laion)} rows in {len(laion) - 1} shard(s), "
+          f"{len(laion[-1][1])} not downloaded (kept as missing)")
+    for dataset, shards in {"LAIONet": laion, "ImageNet": [
+            (f"val-{i // val_shard_size:05d}", val[i:i + val_shard_size])
+            for i in range(0, len(val), val_shard_size)]}.items():
+        with timings(f"evaluate_{dataset.lower()}"):
             errs = evaluate_shards(shards, loaders, dataset, parts / dataset, names=names,
                                    model_keys=keys, batch_size=batch_size,
                                    n_workers=n_workers if n_workers > 1 else 0,
@@ -227,11 +190,10 @@ def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
                         lemma_map: str | os.PathLike | None = None, classes: str = "imagenet1k",
                         drop_recognized_text: bool = True,
                         authors_class_list: bool = False) -> Evaluation:
-    """The released route: the authors' ImageNet val table (labels from ``imagename2wnid``) and
-    their LAIONet parquet when given (``read_released_laionet``: classes from ``name_def_wnid``,
-    rows with the class name on the image dropped as in A12) as our results; the ImageNet keys
-    are their 978 LAIONet keys from ``lemma_map``, else the LAIONet table's classes (no table:
-    no projection). The same products as ``run_inference`` (no coverage: no label maps)."""
+    """The released route: the authors' ImageNet val table and their LAIONet parquet when given
+    (``read_released_laionet``: rows with the class name on the image dropped as in A12) as our
+    results; the ImageNet keys are their 978 LAIONet keys from ``lemma_map``, else the LAIONet
+    table's classes (no table: no projection). ``run_inference``'s products, no coverage."""
     out = Path(out)
     parts = {"ImageNet": read_released(val_parquet, "ImageNet", labels=imagename2wnid)}
     laionet = pd.Series([], dtype=object, name="wnid")
@@ -253,8 +215,7 @@ def released_evaluation(out: str | os.PathLike, val_parquet: str | os.PathLike,
 
 def join_released_to_laion(out: str | os.PathLike, laionet_parquet: str | os.PathLike,
                            laion_parts: str, classes: str = "imagenet1k") -> dict:
-    """The authors' LAIONet rows joined to your LAION copy by URL + caption hash, written as
-    ``JOINED_LAIONET`` (stage 02's columns, your keys) with the report ``JOIN_REPORT``."""
+    """The authors' LAIONet rows joined to your LAION copy by URL + caption hash (your keys)."""
     joined, report = join_released_laionet(pd.read_parquet(laionet_parquet), laion_parts,
                                            classes=classes)
     write_parquet(joined, Path(out) / JOINED_LAIONET)
@@ -263,35 +224,26 @@ def join_released_to_laion(out: str | os.PathLike, laionet_parquet: str | os.Pat
 
 
 def evaluate_stage(out: str | os.PathLike, params: Mapping[str, Any],
-                   timings: Callable | None = None) -> Evaluation:
-    """Stage 04's per-image results in one call, from its resolved parameters and inputs
-    (``{**S.params, **S.inputs}``): the released route when ``released_val_parquet`` is set
-    (joined to your LAION copy when ``released_laion_parts`` is set too), else inference."""
+                   timings: Callable = Timings()) -> Evaluation:
+    """Stage 04's results from its parameters and inputs (``{**S.params, **S.inputs}``): the
+    released route when ``released_val_parquet`` is set (joined to your LAION copy with
+    ``released_laion_parts``), else inference."""
     p = params
     if not p.get("released_val_parquet"):
         names = set(inspect.signature(run_inference).parameters) - {"out", "timings"}
         return run_inference(out, **{k: v for k, v in p.items() if k in names}, timings=timings)
-    with timings("read_released") if timings else nullcontext():
+    with timings("read_released"):
         ev = released_evaluation(out, p["released_val_parquet"], p.get("released_imagename2wnid"),
                                  p.get("released_laionet_parquet"), p.get("released_lemma_map"),
                                  classes=p["classes"], authors_class_list=p["authors_class_list"])
     if p.get("released_laion_parts") and p.get("released_laionet_parquet"):
-        with timings("join_released") if timings else nullcontext():
+        with timings("join_released"):
             j = join_released_to_laion(out, p["released_laionet_parquet"],
                                        p["released_laion_parts"], p["classes"])
         print(f"released LAIONet joined to your LAION copy: {j['n_joined']:,} of "
               f"{j['n_released']:,} rows; not joined: {j['n_caption_differs']:,} caption "
               f"differs, {j['n_url_absent']:,} URL absent -> {Path(out) / JOINED_LAIONET}")
     return ev
-
-
-def evaluate_to_file(records, total: int, predictors: Sequence[Predictor], dataset: str,
-                     dest: str | os.PathLike, batch_size: int = 64) -> tuple[pd.DataFrame, list]:
-    """``inference.evaluate`` written to ``dest``; returns (results, decode errors)."""
-    errors: list = []
-    table = evaluate(records, predictors, dataset, batch_size, errors=errors)
-    write_parquet(table, dest)
-    return table.to_pandas(), errors
 
 
 def read_results(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -312,11 +264,6 @@ def class_keys(class_counts_path: str | os.PathLike | None, laionet: pd.DataFram
     return sorted(laionet["wnid"].astype(str).unique())
 
 
-def images_of(download_dir: str | os.PathLike, keys: Sequence[Any]) -> dict[str, Any]:
-    """Downloaded LAIONet images by key (for galleries)."""
-    return {str(k): im for k, _, im in iter_downloaded(download_dir, keys=[int(k) for k in keys])}
-
-
 def gallery(results: pd.DataFrame, model: str, wnid: str, download_dir: str | os.PathLike | None,
             n: int = 10, skip_predicted: Sequence[str] = GALLERY_SKIP_PREDICTED
             ) -> tuple[list, list[bool], list[str]]:
@@ -332,7 +279,7 @@ def gallery(results: pd.DataFrame, model: str, wnid: str, download_dir: str | os
     downloaded = download_dir is not None and (Path(download_dir) / "manifest.parquet").is_file()
     if not len(rows) or not downloaded:
         return [], [], []
-    ims = images_of(download_dir, rows["image_key"].tolist())
-    keep = [k for k in rows["image_key"] if k in ims]
+    ims = read_images(download_dir, [int(k) for k in rows["image_key"]])
+    keep = [k for k in rows["image_key"] if int(k) in ims]
     ok = rows.set_index("image_key").loc[keep, "correct5"].astype(bool).tolist()
-    return [ims[k] for k in keep], ok, keep
+    return [ims[int(k)] for k in keep], ok, keep

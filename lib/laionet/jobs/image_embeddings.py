@@ -1,12 +1,11 @@
 """Image embeddings, the one way every stage gets them (``Embedder``), through float32 stores keyed
-by image key and ``content_hash`` of the image file's bytes (a file replaced, or a LAION row
-downloaded with other settings, is embedded again; float16 would move the 4-decimal §4.2
-thresholds). An ``ImageSource`` says where a dataset's images are read and names its store."""
+by image key and ``content_hash`` of the image's bytes (a replaced file, or a LAION row downloaded
+with other settings, is embedded again; float16 would move the 4-decimal §4.2 thresholds). An
+``ImageSource`` says where a dataset's images are read and names its store."""
 
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,22 +13,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-from laionet.jobs.download import download_beyond, load_manifest, report, shard_dir
+from laionet.jobs.download import download_beyond, read_downloads, report
 from laionet.jobs.embedding_store import EmbeddingStore, content_hash
 from laionet.method.similarity import group_by_class, sample_per_class
 from laionet.sources.imagenet import decode_image
 
 # The store name of each dataset's images, the same in every stage that embeds them.
-LAION = "laion"                # LAION rows' images, whoever downloaded them (row keys)
+LAION = "laion"                # LAION rows' images (row keys), whoever downloaded them
 IMAGENET_VAL = "imagenet_val"  # ImageNet val files (file names)
 IMAGENET_TRAIN = "imagenet_train"
 IMAGE_DTYPE = "float32"
 
 
 def image_store(cache_root: str | os.PathLike, dataset: str, encoder_name: str) -> EmbeddingStore:
-    """The float32 store of one dataset's images under ``cache_root``. A float16 store of an older
-    version is left alone: the float32 one lives beside it (``<encoder>@float32``)."""
+    """One dataset's float32 store (beside an older float16 one, as ``<encoder>@float32``)."""
     store = EmbeddingStore.at(cache_root, dataset, encoder_name, dtype=IMAGE_DTYPE)
     if store.dtype != np.dtype(IMAGE_DTYPE):
         store = EmbeddingStore(store.dir.with_name(f"{store.dir.name}@{IMAGE_DTYPE}"),
@@ -39,8 +39,8 @@ def image_store(cache_root: str | os.PathLike, dataset: str, encoder_name: str) 
 
 @dataclass
 class ImageEmbeddings:
-    """Unit-norm embeddings of one dataset, row i belonging to ``keys[i]``; ``labels`` (image
-    key -> wnid) when an ``Embedder`` made them, ``skipped`` the images left out (key -> why)."""
+    """Unit-norm embeddings of one dataset, row i of ``keys[i]``; ``labels`` (image key -> wnid)
+    from an ``Embedder``, ``skipped`` the images left out (key -> why)."""
 
     keys: np.ndarray
     emb: np.ndarray
@@ -51,7 +51,7 @@ class ImageEmbeddings:
 
     def by_class(self, labels: Mapping | pd.Series | pd.DataFrame | None = None
                  ) -> dict[str, np.ndarray]:
-        """{wnid: rows} by ``labels`` (key -> wnid, default ``self.labels``), or by (key, wnid) rows
+        """{wnid: rows} by ``labels`` (key -> wnid; default ``self.labels``) or (key, wnid) rows
         where a key may serve several classes (stage 09; keys without embedding left out)."""
         if isinstance(labels, pd.DataFrame):
             pos = pd.Index(self.keys).get_indexer(labels["key"])
@@ -77,53 +77,12 @@ def read_files(table: pd.DataFrame) -> Iterator[tuple[Any, bytes]]:
         yield key, data
 
 
-def read_downloads(download_dir: str | os.PathLike | Sequence[str | os.PathLike],
-                   keys: Sequence[int] | None = None,
-                   encode_format: str = "jpg") -> Iterator[tuple[int, bytes]]:
-    """(row key, stored bytes) of downloaded rows (``keys``: only those), shard by shard; several
-    folders (``download.download_beyond``): each row from the first whose manifest lists it."""
-
-    if not isinstance(download_dir, (str, os.PathLike)):
-        seen: set[int] = set()
-        for d in download_dir:
-            left = None if keys is None else [k for k in keys if int(k) not in seen]
-            listed = load_manifest(d)["key"]
-            seen.update(int(k) for k in (listed if left is None else listed[listed.isin(left)]))
-            if left is None or left:
-                yield from read_downloads(d, left, encode_format)
-        return
-    man = load_manifest(download_dir)
-    man = man[man["status"].eq("success")]
-    if keys is not None:
-        man = man[man["key"].isin({int(k) for k in keys})]
-    shards = shard_dir(download_dir)
-    for name, rows in man.sort_values(["shard", "member"]).groupby("shard", sort=True):
-        tar_path = shards / f"{name}.tar"
-        with tarfile.open(tar_path) as tf:
-            for key, member in zip(rows["key"].tolist(), rows["member"].tolist()):
-                f = tf.extractfile(f"{member}.{encode_format}")
-                if f is None:
-                    raise ValueError(f"{tar_path}: no image {member}.{encode_format} for row "
-                                     f"{key}; the shard is damaged: delete {name}_stats.json "
-                                     "and rerun the download to redo it")
-                yield int(key), f.read()
-
-
-def read_images(source: ImageSource, keys: Sequence[int]) -> dict[int, Any]:
-    """RGB images of downloaded LAION rows by row key (for galleries; missing rows left out)."""
-    return {k: decode_image(b)[0] for k, b in read_downloads(source.download_dir, keys)}
-
-
 def embed_dataset(encoder: Any, items: Iterable[tuple[Any, bytes]], store: EmbeddingStore,
                   keys: Sequence | None = None, paper_rgb_only: bool = False,
                   on_error: str = "raise", batch_size: int = 64, shard_size: int = 2048,
                   progress: bool = True, dataset: str = "") -> ImageEmbeddings:
-    """Unit-norm float32 embeddings of ``(key, bytes)`` items through ``store``: only the (key,
-    content) pairs not stored are decoded and embedded, in resumable shards; rows follow ``keys``
-    (else item order); skipped images (``paper_rgb_only``, ``on_error="skip"``) in ``.skipped``."""
-    import torch
-    from tqdm.auto import tqdm
-
+    """Unit-norm embeddings of ``(key, bytes)`` items through ``store`` (only pairs not stored are
+    embedded, in resumable shards), rows in ``keys`` (else item) order, skipped ones listed."""
     if store.encoder_name != encoder.name:
         raise ValueError(f"embed_dataset: store {store.dir} is for {store.encoder_name!r}, "
                          f"encoder is {encoder.name!r}")
@@ -136,20 +95,18 @@ def embed_dataset(encoder: Any, items: Iterable[tuple[Any, bytes]], store: Embed
     contents: dict = {}  # key -> content of the images kept, in read order
     skipped: dict = {}
     batch: list = []  # (key, content, preprocessed image) waiting for the encoder
-    done: list = []   # (keys, contents, embeddings) waiting for a store shard
+    shard: list = []  # (key, content, embedding) waiting for the store
 
-    def embed_batch() -> None:
+    def embed_batch(write: bool = False) -> None:
         if batch:
-            k, c, x = zip(*batch)
-            done.append((k, c, encoder.embed_images(torch.stack(x))))
+            emb = encoder.embed_images(torch.stack([x for *_, x in batch]))
+            shard.extend((k, c, e) for (k, c, _), e in zip(batch, emb))
             batch.clear()
+        if shard and (write or len(shard) >= shard_size):
+            k, c, e = zip(*shard)
+            store.add(list(k), np.stack(e), list(c))
+            shard.clear()
 
-    def write_shard() -> None:
-        embed_batch()
-        if done:
-            store.add([k for d in done for k in d[0]], np.concatenate([d[2] for d in done]),
-                      [c for d in done for c in d[1]])
-            done.clear()
     total = len(keys) if keys is not None else (len(items) if hasattr(items, "__len__") else None)
     for key, data in tqdm(items, total=total, desc=f"embed {dataset}", disable=not progress,
                           unit="img"):
@@ -177,9 +134,7 @@ def embed_dataset(encoder: Any, items: Iterable[tuple[Any, bytes]], store: Embed
             batch.append((key, c, encoder.preprocess(image)))
             if len(batch) >= batch_size:
                 embed_batch()
-            if sum(len(d[0]) for d in done) >= shard_size:
-                write_shard()
-    write_shard()
+    embed_batch(write=True)
     out_keys = list(contents) if keys is None else [k for k in keys if k not in skipped]
     missing = [k for k in out_keys if k not in contents]
     if keys is not None and missing:
@@ -191,8 +146,7 @@ def embed_dataset(encoder: Any, items: Iterable[tuple[Any, bytes]], store: Embed
 
 
 def encoder_label(spec: str) -> str:
-    """A short display name of an image-encoder spec: 'open_clip ViT-B-32', 'timm convnext_base',
-    'demo tower' (checkpoint paths left out)."""
+    """A display name of an image-encoder spec: 'open_clip ViT-B-32', 'demo tower', ..."""
     kind, _, rest = spec.partition(":")
     if kind == "demo-tower":
         return "demo tower"
@@ -231,8 +185,8 @@ class ImageSource:
 @dataclass
 class Embedder:
     """``encoder`` through the stores under ``cache_root``: ``embedder(rows, source)`` embeds every
-    row (``image_key`` or LAION ``key``, labelled by ``wnid``, in order); ``classes(rows, source,
-    n_per_class, seed)`` the seeded per-class sample, as {wnid: float32 [n, d]}."""
+    row (``image_key`` or LAION ``key``, labelled by ``wnid``); ``classes(rows, source,
+    n_per_class, seed)`` a seeded per-class sample, as {wnid: float32 [n, d]}."""
 
     encoder: Any
     cache_root: str | os.PathLike
@@ -244,20 +198,17 @@ class Embedder:
         return replace(self, encoder=encoder)
 
     def __call__(self, rows: pd.DataFrame, source: ImageSource) -> ImageEmbeddings:
-        rows = _image_keys(rows)
-        store = image_store(self.cache_root, source.dataset, self.encoder.name)
-        labels = rows.set_index("image_key")["wnid"]
-        kw = {"on_error": self.on_error, "batch_size": self.batch_size,
-              "progress": self.progress, "dataset": source.dataset}
-        if source.download_dir is not None:
-            keys = rows["image_key"].astype("int64").tolist()
-            labels.index = labels.index.astype("int64")
-            out = embed_dataset(self.encoder, read_downloads(source.download_dir, keys), store,
-                                keys=keys, **kw)
-        else:
-            out = embed_dataset(self.encoder, read_files(rows), store,
-                                paper_rgb_only=source.paper_rgb_only, **kw)
-        out.labels = labels
+        rows, laion = _image_keys(rows), source.download_dir is not None
+        if laion:  # LAION rows by row key; files in row order
+            rows = rows.astype({"image_key": "int64"})
+        keys = rows["image_key"].tolist()
+        out = embed_dataset(
+            self.encoder, read_downloads(source.download_dir, keys) if laion else read_files(rows),
+            image_store(self.cache_root, source.dataset, self.encoder.name),
+            keys=keys if laion else None, paper_rgb_only=source.paper_rgb_only,
+            on_error=self.on_error, batch_size=self.batch_size, progress=self.progress,
+            dataset=source.dataset)
+        out.labels = rows.set_index("image_key")["wnid"]
         return out
 
     def classes(self, rows: pd.DataFrame, source: ImageSource, n_per_class: int | None = None,
@@ -271,8 +222,7 @@ class Embedder:
 def download_images(rows: pd.DataFrame, download_dir: str | os.PathLike,
                     shards_cache: str | os.PathLike, serve_root: str | os.PathLike | None = None,
                     processes: int = 2) -> tuple[pd.DataFrame, ImageSource]:
-    """Stages 07/09: ``rows``' images as stage 03 has them, the others downloaded with its settings
-    (``download.download_beyond``); (manifest, where to read them)."""
+    """Stages 07/09: (manifest, source) of ``rows``' images (``download.download_beyond``)."""
     manifest, dirs = download_beyond(rows[["key", "wnid", "URL"]].drop_duplicates("key"),
                                      download_dir, shards_cache, serve_root=serve_root,
                                      processes_count=processes)

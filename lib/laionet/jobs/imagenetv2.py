@@ -11,11 +11,13 @@ import pandas as pd
 
 from laionet.jobs import evaluation as pipeline
 from laionet.jobs.image_embeddings import ImageEmbeddings, ImageSource
+from laionet.jobs.inference import classifier_predictor, evaluate
 from laionet.method.accuracy import accuracy_table
 from laionet.method.selection_frequency import (EMPTY_ACCURACY, EMPTY_CURVE, VERSIONS, pool_images,
                                                 threshold_curve)
 from laionet.models.classifiers import read_classifier_specs
 from laionet.sources.imagenet import imagenetv2_version, read_imagenetv2
+from laionet.util.files import write_parquet
 
 
 def read_releases(root: str | os.PathLike, class_info: str | os.PathLike | None = None
@@ -31,8 +33,8 @@ def sources(download_dir: str | os.PathLike) -> dict[str, ImageSource]:
 
 
 def read_selection_frequencies(path: str | os.PathLike) -> pd.DataFrame:
-    """Per-image votes (version, path "<class index>/<file>", wnid, selection_frequency) with
-    image_key as the releases key their images and version as the release's name."""
+    """Per-image votes (version, path "<class index>/<file>", wnid, selection_frequency), keyed
+    as the releases key their images, by release name."""
     sf = pd.read_parquet(path)
     sf["image_key"] = sf["path"].str.split("/", n=1).str[1]
     sf["version"] = sf["version"].map(lambda x: imagenetv2_version(x).name)
@@ -58,28 +60,22 @@ def release_results_files(out: str | os.PathLike) -> dict[str, Path]:
 def evaluate_releases(classifiers: str, v2: Mapping[str, pd.DataFrame],
                       files: Mapping[str, Path], device: str = "auto",
                       batch_size: int = 64) -> None:
-    """Stage 04's classifiers (a spec, as stage 04 takes) on every release, one results file
-    each (the columns of stage 04's results)."""
-
-    specs = read_classifier_specs(classifiers)
+    """Stage 04's classifiers on every release, one results file each (stage 04's columns)."""
     universe = sorted(set().union(*(set(v2[v.name]["wnid"]) for v in VERSIONS)))
-    predictors = pipeline.build_predictors(specs, universe,
-                                           device="cpu" if device == "auto" else device)
+    predictors = [classifier_predictor(c, universe, "cpu" if device == "auto" else device)
+                  for c in read_classifier_specs(classifiers)]
     for v in VERSIONS:
-        recs, n = pipeline.imagenet_records(v2[v.name])
-        pipeline.evaluate_to_file(recs, n, predictors, f"ImageNetV2-{v.letter}", files[v.name],
-                                  batch_size)
+        write_parquet(evaluate(pipeline.imagenet_records(v2[v.name]), predictors,
+                               f"ImageNetV2-{v.letter}", batch_size), files[v.name])
 
 
 def release_accuracy(laionet_results: str | os.PathLike, files: Mapping[str, Path],
                      keys: Sequence[str] | None = None) -> pd.DataFrame:
     """Equally weighted accuracy on LAIONet and each release, projected onto LAIONet's ``keys``
     (A16, as stage 04 projects ImageNet; None: the classes with LAIONet results)."""
-
     results = pipeline.read_results([laionet_results] + [files[v.name] for v in VERSIONS])
-    if keys is None:
-        keys = sorted(results.loc[results["dataset"] == "LAIONet", "wnid"].unique())
-    keys = sorted(keys)
+    keys = sorted(results.loc[results["dataset"] == "LAIONet", "wnid"].unique()
+                  if keys is None else keys)
     acc = accuracy_table(results, projections={f"ImageNetV2-{v.letter}": keys for v in VERSIONS})
     return acc[acc["weighting"] == "equal"].reset_index(drop=True)
 

@@ -1,24 +1,18 @@
 """Per-image top-1 / top-5 results of many models, decoding every image once.
 
-Predictors that share a preprocessing configuration (timm data config, or one zero-shot image
-encoder) form a group: each image is decoded once per batch (PIL, ``convert('RGB')``), each
-distinct transform is applied once, and every model of the group runs on that tensor batch
-under ``torch.inference_mode``. The output is one long table, one row per (image, model):
+Predictors sharing a preprocessing (timm data config, or one zero-shot image encoder) form a
+group: each image is decoded once per batch, each distinct transform applied once. The output
+(``RESULT_SCHEMA``) is one row per (image, model); correct1/correct5 are null when the image is
+missing or undecodable (excluded, never counted wrong).
 
-    image_key (str), dataset (str), model (str), wnid (str, true class),
-    top5 (list<str>: the 5 highest-scoring mapped outputs), correct1, correct5 (bool; null when
-    the image is missing or undecodable: excluded, never counted wrong)
-
-Paper semantics (spec A11, A13): a classifier's scores are restricted to its mapped outputs
-(those whose wnid is in its label universe, the ImageNet class list), top-k is correct iff the
-true wnid is among the k first; a class with no output is therefore always wrong. Zero-shot:
-correct iff the true class's similarity >= the k-th largest (ties count as correct); a true
-class outside the text queries gives null, as in the authors' code.
+Paper semantics (A11, A13): a classifier's scores are restricted to its mapped outputs (wnids of
+the ImageNet class list); top-k is correct iff the true wnid is among the k first (a class with
+no output is always wrong). Zero-shot: correct iff the true class's similarity >= the k-th
+largest (ties count); a true class outside the text queries gives null.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,25 +30,23 @@ from laionet.jobs.download import read_member, resize_like_download
 from laionet.jobs.embedding_store import safe_name
 from laionet.models.classifiers import Classifier, classifier_wnids, load_classifier
 from laionet.models.labels import mapped_outputs
+from laionet.sources import imagenet
 from laionet.util.files import write_parquet
 from laionet.util.fingerprint import Marker, fingerprint
 
 TOPK = 5
-RESULT_SCHEMA = pa.schema([
-    ("image_key", pa.string()), ("dataset", pa.string()), ("model", pa.string()),
-    ("wnid", pa.string()), ("top5", pa.list_(pa.string())),
-    ("correct1", pa.bool_()), ("correct5", pa.bool_()),
-])
+RESULT_SCHEMA = pa.schema([("image_key", pa.string()), ("dataset", pa.string()),
+                           ("model", pa.string()), ("wnid", pa.string()),
+                           ("top5", pa.list_(pa.string())), ("correct1", pa.bool_()),
+                           ("correct5", pa.bool_())])
 
 
 @dataclass
 class Predictor:
-    """A model as the evaluation loop sees it: ``score(batch) -> [B, len(output_wnids)]`` over
-    the mapped outputs; ``transform``: RGB PIL image -> input tensor, shared by predictors of
-    equal ``transform_key``. ``ties_correct``: the zero-shot rule (true score >= k-th score).
-    ``missing_as_wrong``: missing images count as wrong (the authors' CLIP NaN bug, E.5).
-    ``unknown_class``: correctness when the true class has no output (classifiers False, as in
-    the paper; zero-shot None)."""
+    """A model as the evaluation loop sees it: ``score(batch) -> [B, len(output_wnids)]``;
+    ``transform`` (RGB image -> tensor) shared by predictors of equal ``transform_key``.
+    ``ties_correct``: the zero-shot rule; ``missing_as_wrong``: the authors' CLIP NaN bug (E.5);
+    ``unknown_class``: correctness when the true class has no output (classifiers False)."""
 
     name: str
     group: str
@@ -70,8 +62,7 @@ class Predictor:
 
 def classifier_predictor(spec: Classifier, universe: Iterable[str] | None = None,
                          device: str = "cpu") -> Predictor:
-    """Load ``spec`` and wrap it; ``universe`` = the label universe its outputs are restricted
-    to (the paper: the ImageNet class list; None = every output)."""
+    """Load ``spec``, outputs restricted to ``universe`` (paper: the ImageNet class list)."""
     from timm.data import create_transform
 
     model, cfg = load_classifier(spec, device=device)
@@ -96,9 +87,8 @@ def classifier_predictor(spec: Classifier, universe: Iterable[str] | None = None
 def zero_shot_predictor(name: str, image_encoder: Any, text_embeddings: np.ndarray,
                         class_wnids: Sequence[str], group: str = "clip",
                         paper_nan_as_wrong: bool = False) -> Predictor:
-    """CLIP-style zero-shot: cosine similarity of the image embedding (``image_encoder``'s
-    ``preprocess`` and ``embed_images``) to each class text (``text_embeddings`` [C, d], row i
-    for ``class_wnids[i]``; the authors: name_def of every class), all L2-normalised."""
+    """CLIP-style zero-shot: cosine of the image embedding (``image_encoder``) to each class
+    text (``text_embeddings`` [C, d], row i for ``class_wnids[i]``; the authors: name_def)."""
     text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
     if text.shape[0] != len(class_wnids):
         raise ValueError(f"zero-shot {name!r}: {text.shape[0]} text embeddings for "
@@ -114,48 +104,42 @@ def zero_shot_predictor(name: str, image_encoder: Any, text_embeddings: np.ndarr
                      missing_as_wrong=paper_nan_as_wrong, unknown_class=None)
 
 
-# -------------------------------------------------------------------------------- image sources
 @dataclass(frozen=True)
 class TarMember:
-    """An image stored inside a tar (``laionet.jobs.download.member_index``): one seek, one read."""
+    """An image inside a tar (``download.member_index``)."""
 
     tar: str
     offset: int
     size: int
 
-    def read(self) -> bytes:
+    def read_bytes(self) -> bytes:
         return read_member(self.tar, self.offset, self.size)
 
 
 @dataclass(frozen=True)
 class ResizedFile:
-    """An image file as LAIONet's download would have stored it: resized and re-encoded with that
-    download's settings (``download.download_settings``) when read (resolution parity)."""
+    """An image file as LAIONet's download would have stored it (resolution parity)."""
 
     path: str
     settings: dict
 
-    def read(self) -> bytes:
+    def read_bytes(self) -> bytes:
         return resize_like_download(Path(self.path).read_bytes(), self.settings)
 
 
 def decode_image(source: Any):
     """An RGB PIL image from a path, bytes, a PIL image, a ``TarMember`` or ``ResizedFile``
     (None: None). Every mode is converted, never rejected (fix of E.7); undecodable: raises."""
-    from PIL import Image
-
-    if isinstance(source, (TarMember, ResizedFile)):
-        source = source.read()
-    if source is None or isinstance(source, Image.Image):
-        return source if source is None or source.mode == "RGB" else source.convert("RGB")
-    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray))
-                    else Path(source)) as im:
-        return im.convert("RGB")
+    source = Path(source) if isinstance(source, str) else source
+    if hasattr(source, "read_bytes"):
+        source = source.read_bytes()
+    if isinstance(source, (bytes, bytearray)):
+        return imagenet.decode_image(source)[0]
+    return source if source is None or source.mode == "RGB" else source.convert("RGB")
 
 
 def source_id(src: Any) -> Any:
-    """An image source's identity in a shard's fingerprint: a file by path, size and mtime (a
-    tar member by its place too; a resized file with the settings it is resized with)."""
+    """An image source's identity in a shard's fingerprint: path, size, mtime, offset, settings."""
     path = src.tar if isinstance(src, TarMember) else getattr(src, "path", src)
     if not isinstance(path, (str, os.PathLike)):
         return src
@@ -164,7 +148,6 @@ def source_id(src: Any) -> Any:
             getattr(src, "settings", None)]
 
 
-# ------------------------------------------------------------ scoring -> top-5 and correctness
 def _topk_results(p: Predictor, scores: torch.Tensor, true_wnids: Sequence[str]) -> tuple:
     """(top5 wnid array [B,5], correct1 [B], correct5 [B] as object arrays with None)."""
     k = min(TOPK, scores.shape[1])
@@ -172,40 +155,27 @@ def _topk_results(p: Predictor, scores: torch.Tensor, true_wnids: Sequence[str])
     top = np.asarray(p.output_wnids, dtype=object)[idx.numpy()]
     true_idx = pd.Index(p.output_wnids).get_indexer(list(true_wnids))
     known = true_idx >= 0
-    res = {}
-    for kk in (1, 5):
-        kk_ = min(kk, k)
+    res = []
+    for kk in (min(1, k), min(5, k)):
         if p.ties_correct:
             ti = torch.from_numpy(np.where(known, true_idx, 0))
-            true_score = scores.float().gather(1, ti[:, None])[:, 0]
-            hit = (true_score >= vals[:, kk_ - 1]).numpy()
+            hit = (scores.float().gather(1, ti[:, None])[:, 0] >= vals[:, kk - 1]).numpy()
         else:
-            hit = (idx[:, :kk_].numpy() == true_idx[:, None]).any(axis=1)
-        col = hit.astype(object)
-        col[~known] = p.unknown_class
-        res[kk] = col
-    return top, res[1], res[5]
+            hit = (idx[:, :kk].numpy() == true_idx[:, None]).any(axis=1)
+        res.append(np.where(known, hit.astype(object), p.unknown_class))
+    return top, *res
 
 
 class _Columns(list):
-    """The result rows so far: (model, keys, wnids, top5, correct1, correct5) per batch."""
+    """The result rows so far, a table per batch (``RESULT_SCHEMA``)."""
 
-    def add(self, *cols) -> None:
-        self.append(cols)
+    def add(self, dataset: str, model: str, keys, wnids, top5, correct1, correct5) -> None:
+        self.append(pa.table([[str(k) for k in keys], [dataset] * len(keys), [model] * len(keys),
+                              list(wnids), top5, list(correct1), list(correct5)],
+                             schema=RESULT_SCHEMA))
 
-    def table(self, dataset: str) -> pa.Table:
-        def cat(i: int) -> np.ndarray:
-            return np.concatenate([np.asarray(c[i], dtype=object) for c in self]
-                                  or [np.array([], dtype=object)])
-
-        return pa.table({
-            "image_key": pa.array(cat(1).astype(str), pa.string()),
-            "dataset": pa.array([dataset] * len(cat(1)), pa.string()),
-            "model": pa.array([c[0] for c in self for _ in c[1]], pa.string()),
-            "wnid": pa.array(cat(2), pa.string()),
-            "top5": pa.array([t for c in self for t in c[3]], pa.list_(pa.string())),
-            "correct1": pa.array(cat(4), pa.bool_()), "correct5": pa.array(cat(5), pa.bool_()),
-        }, schema=RESULT_SCHEMA)
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self).combine_chunks() if self else RESULT_SCHEMA.empty_table()
 
 
 def _groups(predictors: Sequence[Predictor]) -> dict[Hashable, list[Predictor]]:
@@ -221,8 +191,7 @@ def _groups(predictors: Sequence[Predictor]) -> dict[Hashable, list[Predictor]]:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Item i -> (i, {transform_key: tensor} or None, error): decoded once, each distinct
-    preprocessing applied (in a DataLoader worker when there are workers)."""
+    """Item i -> (i, {transform_key: tensor} or None, error): decoded once, each transform once."""
 
     def __init__(self, records: Sequence[tuple], transforms: dict[Hashable, Callable]):
         self.records, self.transforms = records, transforms
@@ -248,26 +217,21 @@ def _as_is(batch):
 def _score(pending: Sequence[tuple[str, Sequence[tuple], list[Predictor]]], dataset: str,
            batch_size: int, n_workers: int, progress: bool, errors: list | None,
            cols: Callable[[str], _Columns], flush: Callable[[int], None]) -> None:
-    """Each pending (shard, records, predictors) scored, batches never straddling two shards;
-    ``cols(model)`` gets the rows, ``flush(j)`` is called once shard j is complete. A missing
-    or undecodable image (listed in ``errors``) is a null row per model (False with
-    ``missing_as_wrong``, if the class is known)."""
+    """Each pending (shard, records, predictors) scored into ``cols(model)``, ``flush(j)`` once
+    shard j is done. A missing or undecodable image (in ``errors``) is a null row."""
     records = [r for _, recs, _ in pending for r in recs]
     preds = list({id(p): p for _, _, ps in pending for p in ps}.values())
     groups = _groups(preds)
     sizes = [len(r) for _, r, _ in pending]
-    batches, start = [], 0
-    for n in sizes:
-        batches += [list(range(s, min(s + batch_size, start + n)))
-                    for s in range(start, start + n, batch_size)]
-        start += n
+    ends, cur = np.cumsum(sizes), 0
+    batches = [list(range(s, min(s + batch_size, e)))
+               for e, n in zip(ends, sizes) for s in range(e - n, e, batch_size)]
     loader = torch.utils.data.DataLoader(
         _Decoded(records, {k: g[0].transform for k, g in groups.items()}),
         batch_sampler=batches, collate_fn=_as_is, num_workers=n_workers)
     bar = tqdm(total=len(records), desc=f"evaluate {dataset} ({', '.join(p.name for p in preds)})",
                unit="img", disable=not progress)
     shard_of = np.repeat(np.arange(len(pending)), sizes)
-    ends, cur = np.cumsum(sizes), 0
     with torch.inference_mode():
         for batch in (loader if records else ()):
             idx = [b[0] for b in batch]
@@ -289,13 +253,13 @@ def _score(pending: Sequence[tuple[str, Sequence[tuple], list[Predictor]]], data
                 for p in group:
                     if x is not None:
                         top, c1, c5 = _topk_results(p, p.score(x), wnids)
-                        cols(p.name).add(p.name, keys, wnids, list(top.tolist()), c1, c5)
+                        cols(p.name).add(dataset, p.name, keys, wnids, top.tolist(), c1, c5)
                     if miss_keys:
                         fill = np.full(len(miss_keys), None, dtype=object)
                         if p.missing_as_wrong:  # the authors' NaN >= NaN: wrong if the class is known
                             fill[pd.Index(p.output_wnids).get_indexer(miss_wnids) >= 0] = False
-                        cols(p.name).add(p.name, miss_keys, miss_wnids, [None] * len(miss_keys),
-                                         fill, fill)
+                        cols(p.name).add(dataset, p.name, miss_keys, miss_wnids,
+                                         [None] * len(miss_keys), fill, fill)
             bar.update(len(batch))
             if idx[-1] + 1 == ends[j]:
                 flush(j)
@@ -308,13 +272,12 @@ def _score(pending: Sequence[tuple[str, Sequence[tuple], list[Predictor]]], data
 
 def evaluate(records: Iterable[tuple[Any, str, Any]], predictors: Sequence[Predictor],
              dataset: str, batch_size: int = 64, progress: bool = True,
-             total: int | None = None, errors: list | None = None) -> pa.Table:
-    """Every predictor on every record ``(image_key, true wnid, source: a path, bytes, a PIL
-    image or None)``, in memory (stage 04 runs ``evaluate_shards``)."""
+             errors: list | None = None) -> pa.Table:
+    """Every predictor on every record (image_key, true wnid, image source or None), in memory."""
     cols = _Columns()
     _score([("all", list(records), list(predictors))], dataset, batch_size, 0, progress, errors,
            lambda name: cols, lambda j: None)
-    return cols.table(dataset)
+    return cols.table()
 
 
 def _path(out_dir: Path, shard: str, model: str) -> Path:
@@ -327,16 +290,11 @@ def evaluate_shards(shards: Sequence[tuple[str, Sequence[tuple]]],
                     model_keys: Mapping[str, str] | None = None, batch_size: int = 64,
                     n_workers: int = 0, max_models: int = 8, progress: bool = True,
                     on_loaded: Callable[[Predictor], None] | None = None) -> list[tuple[str, str]]:
-    """``shards`` ((name, records) in order) with every predictor, one file per (model, shard),
-    ``out_dir/<shard>/<model>.parquet``, written when the shard is done, then its ``Marker``
-    (``<model>.json``): the fingerprint of the model (``model_keys[name]``: what makes its
-    outputs) and of the shard's records (keys, classes, image sources). A current one is never
-    recomputed; n_workers, max_models and batch_size are no part of it.
-
-    ``predictors``: Predictors or loaders of them (with ``names``: finished models are never
-    loaded), at most ``max_models`` at once (``on_loaded`` called after each load); each batch of
-    models decodes the images it needs once, in ``n_workers`` DataLoader workers (0: here).
-    Returns the decode errors (image_key, message)."""
+    """``shards`` ((name, records)) with every predictor: ``out_dir/<shard>/<model>.parquet``,
+    then its ``Marker`` holding the fingerprint of the model (``model_keys[name]``) and of the
+    shard's records; a current one is never recomputed. ``predictors``: Predictors or loaders
+    (with ``names``: finished models are never loaded), at most ``max_models`` at once, each batch
+    decoding the images once in ``n_workers`` workers. Returns the decode errors."""
     out_dir = Path(out_dir)
     loaders = [(lambda p=p: p) if isinstance(p, Predictor) else p for p in predictors]
     names = list(names) if names is not None else [getattr(p, "name", None) for p in predictors]
@@ -356,36 +314,31 @@ def evaluate_shards(shards: Sequence[tuple[str, Sequence[tuple]]],
     todo = [i for i, n in enumerate(names) if not all(marker(s, n).current() for s, _ in shards)]
     step = max(1, max_models)
     for start in range(0, len(todo), step):  # a batch of models dies before the next is loaded
-        _evaluate_models([loaders[i] for i in todo[start:start + step]],
-                         [names[i] for i in todo[start:start + step]], shards, marker, dataset,
-                         out_dir, batch_size, n_workers, progress, errors, on_loaded)
+        preds = []
+        for i in todo[start:start + step]:
+            preds.append(loaders[i]())
+            if preds[-1].name != names[i]:
+                raise ValueError(f"evaluate_shards: a loader gave {preds[-1].name!r}, named "
+                                 f"{names[i]!r}")
+            if on_loaded is not None:
+                on_loaded(preds[-1])
+        pending = [(s, recs, [p for p in preds if not marker(s, p.name).current()])
+                   for s, recs in shards]
+        pending = [x for x in pending if x[2]]
+        cols: dict[str, _Columns] = {}
+
+        def flush(j: int) -> None:
+            s, _, ps = pending[j]
+            for p in ps:
+                write_parquet(cols.get(p.name, _Columns()).table(), _path(out_dir, s, p.name))
+                marker(s, p.name).done()
+            cols.clear()
+
+        if pending:
+            _score(pending, dataset, batch_size, n_workers, progress, errors,
+                   lambda name: cols.setdefault(name, _Columns()), flush)
+        preds = pending = []  # this batch's models die before the next batch is loaded
     return errors
-
-
-def _evaluate_models(loaders, names, shards, marker, dataset, out_dir, batch_size, n_workers,
-                     progress, errors, on_loaded) -> None:
-    preds = []
-    for load, name in zip(loaders, names):
-        preds.append(load())
-        if preds[-1].name != name:
-            raise ValueError(f"evaluate_shards: a loader gave {preds[-1].name!r}, named {name!r}")
-        if on_loaded is not None:
-            on_loaded(preds[-1])
-    pending = [(s, recs, [p for p in preds if not marker(s, p.name).current()])
-               for s, recs in shards]
-    pending = [x for x in pending if x[2]]
-    cols: dict[str, _Columns] = {}
-
-    def flush(j: int) -> None:
-        s, _, ps = pending[j]
-        for p in ps:
-            write_parquet(cols.get(p.name, _Columns()).table(dataset), _path(out_dir, s, p.name))
-            marker(s, p.name).done()
-        cols.clear()
-
-    if pending:
-        _score(pending, dataset, batch_size, n_workers, progress, errors,
-               lambda name: cols.setdefault(name, _Columns()), flush)
 
 
 def shard_tables(out_dir: str | os.PathLike, shards: Sequence[str], models: Sequence[str]

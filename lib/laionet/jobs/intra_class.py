@@ -1,10 +1,9 @@
-"""Stage 05's study per image encoder (A14-A15): LAIONet vs ImageNet, class by class; its products
-read back by stage 06; stage 04's results read for the recall analyses of stages 05 and 07."""
+"""Stage 05's study per image encoder (A14-A15): LAIONet vs ImageNet, class by class (its products
+read back by stage 06), and the recall analyses of stages 05 and 07 on stage 04's results."""
 
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,7 @@ from laionet.method.similarity import (compare_classes, pairwise_stats, pooled_r
                                        sample_per_class, summarize_comparison)
 from laionet.models import load_image_encoder
 from laionet.util.files import read_json, write_json, write_parquet
+from laionet.util.timings import Timings
 
 A, B = "LAIONet", "ImageNet"
 ENCODERS = "encoders.json"
@@ -26,7 +26,7 @@ TABLES = ("samples", "class_stats", "comparison", "summary", "pooled")
 
 
 def encoder_specs(specs: Sequence[str]) -> dict[str, str]:
-    """Display label -> spec of each image encoder, in order (the first is the main one)."""
+    """Display label -> spec of each image encoder, the main one first."""
     specs = [s.strip() for s in specs if s and s.strip()]
     if not specs:
         raise ValueError("no image encoder: name at least one, e.g. open_clip:ViT-B-32:openai")
@@ -65,7 +65,7 @@ class Study:
     skipped: dict[str, dict] = field(default_factory=dict)
 
     @property
-    def main(self) -> str:  # the main (first) encoder's label
+    def main(self) -> str:  # the first encoder's label
         return next(iter(self.encoders))
 
     @property
@@ -74,13 +74,12 @@ class Study:
                          ignore_index=True)
 
     def encoder_pooled(self, label: str) -> dict[str, pd.Series]:
-        """One encoder's pooled histogram values by dataset (histogram_figure)."""
+        """One encoder's pooled similarities by dataset (histogram_figure)."""
         pe = self.pooled[self.pooled["encoder"] == label]
         return {d: pe.loc[pe["dataset"] == d, "similarity"] for d in self.samples}
 
     def write(self, out: str | os.PathLike) -> list[Path]:
-        """Stage 05's products: samples (image_key as str, with dataset), class_stats,
-        comparison, summary, pooled (.parquet) and encoders.json (label -> spec)."""
+        """Stage 05's products: ``TABLES`` (.parquet; image_key as str) and ``ENCODERS``."""
         out = Path(out)
         samples = pd.concat([s.assign(dataset=d, image_key=s["image_key"].astype(str))
                              for d, s in self.samples.items()])
@@ -94,27 +93,26 @@ def run_study(encoders: Mapping[str, str], samples: Mapping[str, pd.DataFrame],
               sources: Mapping[str, ImageSource], cache_root: str | os.PathLike,
               method: str = "bootstrap", min_pairs: int = 7, n_boot: int = 1000, seed: int = 0,
               batch_size: int = 64, device: str = "auto",
-              timings: Callable[[str], Any] | None = None, load: Callable = load_image_encoder,
+              timings: Callable[[str], Any] = Timings(), load: Callable = load_image_encoder,
               on_error: str = "raise") -> Study:
     """For each encoder (label -> spec): embed the two samples (LAIONet, then ImageNet) and compare
     them (``compare_classes``), with each one's pairwise stats and up to 100 pooled pair
     similarities per common class (A15). ``on_error="skip"``: undecodable images left out, listed."""
-    timer = timings or (lambda name: nullcontext())
     names = tuple(samples)
     if len(names) != 2:
         raise ValueError(f"run_study compares two datasets, got {list(names)}")
     stats, comps, summaries, pooled, skipped = [], {}, [], [], {}
     for label, spec in encoders.items():
-        with timer(f"load {label}"):
+        with timings(f"load {label}"):
             embed = Embedder(load(spec, device=device), cache_root, batch_size, on_error)
-        with timer(f"embed {label}"):
+        with timings(f"embed {label}"):
             emb = {d: embed(s, sources[d]) for d, s in samples.items()}
         for d, e in emb.items():
             if e.skipped:
                 print(f"{d}: {len(e.skipped)} image(s) skipped: "
                       f"{pd.Series(e.skipped).value_counts().to_dict()}")
                 skipped.setdefault(d, {}).update(e.skipped)
-        with timer(f"statistics {label}"):
+        with timings(f"statistics {label}"):
             groups = {d: e.by_class() for d, e in emb.items()}
             common = sorted(set(groups[names[0]]) & set(groups[names[1]]))
             comps[label] = compare_classes(*groups.values(), method=method, min_pairs=min_pairs,
@@ -142,8 +140,7 @@ def read_samples(similarity_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
 
 
 def main_encoder(explicit: str | None, similarity_dir: str | os.PathLike) -> tuple[str, str]:
-    """(label, spec) of the encoder a later stage uses: ``explicit`` when set, else stage 05's
-    first (main) encoder (its encoders.json)."""
+    """(label, spec) of the encoder a later stage uses: ``explicit``, else stage 05's main one."""
     spec = explicit or next(iter(read_json(Path(similarity_dir) / ENCODERS).values()))
     return encoder_label(spec), spec
 
@@ -170,8 +167,8 @@ def stage04_results(eval_dir: str | os.PathLike | None,
 
 def recall_vs_delta(eval_dir: str | os.PathLike | None, comparison: pd.DataFrame, encoder: str,
                     min_images: int = 10) -> pd.DataFrame | None:
-    """B7: per model and class with >= ``min_images`` LAIONet images, recall@1 and the class's delta
-    under ``encoder`` (NaN when untested); None without stage 04's results."""
+    """B7: per model and class with >= ``min_images`` LAIONet images, recall@1 and the class's
+    delta under ``encoder`` (NaN when untested); None without stage 04's results."""
     results = stage04_results(eval_dir)
     if results is None:
         print(f"no stage 04 results in {eval_dir or '(no eval_dir)'}: recall vs Δ similarity skipped")

@@ -1,10 +1,9 @@
 """Stage 01's task: match the captions of LAION parts against ImageNet lemmas (A3), part by part.
 
-``match_all`` maps ``match_part`` over the parts (``laionet.jobs.parts.map_parts``: any executor,
-resume, collected failures). ``match_part`` streams the TEXT column in batches, matches lemmas
-(``laionet.method.matching``) and writes ``matches/part-%05d.parquet`` (part, row, key, lemma,
-wnid) and ``rows/part-%05d.parquet`` (part, row, key, wnids, n_classes, multi_label).
-``summarize_matches`` counts per class and lemma, with every unreachable class and why.
+``match_all`` maps ``match_part`` over the parts (``laionet.jobs.parts.map_parts``): the TEXT
+column streamed in batches, lemmas matched (``laionet.method.matching``), ``matches/`` and
+``rows/`` written per part. ``summarize_matches`` counts per class and lemma, with every
+unreachable class and why.
 """
 
 from __future__ import annotations
@@ -43,8 +42,7 @@ def match_all(parts: str | Sequence[str | os.PathLike], lemma_pairs: Sequence[tu
               out_dir: str | os.PathLike, mode: str = "paper", batch_size: int = 65536,
               n_workers: int = 2, executor=None, on_error: str = "raise") -> MapResult:
     """Match every part (a glob or a list of files) not matched yet: its ``done/`` marker holds
-    the lemma list and mode (what a part's output depends on), so a killed run resumes and a
-    changed class list or mode redoes every part."""
+    the lemma list and mode, so a killed run resumes and another class list or mode redoes it."""
     if isinstance(parts, str):
         parts = list(part_files(parts).values())
     task = functools.partial(match_part, lemma_pairs=[tuple(p) for p in lemma_pairs], mode=mode,
@@ -74,9 +72,8 @@ def _open_text_column(path: Path) -> pq.ParquetFile:
 def match_part(part_path: str | os.PathLike, lemma_pairs: Sequence[tuple[str, str]],
                mode: str = "paper", out_dir: str | os.PathLike = ".", batch_size: int = 65536,
                part: int | None = None) -> dict[str, Any]:
-    """Match one part's captions (its TEXT column, ``batch_size`` rows at a time); write its
-    matches/ and rows/ tables; return n_rows, n_null (null captions never match),
-    n_matched_rows, n_matches, n_multi_label, seconds. ``part``: None = from the file name."""
+    """Match one part's captions (``batch_size`` rows at a time), write its matches/ and rows/
+    tables; return its counts (null captions never match). ``part``: None = from the file name."""
     t0 = time.perf_counter()
     path = Path(part_path)
     if part is None:
@@ -85,8 +82,7 @@ def match_part(part_path: str | os.PathLike, lemma_pairs: Sequence[tuple[str, st
     wnid_of_lemma = np.array([w for _, w in lemma_pairs], dtype=object)
     pf = _open_text_column(path)
     base = n_null = n_matches = n_matched = n_multi = 0
-    # both tables streamed batch by batch (batches split the part by row), renamed into place
-    # only when the whole part is done
+    # both tables streamed batch by batch, renamed into place when the whole part is done
     with parquet_writer(part_file(out_dir, "matches", part), MATCHES_SCHEMA) as mw, \
             parquet_writer(part_file(out_dir, "rows", part), ROWS_SCHEMA) as rw:
         try:
@@ -120,14 +116,15 @@ def _lemma_index(pairs: tuple[tuple[str, str], ...]):
     return LemmaIndex([lem for lem, _ in pairs])
 
 
+def _keyed(part: int, row: np.ndarray) -> dict[str, pa.Array]:
+    return {"part": pa.array(np.full(len(row), part, dtype=np.int32)),
+            "row": pa.array(row, pa.int64()), "key": pa.array(row_key(part, row), pa.int64())}
+
+
 def _matches_table(part, row, lid, lemmas, wnid_of_lemma) -> pa.Table:
-    return pa.table({
-        "part": pa.array(np.full(len(row), part, dtype=np.int32)),
-        "row": pa.array(row, pa.int64()),
-        "key": pa.array(row_key(part, row), pa.int64()),
-        "lemma": pa.array(np.array(lemmas, dtype=object)[lid], pa.string()),
-        "wnid": pa.array(wnid_of_lemma[lid], pa.string()),
-    }, schema=MATCHES_SCHEMA)
+    return pa.table({**_keyed(part, row),
+                     "lemma": pa.array(np.array(lemmas, dtype=object)[lid], pa.string()),
+                     "wnid": pa.array(wnid_of_lemma[lid], pa.string())}, schema=MATCHES_SCHEMA)
 
 
 def _rows_table(part: int, row: np.ndarray, wnid: np.ndarray) -> pa.Table:
@@ -140,25 +137,18 @@ def _rows_table(part: int, row: np.ndarray, wnid: np.ndarray) -> pa.Table:
     urow, first, counts = np.unique(prow, return_index=True, return_counts=True)
     offsets = np.append(first, len(prow)).astype(np.int32)
     wnids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(names[pcode], pa.string()))
-    return pa.table({
-        "part": pa.array(np.full(len(urow), part, dtype=np.int32)),
-        "row": pa.array(urow, pa.int64()),
-        "key": pa.array(row_key(part, urow), pa.int64()),
-        "wnids": wnids,
-        "n_classes": pa.array(counts.astype(np.int16)),
-        "multi_label": pa.array(counts > 1),
-    }, schema=ROWS_SCHEMA)
+    return pa.table({**_keyed(part, urow), "wnids": wnids,
+                     "n_classes": pa.array(counts.astype(np.int16)),
+                     "multi_label": pa.array(counts > 1)}, schema=ROWS_SCHEMA)
 
-
-# ------------------------------------------------------------------------------------ summaries
 
 def _part_files(out_dir: Path, kind: str) -> list[Path]:
     return sorted((out_dir / kind).glob("part-*.parquet"))
 
 
 def _per_part_counts(matches_file: Path, rows_file: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One part's per-lemma and per-class counts. Keys never repeat across parts, so their sums
-    over parts are the exact counts (memory: one part's matches, never all of them)."""
+    """One part's per-lemma and per-class counts (keys never repeat across parts: their sums over
+    parts are the exact counts, one part in memory)."""
     matches = pq.read_table(matches_file, columns=["key", "lemma", "wnid"]).to_pandas()
     rows = pq.read_table(rows_file, columns=["key", "n_classes"]).to_pandas()
     single = matches["key"].isin(rows.loc[rows["n_classes"] == 1, "key"])
@@ -180,11 +170,9 @@ def _summed(frames: list) -> pd.DataFrame | pd.Series | None:
 def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
                       lemma_pairs: Sequence[tuple[str, str]], mode: str = "paper",
                       write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Over all finished parts: class_counts (wnid, head, n_rows: captions matching the class,
+    """Over all finished parts: class_counts (n_rows: captions matching the class,
     n_single_label: matching only it, n_lemmas, status: "matched" or why not, ``STATUSES``),
-    lemma_counts (lemma, wnid, n_rows, n_single_label) and a summary (parts, rows, null
-    captions, multi-label share, matched and unreachable classes). Written as
-    class_counts.parquet, lemma_counts.parquet and summary.json when ``write``."""
+    lemma_counts and a summary (rows, null captions, multi-label share, unreachable classes)."""
     out = Path(out_dir)
     files = _part_files(out, "matches")
     counts = [_per_part_counts(f, out / "rows" / f.name) for f in files]  # one part at a time
@@ -238,7 +226,7 @@ def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
 
 
 def classes_per_caption(out_dir: str | os.PathLike) -> pd.Series:
-    """How many matching captions name 1, 2, ... classes (index: n_classes), part by part."""
+    """How many matching captions name 1, 2, ... classes (index: n_classes)."""
     counts = _summed([pq.read_table(f, columns=["n_classes"]).to_pandas()["n_classes"]
                       .value_counts() for f in _part_files(Path(out_dir), "rows")])
     if counts is None:

@@ -2,19 +2,13 @@
 
 Every row of a download gets ``recognized_text``: the texts an OCR engine reads in the stored
 image, joined by spaces and lower-cased (or ``NO TEXT``, ``DOWNLOAD ERROR``, ``RECOGNITION
-ERROR``; null when the step was not run). Texts are cached per image content (``content_hash``)
-and engine (its name holds its version and settings), one file per batch: a rerun reads only new
-images. The flag rule is ``laionet.method.recognised_text``. The engine replaces EAST + TrOCR, whose weights are not reachable offline (a Dropbox link and the
-Hugging Face hub): ``ENGINES`` lists the offline ones this module drives. The default, RapidOCR
-(PaddleOCR's PP-OCRv4 detector + recogniser as ONNX files inside the ``rapidocr-onnxruntime``
-wheel), was picked by measured recall, false-flag rate and speed on real photos with rendered
-text (``benchmarks/bench_recognised_text.py --n 40``: 40 ImageNet/COCO photos at 256 px, each
-with and without a word; CPU): recall 0.725 against EasyOCR's 0.400 (CRAFT + English CRNN; it
-splits rotated phrases into words and reorders them, "lion sea") and Tesseract's 0.025 (made for
-scanned pages), no false flag for any engine, 1.0 CPU-s per image against EasyOCR's 3.6 (and a 3 s
-load against 38 s); Tesseract is faster (0.4 CPU-s) but finds almost nothing. RapidOCR's known
-weakness: it sometimes drops the space between two words ("blackswan"), which the authors'
-space-padded rule then misses (7 of its 11 misses).
+ERROR``; null when the step was not run), cached per image content and engine (its name holds its
+version and settings), one file per batch. The flag rule is ``laionet.method.recognised_text``.
+The engines (``ENGINES``) replace EAST + TrOCR, whose weights are not reachable offline. The
+default, RapidOCR (PP-OCRv4 as ONNX), was picked on real photos with rendered text
+(``benchmarks/bench_recognised_text.py --n 40``): recall 0.725 against EasyOCR's 0.400 and
+Tesseract's 0.025, no false flag, 1.0 CPU-s per image against EasyOCR's 3.6. Its weakness: it
+sometimes drops the space between two words, which the authors' space-padded rule then misses.
 """
 
 from __future__ import annotations
@@ -23,7 +17,9 @@ import functools
 import hashlib
 import io
 import os
+import resource
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -33,14 +29,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 from tqdm.auto import tqdm
 
-from laionet.jobs.download import load_manifest
+from laionet.jobs.download import load_manifest, read_downloads
 from laionet.jobs.embedding_store import content_hash, safe_name
-from laionet.jobs.image_embeddings import read_downloads
 from laionet.method.recognised_text import (DOWNLOAD_ERROR, NO_TEXT, RECOGNITION_ERROR, SUCCESS,
                                             TEXT_COL, Exclusion, names_in_text)
 from laionet.sources.classes import class_table
+from laionet.sources.imagenet import decode_image
 from laionet.util.files import write_parquet
 
 PRODUCT = "recognized_text.parquet"  # stage 03's product: key, wnid, recognized_text
@@ -57,8 +54,8 @@ def _join(texts: Iterable[str]) -> str:
 
 
 class EasyOCREngine:
-    """EasyOCR: CRAFT text detector + English CRNN recogniser, on CPU unless ``gpu``. Weights from
-    ``model_dir`` (default: the ``easyocr_en_models`` package); never downloads."""
+    """EasyOCR (CRAFT + English CRNN), on CPU unless ``gpu``; weights from ``model_dir`` (default:
+    the ``easyocr_en_models`` package), never downloaded."""
 
     def __init__(self, model_dir: str | None = None, gpu: bool = False, min_side: int = 0,
                  n_threads: int | None = None):
@@ -105,8 +102,7 @@ class RapidOCREngine:
 
 
 class TesseractEngine:
-    """Tesseract (the ``tesseract`` program, Debian package tesseract-ocr), page mode ``psm``
-    (11: sparse text, find as much as possible)."""
+    """Tesseract (the ``tesseract`` program), page mode ``psm`` (11: sparse text)."""
 
     def __init__(self, psm: int = 11, min_side: int = 0, binary: str = "tesseract"):
         try:
@@ -119,8 +115,6 @@ class TesseractEngine:
         self.name = f"tesseract-{version}-psm{self.psm}-min{self.min_side}"
 
     def read(self, image: np.ndarray) -> str:
-        from PIL import Image
-
         buf = io.BytesIO()
         Image.fromarray(_upscale(image, self.min_side)).save(buf, format="PNG")
         out = subprocess.run([self.binary, "stdin", "stdout", "--psm", str(self.psm), "-l", "eng"],
@@ -134,14 +128,12 @@ def _upscale(image: np.ndarray, min_side: int) -> np.ndarray:
     h, w = image.shape[:2]
     if not min_side or min(h, w) >= min_side:
         return image
-    from PIL import Image
-
     f = min_side / min(h, w)
     return np.asarray(Image.fromarray(image).resize((round(w * f), round(h * f)), Image.BICUBIC))
 
 
 def load_engine(name: str = DEFAULT_ENGINE, **kw: Any):
-    """An OCR engine by name (``ENGINES``); ``kw`` go to its constructor (``min_side``, ...)."""
+    """An OCR engine by name (``ENGINES``); ``kw`` go to its constructor."""
     engines = {"easyocr": EasyOCREngine, "rapidocr": RapidOCREngine, "tesseract": TesseractEngine}
     if name not in engines:
         raise ValueError(f"unknown OCR engine {name!r}; one of {list(engines)}")
@@ -149,28 +141,19 @@ def load_engine(name: str = DEFAULT_ENGINE, **kw: Any):
 
 
 def recognise(engine: Any, image: Any) -> str:
-    """One image's ``recognized_text`` (PIL image, array or encoded bytes); RECOGNITION_ERROR when
-    it cannot be decoded or the engine fails on it."""
-    from PIL import Image
-
+    """One image's ``recognized_text`` (PIL image, array or bytes); on any failure the authors'
+    RECOGNITION_ERROR."""
     try:
         if isinstance(image, (bytes, bytearray)):
-            with Image.open(io.BytesIO(image)) as im:
-                arr = np.asarray(im.convert("RGB"))
-        elif isinstance(image, Image.Image):
-            arr = np.asarray(image.convert("RGB"))
-        else:
-            arr = np.asarray(image)
-        return engine.read(arr)
+            image = decode_image(image)[0]
+        return engine.read(np.asarray(image.convert("RGB") if hasattr(image, "convert") else image))
     except Exception:  # noqa: BLE001 - the authors' 'RECOGNITION ERROR' for any failure
         return RECOGNITION_ERROR
 
 
 class TextCache:
-    """Recognised texts of one engine, keyed by image content (``content_hash`` of the bytes):
-    ``<seq>-<digest>.parquet`` files (content, recognized_text), each written atomically, so a
-    kill leaves every finished batch readable; ``COMPACT_AT`` files are merged into one (written
-    before the others are removed)."""
+    """Recognised texts of one engine by image content: parquet files (content, recognized_text)
+    written atomically (a kill keeps finished batches), ``COMPACT_AT`` of them merged into one."""
 
     def __init__(self, folder: str | os.PathLike, engine_name: str):
         self.dir, self.engine_name, self.texts = Path(folder), engine_name, {}
@@ -203,18 +186,14 @@ class TextCache:
             for p in files:
                 p.unlink(missing_ok=True)
 
-    def __len__(self) -> int:
-        return len(self.texts)
-
 
 def recognise_downloads(download_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                         engine: Any | Callable[[], Any] = DEFAULT_ENGINE, *, batch_size: int = 64,
                         progress: bool = True, dest: str | os.PathLike | None = None
                         ) -> pd.DataFrame:
-    """key, wnid, recognized_text of every manifest row of a stage-03 download (also written to
-    ``dest``). ``engine``: an engine, a name of ``ENGINES`` (loaded only if some image is not
-    cached) or a callable making one; its cache ``<cache_dir>/<engine name>`` gets a file after
-    every ``batch_size`` recognised images."""
+    """key, wnid, recognized_text of every row of a stage-03 download (written to ``dest``).
+    ``engine``: one, a name of ``ENGINES`` (loaded only if needed) or a callable making one;
+    ``<cache_dir>/<engine name>`` gets a file every ``batch_size`` recognised images."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(engine, str):
@@ -254,7 +233,7 @@ def write_table(table: pd.DataFrame, dest: str | os.PathLike) -> None:
 
 
 def read_table(download_dir: str | os.PathLike) -> pd.DataFrame:
-    """Stage 03's ``recognized_text.parquet`` of a download folder; a clear error without one."""
+    """Stage 03's ``PRODUCT`` of a download folder; a clear error without one."""
     path = Path(download_dir) / PRODUCT
     if not path.is_file():
         raise FileNotFoundError(
@@ -265,7 +244,7 @@ def read_table(download_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def _engine_name(name: str) -> str:
-    """The cache name an engine of this name and default settings will have, without loading it."""
+    """The cache name of an engine with default settings, without loading it."""
     if name == "easyocr":
         return f"easyocr-{metadata.version('easyocr')}-en-min0"
     if name == "rapidocr":
@@ -274,13 +253,9 @@ def _engine_name(name: str) -> str:
 
 
 def measure(engine: Any, pairs: Sequence[tuple[Any, Any, str, Any]]) -> dict[str, Any]:
-    """Recall (images with the word whose text contains it) and false-flag rate (clean images
-    whose text contains it) of ``engine`` under the authors' rule on (clean, with text, word,
-    style) pairs (``laionet.demo.text.text_pairs``), wall and CPU seconds per image (every
-    thread and the tesseract program), and the per-pair texts (``rows``)."""
-    import resource
-    import time
-
+    """Recall and false-flag rate of ``engine`` under the authors' rule on (clean, with text,
+    word, style) pairs (``laionet.demo.text.text_pairs``), wall and CPU seconds per image (the
+    tesseract program included) and the per-pair texts (``rows``)."""
     def cpu() -> float:  # this process and its finished children (the tesseract program)
         ch = resource.getrusage(resource.RUSAGE_CHILDREN)
         return time.process_time() + ch.ru_utime + ch.ru_stime
@@ -306,7 +281,7 @@ def download_step(download_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                   enabled: bool = True, engine: str = DEFAULT_ENGINE, batch_size: int = 64,
                   progress: bool = True) -> pd.DataFrame:
     """Stage 03's last step: the download's ``PRODUCT``; ``enabled=False``: every text null
-    (never processed, never flagged: stage 04's exclusion is off)."""
+    (never flagged: stage 04's exclusion is off)."""
     if engine not in ENGINES:
         raise ValueError(f"ocr_engine must be one of {list(ENGINES)}, got {engine!r}")
     dest = Path(download_dir) / PRODUCT
@@ -315,7 +290,7 @@ def download_step(download_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                                    progress=progress, dest=dest)
     man = load_manifest(download_dir)
     out = pd.DataFrame({"key": man["key"].astype(np.int64), "wnid": man["wnid"].astype(str),
-                        TEXT_COL: pd.Series([None] * len(man), dtype=object)})
+                        TEXT_COL: None})
     write_table(out, dest)
     return out
 

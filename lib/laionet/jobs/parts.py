@@ -1,10 +1,8 @@
-"""The generic part mapper: one task per LAION part, through any ``concurrent.futures.Executor``.
-
-A local process pool by default; ``distributed.Client(...).get_executor()`` for a Dask cluster,
-unchanged. Parts are numbered by ``laionet.sources.laion.part_numbers`` (``part-NNNNN`` in the
-file name). A part is done when its ``Marker`` ``done/part-%05d.json`` holds the fingerprint of
-the task's parameters and of the input file (and of the other files the part depends on); it is
-written after the task's own outputs. Stage 01's task is ``laionet.jobs.match_parts``.
+"""The generic part mapper: one task per LAION part, through any ``concurrent.futures.Executor``
+(a local process pool by default; ``distributed.Client(...).get_executor()`` for Dask). Parts are
+numbered by ``laionet.sources.laion.part_numbers``. A part is done when its ``Marker``
+``done/part-%05d.json``, written after the task's outputs, holds the fingerprint of the task's
+parameters, of the input file and of the other files the part depends on.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +36,9 @@ class MapResult:
     done: dict[int, dict[str, Any]] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # part path -> error message
-    tracebacks: dict[str, str] = field(default_factory=dict)  # part path -> worker traceback
 
     def raise_for_failures(self) -> None:
-        """One PartError listing every failed part with its whole message (a pyarrow message
-        can span lines: its last line alone may be a lone ")")."""
+        """One PartError listing every failed part with its whole (maybe multi-line) message."""
         if self.failed:
             lines = "\n".join(f"  {p}: " + msg.strip().replace("\n", "\n    ")
                               for p, msg in self.failed.items())
@@ -51,19 +46,11 @@ class MapResult:
                             f"to resume):\n{lines}")
 
 
-def _call(fn: Callable[..., dict], path: Path, part: int) -> dict:
-    """Run one task; errors come back as text with the part's path (picklable everywhere)."""
+def _outcome(call: Callable[[], dict | None]) -> dict:
+    """A task's stats, or its error as text (a worker's, one that died, a pickling error ...)."""
     try:
-        return {"ok": True, "stats": fn(path, part=part)}
+        return {"ok": True, "stats": call()}
     except Exception as exc:  # noqa: BLE001 - reported with the path, never swallowed
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc()}
-
-
-def _result(f: cf.Future) -> dict:
-    try:
-        return f.result()
-    except Exception as exc:  # noqa: BLE001 - a worker that died, a pickling error ...
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -72,18 +59,13 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
               desc: str = "parts", n_workers: int = 2, fingerprint: str = "",
               on_error: str = "raise",
               part_inputs: Callable[[int], Sequence[Path]] | None = None) -> MapResult:
-    """Run ``fn(path, part=n) -> stats dict`` once per part that is not done yet.
-
-    executor: any Executor (the caller owns it). None: a process pool of ``n_workers``
-        (forkserver: no fork of a process running Arrow threads), or inline when n_workers <= 1.
-    fingerprint: of the parameters that change a part's outputs (never the worker count).
-    on_error: "raise" (after every other part finished) or "skip" (failures in the result).
-    part_inputs: part number -> other files its output depends on (stage 02: stage 01's tables
-        of the part); a changed one redoes the part.
-    """
+    """Run ``fn(path, part=n) -> stats`` once per part not done yet, in ``executor`` (else a
+    forkserver pool of ``n_workers``; inline when <= 1). ``fingerprint``: of the parameters that
+    change a part's outputs; ``part_inputs``: part -> other files it depends on."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be raise or skip, not {on_error!r}")
     nums = part_numbers(parts)
+
     def key(path: Path, part: int) -> str:
         extra = part_inputs(part) if part_inputs else ()
         return fingerprint_of([fingerprint, file_fingerprint(path), *(
@@ -100,17 +82,16 @@ def map_parts(fn: Callable[..., dict], parts: Sequence[str | os.PathLike],
     bar = tqdm(total=len(nums), initial=len(result.skipped), desc=desc, unit="part")
     try:
         if executor is None:
-            outcomes = ((path, part, _call(fn, path, part)) for path, part in todo)
+            outcomes = ((path, part, _outcome(lambda: fn(path, part=part))) for path, part in todo)
         else:
-            futures = {executor.submit(_call, fn, path, part): (path, part) for path, part in todo}
-            outcomes = ((*futures[f], _result(f)) for f in cf.as_completed(futures))
+            futures = {executor.submit(fn, path, part=part): (path, part) for path, part in todo}
+            outcomes = ((*futures[f], _outcome(f.result)) for f in cf.as_completed(futures))
         for path, part, out in outcomes:
             if out["ok"]:
                 result.done[part] = dict(out["stats"] or {}, part=part, path=str(path))
                 markers[part].done(stats=result.done[part])
             else:
                 result.failed[str(path)] = out["error"]
-                result.tracebacks[str(path)] = out.get("traceback", "")
             bar.update(1)
     finally:
         bar.close()

@@ -1,13 +1,10 @@
 """Processes that die with their parent and take their process group with them.
 
-A SIGKILL of the runner (``kill -9 -- -<pgid>``, an out-of-memory kill, a closed terminal) must
-not leave a kernel or a download worker running (an orphaned img2dataset worker fills its shard
-with "Connection refused" once the demo's host is gone). Neither SIGKILL nor Linux's
-parent-death signal reaches grandchildren, so each link watches its own parent by polling
-``getppid`` (Linux and macOS alike; unlike ``PR_SET_PDEATHSIG``, whatever thread started it):
-the runner's kernels start as ``python -m laionet.jobs.processes -f {connection_file}`` and kill
-their process group when the runner is gone; stage 03's img2dataset child leads its own group,
-tied to the kernel the same way (``laionet.jobs.download``).
+A SIGKILL of the runner must not leave a kernel or a download worker running (an orphaned
+img2dataset worker fills its shard with "Connection refused"). Neither SIGKILL nor the
+parent-death signal reaches grandchildren, so each link polls ``getppid``: the runner's kernels
+(``python -m laionet.jobs.processes``) and stage 03's img2dataset child kill their process group
+when their parent is gone.
 """
 
 from __future__ import annotations
@@ -27,16 +24,15 @@ POLL_S = 0.1
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     """Signal a whole process group; False when it is already gone."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
         return True
-    except (ProcessLookupError, PermissionError):
-        return False
+    return False
 
 
 def tie_to_parent(parent_pid: int | None = None) -> threading.Thread:
-    """Kill this process, and its process group when it leads one, once ``parent_pid`` (default:
-    the current parent) is no longer its parent. Returns the daemon watcher thread."""
+    """Kill this process (and the group it leads) once ``parent_pid`` (default: the current
+    parent) is no longer its parent. Returns the daemon watcher thread."""
     parent = os.getppid() if not parent_pid else int(parent_pid)
 
     def watch() -> None:
@@ -59,16 +55,13 @@ _KERNELS: dict[int, Any] = {}  # pid -> Popen of the kernels this process starte
 STOPPING = threading.Event()
 
 
-def _same_python(exe: str) -> bool:
-    return os.path.realpath(shutil.which(exe) or exe) == os.path.realpath(sys.executable)
-
-
 def tethered_cmd(cmd: list[str]) -> list[str]:
-    """A kernel command of this interpreter run as ``-m laionet.jobs.processes`` instead of
+    """A kernel command of this interpreter run as ``-m laionet.jobs.processes``, not
     ``-m ipykernel_launcher`` (options such as ``-Xfrozen_modules=off`` may come first)."""
     cmd = list(cmd)
     i = cmd.index("ipykernel_launcher") if "ipykernel_launcher" in cmd[1:] else 0
-    if i and cmd[i - 1] == "-m" and _same_python(cmd[0]):
+    same = os.path.realpath(shutil.which(cmd[0]) or cmd[0]) == os.path.realpath(sys.executable)
+    if i and cmd[i - 1] == "-m" and same:
         cmd[i] = "laionet.jobs.processes"
     return cmd
 
@@ -76,8 +69,7 @@ def tethered_cmd(cmd: list[str]) -> list[str]:
 @functools.cache
 def kernel_manager_class() -> type:
     """jupyter_client's ``AsyncKernelManager`` whose kernels are tied to this process
-    (``tethered_cmd``) and whose process group is killed once they shut down (papermill's
-    ``execute_notebook(..., kernel_manager_class=...)``)."""
+    (``tethered_cmd``), their group killed once they shut down (for papermill)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class TiedKernelManager(AsyncKernelManager):
@@ -104,8 +96,7 @@ def kernel_manager_class() -> type:
 
 
 def kill_kernels() -> int:
-    """Kill every kernel this process started and has not shut down, with their groups (Ctrl-C
-    or SIGTERM of the runner); returns how many there were."""
+    """Kill every kernel this process started and did not shut down; how many there were."""
     n = len(_KERNELS)
     for pid, proc in list(_KERNELS.items()):
         kill_group(pid)
@@ -116,16 +107,11 @@ def kill_kernels() -> int:
     return n
 
 
-def _kernel_main() -> None:
-    """``python -m laionet.jobs.processes -f CONNECTION_FILE``: an ipykernel tied to its launcher."""
-    launcher = int(os.environ.get("JPY_PARENT_PID") or 0)
+if __name__ == "__main__":  # ``python -m laionet.jobs.processes -f CONNECTION_FILE``: an ipykernel
+    launcher = int(os.environ.get("JPY_PARENT_PID") or 0)  # tied to its launcher
     tie_to_parent(launcher if launcher == os.getppid() else None)
     if sys.path and sys.path[0] in ("", os.getcwd()):  # as ipykernel_launcher does; IPython
         del sys.path[0]                                  # puts the working folder back
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()
-
-
-if __name__ == "__main__":
-    _kernel_main()
