@@ -4,8 +4,6 @@ Each method module takes these as defaults; a profile or a notebook parameter ma
 and ``profiles/full.yaml`` leaves them as they are here.
 """
 
-from __future__ import annotations
-
 import numpy as np
 
 # §2, A3: a caption's row key is the authors' global index, part * KEY_STRIDE + row

@@ -15,8 +15,6 @@ LAION's TEXT joins the parts; ImageNet-Captions' title / tags / description are 
 same parts (title = pre + subject, tags = where + context words, description = noise).
 """
 
-from __future__ import annotations
-
 import re
 
 import numpy as np

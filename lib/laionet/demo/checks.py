@@ -5,8 +5,6 @@
 3. classifiers trained on it lose accuracy on natural (LAION) images (``accuracy_table``,
    ``classifiers_lose_accuracy``). The notebook asserts the verdicts; figures: ``demo.plots``."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 import torch

@@ -11,8 +11,6 @@ the same WordNet 3.0 strings ImageNet uses), never typed in here, so the demo wo
 are exactly the real ones.
 """
 
-from __future__ import annotations
-
 import pandas as pd
 
 from laionet.sources.classes import class_table, imagenet1k_wnids

@@ -5,8 +5,6 @@ Everything is byte-deterministic: fixed JPEG settings, no timestamps (the MAT-fi
 creation date is replaced by a fixed text), sorted iteration, parquet without pandas metadata.
 """
 
-from __future__ import annotations
-
 import io
 import json
 from pathlib import Path

@@ -10,8 +10,6 @@ occlusion). ``z = 0`` is the textbook picture of the class; the *typicality* of 
 Rendering is vectorised over a batch (all images of a chunk are computed as [B, H, W] arrays).
 """
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

@@ -3,8 +3,6 @@
 more); ``locate(world, key)`` turns one into a path, a glob or a model spec. Profiles say which
 world (size, seed), never these paths."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 

@@ -6,8 +6,6 @@ deterministic for a seed (fixed seeds, CPU, deterministic algorithms):
 - ``train_classifier``: the demo's "pretrained ImageNet classifiers", small timm architectures
   trained from scratch, loaded through timm's checkpoint-file path as real weights are."""
 
-from __future__ import annotations
-
 import contextlib
 import math
 import os

@@ -1,8 +1,6 @@
 """Figures of the demo world (notebook 00): each builder returns a matplotlib Figure; the notebook
 saves it with ``Stage.figure`` (PNG + PDF, the profile in the title)."""
 
-from __future__ import annotations
-
 import matplotlib.pyplot as plt
 import pandas as pd
 

@@ -27,8 +27,6 @@ small rehearsal the tests run.
     python -m laionet.demo.rehearsal serve [--out runs/rehearsal-assets]    # while 03, 07, 09 run
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import json

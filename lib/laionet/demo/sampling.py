@@ -14,8 +14,6 @@ Caption kinds:
   no_class      neither the image nor the caption is about a world class
 """
 
-from __future__ import annotations
-
 import re
 from dataclasses import dataclass
 

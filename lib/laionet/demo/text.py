@@ -9,8 +9,6 @@ embedded scalable font (``ImageFont.load_default(size)``), so rendering needs no
 the same on every machine.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 

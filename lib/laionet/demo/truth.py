@@ -1,8 +1,6 @@
 """The demo world's hidden truth, joined to the pipeline's row keys (for justification plots only;
 no selection ever reads it)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import pandas as pd

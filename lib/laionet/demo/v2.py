@@ -11,8 +11,6 @@ defined a candidate's *selection frequency* as the share of "yes" votes. From th
 A class whose pool cannot fill a version is not padded silently: the shortfall is returned.
 """
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

@@ -8,8 +8,6 @@ a rerun with the same size and seed returns at once; models missing from a cache
 (``train_models=False`` before) are trained into it without regenerating data.
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import os

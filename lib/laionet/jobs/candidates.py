@@ -5,8 +5,6 @@
 reads them back batch by batch for ``laionet.method.selection`` (never all candidates at once).
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 

@@ -6,8 +6,6 @@ marker), so a killed build (``index_parts``) resumes after its last finished par
 merges the parts' top-k. Each part file repeats the quantizer (~50 bytes a caption instead of 40
 at IVF65536 over 32 parts; benchmarks/bench_index_bytes.py measures both)."""
 
-from __future__ import annotations
-
 import math
 import os
 import re
@@ -87,7 +85,7 @@ class PartedIndex:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, dim: int, factory: str = "Flat",
-             nprobe: int = 32) -> PartedIndex:
+             nprobe: int = 32) -> "PartedIndex":
         """The index in ``folder`` (made when missing; another factory/dim raises)."""
         folder = Path(folder)
         meta = folder / META

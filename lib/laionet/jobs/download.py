@@ -13,8 +13,6 @@ its rows and, unless its ``Marker`` (seen finished while the download was alive)
 row failed with a connection error (a worker that outlived its killed run).
 """
 
-from __future__ import annotations
-
 import codecs
 import collections
 import functools

@@ -10,8 +10,6 @@ part. Adding writes one shard (named by a digest of its entries: idempotent, pro
 side); a lookup loads only the shards whose key range can hold the keys (memory: one LAION part).
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 from collections.abc import Sequence
@@ -68,7 +66,7 @@ class EmbeddingStore:
 
     @classmethod
     def at(cls, root: str | os.PathLike, dataset: str, encoder_name: str,
-           dtype: str = "float32") -> EmbeddingStore:
+           dtype: str = "float32") -> "EmbeddingStore":
         """The store of ``dataset`` under a cache root (``Stage.cache_dir(kind, dataset, enc)``)."""
         return cls(Path(root) / safe_name(dataset) / safe_name(encoder_name), encoder_name, dtype)
 

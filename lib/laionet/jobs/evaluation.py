@@ -4,8 +4,6 @@ classifier and the zero-shot encoder on the downloaded LAIONet and on ImageNet v
 ``PRODUCTS`` (a results file per dataset, each model's group and label-map coverage of the
 LAIONet classes) and return an ``Evaluation``."""
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import inspect

@@ -3,8 +3,6 @@ by image key and ``content_hash`` of the image's bytes (a replaced file, or a LA
 with other settings, is embedded again; float16 would move the 4-decimal §4.2 thresholds). An
 ``ImageSource`` says where a dataset's images are read and names its store."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -164,21 +162,21 @@ class ImageSource:
     paper_rgb_only: bool = False
 
     @classmethod
-    def laion(cls, download_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> ImageSource:
+    def laion(cls, download_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> "ImageSource":
         if not isinstance(download_dir, (str, os.PathLike)):
             download_dir = tuple(download_dir)
         return cls(LAION, download_dir)
 
     @classmethod
-    def imagenet_val(cls, paper_rgb_only: bool = False) -> ImageSource:
+    def imagenet_val(cls, paper_rgb_only: bool = False) -> "ImageSource":
         return cls(IMAGENET_VAL, paper_rgb_only=paper_rgb_only)
 
     @classmethod
-    def imagenet_train(cls) -> ImageSource:
+    def imagenet_train(cls) -> "ImageSource":
         return cls(IMAGENET_TRAIN)
 
     @classmethod
-    def imagenetv2(cls, version: str) -> ImageSource:
+    def imagenetv2(cls, version: str) -> "ImageSource":
         return cls(f"imagenetv2-{version}")
 
 
@@ -194,7 +192,7 @@ class Embedder:
     on_error: str = "raise"
     progress: bool = True
 
-    def with_encoder(self, encoder: Any) -> Embedder:
+    def with_encoder(self, encoder: Any) -> "Embedder":
         return replace(self, encoder=encoder)
 
     def __call__(self, rows: pd.DataFrame, source: ImageSource) -> ImageEmbeddings:

@@ -1,7 +1,5 @@
 """Stage 06's files: ImageNetV2's releases and votes read, stage 04's classifiers run on them."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path

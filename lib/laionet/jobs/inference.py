@@ -11,8 +11,6 @@ no output is always wrong). Zero-shot: correct iff the true class's similarity >
 largest (ties count); a true class outside the text queries gives null.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field

@@ -1,8 +1,6 @@
 """Stage 05's study per image encoder (A14-A15): LAIONet vs ImageNet, class by class (its products
 read back by stage 06), and the recall analyses of stages 05 and 07 on stage 04's results."""
 
-from __future__ import annotations
-
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -6,8 +6,6 @@ column streamed in batches, lemmas matched (``laionet.method.matching``), ``matc
 unreachable class and why.
 """
 
-from __future__ import annotations
-
 import functools
 import os
 import time

@@ -11,8 +11,6 @@ Tesseract's 0.025, no false flag, 1.0 CPU-s per image against EasyOCR's 3.6. Its
 sometimes drops the space between two words, which the authors' space-padded rule then misses.
 """
 
-from __future__ import annotations
-
 import functools
 import hashlib
 import io

@@ -5,8 +5,6 @@ numbered by ``laionet.sources.laion.part_numbers``. A part is done when its ``Ma
 parameters, of the input file and of the other files the part depends on.
 """
 
-from __future__ import annotations
-
 import concurrent.futures as cf
 import multiprocessing
 import os

@@ -7,8 +7,6 @@ parent-death signal reaches grandchildren, so each link polls ``getppid``: the r
 when their parent is gone.
 """
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import os

@@ -12,8 +12,6 @@ Definitions (exact, as in the authors' ``utils/calc_utils.py``):
   w_y is the LAIONet class frequency; SE = sqrt(sum (w_y se_y)^2) / sum w_y.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 

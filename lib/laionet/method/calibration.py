@@ -7,8 +7,6 @@ Two rules, both exact on the candidate table (sort once, search):
   of rows above each threshold that truly show their class, and the share of true rows kept.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import numpy as np

@@ -6,8 +6,6 @@ for every matched lemma, the captions just above and below the threshold and how
 so a reader sees what the threshold does on their own captions.
 """
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

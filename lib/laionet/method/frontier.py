@@ -5,8 +5,6 @@ datasets D, C, B, A (strongest to weakest image link), compared with ImageNet. T
 row per LAION row (``wnid``, ``similarity``, ``image_similarity``). E.10: the authors *built*
 datasets with ``>`` but *counted* the frontier with ``>=``: ``inclusive`` chooses (ties only)."""
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass

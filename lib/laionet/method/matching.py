@@ -21,8 +21,6 @@ their lemmas byte by byte, vectorized. UTF-8 is self-synchronizing and the space
 byte matching equals ``str`` matching.
 """
 
-from __future__ import annotations
-
 import functools
 import string
 from itertools import groupby
@@ -137,7 +135,7 @@ def _prepare_lemma(lemma: str, mode: str) -> str:
     return lemma if mode == "paper" else normalize_text(lemma).strip(" ")
 
 
-def match_naive(texts: Sequence[str | None], lemmas: Sequence[str] | LemmaIndex,
+def match_naive(texts: Sequence[str | None], lemmas: "Sequence[str] | LemmaIndex",
                 mode: str = "paper") -> tuple[np.ndarray, np.ndarray]:
     """The authors' loop (every caption x every lemma, Python ``in``), the reference: (row_index
     int64, lemma_id int32) by row then lemma. Null captions never match (the authors' code

@@ -14,8 +14,6 @@ match. ``rule="lemmas"`` is the fix of checking every lemma of the class as well
 not only the head name ("chain-link fence" in an image is not the head name "chainlink fence").
 """
 
-from __future__ import annotations
-
 import string
 from collections.abc import Iterable, Mapping, Sequence
 

@@ -2,8 +2,6 @@
 caption's nearest LAION row (``jobs.caption_index``) gets its class; rows whose caption-to-caption
 similarity, re-scored exactly (``exact_similarity``), passes a threshold (0.7) form the dataset."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 
 import numpy as np

@@ -7,8 +7,6 @@ threshold figures (B1-B3). Every function that reads candidates takes a DataFram
 disk read batch by batch (``.batches(columns, filter)``, e.g. ``jobs.candidates.CandidateFiles``).
 """
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path

@@ -2,8 +2,6 @@
 0.73), threshold0.7 ("a", 0.85), top-images ("c", 0.93), each compared with LAIONet and ImageNet
 (``release_tables``), A16's histograms, and the curve over per-image vote thresholds (demo)."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 

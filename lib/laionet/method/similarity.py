@@ -2,8 +2,6 @@
 E.9, E.10), over unit-norm embeddings grouped by class ({wnid: float32 [n, d]}): the statistic is
 the mean cosine over the lower triangle of E·Eᵀ (every pair of distinct images)."""
 
-from __future__ import annotations
-
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any

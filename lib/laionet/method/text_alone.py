@@ -8,8 +8,6 @@ p = NaN, counted in the report. ``paper=True`` reproduces the authors: all class
 (999, the true one included) and p = 0 for captions of excluded classes.
 """
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

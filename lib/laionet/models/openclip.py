@@ -1,7 +1,5 @@
 """Load an open_clip model from a pretrained tag, a local checkpoint file, or random weights."""
 
-from __future__ import annotations
-
 import os
 import warnings
 from typing import Any

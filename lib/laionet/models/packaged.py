@@ -16,8 +16,6 @@ One spec serves as a stage-04 classifier (``classifiers: efficientnet-lite0,...`
 ImageNet-1k outputs) and as a stage-05 image encoder (Appendix H; the pooled 1,280-d pre-logits).
 """
 
-from __future__ import annotations
-
 import importlib
 import os
 from dataclasses import dataclass

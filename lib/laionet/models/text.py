@@ -11,8 +11,6 @@ Specs for :func:`load_text_encoder` (offline: packaged weights, folders or the H
 Embeddings are float32 and L2-normalised; null captions are embedded as ``"None"`` (paper_spec A5).
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Any, Sequence

@@ -5,8 +5,6 @@ input size, normalisation, and the text encoder whose embedding space the tower 
 into). ``laionet.demo.models`` trains it; ``load_image_encoder("demo-tower:<file>")`` loads it.
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Any

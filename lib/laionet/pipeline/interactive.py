@@ -8,8 +8,6 @@ that parameter; the printed account then says the cell's value is not used. To c
 sets, use a profile of your own (``extends: P``, then ``profile = "my.yaml"`` in the cell).
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any
 

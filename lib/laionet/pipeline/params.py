@@ -10,8 +10,6 @@ uses) from the notebook Jupytext makes of the .py file; no kernel starts, so the
 every value against its declared type before any kernel does.
 """
 
-from __future__ import annotations
-
 import ast
 import re
 from dataclasses import dataclass

@@ -3,8 +3,6 @@ parameters; ``extends: full`` puts a profile over a parent. Relative paths are r
 the project root, so notebooks behave the same from JupyterLab, papermill or a test.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

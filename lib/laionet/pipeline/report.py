@@ -10,8 +10,6 @@ recorded (left from an older run, or saved by other code) are listed apart.
     python -m laionet.pipeline.report --profile tiny        # rewrite the page of a profile's runs
 """
 
-from __future__ import annotations
-
 import argparse
 import os
 import re

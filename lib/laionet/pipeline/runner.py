@@ -15,8 +15,6 @@ run or sweep of a profile at a time: a second one says who holds runs/<profile>/
 for it (``--no-wait``: exits with status 3 instead).
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import json

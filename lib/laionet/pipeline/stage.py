@@ -9,8 +9,6 @@ is skipped; otherwise its declared products are removed first, unless a killed r
 ``status: running`` under the same fingerprint (the rerun resumes).
 """
 
-from __future__ import annotations
-
 import glob as globmod
 import os
 import shutil

@@ -14,8 +14,6 @@ unless the input is ``optional`` (it resolves to None).
 To add a stage: write ``notebooks/NN_name.py`` and add a ``StageSpec`` here (docs/DEVELOPING.md).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, replace
 
 from laionet.paper import CLIP_B32

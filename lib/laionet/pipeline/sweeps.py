@@ -8,8 +8,6 @@ value, e.g. ``sweep 04 resolution_parity false true`` measures what resizing Ima
 LAIONet was stored changes (paper_spec B5).
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

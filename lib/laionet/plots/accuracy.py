@@ -4,8 +4,6 @@ Error bars are +-1.96 SE on both axes everywhere (the authors drew +-1 SE on the
 of B5 and +-1.96 SE on the LAIONet axis, spec E.10); the captions say so.
 """
 
-from __future__ import annotations
-
 from typing import Sequence
 
 import numpy as np

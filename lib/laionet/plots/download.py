@@ -1,7 +1,5 @@
 """Stage 03's figures: how the download went, and what came back."""
 
-from __future__ import annotations
-
 from typing import Sequence
 
 import pandas as pd

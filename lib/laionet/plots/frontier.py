@@ -1,7 +1,5 @@
 """Figures of stage 07 (the image-to-selection link, B14/B15/B19 and the extensions)."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 
 import numpy as np

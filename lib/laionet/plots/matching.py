@@ -1,7 +1,5 @@
 """Figures of stage 01 (synset matching) from its products."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

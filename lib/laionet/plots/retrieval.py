@@ -1,7 +1,5 @@
 """Figures of stage 09 (ImageNet recreated by text search, B18/B20)."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 
 import numpy as np

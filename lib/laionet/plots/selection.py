@@ -1,7 +1,5 @@
 """Figures of stage 02 (B1-B3 and the demo's threshold calibration)."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

@@ -1,7 +1,5 @@
 """Figures of the intra-class similarity stages (05-07, 09)."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 
 import numpy as np

@@ -4,8 +4,6 @@ Every saved figure carries a title suffix naming the profile that made it (for e
 "[demo world]"), so a demo figure is never mistaken for a result on real data.
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """Figures of stage 08 (text alone, B16/B17)."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

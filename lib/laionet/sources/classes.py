@@ -12,8 +12,6 @@ removed and Siberian husky is listed as n02112837 instead of n02110185. ``author
 reproduces both; the default keeps the true devkit wnids.
 """
 
-from __future__ import annotations
-
 import functools
 import hashlib
 import os

@@ -10,8 +10,6 @@ integer class indices, never ranks in lexicographic order) and ImageNet-Captions
 the files of such a table once each, as RGB.
 """
 
-from __future__ import annotations
-
 import io
 import json
 import os

@@ -6,8 +6,6 @@ KEY_STRIDE + row`` (``row``: the 0-based row inside its part). Every stage that 
 02, 09) numbers them and builds or splits keys here, so a part stage 01 accepts is a part every
 later stage accepts."""
 
-from __future__ import annotations
-
 import os
 import re
 from collections.abc import Iterable, Sequence

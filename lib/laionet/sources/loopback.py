@@ -8,8 +8,6 @@ A ``ThreadingHTTPServer`` in a background thread: GET and HEAD, real 404s for mi
 no request log; ``stop()`` (or leaving the ``with`` block) frees the port and joins the thread.
 """
 
-from __future__ import annotations
-
 import functools
 import os
 import threading
@@ -51,7 +49,7 @@ class ImageHost:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def start(self) -> ImageHost:
+    def start(self) -> "ImageHost":
         if self._server is not None:
             return self
         handler = functools.partial(_QuietHandler, directory=str(self.root))
@@ -74,7 +72,7 @@ class ImageHost:
         """Map the world's ``http://laion-demo.invalid/...`` URLs onto this host; others unchanged."""
         return self.base_url + url[len(self.prefix):] if url.startswith(self.prefix) else url
 
-    def __enter__(self) -> ImageHost:
+    def __enter__(self) -> "ImageHost":
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -5,8 +5,6 @@ The authors released ``ILSVRC2012_val.parquet`` (index = val file name, columns
 ``val_imagename2wnid.json``; their LAIONet parquets (Google Drive) carry the same columns.
 Turning them into the long table lets the same aggregation and figures run without a model."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os

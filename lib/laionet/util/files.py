@@ -7,8 +7,6 @@ folder of them before a stage starts again. ``read_part`` reads columns of a LAI
 turns any reading error into a ``PartError`` naming the file with the full cause.
 """
 
-from __future__ import annotations
-
 import contextlib
 import json
 import math

@@ -8,8 +8,6 @@ bytes), the parameters that change it (never worker counts) and the code where i
 Embedding-store entries are keyed by content and encoder (``laionet.jobs.embedding_store``).
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os

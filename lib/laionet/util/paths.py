@@ -1,8 +1,6 @@
 """The project root: relative paths in profiles and notebook parameters are taken from it, so
 notebooks behave the same from JupyterLab, papermill or a test."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """Wall time per named step of a stage, saved as it goes."""
 
-from __future__ import annotations
-
 import os
 import time
 from contextlib import contextmanager
