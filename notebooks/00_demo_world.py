@@ -91,13 +91,13 @@ assert checks.imagenet_more_similar(summary), "ImageNet-mini should be more simi
 summary
 
 # %% [markdown]
-# 3. Classifiers trained on ImageNet-mini lose accuracy on all readable LAION images of the
-#    classes; only those above twice chance on their own val set (tiny world) count.
+# 3. Classifiers trained on ImageNet-mini (each well above chance on its own val set) lose
+#    accuracy on all readable LAION images of the classes.
 
 # %%
 acc, table = checks.accuracy_table(world, sets)
 S.table(table.reset_index(), "00_demo_classifier_accuracy")
 verdict, why = checks.classifiers_lose_accuracy(table, n_classes=len(classes))
 print(table, why, sep="\n")
-assert verdict is not False, "most classifiers should lose accuracy on LAION"
+assert verdict or not train_models, why
 acc

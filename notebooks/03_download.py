@@ -38,6 +38,7 @@ retries: int = 2                      # retries per URL
 timeout: int = 10                     # seconds per request
 recognise_text: bool = True           # read the text in each image (A7); False: texts null, nothing flagged in 04
 ocr_engine: str = "rapidocr"          # rapidocr | easyocr | tesseract (see laionet.jobs.ocr)
+ocr_detector_side: int = 736          # rapidocr: px of the detector input's smaller side (its default)
 # where and how it runs
 profile: str = "demo"                 # profile name or YAML path
 laionet_path: str = ""                # LAIONet table (key, wnid, URL); empty: stage 02's laionet.parquet
@@ -101,7 +102,8 @@ if fig is not None:
 # %%
 with S.timings("recognise_text"):
     texts = ocr.download_step(S.out, S.cache_dir("recognised_text"), enabled=recognise_text,
-                              engine=ocr_engine, batch_size=ocr_batch_size)
+                              engine=ocr_engine, batch_size=ocr_batch_size,
+                              detector_side=ocr_detector_side)
 print(f"{texts.attrs.get('recognised', 0):,} images read by {texts.attrs.get('engine', 'no engine')}, "
       f"{texts.attrs.get('cache_hits', 0):,} from the cache")
 S.table(recognised_text.outcomes(texts), "03_download_recognised_text", float_format="%.4f")

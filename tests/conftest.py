@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# Signals as a terminal gives them. A shell without job control starts a background job (``cmd &``)
+# with SIGINT ignored, and an ignored signal stays ignored through exec: pytest, the runner, its
+# kernels and img2dataset would all start deaf to Ctrl-C and CPython would install no
+# KeyboardInterrupt handler. A handled signal is reset to its default at exec, so restoring the
+# handler here gives every process the tests start the disposition an interactive shell gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

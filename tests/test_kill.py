@@ -126,7 +126,7 @@ class Run:
     def wait_for_stats(self, out: Path, n: int) -> int:
         """Wait until ``n`` shards are finished (while the runner still runs)."""
         while time.monotonic() - self.t0 < RUN_LIMIT_S:
-            done = len(list(out.glob(f"{dl.SHARDS}/*/*_stats.json")))
+            done = _finished_shards(out)
             if done >= n:
                 return done
             assert self.proc.poll() is None, f"the runner ended early:\n{self.output()}"
@@ -176,6 +176,18 @@ class Run:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self._log.close()
+
+
+def _receives(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` neither ignores nor blocks ``sig`` (/proc/<pid>/status masks)."""
+    status = dict(line.split(":\t", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    bit = 1 << (sig - 1)
+    return not (int(status["SigIgn"], 16) & bit or int(status["SigBlk"], 16) & bit)
+
+
+def _finished_shards(out: Path) -> int:
+    return len(list(out.glob(f"{dl.SHARDS}/*/*_stats.json")))
 
 
 def _assert_nothing_left(run: Run, when: str) -> float:
@@ -307,15 +319,20 @@ def test_sigkill_of_the_runner_group_mid_download_loses_no_image(project, refere
                                            (signal.SIGTERM, 143, "interrupted (SIGTERM);")],
                          ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_stops_everything_in_one_line(project, sig, rc, said):
-    run, _ = _run(project, f"signal-{sig.name}")
+    run, out = _run(project, f"signal-{sig.name}")
     try:
         run.wait_for_process(WORKER)  # img2dataset's pool is downloading
+        kernel = run.wait_for_process("laionet.jobs.processes")
+        for pid in (run.proc.pid, kernel):  # a terminal's disposition, however pytest started
+            assert _receives(pid, sig), f"process {pid} ignores or blocks {sig.name}"
         run.signal_group(sig)
         assert run.wait() == rc, run.output()
         _assert_nothing_left(run, sig.name)
         text = run.output()
     finally:
         run.close()
+    # cut short: the download stopped before its last shard (N_ROWS / SHARD of them)
+    assert _finished_shards(out) < N_ROWS // SHARD, text
     after = text[text.index("[run_all] 03_download: profile="):].splitlines()[1:]
     assert "Traceback" not in text, text
     assert any(said in line and "rerun the same command to resume" in line for line in after), text
@@ -340,12 +357,8 @@ def test_a_failed_download_leaves_no_process(project):
 
 
 _DOWNLOAD = """
-import signal
 import sys
 import pandas as pd
-# Ctrl-C raises KeyboardInterrupt, as in a kernel, also when this test runs in a background job,
-# whose children start with SIGINT ignored (a shell without job control does that)
-signal.signal(signal.SIGINT, signal.default_int_handler)
 from laionet.jobs import download as dl
 dl.download_laionet(pd.read_parquet(sys.argv[1]), sys.argv[2], serve_root=sys.argv[3],
                     processes_count=1, thread_count=1, number_sample_per_shard=int(sys.argv[4]),
@@ -367,6 +380,7 @@ def test_the_download_stops_with_the_process_that_runs_it(project, how):
     try:
         run.wait_for_process(WORKER)
         if how == "interrupt":
+            assert _receives(run.proc.pid, signal.SIGINT), "the child ignores or blocks SIGINT"
             run.signal_group(signal.SIGINT)
         else:
             os.kill(run.proc.pid, signal.SIGKILL)
@@ -375,6 +389,7 @@ def test_the_download_stops_with_the_process_that_runs_it(project, how):
         text = run.output()
     finally:
         run.close()
+    assert _finished_shards(scratch / "runs" / f"direct-{how}") < N_ROWS // SHARD, text
     if how == "interrupt":
         assert "KeyboardInterrupt" in text, text
 

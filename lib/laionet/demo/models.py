@@ -1,14 +1,16 @@
 """The demo world's models, trained once on its images and saved as ordinary checkpoint files,
-deterministic for a seed (fixed seeds, CPU, deterministic algorithms):
+deterministic for a seed (fixed seeds, CPU, one thread: the models are small, so a second
+thread costs more in synchronisation than it gains; ``benchmarks/bench_demo_models.py``):
 - ``train_image_tower``: the demo "CLIP" image tower, a small CNN trained contrastively into the
   space of FROZEN all-MiniLM-L6-v2 caption embeddings, so image-image, image-text and zero-shot
   similarities all exist (loaded with ``load_image_encoder("demo-tower:<file>")``);
-- ``train_classifier``: the demo's "pretrained ImageNet classifiers", small timm architectures
-  trained from scratch, loaded through timm's checkpoint-file path as real weights are."""
+- ``train_classifier``: the demo's "pretrained ImageNet classifiers", timm's smallest members of
+  the paper's families (ResNet, EfficientNet, ConvNeXt: timm's ``test_*`` architectures) trained
+  from scratch at 32 px, loaded through timm's checkpoint-file path as real weights are.
+Both train on images made smaller (``shrink``) as their saved preprocessing makes them smaller."""
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,20 +18,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from laionet.models import load_text_encoder
 from laionet.models.tower import build_tower, default_config, save_tower
 from laionet.util.files import atomic_path, write_json, write_text
 
-#: Small timm CNNs that train in seconds on 64 px images on 2 CPU cores (see the report/bench).
-DEMO_CLASSIFIER_ARCHS: list[str] = ["regnetx_002", "mobilenetv3_small_100", "tinynet_e"]
+#: timm's smallest ResNet, EfficientNet and ConvNeXt (0.1-0.4 M parameters): each learns the
+#: demo's 24 classes in seconds at 32 px on one CPU thread (benchmarks/bench_demo_models.py).
+DEMO_CLASSIFIER_ARCHS: list[str] = ["test_resnet", "test_efficientnet", "test_convnext"]
 
 
 @contextlib.contextmanager
 def _deterministic(seed: int, threads: int | None) -> Iterator[None]:
     """Seeded, deterministic torch for the duration; global torch settings restored after."""
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads or max(1, min(os.cpu_count() or 1, 8)))
+    torch.set_num_threads(threads or 1)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
     try:
@@ -46,6 +50,17 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     if images.shape[1] != images.shape[2]:
         raise ValueError(f"images: expected square images, got {images.shape[1]}x{images.shape[2]}")
     return images
+
+
+def shrink(images: np.ndarray, size: int | None) -> np.ndarray:
+    """Square uint8 images resized to ``size`` px as the models' saved preprocessing resizes them
+    (PIL bilinear, what timm's and torchvision's Resize do to a PIL image); as they are when
+    ``size`` is None or their own size."""
+    images = _check_images(images)
+    if size is None or size == images.shape[1]:
+        return images
+    return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+                     for a in images])
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -103,11 +118,12 @@ def _fit(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor,
 def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_path: Path, *,
                       seed: int = 0, epochs: int = 8, max_pairs: int | None = 4000,
                       batch_size: int = 128, lr: float = 3e-3, text_encoder: Any = None,
-                      threads: int | None = None) -> Path:
+                      threads: int | None = None, input_size: int | None = None) -> Path:
     """Train the demo tower on image-caption pairs and save ``out_path`` (.safetensors + .json).
     The caption side is frozen all-MiniLM-L6-v2 (or ``text_encoder``); the image side learns to
     land next to its own caption (symmetric InfoNCE, learnable temperature), on at most
-    ``max_pairs`` pairs (a seeded subsample: the demo build's budget)."""
+    ``max_pairs`` pairs (a seeded subsample: the demo build's budget), at ``input_size`` px
+    (None: the images' own size)."""
     images = _check_images(images)
     if len(captions) != len(images):
         raise ValueError(f"train_image_tower: {len(images)} images but {len(captions)} captions")
@@ -116,8 +132,9 @@ def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_pa
         sel = np.sort(np.random.default_rng(seed).choice(len(images), size=max_pairs, replace=False))
     encoder = text_encoder or load_text_encoder("minilm", device="cpu")
     text = torch.from_numpy(encoder.embed_texts([captions[i] for i in sel], batch_size=256))
-    mean, std = channel_stats(images[sel])
-    config = default_config(embed_dim=text.shape[1], input_size=images.shape[1],
+    pixels = shrink(images[sel], input_size)
+    mean, std = channel_stats(pixels)
+    config = default_config(embed_dim=text.shape[1], input_size=pixels.shape[1],
                             text_encoder=encoder.name)
     config.update(mean=mean, std=std, seed=seed, epochs=epochs, n_pairs=len(sel),
                   loss="symmetric InfoNCE vs frozen text embeddings")
@@ -130,16 +147,18 @@ def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_pa
             labels = torch.arange(len(img))
             return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-        history = _fit(model, to_tensor(images[sel], mean, std), text, info_nce, epochs=epochs,
+        history = _fit(model, to_tensor(pixels, mean, std), text, info_nce, epochs=epochs,
                        batch_size=batch_size, lr=lr, seed=seed, extra_params=[log_scale])
     config["train_loss"] = [round(v, 4) for v in history]
     return save_tower(model, config, out_path)
 
 
 def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, wnids: Sequence[str],
-                     out_dir: Path, *, seed: int = 0, epochs: int = 8, batch_size: int = 64,
-                     lr: float = 4e-3, threads: int | None = None) -> Path:
-    """Train ``timm.create_model(arch, num_classes=len(wnids))`` from scratch and write
+                     out_dir: Path, *, seed: int = 0, epochs: int = 8, batch_size: int = 32,
+                     lr: float = 4e-3, threads: int | None = None,
+                     input_size: int | None = None) -> Path:
+    """Train ``timm.create_model(arch, num_classes=len(wnids))`` from scratch at ``input_size``
+    px (None: the images' own size) and write
     ``<out_dir>/<arch>.pth`` (returned), ``<arch>.wnids.txt`` (wnid of each output) and
     ``<arch>.json`` (the pretrained_cfg ``laionet.models.classifiers.load_classifier`` reads)."""
     import timm  # not at the top: the pipeline imports this module (via the world) without timm
@@ -151,6 +170,7 @@ def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, wnids: S
     if len(labels) and (labels.min() < 0 or labels.max() >= len(wnids)):
         raise ValueError(f"train_classifier: labels must be in [0, {len(wnids)}) (one per wnid); "
                          f"got [{labels.min()}, {labels.max()}]")
+    images = shrink(images, input_size)
     mean, std = channel_stats(images)
     with _deterministic(seed, threads):
         model = timm.create_model(arch, pretrained=False, num_classes=len(wnids))

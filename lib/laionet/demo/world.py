@@ -48,15 +48,16 @@ class WorldSize:
     v2_pool: int               # ImageNetV2 candidates per class (each gets 10 votes)
     tower_pairs: int           # LAION pairs the tower trains on (CPU time ~ pairs x epochs)
     tower_epochs: int
-    classifier_epochs: int
+    classifier_epochs: int     # over n_train x classes images
     n_votes: int = 10
+    model_input: int = 32      # px the tower and the classifiers see (the world draws 64 px)
 
 
 SIZES = {
     "demo": WorldSize(n_laion=24_000, n_parts=4, n_train=60, n_val=20, n_v2=10, v2_pool=80,
-                      tower_pairs=4000, tower_epochs=3, classifier_epochs=8),
+                      tower_pairs=4000, tower_epochs=3, classifier_epochs=5),
     "tiny": WorldSize(n_laion=1_500, n_parts=2, n_train=20, n_val=10, n_v2=5, v2_pool=40,
-                      tower_pairs=1000, tower_epochs=1, classifier_epochs=2),
+                      tower_pairs=2000, tower_epochs=8, classifier_epochs=20),
 }
 
 # LAION-mini's file faults (shares of rows) and metadata mix
@@ -356,7 +357,8 @@ def _counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
-def _train_models(paths: WorldPaths, out: Path, cfg: WorldSize, seed: int) -> dict:
+def _train_models(paths: WorldPaths, out: Path, cfg: WorldSize, seed: int,
+                  timings: Timings) -> dict:
     """Train the image tower on LAION-mini pairs and the classifiers on ImageNet-mini train,
     reading the images back from the world's files (what every later stage sees)."""
     laion, train = paths.truth_table("laion"), paths.truth_table("imagenet")
@@ -364,13 +366,18 @@ def _train_models(paths: WorldPaths, out: Path, cfg: WorldSize, seed: int) -> di
     train = train[train["dataset"] == "imagenet_train"]
     wnids = paths.classes_txt.read_text().split()
     labels = train["wnid"].map({w: i for i, w in enumerate(wnids)}).to_numpy(np.int64)
-    tower_ckpt = models.train_image_tower(paths.images(ok["path"]), ok["TEXT"].tolist(),
-                                          out / "image_tower.safetensors", seed=seed,
-                                          epochs=cfg.tower_epochs, max_pairs=cfg.tower_pairs)
-    train_px = paths.images(train["path"])
-    return {"image_tower": tower_ckpt.name, "classifiers": {arch: models.train_classifier(
-        arch, train_px, labels, wnids, out, seed=seed, epochs=cfg.classifier_epochs).name
-        for arch in models.DEMO_CLASSIFIER_ARCHS}}
+    with timings("image_tower"):
+        tower_ckpt = models.train_image_tower(
+            paths.images(ok["path"]), ok["TEXT"].tolist(), out / "image_tower.safetensors",
+            seed=seed, epochs=cfg.tower_epochs, max_pairs=cfg.tower_pairs,
+            input_size=cfg.model_input)
+    train_px = models.shrink(paths.images(train["path"]), cfg.model_input)
+    done = {}
+    for arch in models.DEMO_CLASSIFIER_ARCHS:
+        with timings(f"classifier_{arch}"):
+            done[arch] = models.train_classifier(arch, train_px, labels, wnids, out, seed=seed,
+                                                 epochs=cfg.classifier_epochs).name
+    return {"image_tower": tower_ckpt.name, "classifiers": done}
 
 
 @contextlib.contextmanager
@@ -426,7 +433,7 @@ def build_world(world_dir: str | os.PathLike, size: str = "demo", seed: int = 0,
     if have.get("fingerprint") != models_fp or not (paths.models / have["image_tower"]).is_file():
         timings, cpu0 = Timings(), time.process_time()
         with replaced_when_done(paths.models) as tmp, timings("models_total"):
-            done = _train_models(paths, tmp, cfg, seed)
+            done = _train_models(paths, tmp, cfg, seed, timings)
         write_json({**info, "models": {"fingerprint": models_fp, **done}, "timings_s": {
             **info["timings_s"], **timings, "models_cpu": round(time.process_time() - cpu0, 3)}},
             paths.world_json)

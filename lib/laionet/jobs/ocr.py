@@ -83,16 +83,29 @@ class EasyOCREngine:
         return _join(self.reader.readtext(_upscale(image, self.min_side), detail=0))
 
 
+#: RapidOCR's detector input: the image scaled so its smaller side is this many px (its
+#: default). A 64 px image is scaled up 11x for it; at 128 px the demo's words are found as
+#: often for 1/12 of the CPU (benchmarks/bench_demo_models.py measures both).
+RAPIDOCR_DETECTOR_SIDE = 736
+
+
+def _rapidocr_name(min_side: int, detector_side: int) -> str:
+    det = "" if detector_side == RAPIDOCR_DETECTOR_SIDE else f"-det{detector_side}"
+    return f"rapidocr-{metadata.version('rapidocr-onnxruntime')}-min{min_side}{det}"
+
+
 class RapidOCREngine:
     """RapidOCR: PaddleOCR's PP-OCRv4 detector + recogniser as ONNX files inside the wheel."""
 
-    def __init__(self, min_side: int = 0, n_threads: int | None = None):
+    def __init__(self, min_side: int = 0, n_threads: int | None = None,
+                 detector_side: int = RAPIDOCR_DETECTOR_SIDE):
         from rapidocr_onnxruntime import RapidOCR
 
-        self.ocr = RapidOCR(**({"intra_op_num_threads": int(n_threads), "inter_op_num_threads": 1}
+        self.ocr = RapidOCR(det_limit_side_len=int(detector_side),
+                            **({"intra_op_num_threads": int(n_threads), "inter_op_num_threads": 1}
                                if n_threads else {}))
         self.min_side = int(min_side)
-        self.name = f"rapidocr-{metadata.version('rapidocr-onnxruntime')}-min{self.min_side}"
+        self.name = _rapidocr_name(self.min_side, int(detector_side))
 
     def read(self, image: np.ndarray) -> str:
         result, _ = self.ocr(_upscale(image, self.min_side)[:, :, ::-1].copy())  # it wants BGR
@@ -187,15 +200,18 @@ class TextCache:
 
 def recognise_downloads(download_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                         engine: Any | Callable[[], Any] = DEFAULT_ENGINE, *, batch_size: int = 64,
-                        progress: bool = True, dest: str | os.PathLike | None = None
-                        ) -> pd.DataFrame:
+                        progress: bool = True, dest: str | os.PathLike | None = None,
+                        engine_options: dict[str, Any] | None = None) -> pd.DataFrame:
     """key, wnid, recognized_text of every row of a stage-03 download (written to ``dest``).
-    ``engine``: one, a name of ``ENGINES`` (loaded only if needed) or a callable making one;
-    ``<cache_dir>/<engine name>`` gets a file every ``batch_size`` recognised images."""
+    ``engine``: one, a name of ``ENGINES`` (loaded with ``engine_options``, only if needed) or a
+    callable making one; ``<cache_dir>/<engine name>`` gets a file every ``batch_size``
+    recognised images."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(engine, str):
-        name, get = _engine_name(engine), functools.cache(functools.partial(load_engine, engine))
+        opts = engine_options or {}
+        name = _engine_name(engine, **opts)
+        get = functools.cache(functools.partial(load_engine, engine, **opts))
     else:
         engine = engine() if callable(engine) and not hasattr(engine, "read") else engine
         name, get = engine.name, lambda: engine
@@ -241,13 +257,13 @@ def read_table(download_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def _engine_name(name: str) -> str:
-    """The cache name of an engine with default settings, without loading it."""
-    if name == "easyocr":
+def _engine_name(name: str, **kw: Any) -> str:
+    """The cache name of an engine with settings ``kw``, without loading it."""
+    if name == "easyocr" and not kw:
         return f"easyocr-{metadata.version('easyocr')}-en-min0"
-    if name == "rapidocr":
-        return f"rapidocr-{metadata.version('rapidocr-onnxruntime')}-min0"
-    return load_engine(name).name
+    if name == "rapidocr" and set(kw) <= {"detector_side"}:
+        return _rapidocr_name(0, int(kw.get("detector_side", RAPIDOCR_DETECTOR_SIDE)))
+    return load_engine(name, **kw).name
 
 
 def measure(engine: Any, pairs: Sequence[tuple[Any, Any, str, Any]]) -> dict[str, Any]:
@@ -277,15 +293,19 @@ def measure(engine: Any, pairs: Sequence[tuple[Any, Any, str, Any]]) -> dict[str
 
 def download_step(download_dir: str | os.PathLike, cache_dir: str | os.PathLike, *,
                   enabled: bool = True, engine: str = DEFAULT_ENGINE, batch_size: int = 64,
+                  detector_side: int = RAPIDOCR_DETECTOR_SIDE,
                   progress: bool = True) -> pd.DataFrame:
     """Stage 03's last step: the download's ``PRODUCT``; ``enabled=False``: every text null
-    (never flagged: stage 04's exclusion is off)."""
+    (never flagged: stage 04's exclusion is off). ``detector_side``: RapidOCR's detector input."""
     if engine not in ENGINES:
         raise ValueError(f"ocr_engine must be one of {list(ENGINES)}, got {engine!r}")
+    if detector_side < 32:
+        raise ValueError(f"ocr_detector_side must be >= 32 px, got {detector_side}")
     dest = Path(download_dir) / PRODUCT
     if enabled:
+        opts = {"detector_side": int(detector_side)} if engine == "rapidocr" else {}
         return recognise_downloads(download_dir, cache_dir, engine, batch_size=batch_size,
-                                   progress=progress, dest=dest)
+                                   progress=progress, dest=dest, engine_options=opts)
     man = load_manifest(download_dir)
     out = pd.DataFrame({"key": man["key"].astype(np.int64), "wnid": man["wnid"].astype(str),
                         TEXT_COL: None})

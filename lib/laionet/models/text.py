@@ -27,6 +27,14 @@ MPNET_NAME = "all-mpnet-base-v2"
 _KINDS = ("minilm", "mpnet", "sentence-transformers", "open_clip")
 
 
+def distinct(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(each text once, in first-seen order; where each input text is in that list): captions
+    repeat (half the demo's, a share of LAION's), and each is embedded once."""
+    first: dict[str, int] = {}
+    where = np.fromiter((first.setdefault(t, len(first)) for t in texts), np.int64, len(texts))
+    return list(first), where
+
+
 class TextEncoder:
     """Base class: subclasses set ``name`` (stable cache id) and ``dim`` and embed batches."""
 
@@ -55,9 +63,10 @@ class SentenceTransformerEncoder(TextEncoder):
         texts = clean_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        emb = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
+        once, where = distinct(texts)
+        emb = self.model.encode(once, batch_size=batch_size, show_progress_bar=progress,
                                 convert_to_numpy=True, normalize_embeddings=True)
-        return l2_normalize(emb)
+        return l2_normalize(emb)[where]
 
 
 def clip_tokenize(tokenizer: Any, texts: Sequence[str], chunk: int = 8192
@@ -94,7 +103,8 @@ class OpenClipTextEncoder(TextEncoder):
 
     def embed_texts(self, texts: Sequence[str | None], batch_size: int = 64,
                     progress: bool = False) -> np.ndarray:
-        return self._embed(texts, batch_size, progress, self.bucketing)
+        once, where = distinct(clean_texts(texts))
+        return self._embed(once, batch_size, progress, self.bucketing)[where]
 
     def embed_texts_fixed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
         """Reference path: open_clip's ``encode_text`` on full 77-token rows, input order."""
