@@ -56,7 +56,6 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
-    import numpy as np
     import timm
     import torch
 
@@ -96,8 +95,8 @@ def main() -> None:
     # 1. classifiers, seconds per epoch (old: 64 px, 2 threads as before; new: 32 px, 1 thread)
     rows = []
     for old, new in zip(OLD_ARCHS, models.DEMO_CLASSIFIER_ARCHS):
-        t_old, _ = _median(lambda: train(old, px64, 1, 2), args.repeats)
-        t_new, _ = _median(lambda: train(new, px32, 1, 1), args.repeats)
+        t_old, _ = _median(lambda old=old: train(old, px64, 1, 2), args.repeats)
+        t_new, _ = _median(lambda new=new: train(new, px32, 1, 1), args.repeats)
         row = {"old": old, "new": new, "old_s_per_epoch": round(t_old, 2),
                "new_s_per_epoch": round(t_new, 2), "ratio": round(t_old / t_new, 1),
                "old_s_world": round(t_old * 8, 1),

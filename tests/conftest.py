@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,39 @@ def tiny_run(tmp_path_factory):
         else:
             os.environ["LAIONET_ROOT"] = old
     return rc, scratch
+
+
+# ---------------------------------------------------------------- the rehearsal, run once
+
+@pytest.fixture(scope="session")
+def rehearsal_run(tmp_path_factory):
+    """``profiles/rehearsal.yaml`` (full + real assets) through the real runner, once per session,
+    in a scratch project, its photos served on 127.0.0.1 while it runs: (exit code, folder).
+    Shared by the rehearsal test and the golden check of stage 04 (which reads 04's results
+    instead of classifying the same 677 photos again). Skips without the reference assets."""
+    from laionet.demo import rehearsal
+    from laionet.pipeline import runner
+    from laionet.util.paths import project_root
+
+    if not (REFERENCE / "coco-mini").is_dir():
+        pytest.skip(f"real reference assets not found at {REFERENCE} (../shared/reference or "
+                    "$LAIONET_REFERENCE)")
+    root = tmp_path_factory.mktemp("rehearsal")
+    real = project_root()
+    for name in ("notebooks", "profiles", "pyproject.toml"):
+        os.symlink(real / name, root / name)
+    old = os.environ.get("LAIONET_ROOT")
+    os.environ["LAIONET_ROOT"] = str(root)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        rehearsal.build(rehearsal.DEFAULT_OUT, port=port, pad=300, focus="coco")
+        with rehearsal.serve(rehearsal.DEFAULT_OUT):
+            rc = runner.main(["run", "--profile", "rehearsal"])
+    finally:
+        if old is None:
+            os.environ.pop("LAIONET_ROOT", None)
+        else:
+            os.environ["LAIONET_ROOT"] = old
+    return rc, root

@@ -11,17 +11,13 @@ branches (no demo world), 07 in its absolute-threshold mode.
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 import pandas as pd
 import pytest
 
 from conftest import REFERENCE
 from laionet.demo import rehearsal
-from laionet.pipeline import runner
 from laionet.pipeline.profiles import load_profile
-from laionet.util.paths import project_root
 
 pytestmark = pytest.mark.skipif(
     not (REFERENCE / "coco-mini").is_dir(),
@@ -30,32 +26,6 @@ pytestmark = pytest.mark.skipif(
 NOTEBOOKS = ["01_synset_matching", "02_caption_filtering", "03_download", "04_evaluation",
              "05_intra_class_similarity", "06_imagenetv2_selection_frequency",
              "07_image_to_selection_link", "08_text_alone", "09_text_retrieved_imagenet"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    """A scratch project (the checkout's notebooks and profiles) with the rehearsal built in it."""
-    root = tmp_path_factory.mktemp("rehearsal")
-    real = project_root()
-    for name in ("notebooks", "profiles", "pyproject.toml"):
-        os.symlink(real / name, root / name)
-    old = os.environ.get("LAIONET_ROOT")
-    os.environ["LAIONET_ROOT"] = str(root)
-    try:
-        port = _free_port()
-        rehearsal.build(rehearsal.DEFAULT_OUT, port=port, pad=300, focus="coco")
-        yield root
-    finally:
-        if old is None:
-            os.environ.pop("LAIONET_ROOT", None)
-        else:
-            os.environ["LAIONET_ROOT"] = old
 
 
 def test_the_rehearsal_profile_is_full_plus_paths_weights_and_device():
@@ -81,14 +51,13 @@ def _strict_json(path):
 
 
 @pytest.mark.slow
-def test_notebooks_01_to_09_run_on_real_assets(scratch):
+def test_notebooks_01_to_09_run_on_real_assets(rehearsal_run):
+    rc, scratch = rehearsal_run
     info = json.loads((scratch / rehearsal.DEFAULT_OUT / "rehearsal.json").read_text())
     parts = sorted((scratch / rehearsal.DEFAULT_OUT / "laion").glob("part-*.parquet"))
     assert [p.name[:10] for p in parts] == ["part-00000", "part-00001"]
     assert list(pd.read_parquet(parts[0]).columns) == [
         "SAMPLE_ID", "URL", "TEXT", "HEIGHT", "WIDTH", "LICENSE", "NSFW", "similarity"]
-    with rehearsal.serve(rehearsal.DEFAULT_OUT):
-        rc = runner.main(["run", "--profile", "rehearsal"])
     assert rc == 0
     runs = scratch / "runs" / "rehearsal"
     timings = json.loads((runs / "run_all_timings.json").read_text())["timings_s"]
