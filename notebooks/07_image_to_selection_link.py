@@ -147,9 +147,10 @@ val, VAL = read_imagenet_val(S.inputs.imagenet_val_dir, S.inputs.imagenet_devkit
 embedders = [embed if spec == S.inputs.image_encoder else embed.with_encoder(load_image_encoder(spec, device=device))
              for spec in list(intra_encoders) or [S.inputs.image_encoder]]
 with S.timings("intra_class"):
+    val_by = {e.encoder.name: e.classes(val, VAL) for e in embedders}
     b15 = fr.compare_datasets({e.encoder.name: ({str(d): e.classes(g, laion, n_per_class, seed)
                                                  for d, g in datasets.groupby("dataset", observed=True)},
-                                                e.classes(val, VAL)) for e in embedders}, seed)
+                                                val_by[e.encoder.name]) for e in embedders}, seed)
 write_parquet(b15.per_class, S.out / "intra_class_stats.parquet")
 S.table(b15.shares, "07_B15_share_at_or_below_imagenet")
 S.table(b15.avg, "07_B15_avg_intra_class_similarity")
@@ -196,7 +197,7 @@ b19
 # %%
 coverage = fr.coverage(rows, list(coverage_thresholds) or list(grid),
                        lambda kept: embedders[0].classes(kept, laion, n_per_class, seed),
-                       embedders[0].classes(val, VAL), seed, inclusive)
+                       val_by[enc0], seed, inclusive)
 S.table(coverage, "07_EXT_laionet_thresholds_coverage_vs_similarity")
 S.figure(frp.coverage_figure(coverage), "07_EXT_laionet_thresholds_coverage_vs_similarity",
          title="LAIONet text threshold: coverage vs homogeneity")

@@ -76,8 +76,8 @@ parts = part_files(S.inputs.laion_parts)
 # Exact (Flat) on small data, IVF-PQ at LAION scale, trained once on a sample across the parts.
 
 # %%
-enc = load_text_encoder(text_encoder, device=device)
-laion_texts = EmbeddingStore(S.cache_dir("text_embeddings", "laion", enc.name), enc.name)
+enc, stores = load_text_encoder(text_encoder, device=device), S.cache_dir("text_embeddings")
+laion_texts = EmbeddingStore.at(stores, "laion", enc.name)
 factory = index_factory or ci.suggest_factory(sum(ci.part_rows(parts).values()), enc.dim)
 with S.timings("index"):
     index = ci.index_parts(parts, enc, S.cache_dir("caption_index", "laion", enc.name, factory),
@@ -93,7 +93,7 @@ print(f"index {index.factory}: {index.ntotal:,} captions, {index.bytes_per_capti
 # %%
 caps = read_imagenet_captions(S.inputs.captions_json)
 with S.timings("query"):
-    queries = EmbeddingStore(S.cache_dir("text_embeddings", "imagenet_captions", enc.name), enc.name)
+    queries = EmbeddingStore.at(stores, "imagenet_captions", enc.name)
     q_emb = embed_captions(enc, caps, queries, batch_size)
     found, index_sims = index.search(q_emb, k=k, parts=parts)
     sims = (rt.exact_similarity(q_emb, found, lambda keys: ci.caption_embeddings(

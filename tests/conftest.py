@@ -37,6 +37,13 @@ def reference_file(*parts: str) -> Path:
     return path
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def reference():
     return reference_file
@@ -206,16 +213,9 @@ def tiny_run(tmp_path_factory):
         rc = subprocess.run(cmd, cwd=scratch, env=dict(os.environ, LAIONET_ROOT=str(scratch)),
                             check=False).returncode
         return rc, scratch
-    old = os.environ.get("LAIONET_ROOT")
-    os.environ["LAIONET_ROOT"] = str(scratch)
-    try:
-        rc = runner.main(["run", "--profile", "tiny"])
-    finally:
-        if old is None:
-            os.environ.pop("LAIONET_ROOT", None)
-        else:
-            os.environ["LAIONET_ROOT"] = old
-    return rc, scratch
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAIONET_ROOT", str(scratch))
+        return runner.main(["run", "--profile", "tiny"]), scratch
 
 
 # ---------------------------------------------------------------- the rehearsal, run once
@@ -224,8 +224,7 @@ def tiny_run(tmp_path_factory):
 def rehearsal_run(tmp_path_factory):
     """``profiles/rehearsal.yaml`` (full + real assets) through the real runner, once per session,
     in a scratch project, its photos served on 127.0.0.1 while it runs: (exit code, folder).
-    Shared by the rehearsal test and the golden check of stage 04 (which reads 04's results
-    instead of classifying the same 677 photos again). Skips without the reference assets."""
+    Skips without the reference assets."""
     from laionet.demo import rehearsal
     from laionet.pipeline import runner
     from laionet.util.paths import project_root
@@ -237,18 +236,8 @@ def rehearsal_run(tmp_path_factory):
     real = project_root()
     for name in ("notebooks", "profiles", "pyproject.toml"):
         os.symlink(real / name, root / name)
-    old = os.environ.get("LAIONET_ROOT")
-    os.environ["LAIONET_ROOT"] = str(root)
-    try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        rehearsal.build(rehearsal.DEFAULT_OUT, port=port, pad=300, focus="coco")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAIONET_ROOT", str(root))
+        rehearsal.build(rehearsal.DEFAULT_OUT, port=free_port(), pad=300, focus="coco")
         with rehearsal.serve(rehearsal.DEFAULT_OUT):
-            rc = runner.main(["run", "--profile", "rehearsal"])
-    finally:
-        if old is None:
-            os.environ.pop("LAIONET_ROOT", None)
-        else:
-            os.environ["LAIONET_ROOT"] = old
-    return rc, root
+            return runner.main(["run", "--profile", "rehearsal"]), root

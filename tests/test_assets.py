@@ -29,7 +29,7 @@ def test_a_checkpoint_marked_random_is_named_in_figure_titles(tmp_path, monkeypa
     from safetensors.torch import save_file
 
     from laionet.models.openclip import RANDOM_METADATA, open_clip_name, random_weight_specs
-    from laionet.pipeline.stage import _spec_files
+    from laionet.util.fingerprint import spec_files
 
     monkeypatch.setenv("LAIONET_ROOT", str(tmp_path))
     (tmp_path / "models").mkdir()
@@ -42,4 +42,4 @@ def test_a_checkpoint_marked_random_is_named_in_figure_titles(tmp_path, monkeypa
     assert random_weight_specs([specs[3]]) == ["open_clip ViT-B-32"]
     assert "RANDOM-WEIGHTS" in open_clip_name("ViT-B-32", "models/rnd.safetensors")
     # the checkpoint named relative to the project root is fingerprinted (a changed file reruns)
-    assert _spec_files(specs[0]) == [tmp_path / "models" / "rnd.safetensors"]
+    assert spec_files(specs[0]) == [tmp_path / "models" / "rnd.safetensors"]

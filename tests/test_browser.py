@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from test_jupyter_setup import ensure_jupyter, missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +38,6 @@ KERNEL_DISPLAY = "Python 3 (LAIONet)"
 
 pytestmark = pytest.mark.slow
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen) -> list[str]:
@@ -98,7 +93,7 @@ def lab(tiny_run, tmp_path_factory):
         env["JUPYTER_CONFIG_PATH"] = str(side / "etc" / "jupyter")
         env["JUPYTER_PATH"] = str(side / "share" / "jupyter")
         print(f"[browser test] {sys.prefix} is not set up ({problems}); using {side}")
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     log = (tmp / "jupyterlab.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",

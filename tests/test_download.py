@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import socket
 import threading
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import free_port
 from laionet.jobs import download as dl
 
 N_PER_MODE = 3          # RGB, L, P, RGBA, CMYK images, 3 each
@@ -43,11 +43,6 @@ def host(tmp_path_factory):
     server.shutdown()
     server.server_close()
 
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_images(root) -> pd.DataFrame:
@@ -79,7 +74,7 @@ def _write_images(root) -> pd.DataFrame:
 def world(host):
     base, root = host
     exp = _write_images(root)
-    port = _closed_port()
+    port = free_port()
     table = pd.DataFrame({
         # keys in the authors' global layout: part * 1e8 + row
         "key": (3 * 100_000_000 + exp["key"]).astype("int64"),

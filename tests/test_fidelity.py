@@ -332,7 +332,7 @@ def test_every_notebook_loads_its_encoders_on_its_device_parameter():
     and 09 loaded theirs with the default `auto`, ignoring the profile's `device: cpu`)."""
     import re
 
-    from laionet.pipeline.runner import declared
+    from laionet.pipeline.params import read_parameters as declared
 
     loads = re.compile(r"load_(?:image|text)_encoder\(([^()]*(?:\([^()]*\))?[^()]*)\)")
     for nb in sorted((project_root() / "notebooks").glob("0*.py")):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from laionet.pipeline import runner
+from laionet.pipeline.params import read_parameters
 
 NOTEBOOK_OK = '''\
 # %% [markdown]
@@ -277,7 +278,7 @@ def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
     for stem in prof["notebooks"]:
         path = root / "notebooks" / f"{stem}.py"
         assert path.is_file(), f"{profile}.yaml lists {stem}, which does not exist"
-        declared[stem] = set(runner.declared(path))
+        declared[stem] = set(read_parameters(path))
     assert set(prof["parameters"]) <= set().union(*declared.values())
     for stem, params in (prof.get("notebook_parameters") or {}).items():
         assert set(params) <= declared[stem], f"{profile}.yaml: {stem} does not declare {set(params) - declared[stem]}"
@@ -286,7 +287,7 @@ def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
 def test_every_notebook_declares_typed_documented_parameters():
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
-        params = runner.declared(path)  # papermill's reading; a line it cannot read is an error
+        params = read_parameters(path)  # papermill's reading; a line it cannot read is an error
         assert {"profile", "out_dir", "figures_dir"} <= set(params), path.name
         assert all(p.help for p in params.values()), f"{path.name}: a parameter without a comment"
 
@@ -313,7 +314,7 @@ print(name)
 def test_the_parameters_cell_is_read_by_papermill_with_types_defaults_and_help(tmp_path):
     nb = tmp_path / "01_cell.py"
     nb.write_text(_CELL)
-    got = {k: (p.type, p.default, p.help) for k, p in runner.declared(nb).items()}
+    got = {k: (p.type, p.default, p.help) for k, p in read_parameters(nb).items()}
     assert got == {"name": ("str", "a: b", "a string"), "n": ("int", 3, "an int"),
                    "x": ("float", 0.5, "a float; its help goes on on the next line"),
                    "flag": ("bool", False, "a bool"), "items": ("list", [1, "two"], "a list over two lines"),
@@ -324,7 +325,7 @@ def test_the_parameters_cell_is_read_by_papermill_with_types_defaults_and_help(t
                      ('v: str = "#1"  # a hash', "keep # out of defaults")):
         nb.write_text(_CELL.replace("flag: bool = False     # a bool", bad))
         with pytest.raises(ValueError, match=why):
-            runner.declared(nb)
+            read_parameters(nb)
 
 
 _SLOW = '''\

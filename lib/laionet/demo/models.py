@@ -115,6 +115,14 @@ def _fit(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor,
     return history
 
 
+def pair_sample(n: int, max_pairs: int | None, seed: int) -> np.ndarray:
+    """The sorted positions of the (at most ``max_pairs``) pairs the tower trains on, seeded:
+    all ``n`` when there are no more than that (pick them before decoding the images)."""
+    if max_pairs is None or n <= max_pairs:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_pairs, replace=False))
+
+
 def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_path: Path, *,
                       seed: int = 0, epochs: int = 8, max_pairs: int | None = 4000,
                       batch_size: int = 128, lr: float = 3e-3, text_encoder: Any = None,
@@ -127,9 +135,7 @@ def train_image_tower(images: np.ndarray, captions: Sequence[str | None], out_pa
     images = _check_images(images)
     if len(captions) != len(images):
         raise ValueError(f"train_image_tower: {len(images)} images but {len(captions)} captions")
-    sel = np.arange(len(images))
-    if max_pairs is not None and len(images) > max_pairs:
-        sel = np.sort(np.random.default_rng(seed).choice(len(images), size=max_pairs, replace=False))
+    sel = pair_sample(len(images), max_pairs, seed)
     encoder = text_encoder or load_text_encoder("minilm", device="cpu")
     text = torch.from_numpy(encoder.embed_texts([captions[i] for i in sel], batch_size=256))
     pixels = shrink(images[sel], input_size)

@@ -366,11 +366,11 @@ def _train_models(paths: WorldPaths, out: Path, cfg: WorldSize, seed: int,
     train = train[train["dataset"] == "imagenet_train"]
     wnids = paths.classes_txt.read_text().split()
     labels = train["wnid"].map({w: i for i, w in enumerate(wnids)}).to_numpy(np.int64)
-    with timings("image_tower"):
+    with timings("image_tower"):  # only the sampled pairs' images are decoded
+        ok = ok.iloc[models.pair_sample(len(ok), cfg.tower_pairs, seed)]
         tower_ckpt = models.train_image_tower(
             paths.images(ok["path"]), ok["TEXT"].tolist(), out / "image_tower.safetensors",
-            seed=seed, epochs=cfg.tower_epochs, max_pairs=cfg.tower_pairs,
-            input_size=cfg.model_input)
+            seed=seed, epochs=cfg.tower_epochs, max_pairs=None, input_size=cfg.model_input)
     train_px = models.shrink(paths.images(train["path"]), cfg.model_input)
     done = {}
     for arch in models.DEMO_CLASSIFIER_ARCHS:

@@ -112,8 +112,9 @@ class PartedIndex:
         return int(sum(r["rows"] for r in self.records().values()))
 
     def bytes_per_caption(self) -> float:
-        n = self.ntotal
-        return sum(r["bytes"] for r in self.records().values()) / n if n else float("nan")
+        records = self.records().values()
+        n = sum(r["rows"] for r in records)
+        return sum(r["bytes"] for r in records) / n if n else float("nan")
 
     @property
     def needs_training(self) -> bool:
@@ -263,13 +264,13 @@ def index_parts(parts: Mapping[int, str | os.PathLike], encoder: Any, folder: st
         # copied elsewhere keeps its index; a changed one is indexed again)
         key = fingerprint({**src, "bytes": Path(f).stat().st_size, "encoder": encoder.name,
                            "factory": factory, "dim": encoder.dim})
-        if Marker(index.folder / f"{_part_name(int(part))}.json").current(key):
-            continue
-        chunks = ((_embed(encoder, k, t, use_store, batch_size), k)
-                  for k, t in tqdm(_part_chunks(f, int(part), chunk_rows),
-                                   total=math.ceil(n_rows[int(part)] / chunk_rows),
-                                   desc=f"index part {part}", disable=not progress))
-        index.add_part(int(part), chunks, src, key)
+
+        def chunks(f=f, part=int(part)):  # read only when add_part finds the part not current
+            for k, t in tqdm(_part_chunks(f, part, chunk_rows), desc=f"index part {part}",
+                             total=math.ceil(n_rows[part] / chunk_rows), disable=not progress):
+                yield _embed(encoder, k, t, use_store, batch_size), k
+
+        index.add_part(int(part), chunks(), src, key)
     return index
 
 

@@ -144,9 +144,10 @@ def _part_files(out_dir: Path, kind: str) -> list[Path]:
     return sorted((out_dir / kind).glob("part-*.parquet"))
 
 
-def _per_part_counts(matches_file: Path, rows_file: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One part's per-lemma and per-class counts (keys never repeat across parts: their sums over
-    parts are the exact counts, one part in memory)."""
+def _per_part_counts(matches_file: Path, rows_file: Path
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """One part's per-lemma and per-class counts and its classes-per-caption histogram (keys
+    never repeat across parts: their sums over parts are the exact counts, one part in memory)."""
     matches = pq.read_table(matches_file, columns=["key", "lemma", "wnid"]).to_pandas()
     rows = pq.read_table(rows_file, columns=["key", "n_classes"]).to_pandas()
     single = matches["key"].isin(rows.loc[rows["n_classes"] == 1, "key"])
@@ -155,7 +156,7 @@ def _per_part_counts(matches_file: Path, rows_file: Path) -> tuple[pd.DataFrame,
                                               n_single_label=("single", "sum")))
     per_class = (m.drop_duplicates(["key", "wnid"]).groupby("wnid")
                  .agg(n_rows=("key", "size"), n_single_label=("single", "sum")))
-    return lemma, per_class
+    return lemma, per_class, rows["n_classes"].value_counts()
 
 
 def _summed(frames: list) -> pd.DataFrame | pd.Series | None:
@@ -176,7 +177,7 @@ def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
     counts = [_per_part_counts(f, out / "rows" / f.name) for f in files]  # one part at a time
     lemma_sum = _summed([c[0] for c in counts])
     per_class = _summed([c[1] for c in counts])
-    hist = classes_per_caption(out)
+    hist = _histogram([c[2] for c in counts])
     lemma_counts = pd.DataFrame(lemma_pairs, columns=["lemma", "wnid"])
     if lemma_sum is not None:
         lemma_counts = lemma_counts.merge(lemma_sum.reset_index(), on=["lemma", "wnid"], how="left")
@@ -225,8 +226,12 @@ def summarize_matches(out_dir: str | os.PathLike, table: pd.DataFrame,
 
 def classes_per_caption(out_dir: str | os.PathLike) -> pd.Series:
     """How many matching captions name 1, 2, ... classes (index: n_classes)."""
-    counts = _summed([pq.read_table(f, columns=["n_classes"]).to_pandas()["n_classes"]
-                      .value_counts() for f in _part_files(Path(out_dir), "rows")])
+    return _histogram([pq.read_table(f, columns=["n_classes"]).to_pandas()["n_classes"]
+                       .value_counts() for f in _part_files(Path(out_dir), "rows")])
+
+
+def _histogram(per_part: list[pd.Series]) -> pd.Series:
+    counts = _summed(per_part)
     if counts is None:
         return pd.Series([], pd.Index([], dtype="int16", name="n_classes"), "int64", "count")
     return counts.astype("int64")

@@ -11,6 +11,7 @@ every value against its declared type before any kernel does.
 """
 
 import ast
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,14 @@ class Param:
 def read_parameters(path: str | Path) -> dict[str, Param]:
     """Declared parameters of a py:percent notebook, in order (papermill's reading of its
     ``parameters`` cell). A line papermill skips, a type outside TYPES or a default that is not
-    a literal is a ValueError: papermill would otherwise drop that parameter without a word."""
+    a literal is a ValueError: papermill would otherwise drop that parameter without a word.
+    Read once per version of the file (a run asks for each notebook's several times)."""
+    path, st = Path(path), Path(path).stat()
+    return dict(_read_parameters(path, st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_parameters(path: Path, mtime_ns: int, size: int) -> dict[str, Param]:
     cells = [c for c in jupytext.read(path).cells if "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise ValueError(f"{path}: no cell tagged 'parameters' "

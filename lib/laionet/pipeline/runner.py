@@ -42,7 +42,6 @@ from laionet.plots.style import save_figure, save_table
 from laionet.util.files import read_json, remove_stale_temp_files, write_json
 from laionet.util.paths import project_root, resolve
 
-declared = read_parameters  # the parameters a notebook's ``parameters`` cell declares
 ALREADY_RUNNING = 3  # exit status of `--no-wait` when another run of the profile holds the lock
 
 

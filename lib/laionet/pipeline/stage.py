@@ -30,7 +30,6 @@ from laionet.plots.style import save_figure, save_table, style
 from laionet.util.files import read_json, write_json
 from laionet.util.fingerprint import (Marker, fingerprint, library_digest, path_fingerprint,
                                       spec_fingerprint, versions)
-from laionet.util.fingerprint import spec_files as _spec_files  # noqa: F401 (tests)
 from laionet.util.paths import project_root, resolve
 from laionet.util.timings import Timings
 
