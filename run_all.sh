@@ -41,7 +41,7 @@ env_ok() {  # $1 = python; succeeds when it can import everything pinned
     "$1" - <<'PY' >/dev/null 2>&1
 import importlib, sys
 for m in ("torch", "torchvision", "timm", "open_clip", "sentence_transformers", "papermill",
-          "jupytext", "nltk", "pandas", "pyarrow", "seaborn", "img2dataset", "pytest", "yaml"):
+          "jupytext", "nltk", "pandas", "pyarrow", "seaborn", "img2dataset", "pytest", "xdist", "yaml"):
     importlib.import_module(m)
 PY
 }
@@ -141,7 +141,8 @@ case "$cmd" in
         shift
         pick_python
         ensure_chromium
-        exec "$PY" -m pytest "$@"
+        # one worker per core (pytest-xdist); "-n 0" after the command runs everything in this process
+        exec "$PY" -m pytest -n logical --dist loadgroup --durations=25 "$@"
         ;;
     env)
         pick_python

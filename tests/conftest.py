@@ -18,6 +18,14 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
+# Under pytest-xdist (``./run_all.sh test`` starts one worker per core) the cores are shared out:
+# each worker, and every kernel or process it starts, gets its share of threads instead of all of
+# them (two workers each spinning two BLAS threads on two cores run several times slower).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -42,6 +50,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# The session's two long fixtures each stay on one xdist worker (``--dist loadgroup``): every test
+# that reads the tiny run shares one, every test that reads the rehearsal the other. The longest
+# work is queued first so that no worker starts it last while the other sits idle.
+_FIRST = ("rehearsal_run", "tiny_run")
+_LONG_FILES = ("test_kill.py", "test_kill_resume.py", "test_golden_effnet_lite.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        names = getattr(item, "fixturenames", ())
+        for i, fixture in enumerate(_FIRST):
+            if fixture in names:
+                return i
+        return len(_FIRST) + (item.path.name not in _LONG_FILES)
+
+    for item in items:
+        for fixture in _FIRST:
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(fixture))
+                break
+    items.sort(key=rank)
 
 
 @pytest.fixture
