@@ -225,8 +225,22 @@ def offline_prefix() -> tuple[list[str] | None, str]:
 
 # ---------------------------------------------------------------- the tiny profile, run once
 
+def _first_on_any_worker(request, tmp_path_factory, name: str) -> None:
+    """Under ``--dist loadgroup`` a session fixture's tests share one worker, so it runs once in
+    all; a second worker starting it means the grouping failed (pytest-xdist 3.8 on pytest 9.2
+    drops the groups silently, pytest-xdist#1386): say so instead of paying for it twice."""
+    if not getattr(request.config.option, "loadgroup", False):
+        return
+    flag = tmp_path_factory.getbasetemp().parent / f"{name}.started"
+    try:
+        flag.touch(exist_ok=False)
+    except FileExistsError:
+        pytest.fail(f"{name} started on a second xdist worker: --dist loadgroup did not group its "
+                    "tests (pytest-xdist#1386: use the lock's pytest, not 9.2)")
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def tiny_run(request, tmp_path_factory):
     """Every notebook of the ``tiny`` profile through the real runner, once per session, in a
     scratch project (symlinks to notebooks/, profiles/ and pyproject.toml): (exit code, folder).
     Shared by the notebook smoke tests, the report tests and the browser test;
@@ -236,6 +250,7 @@ def tiny_run(tmp_path_factory):
 
     from laionet.pipeline import runner
 
+    _first_on_any_worker(request, tmp_path_factory, "tiny_run")
     scratch = tmp_path_factory.mktemp("tiny_project")
     for name in ("notebooks", "profiles", "pyproject.toml"):
         (scratch / name).symlink_to(ROOT / name)
@@ -253,7 +268,7 @@ def tiny_run(tmp_path_factory):
 # ---------------------------------------------------------------- the rehearsal, run once
 
 @pytest.fixture(scope="session")
-def rehearsal_run(tmp_path_factory):
+def rehearsal_run(request, tmp_path_factory):
     """``profiles/rehearsal.yaml`` (full + real assets) through the real runner, once per session,
     in a scratch project, its photos served on 127.0.0.1 while it runs: (exit code, folder).
     Skips without the reference assets."""
@@ -264,6 +279,7 @@ def rehearsal_run(tmp_path_factory):
     if not (REFERENCE / "coco-mini").is_dir():
         pytest.skip(f"real reference assets not found at {REFERENCE} (../shared/reference or "
                     "$LAIONET_REFERENCE)")
+    _first_on_any_worker(request, tmp_path_factory, "rehearsal_run")
     root = tmp_path_factory.mktemp("rehearsal")
     real = project_root()
     for name in ("notebooks", "profiles", "pyproject.toml"):
