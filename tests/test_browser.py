@@ -176,7 +176,7 @@ def test_double_click_opens_a_text_notebook_and_runs_it_on_the_tiny_profile(lab,
         text = "\n".join(output.all_inner_texts())
         assert f"{NOTEBOOK}: parameters of profile 'tiny'" in text
         assert re.search(r"profile += 'tiny' +from cell edit", text), text
-        assert re.search(r"n_workers += 2 +from profile tiny: parameters", text), text
+        assert re.search(r"n_workers += 1 +from profile tiny: parameters", text), text
         # the stage's folder is the tiny run's: a cell of the user's own, inserted above the
         # selected next one (command mode after Shift+Enter), prints it
         for key in ("a", "Enter"):

@@ -404,6 +404,7 @@ def test_the_download_stops_with_the_process_that_runs_it(project, how):
 # enough for a signal to land between two parts. Each project has its own embedding cache.
 
 N_PARTS = 4
+PAD_ROWS = 2500  # non-matching captions after each part's rows (see _split_parts)
 MATCH_LIMIT_S = 600  # one runner run of 01 and 02 on a loaded machine
 TEXT_STORE = "runs/tiny/cache/text_embeddings/laion"
 PRODUCTS_01 = ("class_counts.parquet", "lemma_counts.parquet", "summary.json")
@@ -411,7 +412,13 @@ PRODUCTS_02 = ("candidates.parquet", "laionet.parquet", "laionet_top50.parquet",
 
 
 def _split_parts(world_laion: Path, dest: Path) -> str:
-    """The world's parts, each cut in two halves: parts 0..3 (their own row keys)."""
+    """The world's parts, each cut in two halves: parts 0..3 (their own row keys). Each half is
+    followed by PAD_ROWS captions that match nothing ("-": no lemma in it), so that matching a
+    part one row at a time takes about a second even on an idle machine: a kill after the first
+    finished part lands before the last one, however loaded the machine (a bare half took ~0.1 s,
+    and a busy test machine once saw all four finish between two looks)."""
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     dest.mkdir()
@@ -420,8 +427,14 @@ def _split_parts(world_laion: Path, dest: Path) -> str:
         t = pq.read_table(src)
         half = t.num_rows // 2
         for piece in (t.slice(0, half), t.slice(half)):
-            pq.write_table(piece, dest / f"part-{n:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36"
-                                         "-c000.snappy.parquet")
+            pad = piece.take(np.arange(PAD_ROWS) % piece.num_rows)
+            pad = pad.set_column(pad.schema.get_field_index("TEXT"), "TEXT",
+                                 pa.array(["-"] * PAD_ROWS, pa.string()))
+            pad = pad.set_column(pad.schema.get_field_index("SAMPLE_ID"), "SAMPLE_ID",
+                                 pa.array(1e9 + n * PAD_ROWS + np.arange(PAD_ROWS), pa.float64()))
+            pq.write_table(pa.concat_tables([piece, pad]),
+                           dest / f"part-{n:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36"
+                                  "-c000.snappy.parquet")
             n += 1
     assert n == N_PARTS
     return str(dest / "part-*.parquet")

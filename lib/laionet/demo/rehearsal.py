@@ -13,8 +13,8 @@ this module). Photos are linked, never copied. Under ``out`` (``runs/rehearsal-a
         photos under their real names; all 50,000 devkit labels (the authors' val_imagename2wnid),
         IDs 1..1000 in sorted-wnid order (not the devkit's numbering)
     imagenet/train/<wnid>/           the 1,000 sample photos, one per class
-    imagenetv2/imagenetv2-<v>-format-val/<cid>/   a class's sample and val photos, the same in
-        all three releases (no V2 photos offline: a flat curve)
+    imagenetv2/imagenetv2-<v>-format-val/<cid>/   a class's sample and val photos dealt over the
+        three releases in turn, each photo in one (no V2 photos offline: a flat curve)
     imagenet-captions/imagenet_captions.json   the real form for the train photos; SYNTHETIC text
     models/open_clip-ViT-B-32-random-weights.safetensors   a random ViT-B-32 for the CLIP slots
         (marked random: every figure using it says "random weights")
@@ -157,12 +157,17 @@ def build(out: str | os.PathLike = DEFAULT_OUT, port: int = DEFAULT_PORT, pad: i
             _link(s, tmp / "imagenet" / "train" / s.name.split("_")[0] / s.name)
         # ImageNetV2: integer class folders + class_info.json (cid = timm's class index)
         write_class_info(table, tmp / "imagenetv2" / "class_info.json")
-        for v in IMAGENETV2_VERSIONS.values():
-            folder = tmp / "imagenetv2" / v.folder
-            for s in samples:
-                _link(s, folder / str(wnid_index[s.name.split("_")[0]]) / f"{s.stem}.jpeg")
-            for name, w in zip(gt["file_name"], gt["wnid"]):
-                _link(val_photos / name, folder / str(wnid_index[w]) / f"{Path(name).stem}.jpeg")
+        # each photo in one release (photo i of a class in release i mod 3): every code path of
+        # stage 06 runs on real photos, and none is scored three times
+        v2_photos = [(s, s.name.split("_")[0]) for s in samples] + [
+            (val_photos / name, w) for name, w in zip(gt["file_name"], gt["wnid"])]
+        folders = [tmp / "imagenetv2" / v.folder for v in IMAGENETV2_VERSIONS.values()]
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        dealt: dict[str, int] = {}
+        for photo, w in v2_photos:
+            i = dealt[w] = dealt.get(w, -1) + 1
+            _link(photo, folders[i % len(folders)] / str(wnid_index[w]) / f"{photo.stem}.jpeg")
         # ImageNet-Captions (real form, synthetic text that says so)
         heads = dict(zip(table["wnid"], table["head"]))
         lemmas = dict(zip(table["wnid"], table["lemmas"]))

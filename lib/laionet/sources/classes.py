@@ -14,13 +14,13 @@ reproduces both; the default keeps the true devkit wnids.
 
 import functools
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -62,8 +62,14 @@ TIMM_FALLBACK_HELP = (
 
 
 def _timm_info(name: str) -> str:
+    """A file of timm's bundled ImageNet metadata, found without importing timm (its import costs
+    seconds, in every kernel that only needs the class table)."""
+    spec = importlib.util.find_spec("timm")
     try:
-        return (resources.files("timm") / "data" / "_info" / name).read_text(encoding="utf-8")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("timm")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        return (folder / "data" / "_info" / name).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError) as exc:  # pragma: no cover - env problem
         raise RuntimeError(f"timm's bundled ImageNet metadata {name} is missing: install timm "
                            "(see requirements.lock)") from exc
