@@ -35,6 +35,10 @@ class ImageEncoder:
 
     def __init__(self, name: str, model: Any, embed_fn: Callable[[Any], Any],
                  transform: Callable[[Any], Any], device: str, precision: str = "fp32"):
+        import torch
+
+        if isinstance(model, torch.nn.Module):  # convolutions in channels-last (as classifiers)
+            model = model.to(memory_format=torch.channels_last)
         self.name, self.model, self.device = name, model, device
         self._embed_fn, self._transform = embed_fn, transform
         self.precision = check_precision(precision, device)
@@ -52,7 +56,8 @@ class ImageEncoder:
         import torch
 
         with torch.inference_mode(), autocast(self.precision, self.device):
-            emb = self._embed_fn(batch.to(self.device))
+            emb = self._embed_fn(batch.to(self.device, memory_format=torch.channels_last)
+                                 if batch.dim() == 4 else batch.to(self.device))
         return l2_normalize(emb.float().cpu().numpy())
 
     def __repr__(self) -> str:
