@@ -327,6 +327,11 @@ def test_released_route_reproduces_authors_numbers_through_the_stage(tmp_path):
     assert abs(acc.loc[(vit, 1), "accuracy"] - 0.804245965119522) < 1e-12
     assert abs(acc.loc[(clip, 5), "accuracy"] - 0.8319549641760491) < 1e-12
     assert acc.loc[(vit, 1), "group"] == ev.groups[vit]
+    # the claims table's ImageNet side prints the paper's numbers (spec C.1), all 29 models
+    from laionet.method.claims import paper_claims
+
+    anchor = paper_claims(acc=s.acc).set_index("claim").loc["imagenet_numbers_exact"]
+    assert anchor["n"] == 29 and anchor["value"] <= 5e-5 and anchor["size"] == "yes", anchor
 
 
 def test_summarize_describe_and_counts():

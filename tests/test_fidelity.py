@@ -265,6 +265,32 @@ def test_b2_gallery_draws_the_lemmas_images_in_every_similarity_bin(tmp_path):
     assert sum(bool(ax.images) for ax in fig.axes) == 6
 
 
+def _figure_rows():
+    """FIGURES.md's B1-B20 rows: {fig: its paper-fidelity cell}."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "FIGURES.md").read_text()
+    header = next(ln for ln in text.splitlines() if ln.startswith("| fig |"))
+    col = [c.strip() for c in header.strip("|").split("|")].index(
+        "paper fidelity (the paper on `full`; the corrections on `full-corrected`)")
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")][col]
+            for ln in text.splitlines() if re.match(r"\| B\d+ \|", ln)}
+    assert sorted(rows, key=lambda b: int(b[1:])) == [f"B{i}" for i in range(1, 21)]
+    return rows
+
+
+def _named_settings(cell: str, profile: str) -> list[tuple[str, str, str]]:
+    """(notebook stem, parameter, value) of every "<profile>: `NN.name value`, ..." in a cell."""
+    import re
+
+    found = []
+    for group in re.findall(rf"(?<![\w-]){re.escape(profile)}: ((?:`[^`]+`(?:, )?)+)", cell):
+        found += re.findall(r"`(\d\d)\.([a-z0-9_]+) ([^`]+)`", group)
+    return found
+
+
 def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
     import re
     from pathlib import Path
@@ -274,17 +300,9 @@ def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
     from laionet.pipeline.params import read_parameters
 
     root = Path(__file__).resolve().parents[1]
-    text = (root / "docs" / "FIGURES.md").read_text()
-    header = next(ln for ln in text.splitlines() if ln.startswith("| fig |"))
-    col = [c.strip() for c in header.strip("|").split("|")].index(
-        "paper fidelity (how to restore the paper's choice)")
-    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
-            for ln in text.splitlines() if re.match(r"\| B\d+ \|", ln)}
-    assert sorted(rows, key=lambda b: int(b[1:])) == [f"B{i}" for i in range(1, 21)]
     named = 0
-    for fig, cells in rows.items():
-        fidelity = cells[col]
-        assert re.match(r"(faithful|deviation|as B\d+)\b", fidelity), (fig, fidelity)
+    for fig, fidelity in _figure_rows().items():
+        assert re.match(r"(faithful|partial|deviation|as B\d+)\b", fidelity), (fig, fidelity)
         if fidelity.startswith("deviation"):
             assert "paper: `" in fidelity, f"{fig}: a deviation names the parameter restoring it"
         for stem, name, value in re.findall(r"`(\d\d)\.([a-z0-9_]+)(?: ([^`]+))?`", fidelity):
@@ -295,6 +313,34 @@ def test_figures_md_marks_every_figure_and_its_restoring_parameters_exist():
                 params[name].check(yaml.safe_load(value), f"FIGURES.md {fig}")
             named += 1
     assert named >= 15
+
+
+def test_the_full_profile_is_the_paper_and_full_corrected_its_corrections():
+    """Every "full: `NN.name value`" of FIGURES.md is what the full profile gives that notebook
+    (as `runner list --profile full` shows it), every "full-corrected: ..." what
+    full-corrected gives; each correction is a different value from the paper's."""
+    from pathlib import Path
+
+    import yaml
+
+    from laionet.pipeline.params import notebook_parameters, read_parameters
+    from laionet.pipeline.profiles import load_profile
+
+    root = Path(__file__).resolve().parents[1]
+    profiles = {p: load_profile(p) for p in ("full", "full-corrected")}
+    checked = {p: 0 for p in profiles}
+    for fig, cell in _figure_rows().items():
+        for name, prof in profiles.items():
+            for stem, param, value in _named_settings(cell, name):
+                nb = next((root / "notebooks").glob(f"{stem}_*.py"))
+                got, _ = notebook_parameters(prof, nb.stem, read_parameters(nb), {}, name)
+                assert got[param] == yaml.safe_load(value), (fig, name, nb.stem, param, got[param])
+                checked[name] += 1
+        paper = {(s, p): v for s, p, v in _named_settings(cell, "full")}
+        for stem, param, value in _named_settings(cell, "full-corrected"):
+            assert (stem, param) in paper, f"{fig}: the correction {stem}.{param} has no paper value"
+            assert yaml.safe_load(paper[stem, param]) != yaml.safe_load(value), (fig, stem, param)
+    assert checked["full"] >= 13 and checked["full-corrected"] >= 11, checked
 
 
 def test_the_authors_class_list_reaches_every_stage_that_builds_the_class_table(reference):

@@ -212,3 +212,13 @@ def test_the_tiny_run_shows_the_papers_directions(tiny_run):
     assert s07["homogeneity_decreases_D_to_A"] is True
     b15 = pd.read_csv(figs / "07_B15_avg_intra_class_similarity.csv").set_index("dataset")["avg_similarity"]
     assert b15["D"] > b15["A"] + 0.02, b15
+    # the report page opens with the paper's claims, also in claims.json, every claim a row
+    from laionet.method.claims import paper_claims
+
+    claims = json.loads((figs / "claims.json").read_text())["claims"]
+    assert [c["claim"] for c in claims] == list(paper_claims()["claim"])
+    by = {c["claim"]: c for c in claims}
+    assert by["v2_accuracy_order"]["direction"] == "yes"  # as asserted above
+    assert by["datasets_D_to_A"]["direction"] == "yes"
+    page = (figs / "index.html").read_text()
+    assert page.index("The paper's claims on this run") < page.index("By paper figure")

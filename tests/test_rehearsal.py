@@ -102,6 +102,9 @@ def test_notebooks_01_to_09_run_on_real_assets(rehearsal_run):
     assert len(pd.read_parquet(runs / "07_image_to_selection_link" / "datasets.parquet")) == 0
     assert len(pd.read_parquet(runs / "07_image_to_selection_link" / "image_similarity.parquet")) > 0
     assert (figs / "07_EXT_laionet_thresholds_coverage_vs_similarity.png").is_file()
+    # the report's claims table: every claim, measured where the rehearsal has the stage's numbers
+    claims = {c["claim"]: c for c in _strict_json(figs / "claims.json")["claims"]}
+    assert claims["accuracy_drop_top1"]["n"] == 3 and claims["false_class_share"]["value"] is not None
     # 08: every (synthetic) ImageNet-Captions caption scored against the 1,000 class texts
     s08 = _strict_json(runs / "08_text_alone" / "summary.json")
     assert s08["n_captions"] == s08["n_with_p"] == info["train_photos"]

@@ -268,7 +268,7 @@ def test_second_run_skips_and_a_changed_parameter_reruns(project, capsys):
     assert man["params"]["label"] == "from-profile" and "versions" in man
 
 
-@pytest.mark.parametrize("profile", ["demo", "tiny", "full", "rehearsal"])
+@pytest.mark.parametrize("profile", ["demo", "tiny", "full", "full-corrected", "rehearsal"])
 def test_shipped_profiles_only_set_declared_parameters(profile, tmp_path):
     from laionet.pipeline.profiles import load_profile
 

@@ -25,6 +25,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from laionet.pipeline.claims import CLAIMS_JSON, write_claims
 from laionet.pipeline.params import notebook_file, read_parameters
 from laionet.pipeline.profiles import load_profile, profile_name
 from laionet.pipeline.stage import MANIFEST, OUTPUTS, STATE_DIR
@@ -174,8 +175,9 @@ def write_run_report(profile_key: str) -> Path:
     runs = [r for r in runs if r.manifest or r.outputs]
     intro = Markup("The latest run of each notebook of profile <code>{0}</code> "
                    "(<code>./run_all.sh --profile {0}</code>).").format(name)
+    claims, _ = write_claims(profile_key)
     return _write(fig_dir / INDEX, f"LAIONet companion: figures and tables of profile {name!r}",
-                  intro, runs, unclaimed(fig_dir, runs))
+                  intro, runs, unclaimed(fig_dir, runs), claims=claims)
 
 
 def write_sweep_report(index_json: Path, fig_base: Path) -> Path:
@@ -232,12 +234,25 @@ def _href(target: Path, here: Path) -> str:
     return quote(os.path.relpath(target, here).replace(os.sep, "/"), safe="/")
 
 
+def _claim_rows(claims: pd.DataFrame | None) -> list[dict[str, str]]:
+    """The claims table as the page shows it: numbers to 3 decimals, the interval in brackets."""
+    if claims is None:
+        return []
+    def fmt(x: Any) -> str:
+        return "" if pd.isna(x) else f"{x:.3f}"
+
+    return [{**r, "value": fmt(r["value"]), "n": "" if pd.isna(r["n"]) else str(r["n"]),
+             "interval": f"[{fmt(r['lo'])}, {fmt(r['hi'])}]" if not pd.isna(r["lo"]) else ""}
+            for r in claims.to_dict("records")]
+
+
 def _write(dest: Path, title: str, intro: Markup, runs: list[StageRun],
-           other: list[Output]) -> Path:
+           other: list[Output], claims: pd.DataFrame | None = None) -> Path:
     here = dest.parent
     here.mkdir(parents=True, exist_ok=True)
     outputs = [o for r in runs for o in r.outputs] + other
     page = _PAGE.render(
+        claims=_claim_rows(claims), claims_json=CLAIMS_JSON,
         title=title, intro=intro, written=time.strftime("%Y-%m-%d %H:%M:%S"), runs=runs,
         other=other, by_paper=_by_paper(outputs), n_files=len(outputs), figures_md=FIGURES_MD,
         href=lambda target: _href(target, here), notebook_file=notebook_file, spec=spec,
@@ -258,12 +273,25 @@ td,th{border:1px solid #ddd;padding:.15em .5em;text-align:left;vertical-align:to
 .paper{display:inline-block;min-width:4.5em;font-weight:bold;color:#fff;background:#36c;
 padding:0 .4em;border-radius:3px;text-align:center}.caption{margin:.2em 0 .4em;color:#333}
 .question{font-style:italic}.missing{color:#b00}.note{color:#865}.done{color:#080}
-.failed,.running{color:#b00}.preview{font-size:12px}
+.failed,.running{color:#b00}.preview{font-size:12px}.claims{font-size:12.5px}
+.v-yes{color:#080;font-weight:bold}.v-no{color:#b00;font-weight:bold}.v-not-significant{color:#865}
 </style></head><body>
 <h1>{{ title }}</h1>
 <p>{{ intro }} Written {{ written }}. Paper figure numbers B1-B20 are those of <a href='{{
 href(figures_md) }}'>docs/FIGURES.md</a> (which lists every figure of the paper, its notebook and
 parameters); <em>extension</em>: not in the paper.</p>
+{% if claims %}
+<section id='claims'><h2>The paper's claims on this run</h2><p>Each claim of the paper, the number
+it reports, this run's number with its 95% interval, and whether it holds in direction and in size
+(the interval holds the paper's number). Also in <a href='{{ claims_json }}'>{{ claims_json
+}}</a>.</p><table class='claims'><tr><th>claim</th><th>where</th><th>measured as</th><th>paper</th>
+<th>this run</th><th>95% interval</th><th>n</th><th>direction</th><th>size</th><th>note</th></tr>
+{% for c in claims %}<tr><td>{{ c.statement }}</td><td>{{ c.section }}</td><td>{{ c.measure }}</td>
+<td>{{ c.paper }}</td><td>{{ c.value }}</td><td>{{ c.interval }}</td><td>{{ c.n }}</td><td
+class='v-{{ c.direction|replace(" ", "-")|replace("/", "") }}'>{{ c.direction }}</td><td
+class='v-{{ c.size|replace("/", "") }}'>{{ c.size }}</td><td>{{ c.note }}</td></tr>
+{% endfor %}</table></section>
+{% endif %}
 <section><h2>By paper figure ({{ n_files }} files)</h2><table class='summary'>
 {% for paper, outs in by_paper %}<tr><th>{{ paper }}</th><td>{% for o in outs %}{{ ", " if not
 loop.first }}<a href='#{{ o.anchor }}'>{{ o.name }}</a>{{ " (table)" if o.kind == "table" }}{%

@@ -13,15 +13,23 @@ from laionet.method.similarity import spearman
 from laionet.plots.style import GROUP_COLORS, panel, plt
 
 Z = 1.96
-ERRBAR_NOTE = "error bars: \u00b11.96 SE (Wilson, both axes)"
+ERRBAR_NOTE = "error bars: \u00b11.96 SE (Wilson per class), cut at 0 and 1"
+
+
+def _bars(acc: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Asymmetric error bars of +-Z SE, cut at 0 and 1 (an accuracy interval stays in [0, 1])."""
+    return np.vstack([acc - np.clip(acc - Z * se, 0, 1), np.clip(acc + Z * se, 0, 1) - acc])
 
 
 def _paired_accuracy(acc: pd.DataFrame, ks: Sequence[int], fixed: tuple[str, str], across: str,
                      x: str, y: str, labels: tuple[str, str], missing: str,
                      groups: dict[str, str] | None) -> plt.Figure:
-    """One panel per k: accuracy at ``across == x`` vs ``y`` (rows ``fixed``), y = x dashed."""
-    fig, axes = plt.subplots(1, len(ks), figsize=(3.4 * len(ks), 3.6))
+    """One panel per k: accuracy at ``across == x`` vs ``y`` (rows ``fixed``), y = x dashed; the
+    legend under the panels (never over a marker), the layout constrained (the figure's title
+    never over a panel's)."""
+    fig, axes = plt.subplots(1, len(ks), figsize=(3.4 * len(ks), 4.0), layout="constrained")
     axes = np.atleast_1d(axes)
+    handles: dict[str, object] = {}
     for ax, k in zip(axes, ks):
         sub = acc[(acc["k"] == k) & (acc[fixed[0]] == fixed[1])]
         wide = sub.pivot(index="model", columns=across, values=["accuracy", "se"]).dropna()
@@ -33,16 +41,17 @@ def _paired_accuracy(acc: pd.DataFrame, ks: Sequence[int], fixed: tuple[str, str
         grp = wide.index.to_series().map(groups or {}).fillna("other").to_numpy()
         for g in sorted(set(grp)):
             m = grp == g
-            ax.errorbar(xs[m], ys[m], xerr=Z * xse[m], yerr=Z * yse[m], fmt="o", ms=4, lw=0.8,
-                        color=GROUP_COLORS.get(g, "tab:gray"), label=f"{g} models")
-        lo = float(np.nanmin([np.nanmin(xs), np.nanmin(ys)])) - 0.03
-        hi = float(np.nanmax([np.nanmax(xs), np.nanmax(ys)])) + 0.03
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+            handles[f"{g} models"] = ax.errorbar(
+                xs[m], ys[m], xerr=_bars(xs[m], xse[m]), yerr=_bars(ys[m], yse[m]), fmt="o", ms=4,
+                lw=0.8, color=GROUP_COLORS.get(g, "tab:gray"))
+        lo = max(0.0, float(np.nanmin([np.nanmin(xs), np.nanmin(ys)])) - 0.03)
+        hi = min(1.0, float(np.nanmax([np.nanmax(xs), np.nanmax(ys)])) + 0.03)
+        handles["y = x"] = ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)[0]
         ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", xlabel=labels[0], ylabel=labels[1],
                title=f"Top {k} accuracy")
-    if axes[0].get_legend_handles_labels()[0]:  # the first panel has data
-        axes[0].legend(loc="upper left", title=ERRBAR_NOTE, title_fontsize=7)
-    fig.tight_layout()
+    if handles:  # a panel has data
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncols=min(4, len(handles)), title=ERRBAR_NOTE, title_fontsize=7)
     return fig
 
 

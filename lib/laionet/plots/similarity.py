@@ -15,7 +15,7 @@ def histogram_figure(samples: Mapping[str, np.ndarray], bins: int = 70,
                      xlabel: str = "intra-class image-image similarity"):
     """Overlaid density histograms (A15: 70 bins, alpha 0.3; LAIONet blue, ImageNet red)."""
     colors = {**DATASET_COLORS, **(colors or {})}
-    ax = panel()
+    ax = panel((4.6, 3.0))
     edges = np.linspace(*xlim, bins + 1)
     for label, values in samples.items():
         ax.hist(np.asarray(values), bins=edges, density=True, alpha=0.3, label=label,

@@ -5,6 +5,7 @@ Every saved figure carries a title suffix naming the profile that made it (for e
 """
 
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -54,6 +55,11 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike, prof
         fig.suptitle(tag)
     elif tag not in fig._suptitle.get_text():  # keep the caller's title, append the profile once
         fig.suptitle(f"{fig._suptitle.get_text()} {tag}")
+    full_title = fig._suptitle.get_text()
+    # a title wider than the figure is wrapped to its width: else the saved canvas grows to the
+    # title's width and a one-panel figure sits small in a wide blank page
+    size = fig._suptitle.get_fontsize()
+    fig._suptitle.set_text(textwrap.fill(full_title, max(20, int(fig.get_figwidth() * 72 / (0.55 * size)))))
     if fig.get_layout_engine() is None:
         fig.tight_layout()  # make room for the suptitle (subplot titles would overlap it)
     out = []
@@ -61,7 +67,7 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike, prof
         dest = Path(figures_dir) / f"{name}.{ext}"
         with atomic_path(dest, suffix=f".{ext}") as tmp:
             # the title also goes into the file's metadata: tests and tools read it from there
-            fig.savefig(tmp, format=ext, metadata={"Title": fig._suptitle.get_text()})
+            fig.savefig(tmp, format=ext, metadata={"Title": full_title})
         out.append(dest)
     return out
 
