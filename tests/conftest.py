@@ -289,3 +289,24 @@ def rehearsal_run(request, tmp_path_factory):
         rehearsal.build(rehearsal.DEFAULT_OUT, port=free_port(), pad=300, focus="coco")
         with rehearsal.serve(rehearsal.DEFAULT_OUT):
             return runner.main(["run", "--profile", "rehearsal"]), root
+
+
+# ---------------------------------------------------------------- where the time went
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds per test file (setup + call + teardown summed over its tests, on whichever worker
+    ran them): where the suite's time goes, printed after every run."""
+    from collections import defaultdict
+
+    per_file: dict[str, float] = defaultdict(float)
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if getattr(r, "when", None) in ("setup", "call", "teardown") and hasattr(r, "duration"):
+                per_file[r.nodeid.split("::")[0]] += r.duration
+    if not per_file:
+        return
+    terminalreporter.section("seconds per test file")
+    for name, secs in sorted(per_file.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{secs:8.1f}  {name}")
+    terminalreporter.write_line(f"{sum(per_file.values()):8.1f}  all {len(per_file)} files "
+                                "(summed; the workers ran in parallel)")
