@@ -61,18 +61,17 @@ _LONG_FILES = ("test_kill.py", "test_kill_resume.py", "test_golden_effnet_lite.p
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    def rank(item):
+    def group(item):
         names = getattr(item, "fixturenames", ())
-        for i, fixture in enumerate(_FIRST):
-            if fixture in names:
-                return i
-        return len(_FIRST) + (item.path.name not in _LONG_FILES)
+        return next((f for f in _FIRST if f in names), None)
+
+    def rank(item):
+        g = group(item)
+        return _FIRST.index(g) if g else len(_FIRST) + (item.path.name not in _LONG_FILES)
 
     for item in items:
-        for fixture in _FIRST:
-            if fixture in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(fixture))
-                break
+        if g := group(item):
+            item.add_marker(pytest.mark.xdist_group(g))
     items.sort(key=rank)
 
 

@@ -24,10 +24,16 @@ from laionet.paper import PAPER_GAP_MODEL, PAPER_RECALL_MODELS
 KS = (1, 5)
 
 
+def wilson_interval(n_correct, n, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson interval (lo, hi) of a proportion n_correct / n."""
+    lo, hi = proportion_confint(np.asarray(n_correct), np.asarray(n), alpha=alpha, method="wilson")
+    return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+
+
 def wilson_se(n_correct, n, alpha: float = 0.05) -> np.ndarray:
     """Per-class standard error: half the Wilson interval width divided by 1.96 (A12)."""
-    lo, hi = proportion_confint(np.asarray(n_correct), np.asarray(n), alpha=alpha, method="wilson")
-    return (np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float)) / 2 / 1.96
+    lo, hi = wilson_interval(n_correct, n, alpha)
+    return (hi - lo) / 2 / 1.96
 
 
 def per_class_recall(results: pd.DataFrame, k: int = 1,

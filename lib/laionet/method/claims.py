@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 
 from laionet import paper as P
+from laionet.method.accuracy import wilson_interval
 
 COLUMNS = ("claim", "section", "statement", "measure", "paper", "value", "lo", "hi", "n",
            "direction", "size", "note")
@@ -58,7 +58,7 @@ def _signed(value: float, lo: float, hi: float, sign: int) -> str:
 
 
 def _share(k: float, n: float) -> tuple[float, float]:
-    lo, hi = proportion_confint(round(k), int(n), alpha=0.05, method="wilson")
+    lo, hi = wilson_interval(round(k), int(n))
     return float(lo), float(hi)
 
 
